@@ -1,0 +1,168 @@
+"""The simulated board: the firmware's hardware, provided by the host
+simulator (tools/bms_sim) over a local socket.
+
+Runs under the MicroPython unix port. Every request and reply is one fixed
+size frame, so each transfer is one `write` and one `readinto` of
+preallocated buffers: the board allocates nothing per call, like the real
+I2C and UART drivers. The simulator owns the clock: time advances only
+while the firmware idles, so a simulated hour can pass in seconds and every
+run is repeatable.
+
+Frame, firmware -> simulator (REQ_SIZE bytes):
+    op, a, b, n, arg (uint32 little-endian), payload[PAYLOAD]
+Frame, simulator -> firmware (RESP_SIZE bytes):
+    status (0 or an errno), flags, n, 0, ticks_ms (uint32 LE), payload[PAYLOAD]
+flags: FLAG_ALERT (the AFE's ALERT pin is high), FLAG_RX (RS485 bytes wait).
+"""
+from micropython import const
+
+PAYLOAD = const(128)
+REQ_SIZE = const(136)
+RESP_SIZE = const(136)
+HDR = const(8)
+
+OP_HELLO = const(0x48)  # 'H'
+OP_I2C_READ = const(0x52)  # 'R': a = device address, b = register, n = length
+OP_I2C_WRITE = const(0x57)  # 'W': a, b, n, payload = bytes on the wire
+OP_IDLE = const(0x49)  # 'I': arg = ms; returns early on RS485 data or ALERT
+OP_UART_READ = const(0x55)  # 'U': n = room; payload = received bytes
+OP_UART_WRITE = const(0x54)  # 'T': n bytes of payload to send
+
+FLAG_ALERT = const(0x01)
+FLAG_RX = const(0x02)
+
+ENV_SOCKET = "BMS_SIM_SOCKET"
+ENV_STATE = "BMS_SIM_STATE"
+
+
+class _Link:
+    def __init__(self, path):
+        import socket
+
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the unix port takes a raw sockaddr_un: family (host order), path, NUL
+        fam = socket.AF_UNIX
+        s.connect(bytes((fam & 0xFF, fam >> 8)) + path.encode() + b"\0")
+        self.sock = s
+        self.req = bytearray(REQ_SIZE)
+        self.resp = bytearray(RESP_SIZE)
+        self.flags = 0
+        self.ticks = 0
+
+    def call(self, op, a, b, n, arg):
+        q = self.req
+        q[0] = op
+        q[1] = a
+        q[2] = b
+        q[3] = n
+        q[4] = arg & 0xFF
+        q[5] = (arg >> 8) & 0xFF
+        q[6] = (arg >> 16) & 0xFF
+        q[7] = (arg >> 24) & 0xFF
+        self.sock.write(q)
+        r = self.resp
+        if self.sock.readinto(r) != RESP_SIZE:
+            raise OSError(104)  # the simulator went away: stop, as a dead MCU would
+        self.flags = r[1]
+        self.ticks = r[4] | (r[5] << 8) | (r[6] << 16) | (r[7] << 24)
+        return r[0]
+
+
+class SimI2C:
+    """machine.I2C's memory API, carried to the simulated AFE."""
+
+    def __init__(self, link):
+        self._link = link
+
+    def readfrom_mem_into(self, addr, memaddr, buf):
+        link = self._link
+        n = len(buf)
+        status = link.call(OP_I2C_READ, addr, memaddr, n, 0)
+        if status:
+            raise OSError(status)
+        r = link.resp
+        i = 0
+        while i < n:
+            buf[i] = r[HDR + i]
+            i += 1
+
+    def writeto_mem(self, addr, memaddr, buf):
+        link = self._link
+        n = len(buf)
+        q = link.req
+        i = 0
+        while i < n:
+            q[HDR + i] = buf[i]
+            i += 1
+        status = link.call(OP_I2C_WRITE, addr, memaddr, n, 0)
+        if status:
+            raise OSError(status)
+
+
+class SimSerial:
+    """The RS485 port: non-blocking readinto, write(buf, n)."""
+
+    def __init__(self, link):
+        self._link = link
+
+    def readinto(self, buf):
+        link = self._link
+        if not link.flags & FLAG_RX:
+            return 0
+        room = len(buf)
+        if room > PAYLOAD:
+            room = PAYLOAD
+        link.call(OP_UART_READ, 0, 0, room, 0)
+        r = link.resp
+        n = r[2]
+        i = 0
+        while i < n:
+            buf[i] = r[HDR + i]
+            i += 1
+        return n
+
+    def write(self, buf, n):
+        link = self._link
+        q = link.req
+        done = 0
+        while done < n:
+            k = n - done
+            if k > PAYLOAD:
+                k = PAYLOAD
+            i = 0
+            while i < k:
+                q[HDR + i] = buf[done + i]
+                i += 1
+            link.call(OP_UART_WRITE, 0, 0, k, 0)
+            done += k
+        return n
+
+
+class Board:
+    def __init__(self, socket_path=None, storage_dir=None):
+        import os
+
+        if socket_path is None:
+            socket_path = os.getenv(ENV_SOCKET)
+        if not socket_path:
+            raise OSError("no simulator: set " + ENV_SOCKET + " (bms-sim run starts the firmware with it)")
+        if storage_dir is None:
+            storage_dir = os.getenv(ENV_STATE) or "."
+        self.storage_dir = storage_dir.rstrip("/") + "/"
+        self._link = _Link(socket_path)
+        self._link.call(OP_HELLO, 0, 0, 0, 0)
+        self.i2c = SimI2C(self._link)
+        self.serial = SimSerial(self._link)
+
+    def set_baud(self, baud):
+        pass  # a pseudo-terminal has no baud rate
+
+    def ticks_ms(self):
+        return self._link.ticks
+
+    def alert(self):
+        return self._link.flags & FLAG_ALERT
+
+    def idle(self, ms):
+        """Let simulated time pass; back early on RS485 bytes or ALERT."""
+        self._link.call(OP_IDLE, 0, 0, 0, ms)

@@ -1,0 +1,53 @@
+"""What one measurement cycle knows about the pack, in preallocated arrays.
+
+Filled by the AFE driver, read by the control logic and the register image.
+"""
+from array import array
+
+from micropython import const
+
+MAX_CELLS = const(15)
+MAX_TEMPS = const(3)
+
+
+class Measurements:
+    def __init__(self, temps):
+        self.cells = 0
+        self.cell_mv = array("h", [0] * MAX_CELLS)
+        self.pack_mv = 0
+        self.current_ma = 0
+        self.cc_raw = 0
+        self.temps = temps  # thermistor inputs on this AFE (one per group)
+        self.temp_dc = array("h", [0] * MAX_TEMPS)
+        self.stat = 0  # SYS_STAT as read this cycle
+        self.ctrl1 = 0
+        self.fets = 0  # CHG_ON | DSG_ON as read back
+        self.balance_mask = 0  # bit k = cell k+1 bleeding
+        self.cell_min_mv = 0
+        self.cell_max_mv = 0
+        self.cell_min_idx = 0
+        self.cell_max_idx = 0
+
+    def update_extremes(self):
+        n = self.cells
+        if n == 0:
+            self.cell_min_mv = self.cell_max_mv = 0
+            self.cell_min_idx = self.cell_max_idx = 0
+            return
+        v = self.cell_mv
+        lo = hi = v[0]
+        lo_i = hi_i = 0
+        i = 1
+        while i < n:
+            x = v[i]
+            if x < lo:
+                lo = x
+                lo_i = i
+            if x > hi:
+                hi = x
+                hi_i = i
+            i += 1
+        self.cell_min_mv = lo
+        self.cell_max_mv = hi
+        self.cell_min_idx = lo_i
+        self.cell_max_idx = hi_i

@@ -1,0 +1,321 @@
+"""Modbus RTU slave (server), allocation-free in steady state.
+
+The board gives a non-blocking serial port and a register bank:
+
+- port.readinto(buf) -> bytes read into buf[0:] (0 or None when nothing);
+  port.write(buf, n) sends buf[0:n] (the board drives the RS485 DE line).
+- bank.read_registers(fc, addr, count, out, off) -> 0 after writing `count`
+  big-endian words to out[off:off + 2 * count], else a Modbus exception
+  code (2 when any register of the range is unmapped). fc is 3 or 4.
+
+Framing: bytes are appended to a 256-byte receive buffer. A frame ends as
+soon as the buffer holds the length its function code implies, or, as the
+fallback (unknown function code, short frame), after t3.5 of silence. A
+frame with a bad CRC is counted and the buffer is resynchronised one byte
+at a time, so a good frame behind garbage is still found; what is left
+after a silence with no valid frame is dropped.
+
+The hot path (poll with nothing received, answering FC03/FC04 or an
+exception) allocates nothing under MicroPython: no slicing, no range(), no
+tuples, no exceptions raised.
+"""
+from micropython import const
+
+from bms.crc import crc16
+from bms.ticks import ticks_diff
+
+BUF_SIZE = const(256)  # the largest RTU ADU
+_SCRATCH = const(64)
+_MIN_FRAME = const(4)  # addr, fc, crc lo, crc hi
+_MAX_READ_REGS = const(125)
+
+# Function codes
+FC_READ_HOLDING = const(0x03)
+FC_READ_INPUT = const(0x04)
+FC_WRITE_SINGLE = const(0x06)
+FC_DIAGNOSTICS = const(0x08)
+FC_WRITE_MULTIPLE = const(0x10)
+FC_REPORT_SERVER_ID = const(0x11)
+FC_MEI = const(0x2B)
+
+# Exception codes
+EX_ILLEGAL_FUNCTION = const(0x01)
+EX_ILLEGAL_ADDRESS = const(0x02)
+EX_ILLEGAL_VALUE = const(0x03)
+EX_DEVICE_FAILURE = const(0x04)
+
+BROADCAST = const(0)
+
+
+def silence_ms(baud):
+    """t3.5 in whole milliseconds (rounded up) for an 11-bit character.
+
+    Above 19200 baud the spec fixes t3.5 at 1.75 ms, which rounds up to 2.
+    Never less than 2 ms.
+    """
+    if baud > 19200:
+        return 2
+    t = (38500 + baud - 1) // baud  # 3.5 chars * 11 bits * 1000 ms
+    if t < 2:
+        t = 2
+    return t
+
+
+class ModbusSlave:
+    def __init__(self, port, bank, address=1, baud=19200):
+        self.port = port
+        self.bank = bank
+        self.address = 1
+        self.set_address(address)
+        self.baud = baud
+        self.t35_ms = silence_ms(baud)
+        self.listen_only = False
+        # Diagnostic counters (FC08 sub-functions 0x0B..0x12), wrap at 65536.
+        self.bus_messages = 0  # good CRC, any address
+        self.crc_errors = 0  # bad CRC / incomplete frames dropped
+        self.exceptions_sent = 0
+        self.server_messages = 0  # addressed to us, broadcasts included
+        self.no_responses = 0  # addressed to us (or broadcast), not answered
+        self.overruns = 0  # receive buffer overflowed
+        self._rx = bytearray(BUF_SIZE)
+        self._tx = bytearray(BUF_SIZE)
+        self._scratch = bytearray(_SCRATCH)
+        self._head = 0  # first unconsumed byte in _rx
+        self._n = 0  # bytes in _rx
+        self._last_rx = 0  # tick of the last byte arrival
+        self._resync = False  # a bad frame was seen: hunting a frame start
+        self._discard = False  # overflowed: drop bytes until a silence
+        self._handled = False
+
+    # -- configuration ----------------------------------------------------
+
+    def set_address(self, address):
+        if address < 1 or address > 247:
+            raise ValueError("modbus address 1..247")
+        self.address = address
+
+    def set_baud(self, baud):
+        self.baud = baud
+        self.t35_ms = silence_ms(baud)
+
+    def clear_counters(self):
+        self.bus_messages = 0
+        self.crc_errors = 0
+        self.exceptions_sent = 0
+        self.server_messages = 0
+        self.no_responses = 0
+        self.overruns = 0
+
+    def receiving(self):
+        """True while a partial frame waits: the caller should poll again
+        within t3.5 so the silence that ends (or drops) it is seen."""
+        return self._n > self._head or self._discard
+
+    # -- receive side -----------------------------------------------------
+
+    def poll(self, now_ms):
+        """Read what the port has and handle complete frames.
+
+        Returns True when at least one frame with a good CRC was handled
+        (answered, or deliberately not answered: other address, broadcast,
+        listen-only), else False.
+        """
+        self._handled = False
+        port = self.port
+        scratch = self._scratch
+        rx = self._rx
+        while True:
+            k = port.readinto(scratch)
+            if not k:
+                break
+            self._last_rx = now_ms
+            if self._discard:
+                continue
+            n = self._n
+            if n + k > BUF_SIZE:
+                self._compact()
+                n = self._n
+                if n + k > BUF_SIZE:
+                    # The frame cannot fit: drop it and the rest of it.
+                    self.overruns = (self.overruns + 1) & 0xFFFF
+                    self._head = 0
+                    self._n = 0
+                    self._resync = False
+                    self._discard = True
+                    continue
+            i = 0
+            while i < k:
+                rx[n] = scratch[i]
+                n += 1
+                i += 1
+            self._n = n
+            self._scan(False)
+        if (self._n > self._head or self._discard) and ticks_diff(now_ms, self._last_rx) >= self.t35_ms:
+            if self._discard:
+                self._discard = False
+            else:
+                self._scan(True)
+            self._head = 0
+            self._n = 0
+            self._resync = False
+        return self._handled
+
+    def _compact(self):
+        h = self._head
+        if h == 0:
+            return
+        rx = self._rx
+        n = self._n
+        j = 0
+        while h < n:
+            rx[j] = rx[h]
+            j += 1
+            h += 1
+        self._head = 0
+        self._n = j
+
+    def _expected(self, off, avail):
+        """Request length implied by the function code at off.
+
+        0: more bytes are needed to tell; -1: unknown function code.
+        """
+        if avail < 2:
+            return 0
+        rx = self._rx
+        fc = rx[off + 1]
+        if (fc >= 1 and fc <= 6) or fc == 8:
+            return 8
+        if fc == 15 or fc == 16:
+            if avail < 7:
+                return 0
+            return 9 + rx[off + 6]
+        if fc == 0x11:
+            return 4
+        if fc == 0x2B:
+            return 7
+        if fc == 23:
+            if avail < 11:
+                return 0
+            return 13 + rx[off + 10]
+        return -1
+
+    def _bad(self):
+        # One CRC error per bad frame, not per byte skipped while resyncing.
+        if not self._resync:
+            self.crc_errors = (self.crc_errors + 1) & 0xFFFF
+            self._resync = True
+
+    def _scan(self, silent):
+        """Consume complete frames from the buffer.
+
+        silent: t3.5 has passed since the last byte, so whatever is left is
+        all there will be (the caller clears the buffer afterwards).
+        """
+        rx = self._rx
+        n = self._n
+        head = self._head
+        while head < n:
+            avail = n - head
+            need = self._expected(head, avail)
+            if need > BUF_SIZE:
+                self._bad()
+                head += 1
+                continue
+            if need > 0 and need <= avail:
+                if crc16(rx, head, head + need) == 0:
+                    self._resync = False
+                    self._frame(head, need)
+                    head += need
+                else:
+                    self._bad()
+                    head += 1
+                continue
+            # Unknown function code, or not all of the frame is here yet.
+            if not silent:
+                if need < 0 and self._resync:
+                    head += 1  # garbage: a frame cannot start here
+                    continue
+                break
+            # Silence: the remainder is the whole frame (fallback framing).
+            if not self._resync and avail >= _MIN_FRAME and crc16(rx, head, n) == 0:
+                self._frame(head, avail)
+                head = n
+                break
+            self._bad()
+            head += 1
+        if head >= n:
+            head = 0
+            n = 0
+            self._n = 0
+        self._head = head
+
+    # -- frame handling ---------------------------------------------------
+
+    def _frame(self, off, length):
+        """A frame with a good CRC at rx[off:off + length]."""
+        self._handled = True
+        self.bus_messages = (self.bus_messages + 1) & 0xFFFF
+        addr = self._rx[off]
+        if addr != self.address and addr != BROADCAST:
+            return
+        self.server_messages = (self.server_messages + 1) & 0xFFFF
+        fc = self._rx[off + 1]
+        if self.listen_only and fc != FC_DIAGNOSTICS:
+            # Monitored, not acted on; only FC08 sub 01 may end this mode.
+            self.no_responses = (self.no_responses + 1) & 0xFFFF
+            return
+        r = self._dispatch(fc, off, length, addr)
+        if r > 0 and addr != BROADCAST and not self.listen_only:
+            self._send(r)
+            if self._tx[1] & 0x80:
+                self.exceptions_sent = (self.exceptions_sent + 1) & 0xFFFF
+        else:
+            self.no_responses = (self.no_responses + 1) & 0xFFFF
+
+    def _dispatch(self, fc, off, length, addr):
+        """Run the handler for fc; returns the reply length in _tx without
+        CRC (0: no reply). One method per function code."""
+        if fc == FC_READ_HOLDING or fc == FC_READ_INPUT:
+            return self._fc_read_registers(fc, off, length, addr)
+        # Later: FC_WRITE_SINGLE, FC_WRITE_MULTIPLE, FC_DIAGNOSTICS,
+        # FC_REPORT_SERVER_ID, FC_MEI slot in here.
+        return self._exception(fc, EX_ILLEGAL_FUNCTION)
+
+    def _exception(self, fc, code):
+        tx = self._tx
+        tx[0] = self.address
+        tx[1] = (fc | 0x80) & 0xFF
+        tx[2] = code & 0xFF
+        return 3
+
+    def _send(self, n):
+        tx = self._tx
+        crc = crc16(tx, 0, n)
+        tx[n] = crc & 0xFF
+        tx[n + 1] = crc >> 8
+        self.port.write(tx, n + 2)
+
+    def _fc_read_registers(self, fc, off, length, addr):
+        """FC03 / FC04: [addr fc start_hi start_lo qty_hi qty_lo crc crc]."""
+        if length != 8:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        rx = self._rx
+        start = (rx[off + 2] << 8) | rx[off + 3]
+        count = (rx[off + 4] << 8) | rx[off + 5]
+        if count < 1 or count > _MAX_READ_REGS:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        if start + count > 0x10000:
+            return self._exception(fc, EX_ILLEGAL_ADDRESS)
+        if addr == BROADCAST:
+            return 0  # a broadcast read has no one to answer
+        tx = self._tx
+        try:
+            r = self.bank.read_registers(fc, start, count, tx, 3)
+        except Exception:
+            r = EX_DEVICE_FAILURE
+        if r:
+            return self._exception(fc, r)
+        tx[0] = self.address
+        tx[1] = fc
+        tx[2] = count << 1
+        return 3 + (count << 1)

@@ -1,0 +1,12 @@
+"""Device entry point: build the board, start the application."""
+import sys
+
+from bms.app import run
+
+if sys.platform == "esp32":
+    from bms.boards.esp32 import Board
+else:
+    # the MicroPython unix port: the board the host simulator provides
+    from bms.boards.sim import Board
+
+run(Board())

@@ -1,0 +1,548 @@
+"""Modbus RTU slave: framing, CRC, FC03/FC04, exceptions, resync, and the
+allocation-free hot path under the real MicroPython unix port."""
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bms.crc import crc16
+from bms.modbus_rtu import ModbusSlave, silence_ms
+from conftest import run_mpy
+
+ADDR = 17
+
+
+# -- independent helpers ----------------------------------------------------
+
+def crc_bitwise(data):
+    """Reference CRC-16/MODBUS, bit by bit (independent of the table)."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def with_crc(body):
+    body = bytes(body)
+    c = crc_bitwise(body)
+    return body + bytes((c & 0xFF, c >> 8))
+
+
+def crc_ok(frame):
+    return len(frame) >= 4 and crc_bitwise(frame[:-2]) == (frame[-2] | (frame[-1] << 8))
+
+
+def read_req(addr, fc, start, count):
+    return with_crc(struct.pack(">BBHH", addr, fc, start, count))
+
+
+class FakePort:
+    """Feeds scripted bytes (at most len(buf) per readinto), records writes."""
+
+    def __init__(self):
+        self.pending = bytearray()
+        self.writes = []
+
+    def feed(self, data):
+        self.pending += data
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.pending))
+        if n == 0:
+            return None  # like machine.UART when nothing is waiting
+        buf[0:n] = self.pending[:n]
+        del self.pending[:n]
+        return n
+
+    def write(self, buf, n):
+        self.writes.append(bytes(buf[:n]))
+        return n
+
+
+class FakeBank:
+    """Registers in dicts; anything not in the dict is unmapped."""
+
+    def __init__(self, holding=None, inputs=None):
+        self.regs = {3: dict(holding or {}), 4: dict(inputs or {})}
+        self.calls = 0
+
+    def read_registers(self, fc, addr, count, out, off):
+        self.calls += 1
+        regs = self.regs[fc]
+        for i in range(count):
+            if addr + i not in regs:
+                return 2
+        for i in range(count):
+            v = regs[addr + i]
+            out[off + 2 * i] = v >> 8
+            out[off + 2 * i + 1] = v & 0xFF
+        return 0
+
+
+def default_bank():
+    holding = {a: (0x1000 + a) & 0xFFFF for a in range(0, 200)}
+    inputs = {a: (a * 37 + 5) & 0xFFFF for a in range(0, 50)}
+    inputs.update({a: a for a in range(100, 300)})
+    return FakeBank(holding, inputs)
+
+
+class Rig:
+    def __init__(self, bank=None, address=ADDR, baud=19200):
+        self.port = FakePort()
+        self.bank = bank or default_bank()
+        self.slave = ModbusSlave(self.port, self.bank, address, baud)
+        self.now = 1000
+
+    def send(self, data, advance=0):
+        """Feed bytes, poll once; returns poll()'s result."""
+        self.port.feed(data)
+        r = self.slave.poll(self.now)
+        self.now += advance
+        return r
+
+    def silence(self):
+        self.now += self.slave.t35_ms
+        return self.slave.poll(self.now)
+
+    def transact(self, data):
+        """Send a frame, poll, then a silence; return the writes and clear them."""
+        self.send(data)
+        self.silence()
+        w = self.port.writes
+        self.port.writes = []
+        return w
+
+
+def expected_reply(addr, fc, values):
+    return with_crc(bytes((addr, fc, 2 * len(values))) + b"".join(struct.pack(">H", v) for v in values))
+
+
+def expected_exc(addr, fc, code):
+    return with_crc(bytes((addr, fc | 0x80, code)))
+
+
+# -- CRC ---------------------------------------------------------------------
+
+def test_crc_check_values():
+    assert crc16(b"123456789", 0, 9) == 0x4B37
+    assert crc16(b"\x02\x07", 0, 2) == 0x1241
+    assert crc16(bytearray(b"xx\x02\x07yy"), 2, 4) == 0x1241
+    assert crc_bitwise(b"123456789") == 0x4B37
+
+
+def test_crc_matches_pymodbus():
+    from pymodbus.framer.rtu import FramerRTU
+    rig = Rig()
+    w = rig.transact(read_req(ADDR, 4, 0, 3))
+    assert len(w) == 1
+    frame = w[0]
+    # pymodbus returns the CRC with the wire's first byte as the high byte
+    assert FramerRTU.compute_CRC(frame[:-2]).to_bytes(2, "big") == frame[-2:]
+    assert FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
+
+
+def test_pymodbus_decodes_reply():
+    """pymodbus' own RTU framer parses our reply to the right registers."""
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU
+    rig = Rig()
+    w = rig.transact(read_req(ADDR, 3, 10, 4))
+    framer = FramerRTU(DecodePDU(False))
+    used, pdu = framer.handleFrame(w[0], ADDR, 0)
+    assert used == len(w[0])
+    assert pdu is not None
+    assert pdu.dev_id == ADDR
+    assert list(pdu.registers) == [0x1000 + a for a in range(10, 14)]
+
+
+# -- FC03 / FC04 -----------------------------------------------------------
+
+def test_fc03_reply_bytes():
+    rig = Rig()
+    w = rig.transact(read_req(ADDR, 3, 0x0002, 2))
+    assert w == [expected_reply(ADDR, 3, [0x1002, 0x1003])]
+    assert w[0][:7] == bytes((ADDR, 3, 4, 0x10, 0x02, 0x10, 0x03))
+
+
+def test_fc04_reply_bytes_and_known_frame():
+    # Known-good example: 01 04 00 00 00 01 -> CRC 31 CA on the wire.
+    bank = FakeBank(inputs={0: 0x1234})
+    rig = Rig(bank, address=1)
+    req = bytes.fromhex("010400000001") + b"\x31\xca"
+    assert crc_ok(req)
+    w = rig.transact(req)
+    assert w == [expected_reply(1, 4, [0x1234])]
+
+
+def test_fc04_125_registers():
+    rig = Rig()
+    w = rig.transact(read_req(ADDR, 4, 100, 125))
+    assert w == [expected_reply(ADDR, 4, list(range(100, 225)))]
+    assert len(w[0]) == 5 + 250
+
+
+def test_poll_returns_true_on_frame_only():
+    rig = Rig()
+    assert rig.slave.poll(rig.now) is False
+    assert rig.send(read_req(ADDR, 3, 0, 1)) is True
+    assert rig.slave.poll(rig.now) is False
+    assert rig.silence() is False
+
+
+# -- exceptions --------------------------------------------------------------
+
+def test_exception_01_unknown_function():
+    rig = Rig()
+    # FC 0x41 has no known length: answered after the silence (fallback framing)
+    req = with_crc(bytes((ADDR, 0x41, 1, 2, 3)))
+    rig.send(req)
+    assert rig.port.writes == []
+    rig.silence()
+    assert rig.port.writes == [expected_exc(ADDR, 0x41, 1)]
+    assert rig.slave.exceptions_sent == 1
+
+
+@pytest.mark.parametrize("fc", [1, 2, 5, 6, 8, 15, 16, 0x11, 0x2B, 23])
+def test_exception_01_not_yet_implemented_codes(fc):
+    rig = Rig()
+    if fc in (15, 16):
+        body = bytes((ADDR, fc, 0, 0, 0, 1, 2, 0, 7))
+    elif fc == 23:
+        body = bytes((ADDR, fc, 0, 0, 0, 1, 0, 0, 0, 1, 2, 0, 7))
+    elif fc == 0x11:
+        body = bytes((ADDR, fc))
+    elif fc == 0x2B:
+        body = bytes((ADDR, fc, 0x0E, 1, 0))
+    else:
+        body = bytes((ADDR, fc, 0, 0, 0, 1))
+    req = with_crc(body)
+    rig.send(req)
+    # known length: answered at once, no silence needed
+    assert rig.port.writes == [expected_exc(ADDR, fc, 1)]
+
+
+def test_exception_02_unmapped():
+    rig = Rig()
+    # inputs 0..49 mapped, 50..99 not
+    assert rig.transact(read_req(ADDR, 4, 48, 3)) == [expected_exc(ADDR, 4, 2)]
+    assert rig.transact(read_req(ADDR, 4, 60, 1)) == [expected_exc(ADDR, 4, 2)]
+    assert rig.transact(read_req(ADDR, 3, 0xFFFF, 1)) == [expected_exc(ADDR, 3, 2)]
+    # start + quantity beyond 0x10000 is 02 before the bank is asked
+    calls = rig.bank.calls
+    assert rig.transact(read_req(ADDR, 3, 0xFFF0, 100)) == [expected_exc(ADDR, 3, 2)]
+    assert rig.bank.calls == calls
+
+
+@pytest.mark.parametrize("count", [0, 126, 0xFFFF])
+def test_exception_03_quantity(count):
+    rig = Rig()
+    assert rig.transact(read_req(ADDR, 3, 0, count)) == [expected_exc(ADDR, 3, 3)]
+    assert rig.bank.calls == 0
+
+
+def test_check_order_quantity_before_address():
+    rig = Rig()
+    # quantity 126 at an unmapped address: 03, not 02
+    assert rig.transact(read_req(ADDR, 4, 60, 126)) == [expected_exc(ADDR, 4, 3)]
+    assert rig.transact(read_req(ADDR, 4, 0xFFFF, 0)) == [expected_exc(ADDR, 4, 3)]
+
+
+def test_check_order_function_first():
+    rig = Rig()
+    # FC 0x07-ish unknown code with a bogus quantity field: still 01
+    req = with_crc(bytes((ADDR, 0x64, 0xFF, 0xFF, 0x00, 0x00)))
+    assert rig.transact(req) == [expected_exc(ADDR, 0x64, 1)]
+
+
+def test_exception_04_bank_failure():
+    class Broken:
+        def read_registers(self, fc, addr, count, out, off):
+            raise OSError("i2c")
+    rig = Rig(Broken())
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == [expected_exc(ADDR, 3, 4)]
+
+
+def test_short_fc03_frame_with_good_crc_is_illegal_value():
+    rig = Rig()
+    req = with_crc(bytes((ADDR, 3, 0, 0)))
+    assert rig.transact(req) == [expected_exc(ADDR, 3, 3)]
+
+
+# -- no reply ----------------------------------------------------------------
+
+def test_no_reply_bad_crc():
+    rig = Rig()
+    req = bytearray(read_req(ADDR, 3, 0, 1))
+    req[-1] ^= 0x01
+    assert rig.transact(bytes(req)) == []
+    assert rig.slave.crc_errors == 1
+    assert rig.slave.bus_messages == 0
+
+
+def test_no_reply_other_address():
+    rig = Rig()
+    assert rig.send(read_req(ADDR + 1, 3, 0, 1)) is True
+    assert rig.port.writes == []
+    assert rig.slave.bus_messages == 1
+    assert rig.slave.server_messages == 0
+    # the foreign frame was skipped to its length: ours right behind it is answered
+    rig.send(with_crc(bytes((ADDR + 1, 16, 0, 0, 0, 1, 2, 0, 9))) + read_req(ADDR, 3, 1, 1))
+    assert rig.port.writes == [expected_reply(ADDR, 3, [0x1001])]
+    assert rig.slave.bus_messages == 3
+    assert rig.slave.server_messages == 1
+
+
+def test_no_reply_broadcast():
+    rig = Rig()
+    assert rig.transact(read_req(0, 3, 0, 1)) == []
+    assert rig.transact(read_req(0, 0x41, 0, 1)) == []  # not even an exception
+    s = rig.slave
+    assert s.server_messages == 2
+    assert s.no_responses == 2
+    assert s.exceptions_sent == 0
+
+
+def test_listen_only_sends_nothing():
+    rig = Rig()
+    rig.slave.listen_only = True
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == []
+    assert rig.transact(read_req(ADDR, 0x41, 0, 1)) == []
+    assert rig.slave.server_messages == 2
+    assert rig.slave.no_responses == 2
+    rig.slave.listen_only = False
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == [expected_reply(ADDR, 3, [0x1000])]
+
+
+def test_set_address():
+    rig = Rig()
+    rig.slave.set_address(5)
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == []
+    assert rig.transact(read_req(5, 3, 0, 1)) == [expected_reply(5, 3, [0x1000])]
+    for bad in (0, 248, 255):
+        with pytest.raises(ValueError):
+            rig.slave.set_address(bad)
+
+
+# -- framing and resync ------------------------------------------------------
+
+def test_corrupted_frame_then_good_frame():
+    rig = Rig()
+    bad = bytearray(read_req(ADDR, 3, 0, 1))
+    bad[3] ^= 0x40
+    assert rig.transact(bytes(bad)) == []
+    assert rig.transact(read_req(ADDR, 3, 2, 1)) == [expected_reply(ADDR, 3, [0x1002])]
+    assert rig.slave.crc_errors == 1
+
+
+def test_corrupted_frame_and_good_frame_in_one_burst():
+    rig = Rig()
+    bad = bytearray(read_req(ADDR, 4, 1, 2))
+    bad[4] ^= 0x10
+    w = rig.transact(bytes(bad) + read_req(ADDR, 4, 0, 1))
+    assert w == [expected_reply(ADDR, 4, [5])]
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\xff",
+    b"\x00\x00\x00",
+    b"\x11\x03\x00",  # looks like our address and FC03
+    b"\x11\x10\x00\x00\x00\x01\xf0",  # FC16 claiming 240 data bytes
+    b"\x01\x02\x03\x04\x05\x06\x07\x08\x09",
+    b"\xaa\x55\x63\x17\x2b",
+])
+def test_garbage_glued_before_good_frame(garbage):
+    rig = Rig()
+    w = rig.transact(garbage + read_req(ADDR, 3, 7, 2))
+    assert w == [expected_reply(ADDR, 3, [0x1007, 0x1008])]
+    assert rig.slave.crc_errors == 1
+
+
+def test_garbage_before_good_frame_answered_without_silence():
+    rig = Rig()
+    # the garbage starts like an FC03 frame: its CRC fails, the slave
+    # resynchronises at once and finds the good frame
+    rig.send(b"\xaa\x03\x63" + read_req(ADDR, 3, 0, 1))
+    assert rig.port.writes == [expected_reply(ADDR, 3, [0x1000])]
+
+
+def test_frame_split_across_polls():
+    rig = Rig()
+    req = read_req(ADDR, 4, 2, 3)
+    for i, b in enumerate(req):
+        rig.port.feed(bytes((b,)))
+        rig.slave.poll(rig.now)
+        rig.now += 1  # 1 ms between bytes: below t3.5 (3 ms at 19200)
+        if i < len(req) - 1:
+            assert rig.port.writes == []
+    assert rig.port.writes == [expected_reply(ADDR, 4, [(2 * 37 + 5), (3 * 37 + 5), (4 * 37 + 5)])]
+
+
+def test_chunks_larger_than_scratch():
+    # an FC16 frame of 255 bytes for another slave, in chunks, then ours
+    rig = Rig()
+    body = bytes((ADDR + 1, 16, 0, 0, 0, 123, 246)) + bytes(range(246))
+    frame = with_crc(body)
+    assert len(frame) == 255
+    for i in range(0, len(frame), 50):
+        rig.send(frame[i:i + 50], advance=1)
+    assert rig.slave.bus_messages == 1
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == [expected_reply(ADDR, 3, [0x1000])]
+    assert rig.slave.overruns == 0
+
+
+def test_partial_frame_then_silence_dropped():
+    rig = Rig()
+    rig.send(read_req(ADDR, 3, 0, 1)[:5])
+    rig.silence()
+    assert rig.port.writes == []
+    assert rig.slave.crc_errors == 1
+    assert rig.transact(read_req(ADDR, 3, 1, 1)) == [expected_reply(ADDR, 3, [0x1001])]
+
+
+def test_gap_inside_frame_drops_it():
+    """A gap is only seen by a poll that runs inside it (ticks are taken
+    when bytes are read)."""
+    rig = Rig()
+    req = read_req(ADDR, 3, 0, 1)
+    rig.send(req[:4])
+    rig.now += rig.slave.t35_ms
+    rig.send(req[4:])  # the poll sees the silence only after reading the tail
+    rig.silence()
+    # head and tail were read in the same poll, so no gap was seen: answered
+    assert rig.port.writes == [expected_reply(ADDR, 3, [0x1000])]
+    rig.port.writes = []
+    rig.send(req[:4])
+    rig.silence()  # a poll in the gap sees it
+    rig.send(req[4:])
+    rig.silence()
+    assert rig.port.writes == []
+
+
+def test_overrun():
+    rig = Rig()
+    rig.send(b"\x11\x41" + bytes(300))  # unknown FC: waits for silence, overflows
+    assert rig.slave.overruns == 1
+    rig.send(b"\x00" * 20)  # rest of the long frame: discarded
+    assert rig.port.writes == []
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == []  # still inside the discard
+    rig.silence()
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == [expected_reply(ADDR, 3, [0x1000])]
+
+
+def test_ticks_wrap():
+    rig = Rig()
+    rig.now = (1 << 30) - 2
+    rig.send(read_req(ADDR, 3, 0, 1)[:3])
+    rig.now = 2  # wrapped: 4 ms later
+    rig.slave.poll(rig.now)
+    rig.send(read_req(ADDR, 3, 0, 1))
+    assert rig.port.writes == [expected_reply(ADDR, 3, [0x1000])]
+
+
+def test_silence_from_baud():
+    assert silence_ms(9600) == 5  # 4.01 ms
+    assert silence_ms(19200) == 3  # 2.005 ms
+    assert silence_ms(38400) == 2
+    assert silence_ms(115200) == 2  # fixed 1.75 ms
+    assert silence_ms(1200) == 33  # 32.08 ms
+    s = ModbusSlave(FakePort(), FakeBank(), 1, 9600)
+    assert s.t35_ms == 5
+    s.set_baud(115200)
+    assert s.t35_ms == 2
+    s.set_baud(19200)
+    assert s.t35_ms == 3
+
+
+def test_silence_boundary():
+    rig = Rig(baud=9600)
+    rig.send(read_req(ADDR, 3, 0, 1)[:3])
+    rig.now += 4
+    rig.slave.poll(rig.now)  # 4 ms < 5 ms: still one frame
+    rig.send(read_req(ADDR, 3, 0, 1)[3:])
+    assert rig.port.writes == [expected_reply(ADDR, 3, [0x1000])]
+
+
+def test_counters_wrap():
+    rig = Rig()
+    rig.slave.bus_messages = 0xFFFF
+    rig.slave.server_messages = 0xFFFF
+    rig.transact(read_req(ADDR, 3, 0, 1))
+    assert rig.slave.bus_messages == 0
+    assert rig.slave.server_messages == 0
+    rig.slave.clear_counters()
+    assert rig.slave.crc_errors == 0
+
+
+# -- properties ----------------------------------------------------------------
+
+def full_bank():
+    return FakeBank({a: (a * 7919 + 3) & 0xFFFF for a in range(0x10000)},
+                    {a: (a * 104729 + 11) & 0xFFFF for a in range(0x10000)})
+
+
+FULL = full_bank()
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(fc=st.sampled_from([3, 4]), start=st.integers(0, 0xFFFF), count=st.integers(1, 125),
+       addr=st.integers(1, 247))
+def test_prop_read_roundtrip(fc, start, count, addr):
+    count = min(count, 0x10000 - start)
+    rig = Rig(FULL, address=addr)
+    w = rig.transact(read_req(addr, fc, start, count))
+    assert len(w) == 1
+    frame = w[0]
+    assert crc_ok(frame)
+    assert frame[0] == addr and frame[1] == fc and frame[2] == 2 * count
+    values = struct.unpack(">%dH" % count, frame[3:-2])
+    regs = FULL.regs[fc]
+    assert list(values) == [regs[start + i] for i in range(count)]
+
+
+def _frameish():
+    """Byte chunks that look like traffic: garbage, requests for us, for
+    others, broadcasts, cut short or not."""
+    req = st.builds(read_req, st.sampled_from([ADDR, ADDR + 1, 0]), st.sampled_from([3, 4, 16, 0x41]),
+                    st.integers(0, 0xFFFF), st.integers(0, 130))
+    cut = st.tuples(req, st.integers(0, 8)).map(lambda t: t[0][:t[1]])
+    return st.one_of(st.binary(min_size=0, max_size=80), req, cut)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks=st.lists(_frameish(), min_size=1, max_size=8),
+       gaps=st.lists(st.integers(0, 6), min_size=8, max_size=8))
+def test_prop_garbage_never_crashes(chunks, gaps):
+    rig = Rig(FULL, address=ADDR)
+    for chunk, gap in zip(chunks, gaps):
+        rig.send(chunk, advance=gap)
+    rig.silence()
+    rig.silence()
+    for frame in rig.port.writes:
+        assert crc_ok(frame)
+        assert frame[0] == ADDR
+    rig.port.writes = []
+    w = rig.transact(read_req(ADDR, 4, 1000, 3))
+    assert w == [expected_reply(ADDR, 4, [FULL.regs[4][1000 + i] for i in range(3)])]
+
+
+@FAST
+@given(fc=st.sampled_from([3, 4]), start=st.integers(0, 200), count=st.integers(1, 125),
+       bit=st.integers(0, 63))
+def test_prop_single_bit_flip_never_answered(fc, start, count, bit):
+    rig = Rig(FULL, address=ADDR)
+    req = bytearray(read_req(ADDR, fc, start, count))
+    req[bit // 8] ^= 1 << (bit % 8)
+    w = rig.transact(bytes(req))
+    assert w == []
+    assert rig.slave.bus_messages == 0
+
+
+# -- MicroPython: no allocation on the hot path ----------------------------------
+
+def test_micropython_alloc_free(micropython):
+    proc = run_mpy(micropython, "mpy_modbus_alloc.py")
+    assert "OK" in proc.stdout.split()

@@ -1,0 +1,158 @@
+"""bms-sim: run the firmware under MicroPython against a simulated pack.
+
+    bms-sim run --cells 4 --chemistry lfp --speed 60
+    bmsctl --port build/ttyBMS watch        (in another terminal)
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+
+from bms import config as C
+from bms_sim.link import SimError, SimServer
+from bms_sim.world import World
+
+DEFAULT_LINK = os.path.join("build", "ttyBMS")
+DEFAULT_STATE = os.path.join("build", "sim-state")
+CHEMISTRIES = ("lfp", "nmc", "lto")
+# charge voltage per cell the simulated charger regulates to
+CHARGE_CV_MV = {"lfp": 3550, "nmc": 4200, "lto": 2750}
+
+
+class CycleProfile:
+    """A pack that is used: discharge at C/2 to 20 %, rest, CC-CV charge at
+    C/2 until the current tapers to C/20, rest, and again."""
+
+    REST_MS = 120000
+
+    def __init__(self, chemistry, capacity_mah):
+        self.cv_mv = CHARGE_CV_MV[chemistry]
+        self.c2_ma = capacity_mah // 2
+        self.tail_ma = capacity_mah // 20
+        self.phase = "discharge"
+        self.since_ms = 0
+
+    def __call__(self, world):
+        t = world.now_ms
+        if self.phase == "discharge":
+            world.charger.off()
+            world.load.set(self.c2_ma)
+            if world.pack.true_soc_pct() <= 20.0:
+                self._to("rest-empty", world)
+        elif self.phase == "rest-empty":
+            world.load.off()
+            if t - self.since_ms >= self.REST_MS:
+                self._to("charge", world)
+        elif self.phase == "charge":
+            world.load.off()
+            world.charger.set(self.c2_ma, self.cv_mv)
+            if t - self.since_ms > 60000 and 0 <= world.current_ma() < self.tail_ma:
+                self._to("rest-full", world)
+        elif self.phase == "rest-full":
+            world.charger.off()
+            if t - self.since_ms >= self.REST_MS:
+                self._to("discharge", world)
+
+    def _to(self, phase, world):
+        self.phase = phase
+        self.since_ms = world.now_ms
+
+
+def provision(state_dir, cells, chemistry, capacity_mah, shunt_uohm, groups=None):
+    """Write the pack configuration the simulated BMS boots with, as a
+    factory would (bms.config's own format)."""
+    cfg = C.Config()
+    err = cfg.set("chemistry", chemistry) or cfg.set("cells", str(cells))
+    if err:
+        raise SimError("cannot configure %d %s cells: %s" % (cells, chemistry, err))
+    cfg.capacity_mah = capacity_mah
+    cfg.shunt_uohm = shunt_uohm
+    if groups:
+        cfg.afe_groups = groups
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, C.CONFIG_FILE), "w") as f:
+        f.write(cfg.to_text())
+    return cfg
+
+
+def make_server(args, link_path=None, profile=True):
+    if not 3 <= args.cells <= 15:
+        raise SimError("--cells must be 3 to 15 (the bq769x0 family's range), not %d" % args.cells)
+    if args.capacity_mah <= 0:
+        raise SimError("--capacity-mah must be positive")
+    world = World(cells=args.cells, chemistry=args.chemistry, capacity_mah=args.capacity_mah,
+                  soc_pct=args.soc, spread_mv=args.spread_mv, shunt_uohm=args.shunt_uohm, seed=args.seed)
+    state = os.path.abspath(args.state)
+    if args.unconfigured:
+        try:
+            os.remove(os.path.join(state, C.CONFIG_FILE))
+        except FileNotFoundError:
+            pass
+    else:
+        provision(state, args.cells, args.chemistry, args.capacity_mah, args.shunt_uohm)
+    speed = args.speed if args.speed > 0 else None
+    return SimServer(world, state, speed=speed, link_path=link_path, heap=args.heap,
+                     micropython=args.micropython,
+                     on_advance=CycleProfile(args.chemistry, args.capacity_mah) if profile else None)
+
+
+def add_pack_args(p):
+    p.add_argument("--cells", type=int, default=4, help="series cells, 3-15 (default 4)")
+    p.add_argument("--chemistry", choices=CHEMISTRIES, default="lfp", help="cell chemistry (default lfp)")
+    p.add_argument("--capacity-mah", type=int, default=10000, help="pack capacity in mAh (default 10000)")
+    p.add_argument("--soc", type=float, default=70.0, help="initial state of charge in %% (default 70)")
+    p.add_argument("--spread-mv", type=float, default=20.0, help="initial cell voltage spread in mV (default 20)")
+    p.add_argument("--shunt-uohm", type=int, default=1000, help="current shunt in micro-ohm (default 1000)")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the pack model")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second; 0 = as fast as possible (default 1)")
+    p.add_argument("--heap", default="56wK", help="MicroPython heap, as -X heapsize= (default 56wK, the ESP32's initial heap)")
+    p.add_argument("--state", default=DEFAULT_STATE, help="the simulated board's flash, a directory (default %(default)s)")
+    p.add_argument("--unconfigured", action="store_true", help="boot without a stored pack configuration (factory state)")
+    p.add_argument("--micropython", default=None, help="path of the MicroPython unix port (default: the one in .venv)")
+
+
+def cmd_run(args):
+    server = make_server(args, link_path=args.link)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    with server:
+        print("bms-sim: %d-cell %s pack, %d mAh, firmware running under MicroPython (heap %s), speed %s"
+              % (args.cells, args.chemistry, args.capacity_mah, args.heap,
+                 "max" if not server.speed else "%gx" % server.speed))
+        print("bms-sim: RS485 link at %s  (try: bmsctl --port %s watch)" % (args.link, args.link))
+        print("bms-sim: firmware log at %s; Ctrl-C stops" % server.log_path, flush=True)
+        end = time.monotonic() + args.seconds if args.seconds else None
+        try:
+            while not stop and (end is None or time.monotonic() < end):
+                if server.exited.is_set():
+                    print("bms-sim: the firmware stopped:\n" + server.log_tail(), file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="bms-sim", description="Simulated bq769x0 battery pack running the BMS firmware under MicroPython.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="start the simulated pack and the firmware; expose RS485 as a pty")
+    add_pack_args(r)
+    r.add_argument("--link", default=DEFAULT_LINK, help="where to put the RS485 pseudo-terminal (default %(default)s)")
+    r.add_argument("--seconds", type=float, default=0, help="stop after this many wall seconds (0 = until Ctrl-C)")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SimError as e:
+        print("bms-sim: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

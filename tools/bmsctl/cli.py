@@ -1,0 +1,263 @@
+"""bmsctl: the upper computer. Reads a BMS over Modbus RTU (RS485) with pymodbus.
+
+    bmsctl --port build/ttyBMS status
+    bmsctl --port /dev/ttyUSB0 watch
+    bmsctl registers --json
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from bms import regmap as M
+from bmsctl import regs as RG
+
+DEFAULT_PORT = os.path.join("build", "ttyBMS")
+
+
+class CtlError(Exception):
+    """A problem the user can fix; the message says how."""
+
+    def __init__(self, msg, code=2):
+        super().__init__(msg)
+        self.code = code
+
+
+class Bms:
+    """One BMS on a serial line."""
+
+    def __init__(self, port, unit=1, baud=19200, parity="E", timeout=1.0):
+        from pymodbus import FramerType
+        from pymodbus.client import ModbusSerialClient
+
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        if not os.path.exists(port):
+            raise CtlError(
+                "cannot open serial port %r: no such device. Start the simulator with "
+                "`bms-sim run` (it prints the link path, by default %s), or give your RS485 "
+                "adapter's port, e.g. --port /dev/ttyUSB0." % (port, DEFAULT_PORT))
+        self.port = port
+        self.unit = unit
+        self.timeout = timeout
+        if is_pseudo_terminal(port):
+            parity = "N"  # a pty carries bytes, not bits: Linux refuses parity on it
+        stopbits = 2 if parity == "N" else 1  # Modbus RTU: 11 bits per character
+        self.client = ModbusSerialClient(port, framer=FramerType.RTU, baudrate=baud, bytesize=8,
+                                         parity=parity, stopbits=stopbits, timeout=timeout, retries=2)
+        if not self.client.connect():
+            raise CtlError("cannot open serial port %r (permission? in use?): check the path "
+                           "and that your user may open it." % port)
+
+    def close(self):
+        self.client.close()
+
+    def _read(self, fn, start, count):
+        try:
+            rr = fn(start, count=count, device_id=self.unit)
+        except Exception as e:  # pymodbus raises ModbusException subclasses on timeouts
+            raise CtlError("no reply from unit %d on %s within %.1f s (%s): check --unit, "
+                           "--baud and the wiring, and that the BMS is running."
+                           % (self.unit, self.port, self.timeout, e), code=3)
+        if rr.isError():
+            raise CtlError("unit %d answered with an error: %s" % (self.unit, rr), code=3)
+        return rr.registers
+
+    def read_table(self, table):
+        regs = M.INPUT_REGS if table == "input" else M.HOLDING_REGS
+        fn = self.client.read_input_registers if table == "input" else self.client.read_holding_registers
+        words = [0] * RG.span(regs)[1]
+        # read mapped runs only: a gap in the map answers exception 02
+        for a, n in _runs(regs):
+            words[a:a + n] = self._read(fn, a, n)
+        return RG.decode(regs, words)
+
+    def status(self):
+        return {"input": self.read_table("input"), "holding": self.read_table("holding")}
+
+
+def is_pseudo_terminal(port):
+    """True for the simulator's link (a /dev/pts/N, maybe behind a symlink)."""
+    return os.path.realpath(port).startswith("/dev/pts/")
+
+
+def _runs(regs):
+    """Contiguous mapped address runs of a table, each at most 125 registers."""
+    addrs = sorted({r[0] + k for r in regs for k in range(M.WORDS[r[2]] * r[3])})
+    runs = []
+    for a in addrs:
+        if runs and runs[-1][0] + runs[-1][1] == a and runs[-1][1] < 125:
+            runs[-1][1] += 1
+        else:
+            runs.append([a, 1])
+    return [tuple(r) for r in runs]
+
+
+# -- presentation ------------------------------------------------------------
+
+def status_dict(st):
+    """The status as engineering values for --json."""
+    ir = RG.scaled(M.INPUT_REGS, st["input"])
+    hr = RG.scaled(M.HOLDING_REGS, st["holding"])
+    n = st["input"]["cell_count"]
+    temps = [None if t == M.TEMP_INVALID else t / 10.0 for t in st["input"]["temp_dc"]]
+    return {
+        "pack_v": ir["pack_mv"],
+        "current_a": ir["current_ma"],
+        "power_w": round(ir["pack_mv"] * ir["current_ma"], 3),
+        "cell_count": n,
+        "cells_v": ir["cell_mv"][:n],
+        "cell_min_v": ir["cell_min_mv"],
+        "cell_max_v": ir["cell_max_mv"],
+        "cell_spread_v": ir["cell_spread_mv"],
+        "temps_c": temps,
+        "charge_fet": bool(st["input"]["fet_flags"] & M.FET_CHG),
+        "discharge_fet": bool(st["input"]["fet_flags"] & M.FET_DSG),
+        "balancing_cells": [i + 1 for i in range(n) if st["input"]["balance_mask"] & (1 << i)],
+        "faults": RG.fault_names(st["input"]["fault_flags"]),
+        "afe_stat": st["input"]["afe_stat"],
+        "meas_count": st["input"]["meas_count"],
+        "uptime_s": st["input"]["uptime_s"],
+        "afe_crc_errors": st["input"]["afe_crc_errors"],
+        "afe_bus_errors": st["input"]["afe_bus_errors"],
+        "config": {
+            "chemistry": M.CHEMISTRIES[st["holding"]["chemistry"]] if st["holding"]["chemistry"] < len(M.CHEMISTRIES) else st["holding"]["chemistry"],
+            "cell_channels": st["holding"]["cell_channels"],
+            "capacity_ah": hr["capacity_mah"],
+            "shunt_mohm": hr["shunt_uohm"],
+            "modbus_address": st["holding"]["modbus_address"],
+            "modbus_baud": st["holding"]["modbus_baud"],
+        },
+    }
+
+
+def _bar(mv, lo, hi, width=24):
+    if hi <= lo:
+        return ""
+    k = int(round((mv - lo) * width / (hi - lo)))
+    return "#" * max(0, min(width, k))
+
+
+def format_status(d, where=""):
+    up = d["uptime_s"]
+    lines = []
+    lines.append("BMS %s   uptime %d:%02d:%02d   measurement #%d" % (
+        where, up // 3600, up // 60 % 60, up % 60, d["meas_count"]))
+    lines.append("Pack      %7.3f V  %+8.3f A  %+8.1f W" % (d["pack_v"], d["current_a"], d["power_w"]))
+    n = d["cell_count"]
+    if n:
+        lines.append("Cells     %d in series; min %.3f V, max %.3f V, spread %d mV" % (
+            n, d["cell_min_v"], d["cell_max_v"], round(d["cell_spread_v"] * 1000)))
+        lo = min(d["cells_v"]) - 0.005
+        hi = max(d["cells_v"]) + 0.005
+        for i, v in enumerate(d["cells_v"]):
+            mark = " bleeding" if (i + 1) in d["balancing_cells"] else ""
+            lines.append("  cell %2d %6.3f V %-24s%s" % (i + 1, v, _bar(v, lo, hi), mark))
+    else:
+        lines.append("Cells     none configured")
+    lines.append("Temps     " + "  ".join("--" if t is None else "%.1f degC" % t for t in d["temps_c"]))
+    lines.append("FETs      charge %s, discharge %s" % (
+        "ON" if d["charge_fet"] else "off", "ON" if d["discharge_fet"] else "off"))
+    if d["faults"]:
+        text = {name: desc for _, name, desc in M.FAULT_BITS}
+        lines.append("Faults    " + ", ".join(d["faults"]))
+        for f in d["faults"]:
+            lines.append("          %s: %s" % (f, text[f]))
+    else:
+        lines.append("Faults    none")
+    lines.append("AFE       flags 0x%02x, CRC errors %d, bus errors %d" % (
+        d["afe_stat"], d["afe_crc_errors"], d["afe_bus_errors"]))
+    c = d["config"]
+    lines.append("Config    %s, %.3f Ah, shunt %.3f mOhm, Modbus address %d at %d baud" % (
+        c["chemistry"], c["capacity_ah"], c["shunt_mohm"], c["modbus_address"], c["modbus_baud"]))
+    return "\n".join(lines)
+
+
+def format_registers(rows):
+    out = ["%-8s %-7s %-16s %-6s %5s %-7s %-6s %s" % ("table", "address", "name", "type", "count", "scale", "unit", "description")]
+    for r in rows:
+        out.append("%-8s 0x%04x  %-16s %-6s %5d %-7g %-6s %s" % (
+            r["table"], r["address"], r["name"], r["type"].replace("int", "i").replace("ui", "u"),
+            r["count"], r["scale"], r["unit"], r["description"]))
+    return "\n".join(out)
+
+
+# -- commands ------------------------------------------------------------------
+
+def cmd_registers(args, out):
+    rows = RG.rows()
+    out.write((json.dumps(rows, indent=2) if args.json else format_registers(rows)) + "\n")
+    return 0
+
+
+def _connect(args):
+    return Bms(args.port, unit=args.unit, baud=args.baud, parity=args.parity, timeout=args.timeout)
+
+
+def cmd_status(args, out):
+    bms = _connect(args)
+    try:
+        d = status_dict(bms.status())
+    finally:
+        bms.close()
+    out.write((json.dumps(d, indent=2) if args.json else format_status(d, args.port)) + "\n")
+    return 0
+
+
+def cmd_watch(args, out):
+    bms = _connect(args)
+    clear = out.isatty() and not args.json
+    end = time.monotonic() + args.seconds if args.seconds else None
+    try:
+        while True:
+            d = status_dict(bms.status())
+            if args.json:
+                out.write(json.dumps(d) + "\n")
+            else:
+                out.write(("\x1b[H\x1b[2J" if clear else "\n") + format_status(d, args.port) + "\n")
+            out.flush()
+            if end is not None and time.monotonic() + args.interval > end:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        bms.close()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="bmsctl", description="Upper computer for the ESP32 BMS (Modbus RTU over RS485).")
+    p.add_argument("--port", default=DEFAULT_PORT, help="serial port of the RS485 link (default %(default)s, where `bms-sim run` puts it)")
+    p.add_argument("--unit", type=int, default=1, help="Modbus address of the BMS (default 1)")
+    p.add_argument("--baud", type=int, default=19200, help="baud rate, 8E1 (default 19200)")
+    p.add_argument("--parity", choices=("E", "O", "N"), default="E",
+                   help="E, O or N (N uses 2 stop bits); default E. Ignored on the simulator's pseudo-terminal")
+    p.add_argument("--timeout", type=float, default=1.0, help="reply timeout in seconds (default 1)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("status", help="read the BMS once and show it")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_status)
+    s = sub.add_parser("watch", help="show the BMS live until Ctrl-C")
+    s.add_argument("--interval", type=float, default=1.0, help="seconds between reads (default 1)")
+    s.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0 = never)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=cmd_watch)
+    s = sub.add_parser("registers", help="the Modbus register map (needs no port)")
+    s.add_argument("--json", action="store_true", help="a JSON list of register objects")
+    s.set_defaults(func=cmd_registers)
+    return p
+
+
+def main(argv=None, out=None):
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, out)
+    except CtlError as e:
+        sys.stderr.write("bmsctl: %s\n" % e)
+        return e.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
