@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bms.bq769x0 import (
     ADCGAIN1, ADCGAIN2, ADCOFFSET, BAT_HI, CC_CFG, CC_CFG_VALUE, CC_HI, CELLBAL1, CELLBAL2,
     CTRL1_ADC_EN, CTRL1_LOAD_PRESENT, CTRL1_SHUT_A, CTRL1_SHUT_B, CTRL1_TEMP_SEL, CTRL2_CC_EN,
+    CTRL2_CC_ONESHOT, CTRL2_DELAY_DIS,
     CTRL2_CHG_ON, CTRL2_DSG_ON, I2C_ADDR, OV_TRIP, PROT1_RSNS, PROTECT1, PROTECT2, PROTECT3,
     STAT_CC_READY, STAT_DEVICE_XREADY, STAT_OCD, STAT_OV, STAT_OVRD_ALERT, STAT_SCD, STAT_UV,
     SYS_CTRL1, SYS_CTRL2, SYS_STAT, TS1_HI, UV_TRIP, VC1_HI, default_cell_channels,
@@ -749,3 +750,29 @@ def test_cell_wire_open_saturates_adc():
     w.advance(250)
     assert rd16(w.chip, VC1_HI + 2) == 0x3FFF
     assert rd16(w.chip, VC1_HI) < 40
+
+
+def test_delay_dis_trips_at_first_detection():
+    w = World(chemistry="nmc", soc_pct=80.0)
+    start(w)
+    wr(w.chip, PROTECT3, 0x30)  # OV delay 8 s ...
+    wr(w.chip, SYS_CTRL2, CTRL2_DELAY_DIS | CTRL2_CC_EN | CTRL2_CHG_ON | CTRL2_DSG_ON)
+    wr(w.chip, OV_TRIP, 0x00)
+    w.advance(250)  # ... ignored with DELAY_DIS
+    assert rd(w.chip, SYS_STAT)[0] & STAT_OV and not w.fets()[0]
+
+
+def test_cc_oneshot():
+    w = World(cc_offset_lsb=0)
+    wr(w.chip, PROTECT2, 0x7F)  # OCD (8.44 mV here) out of the way
+    wr(w.chip, SYS_CTRL2, CTRL2_CHG_ON | CTRL2_DSG_ON)
+    w.load.set(8440)
+    wr(w.chip, SYS_CTRL2, CTRL2_CC_ONESHOT | CTRL2_CHG_ON | CTRL2_DSG_ON)
+    w.advance(250)
+    assert rd(w.chip, SYS_STAT)[0] & STAT_CC_READY
+    assert s16(rd16(w.chip, CC_HI)) == -1000
+    assert rd(w.chip, SYS_CTRL2)[0] & CTRL2_CC_ONESHOT == 0  # self-clearing
+    wr(w.chip, SYS_STAT, STAT_CC_READY)
+    w.advance(1000)
+    assert rd(w.chip, SYS_STAT) == [0]  # no more readings
+    assert w.current_ma == -8440

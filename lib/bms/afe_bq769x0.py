@@ -45,6 +45,11 @@ def div_round(n, d):
     return -((-n + (d >> 1)) // d)
 
 
+def adc_to_mv(gain_uv, offset_mv, adc):
+    """A 14-bit cell ADC code to mV, rounded: GAIN x ADC / 1000 + OFFSET."""
+    return (gain_uv * adc + 500) // 1000 + offset_mv
+
+
 def ts_code_to_dc(code):
     """Thermistor ADC code to 0.1 degC, or TEMP_OPEN / TEMP_SHORT."""
     if code >= TS_OPEN_CODE:
@@ -316,8 +321,8 @@ class Bq769x0:
         gain = self.gain_uv
         off = self.offset_mv
         shunt = self.shunt_uohm
-        self.applied_ov_mv = gain * (R.OV_TRIP_BASE | (ov_t << 4)) // 1000 + off
-        self.applied_uv_mv = gain * (R.UV_TRIP_BASE | (uv_t << 4)) // 1000 + off
+        self.applied_ov_mv = adc_to_mv(gain, off, R.OV_TRIP_BASE | (ov_t << 4))
+        self.applied_uv_mv = adc_to_mv(gain, off, R.UV_TRIP_BASE | (uv_t << 4))
         self.applied_ov_delay_s = R.OV_DELAY_S[(p3 >> 4) & 3]
         self.applied_uv_delay_s = R.UV_DELAY_S[(p3 >> 6) & 3]
         rsns = p1 & R.PROT1_RSNS
@@ -355,11 +360,11 @@ class Bq769x0:
         i = 0
         while i < n:
             adc = self._word(buf, 2 * ch[i]) & R.CELL_ADC_MAX
-            cell_mv[i] = gain * adc // 1000 + off
+            cell_mv[i] = (gain * adc + 500) // 1000 + off  # adc_to_mv, inlined
             i += 1
         meas.cells = n
         bat = self._word(buf, _OFF_BAT)
-        meas.pack_mv = 4 * gain * bat // 1000 + n * off
+        meas.pack_mv = (4 * gain * bat + 500) // 1000 + n * off
         temp_dc = meas.temp_dc
         i = 0
         while i < meas.temps:

@@ -47,7 +47,7 @@ class CycleProfile:
         elif self.phase == "charge":
             world.load.off()
             world.charger.set(self.c2_ma, self.cv_mv)
-            if t - self.since_ms > 60000 and 0 <= world.current_ma() < self.tail_ma:
+            if t - self.since_ms > 60000 and 0 <= world.current_ma < self.tail_ma:
                 self._to("rest-full", world)
         elif self.phase == "rest-full":
             world.charger.off()
