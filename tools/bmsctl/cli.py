@@ -47,8 +47,8 @@ class Bms:
         self.client = ModbusSerialClient(port, framer=FramerType.RTU, baudrate=baud, bytesize=8,
                                          parity=parity, stopbits=stopbits, timeout=timeout, retries=2)
         if not self.client.connect():
-            raise CtlError("cannot open serial port %r (permission? in use?): check the path "
-                           "and that your user may open it." % port)
+            raise CtlError("cannot open serial port %r: another program holds it (only one may), "
+                           "or your user lacks permission (on Linux, join the dialout group)." % port)
 
     def close(self):
         self.client.close()

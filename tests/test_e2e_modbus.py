@@ -1,0 +1,171 @@
+"""End to end: the firmware under the MicroPython unix port, the simulated
+pack behind its I2C, and pymodbus polling it over the pseudo-terminal link."""
+import json
+import os
+import time
+
+import pytest
+import serial
+from pymodbus import FramerType
+from pymodbus.client import ModbusSerialClient
+
+from bms import regmap as M
+from bms.crc import crc16
+from bms_sim.cli import provision
+from bms_sim.link import SimServer
+from bms_sim.world import World
+from bmsctl import cli as ctl
+
+
+def frame(body):
+    c = crc16(body, 0, len(body))
+    return bytes(body) + bytes((c & 0xFF, c >> 8))
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    state = tmp_path_factory.mktemp("bms")
+    provision(str(state), 4, "lfp", 10000, 1000)
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, spread_mv=30, seed=3)
+    server = SimServer(world, str(state), speed=20.0, link_path=str(state / "ttyBMS"))
+    with server:
+        server.wait_sim_ms(3000, timeout=20)
+        yield server
+    assert "Traceback" not in server.log_tail(), server.log_tail()
+
+
+@pytest.fixture
+def client(sim):
+    c = ModbusSerialClient(sim.link_path, framer=FramerType.RTU, baudrate=19200, parity="N",
+                           stopbits=2, timeout=1, retries=1)
+    assert c.connect()
+    yield c
+    c.close()
+
+
+def read_input(client, addr, count):
+    rr = client.read_input_registers(addr, count=count, device_id=1)
+    assert not rr.isError(), rr
+    return rr.registers
+
+
+def test_cell_voltages_match_the_pack(sim, client):
+    regs = read_input(client, M.IR_CELL_MV, 15)
+    with sim.lock:
+        truth = sim.world.pack.cell_mvs()
+    assert read_input(client, M.IR_CELL_COUNT, 1) == [4]
+    for i in range(4):
+        assert abs(regs[i] - truth[i]) <= 5, (regs[:4], truth)
+    assert regs[4:] == [0] * 11
+    pack = read_input(client, M.IR_PACK_MV, 2)
+    assert abs(((pack[0] << 16) | pack[1]) - sum(truth)) <= 20
+
+
+def test_current_sign_and_fets_over_modbus(sim, client):
+    flags = read_input(client, M.IR_FET_FLAGS, 1)[0]
+    assert flags == M.FET_CHG | M.FET_DSG, "a healthy configured pack has both FETs on"
+    with sim.lock:
+        sim.world.load.set(3000)
+        t = sim.world.now_ms
+    sim.wait_sim_ms(t + 1000)
+    w = read_input(client, M.IR_CURRENT_MA, 2)
+    ma = ((w[0] << 16) | w[1]) - (1 << 32 if w[0] & 0x8000 else 0)
+    assert -3020 <= ma <= -2980, ma
+    with sim.lock:
+        sim.world.load.off()
+
+
+def test_measurements_keep_coming(sim, client):
+    a = read_input(client, M.IR_MEAS_COUNT, 1)[0]
+    t = sim.world.now_ms
+    sim.wait_sim_ms(t + 2000)
+    b = read_input(client, M.IR_MEAS_COUNT, 1)[0]
+    # one measurement per 250 ms coulomb-counter window, none lost
+    assert 7 <= (b - a) % 65536 <= 9, (a, b)
+    assert read_input(client, M.IR_FAULT_FLAGS, 1) == [0]
+
+
+def test_holding_registers_show_the_configuration(sim, client):
+    rr = client.read_holding_registers(0, count=M.HR_SIZE, device_id=1)
+    assert not rr.isError()
+    assert rr.registers[M.HR_CHEMISTRY] == 1
+    assert rr.registers[M.HR_CELL_CHANNELS] == 0x17
+
+
+def test_unmapped_register_gets_exception_02(sim, client):
+    rr = client.read_input_registers(M.IR_BALANCE_MASK, count=2, device_id=1)
+    assert rr.isError() and rr.exception_code == 2
+    rr = client.read_input_registers(M.IR_SIZE, count=1, device_id=1)
+    assert rr.isError() and rr.exception_code == 2
+
+
+def test_unsupported_function_gets_exception_01(sim, client):
+    rr = client.read_coils(0, count=1, device_id=1)
+    assert rr.isError() and rr.exception_code == 1
+
+
+@pytest.fixture
+def raw(sim):
+    port = serial.Serial(sim.link_path, 19200, timeout=0.3)
+    port.reset_input_buffer()
+    yield port
+    port.close()
+
+
+def test_corrupted_frame_is_ignored_and_next_good_one_answered(sim, raw):
+    good = frame(bytes([1, 4, 0, 0, 0, 1]))
+    bad = bytearray(good)
+    bad[3] ^= 0x10
+    raw.write(bad)
+    assert raw.read(64) == b"", "a frame with a bad CRC must get no reply"
+    raw.write(good)
+    reply = raw.read(7)
+    assert len(reply) == 7 and reply[:3] == bytes([1, 4, 2]) and reply[3:5] == bytes([0, 4])
+    assert crc16(reply, 0, 5) == reply[5] | (reply[6] << 8)
+
+
+def test_other_address_and_broadcast_get_no_reply(sim, raw):
+    raw.write(frame(bytes([2, 4, 0, 0, 0, 1])))
+    assert raw.read(64) == b""
+    raw.write(frame(bytes([0, 4, 0, 0, 0, 1])))
+    assert raw.read(64) == b""
+
+
+def test_bmsctl_status_json(sim, capsys):
+    class Out:
+        buf = []
+
+        def write(self, s):
+            self.buf.append(s)
+
+        def isatty(self):
+            return False
+
+    out = Out()
+    assert ctl.main(["--port", sim.link_path, "status", "--json"], out=out) == 0
+    d = json.loads("".join(out.buf))
+    assert d["cell_count"] == 4 and len(d["cells_v"]) == 4
+    assert all(3.0 < v < 3.5 for v in d["cells_v"])
+    assert d["faults"] == [] and d["config"]["chemistry"] == "lfp"
+    out.buf = []
+    assert ctl.main(["--port", sim.link_path, "status"], out=out) == 0
+    text = "".join(out.buf)
+    assert "cell  4" in text and "Faults    none" in text
+
+
+def test_bmsctl_wrong_unit_says_what_to_check(sim, capsys):
+    assert ctl.main(["--port", sim.link_path, "--unit", "9", "--timeout", "0.3", "status"]) == 3
+    err = capsys.readouterr().err
+    assert "no reply from unit 9" in err and "--unit" in err
+
+
+def test_one_simulated_hour_takes_under_ten_seconds(tmp_path):
+    provision(str(tmp_path), 4, "lfp", 10000, 1000)
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0)
+    t0 = time.monotonic()
+    with SimServer(world, str(tmp_path), speed=None) as server:
+        server.wait_sim_ms(3600 * 1000, timeout=30)
+        wall = time.monotonic() - t0
+    print("one simulated hour, 4 cells: %.2f s wall, %d link requests" % (wall, server.requests))
+    assert wall < 10.0
+    assert "Traceback" not in server.log_tail()

@@ -1,0 +1,38 @@
+"""Every firmware module imports and runs its basics under real MicroPython."""
+import os
+
+from conftest import LIB, ROOT, run_mpy
+
+FAKES = os.path.join(ROOT, "tests", "fakes")
+
+
+def firmware_modules():
+    mods = []
+    for dirpath, _, files in os.walk(os.path.join(LIB, "bms")):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(dirpath, f), LIB)[:-3].replace(os.sep, ".")
+                mods.append(rel[:-9] if rel.endswith(".__init__") else rel)
+    return sorted(mods)
+
+
+def test_every_firmware_module_imports_under_micropython(micropython):
+    mods = firmware_modules()
+    assert "bms.afe_bq769x0" in mods and "bms.boards.esp32" in mods
+    proc = run_mpy(micropython, "mpy_imports.py", *mods, path=LIB + ":" + FAKES)
+    assert proc.stdout.strip() == "OK %d" % len(mods)
+
+
+def test_firmware_files_use_no_cpython_only_modules():
+    banned = ("typing", "dataclasses", "enum", "abc", "logging", "functools", "pathlib",
+              "threading", "subprocess", "itertools", "contextlib", "decimal", "fractions", "statistics")
+    files = [os.path.join(ROOT, "main.py"), os.path.join(ROOT, "boot.py")]
+    for dirpath, _, fs in os.walk(os.path.join(LIB, "bms")):
+        files += [os.path.join(dirpath, f) for f in fs if f.endswith(".py")]
+    for path in files:
+        with open(path) as fh:
+            for n, line in enumerate(fh, 1):
+                s = line.strip()
+                for mod in banned:
+                    assert not (s.startswith("import " + mod) or s.startswith("from " + mod + " ")), \
+                        "%s:%d imports %s, which MicroPython lacks" % (path, n, mod)
