@@ -1,0 +1,57 @@
+"""The register map is one consistent table, and bmsctl publishes it."""
+import io
+import json
+
+from bms import regmap as M
+from bmsctl import cli as ctl
+
+
+def test_rows_do_not_overlap_and_fit_the_images():
+    for regs, size in ((M.INPUT_REGS, M.IR_SIZE), (M.HOLDING_REGS, M.HR_SIZE)):
+        used = {}
+        for row in regs:
+            addr, name, typ, count = row[:4]
+            assert typ in M.WORDS, name
+            for a in range(addr, addr + M.WORDS[typ] * count):
+                assert a not in used, "%s overlaps %s at 0x%04x" % (name, used[a], a)
+                assert a < size, "%s runs past the image" % name
+                used[a] = name
+        names = [r[1] for r in regs]
+        assert len(names) == len(set(names))
+
+
+def test_rows_are_complete():
+    for regs in (M.INPUT_REGS, M.HOLDING_REGS):
+        for addr, name, typ, count, scale_exp, unit, access, desc in regs:
+            assert access in ("r", "rw") and desc and -6 <= scale_exp <= 3
+
+
+def test_fault_bits_are_distinct_single_bits():
+    bits = [b for b, _, _ in M.FAULT_BITS]
+    assert len(set(bits)) == len(bits)
+    assert all(b and b & (b - 1) == 0 for b in bits)
+
+
+def test_mapped_mask_marks_exactly_the_rows():
+    m = M.mapped_mask(M.INPUT_REGS, M.IR_SIZE)
+    assert m[M.IR_CELL_MV + 14] == 1 and m[M.IR_BALANCE_MASK + 1] == 0
+
+
+def test_bmsctl_registers_json_has_the_documented_keys():
+    out = io.StringIO()
+    assert ctl.main(["registers", "--json"], out=out) == 0
+    rows = json.loads(out.getvalue())
+    keys = {"name", "address", "table", "type", "count", "scale", "unit", "access", "description"}
+    assert rows and all(set(r) == keys for r in rows)
+    cell = [r for r in rows if r["name"] == "cell_mv"][0]
+    assert cell == {"name": "cell_mv", "address": M.IR_CELL_MV, "table": "input", "type": "uint16",
+                    "count": 15, "scale": 0.001, "unit": "V", "access": "r",
+                    "description": cell["description"]}
+    assert {r["table"] for r in rows} == {"input", "holding"}
+    assert len(rows) == len(M.INPUT_REGS) + len(M.HOLDING_REGS)
+
+
+def test_bmsctl_registers_table_needs_no_port():
+    out = io.StringIO()
+    assert ctl.main(["registers"], out=out) == 0
+    assert "cell_mv" in out.getvalue() and "0x0020" in out.getvalue()
