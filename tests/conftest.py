@@ -27,12 +27,17 @@ def micropython():
     return exe
 
 
-def run_mpy(exe, script, *args, heap="56wK", path=LIB, timeout=60):
-    """Run a script from tests/mpy under MicroPython with lib/ on its path.
+def run_mpy(exe, script, *args, heap="56wK", path=None, timeout=60):
+    """Run a script from tests/mpy under MicroPython with the firmware on its
+    path, compiled to .mpy as the device loads it (path= to override).
 
     Returns the CompletedProcess; fails the test with the output when the
     script exits non-zero.
     """
+    if path is None:
+        from bms_sim.build import compile_lib
+
+        path = compile_lib()
     env = dict(os.environ)
     env["MICROPYPATH"] = path + ":" + MPY_TESTS
     cmd = [exe, "-X", "heapsize=" + heap, os.path.join(MPY_TESTS, script)] + [str(a) for a in args]

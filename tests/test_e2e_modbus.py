@@ -9,6 +9,7 @@ import serial
 from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient
 
+from bms import params as P
 from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.cli import provision
@@ -82,18 +83,19 @@ def test_measurements_keep_coming(sim, client):
     b = read_input(client, M.IR_MEAS_COUNT, 1)[0]
     # one measurement per 250 ms coulomb-counter window, none lost
     assert 7 <= (b - a) % 65536 <= 9, (a, b)
-    assert read_input(client, M.IR_FAULT_FLAGS, 1) == [0]
+    assert read_input(client, M.IR_PROTECT_FLAGS, 2) == [0, 0]
 
 
 def test_holding_registers_show_the_configuration(sim, client):
-    rr = client.read_holding_registers(0, count=M.HR_SIZE, device_id=1)
+    rr = client.read_holding_registers(0, count=P.P_FET_TEMP_SENSOR + 2, device_id=1)
     assert not rr.isError()
-    assert rr.registers[M.HR_CHEMISTRY] == 1
-    assert rr.registers[M.HR_CELL_CHANNELS] == 0x17
+    assert rr.registers[0] == P.CHEM_LFP
+    assert rr.registers[1] == 0x17  # cell_channels: 4S on a bq76920
+    assert rr.registers[2:4] == [0, 10000]  # capacity_mah, uint32
 
 
 def test_unmapped_register_gets_exception_02(sim, client):
-    rr = client.read_input_registers(M.IR_BALANCE_MASK, count=2, device_id=1)
+    rr = client.read_input_registers(M.IR_BALANCE_MASK, count=2, device_id=1)  # 0x1D is a gap
     assert rr.isError() and rr.exception_code == 2
     rr = client.read_input_registers(M.IR_SIZE, count=1, device_id=1)
     assert rr.isError() and rr.exception_code == 2
@@ -146,11 +148,11 @@ def test_bmsctl_status_json(sim, capsys):
     d = json.loads("".join(out.buf))
     assert d["cell_count"] == 4 and len(d["cells_v"]) == 4
     assert all(3.0 < v < 3.5 for v in d["cells_v"])
-    assert d["faults"] == [] and d["config"]["chemistry"] == "lfp"
+    assert d["protections"] == [] and d["config"]["chemistry"] == "lfp"
     out.buf = []
     assert ctl.main(["--port", sim.link_path, "status"], out=out) == 0
     text = "".join(out.buf)
-    assert "cell  4" in text and "Faults    none" in text
+    assert "cell  4" in text and "Protect   none" in text
 
 
 def test_bmsctl_wrong_unit_says_what_to_check(sim, capsys):

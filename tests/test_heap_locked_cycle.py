@@ -23,9 +23,9 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells):
     world = World(cells=cells, chemistry="nmc", capacity_mah=20000, soc_pct=50.0, shunt_uohm=500)
     server = SimServer(world, str(tmp_path), speed=50.0,
                        main_py=os.path.join(MPY_TESTS, "mpy_cycle_alloc.py"))
-    requests = [frame(bytes([1, 4, 0, 0, 0, M.IR_SIZE - 0x0A])),  # exception 02 (gap)
+    requests = [frame(bytes([1, 4, 0, M.IR_BALANCE_MASK, 0, 2])),  # exception 02 (0x1D is a gap)
                 frame(bytes([1, 4, 0, M.IR_CELL_MV, 0, 15])),
-                frame(bytes([1, 3, 0, 0, 0, M.HR_SIZE])),
+                frame(bytes([1, 3, 0, 0, 0, 12])),
                 frame(bytes([1, 1, 0, 0, 0, 1]))]  # exception 01
     with server:
         world.load.set(4000)
@@ -48,3 +48,4 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells):
     assert int(stats["modbus"]) >= 30
     assert stats["faults"] == "0"
     assert server.tx.count(bytes([1, 0x84, 2])) >= 5 and server.tx.count(bytes([1, 0x81, 1])) >= 5
+    assert server.tx.count(bytes([1, 3, 24])) >= 5 and server.tx.count(bytes([1, 4, 30])) >= 5

@@ -2,6 +2,8 @@
 import io
 import json
 
+from bms import protection as PR
+from bms import regdoc as D
 from bms import regmap as M
 from bmsctl import cli as ctl
 
@@ -20,16 +22,19 @@ def test_rows_do_not_overlap_and_fit_the_images():
         assert len(names) == len(set(names))
 
 
-def test_rows_are_complete():
+def test_every_name_has_its_words_and_no_more():
+    assert set(D.INPUT) == {r[1] for r in M.INPUT_REGS}
+    assert set(D.HOLDING) == {r[1] for r in M.HOLDING_REGS}
+    assert set(D.PROTECTION) == {r[0] for r in PR.ROWS}
+    for text in list(D.INPUT.values()) + list(D.HOLDING.values()) + list(D.PROTECTION.values()):
+        assert text and text[0] != " "
     for regs in (M.INPUT_REGS, M.HOLDING_REGS):
-        for addr, name, typ, count, scale_exp, unit, access, desc in regs:
-            assert access in ("r", "rw") and desc and -6 <= scale_exp <= 3
+        for row in regs:
+            assert -6 <= row[4] <= 3
 
 
-def test_fault_bits_are_distinct_single_bits():
-    bits = [b for b, _, _ in M.FAULT_BITS]
-    assert len(set(bits)) == len(bits)
-    assert all(b and b & (b - 1) == 0 for b in bits)
+def test_protection_rows_fit_small_int_flags():
+    assert len(PR.ROWS) == PR.ROW_COUNT <= 30
 
 
 def test_mapped_mask_marks_exactly_the_rows():

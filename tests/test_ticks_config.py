@@ -1,8 +1,8 @@
-"""Wrap-safe ticks and the stored configuration."""
+"""Wrap-safe ticks and the stored parameters."""
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bms import config as C
+from bms import params as P
 from bms.ticks import TICKS_PERIOD, ticks_add, ticks_diff
 
 
@@ -18,28 +18,45 @@ def test_ticks_wrap_example():
     assert ticks_diff(TICKS_PERIOD - 5, 5) == -10
 
 
-def test_config_round_trips_through_its_text():
-    c = C.Config()
-    assert c.set("chemistry", "nmc") is None and c.set("cells", "13") is None
-    c.capacity_mah = 50000
-    c.shunt_uohm = 250
-    d = C.Config()
-    d.load_text(c.to_text())
-    assert d.errors == []
-    assert (d.chemistry, d.cell_channels, d.afe_groups, d.capacity_mah, d.shunt_uohm) == \
-        (C.CHEM_NMC, c.cell_channels, 3, 50000, 250)
-    assert d.cells() == 13 and d.configured()
+def test_table_rows_are_consistent():
+    assert len(P.TABLE) == P.COUNT
+    for row in P.TABLE:
+        lo, hi = row[6], row[7]
+        assert lo <= hi, row[1]
+        for d in row[8:11]:
+            if row[11] == 0:
+                assert lo <= d <= hi, (row[1], d)
 
 
-def test_config_errors_name_the_problem():
-    c = C.Config()
-    assert "lfp, nmc, lto" in c.set("chemistry", "lead")
-    assert "3-15" in c.set("cells", "20")
-    assert "whole number" in c.set("capacity_mah", "ten")
-    c.load_text("capacity_mah=ten\nfoo=1\n")
-    assert len(c.errors) == 2 and not c.configured()
+def test_chemistry_defaults_scale_to_the_pack():
+    p = P.Params()
+    p.load_text("chemistry=nmc\ncells=13\ncapacity_mah=50000\n")
+    v = p.values
+    assert p.errors == [] and p.configured() and p.cells() == 13
+    assert v[P.P_CELL_OV_MV] == 4250 and v[P.P_PACK_OV_MV] == 13 * 4225
+    assert v[P.P_CHG_OC_MA] == 50000 and v[P.P_HW_SCD_MA] == 200000
+
+
+def test_parameters_round_trip_through_their_text():
+    p = P.Params()
+    p.load_text("chemistry=lfp\ncells=4\ncapacity_mah=10000\ncell_ov_mv=3600\nbal_diff_mv=15\n")
+    q = P.Params()
+    q.load_text(p.to_text())
+    assert q.errors == [] and list(q.values) == list(p.values)
+
+
+def test_parameter_errors_name_the_problem_and_the_range():
+    p = P.Params()
+    assert "lfp, nmc, lto" in p.set_text("chemistry", "lead")
+    assert "3-15" in p.set_text("cells", "20")
+    assert "whole number" in p.set_text("capacity_mah", "ten")
+    err = p.set_text("cell_ov_mv", "9999")
+    assert "cell_ov_mv=9999" in err and "1500..5000 mv" in err
+    assert p.values[P.P_CELL_OV_MV] == 3650, "a rejected value changes nothing"
+    p.load_text("capacity_mah=ten\nfoo=1\n")
+    assert len(p.errors) == 2 and not p.configured()
 
 
 def test_no_file_means_unconfigured(tmp_path):
-    c = C.load(str(tmp_path) + "/")
-    assert not c.configured() and c.cell_channels == 0
+    p = P.load(str(tmp_path) + "/")
+    assert not p.configured() and p.values[P.P_CELL_CHANNELS] == 0

@@ -4,12 +4,17 @@ the Modbus slave serviced in between.
 The board is the only thing that touches hardware; everything here is
 plain integer Python that runs on MicroPython and CPython alike.
 """
+import gc
+
 from micropython import const
 
 from bms import bq769x0 as R
-from bms import config as C
+from bms import params as P
+from bms import protection as PR
 from bms import regmap as M
 from bms.afe_bq769x0 import TEMP_OPEN, TEMP_SHORT, Bq769x0
+from bms.balancing import Balancer
+from bms.eventlog import EventLog
 from bms.measurements import MAX_CELLS, MAX_TEMPS, Measurements
 from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
@@ -19,52 +24,74 @@ PERIOD_MS = const(250)  # the AFE's coulomb-counter window
 _FALLBACK_MS = const(300)  # cycle anyway when ALERT stays quiet this long
 _MIN_GAP_MS = const(50)  # ALERT held high (a stuck flag) must not spin the loop
 _STALE_MS = const(600)  # no CC_READY for this long: the measurement is stale
-_TRIP_HOLD_MS = const(10000)  # a FET the AFE switched off stays off this long
+_LOAD_GONE_MS = const(2000)
+_CHARGE_HOLD_MS = const(60000)  # a latched short clears once the load is gone this long
 _CELL_MIN_PLAUSIBLE_MV = const(500)
 _CELL_MAX_PLAUSIBLE_MV = const(5000)
-_CHG_TEMP_MIN_DC = const(0)
-_CHG_TEMP_MAX_DC = const(450)
-_DSG_TEMP_MIN_DC = const(-200)
-_DSG_TEMP_MAX_DC = const(600)
 _AFE_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
+_NO_TEMP = const(-32768)
+
+EVENT_FILE = "events.bin"
+# Application event codes (the protection table uses 1..191)
+EV_BOOT = const(200)  # value: boot number
+EV_AFE_UP = const(201)  # value: 1 configured, 0 failed
+EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
 
 
 class App:
     def __init__(self, board):
+        gc.collect()  # the imports left garbage; start from a compact heap
         self.board = board
-        self.cfg = cfg = C.load(board.storage_dir)
-        groups = cfg.afe_groups if cfg.afe_groups else 1
+        self.params = prm = P.load(board.storage_dir)
+        v = self.values = prm.values
+        groups = v[P.P_AFE_GROUPS] if v[P.P_AFE_GROUPS] else 1
         self.meas = Measurements(groups)
-        self.afe = Bq769x0(board.i2c, cfg.cell_channels, cfg.shunt_uohm, cfg.afe_addr)
+        self.afe = Bq769x0(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR])
         self.ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
         self.hr = RegisterImage(M.HOLDING_REGS, M.HR_SIZE)
-        self.modbus = ModbusSlave(board.serial, self, cfg.modbus_address, cfg.modbus_baud)
-        self.configured = cfg.configured()
-        self.faults = 0 if self.configured else M.FAULT_UNCONFIGURED
+        self.modbus = ModbusSlave(board.serial, self, v[P.P_MODBUS_ADDRESS], v[P.P_MODBUS_BAUD])
+        self.log = EventLog(board.storage_dir + EVENT_FILE, 256, M.EVENT_WINDOW)
+        self.protection = PR.Protection(v, self)
+        self.balancer = Balancer(v[P.P_CELL_CHANNELS])
+        self.balancer.configure(v[P.P_BAL_START_MV], v[P.P_BAL_DIFF_MV], v[P.P_BAL_AT_REST],
+                                v[P.P_BAL_MIN_IDLE_MS], v[P.P_BAL_MAX_CELLS], v[P.P_BAL_MAX_TEMP_DC])
+        self.configured = prm.configured()
         self.afe_ok = False
         self.afe_stat = 0
+        self.flags = 0  # this cycle's sensor and link faults, as Q_ flag quantities
         self.meas_count = 0
         self.uptime_ms = 0
+        self.events_dirty = True
         now = board.ticks_ms()
         self.last_cycle = now
         self.last_cc = now
-        # guard state (until the protection table takes over)
-        self.chg_block = False
-        self.dsg_block = False
-        self.chg_hold_from = now
-        self.dsg_hold_from = now
-        self.chg_held = False
-        self.dsg_held = False
+        self.rest_since = now
+        self.charge_seen = now - _CHARGE_HOLD_MS
+        self.load_gone_since = now
 
-    # Modbus register bank
+    # -- Modbus register bank -----------------------------------------------
+
     def read_registers(self, fc, addr, count, out, off):
         img = self.ir if fc == 4 else self.hr
         return img.read_into(addr, count, out, off)
 
+    # -- the event log (the protection table logs through this) -------------
+
+    def append(self, code, value, time_s):
+        self.log.append(code, value, time_s)
+        self.events_dirty = True
+
+    # -- start-up -----------------------------------------------------------
+
     def start(self):
-        self.board.set_baud(self.cfg.modbus_baud)
-        self._publish_config()
+        self.board.set_baud(self.values[P.P_MODBUS_BAUD])
+        self.log.load()
+        self.append(EV_BOOT, self.log.boot, 0)
+        if self.params.errors:
+            self.append(EV_CONFIG_ERRORS, len(self.params.errors), 0)
+        self._publish_params()
         self.afe_ok = self._bring_up_afe()
+        self.append(EV_AFE_UP, 1 if self.afe_ok else 0, 0)
 
     def _bring_up_afe(self):
         afe = self.afe
@@ -74,48 +101,60 @@ class App:
             return True
         # The chip's own protection is the backstop should this MCU hang:
         # set outside the firmware's limits so the firmware acts first.
-        lim = C.CELL_LIMITS_MV[self.cfg.chemistry]
-        cap = self.cfg.capacity_mah
-        return afe.set_protection(
-            lim[0] + 50, 2, lim[2] - 100, 4,
-            2 * cap, 320, 4 * cap, 200)
+        v = self.values
+        ok = afe.set_protection(
+            v[P.P_HW_OV_MV], v[P.P_HW_OV_DELAY_S], v[P.P_HW_UV_MV], v[P.P_HW_UV_DELAY_S],
+            v[P.P_HW_OCD_MA], v[P.P_HW_OCD_DELAY_MS], v[P.P_HW_SCD_MA], v[P.P_HW_SCD_DELAY_US])
+        ir = self.ir
+        ir.set_u16(M.IR_HW_OV_MV, afe.applied_ov_mv)
+        ir.set_u16(M.IR_HW_UV_MV, afe.applied_uv_mv)
+        ir.set_u32(M.IR_HW_OCD_MA, afe.applied_ocd_ma)
+        ir.set_u16(M.IR_HW_OCD_DELAY_MS, afe.applied_ocd_delay_ms)
+        ir.set_u32(M.IR_HW_SCD_MA, afe.applied_scd_ma)
+        ir.set_u16(M.IR_HW_SCD_DELAY_US, afe.applied_scd_delay_us)
+        return ok
 
-    def _publish_config(self):
-        cfg = self.cfg
+    def _publish_params(self):
+        v = self.values
         hr = self.hr
-        hr.set_u16(M.HR_CHEMISTRY, cfg.chemistry)
-        hr.set_u16(M.HR_CELL_CHANNELS, cfg.cell_channels)
-        hr.set_u32(M.HR_CAPACITY_MAH, cfg.capacity_mah)
-        hr.set_u16(M.HR_SHUNT_UOHM, cfg.shunt_uohm)
-        hr.set_u16(M.HR_AFE_GROUPS, cfg.afe_groups)
-        hr.set_u16(M.HR_MODBUS_ADDRESS, cfg.modbus_address)
-        hr.set_u32(M.HR_MODBUS_BAUD, cfg.modbus_baud)
+        i = 0
+        for row in M.HOLDING_REGS:
+            if M.WORDS[row[2]] == 2:
+                hr.set_u32(row[0], v[i])
+            else:
+                hr.set_u16(row[0], v[i])
+            i += 1
+
+    # -- the cycle ------------------------------------------------------------
 
     def cycle(self, now):
-        """Measure, judge, switch, publish. Allocation-free when the AFE is healthy."""
+        """Measure, judge, switch, balance, publish. Allocation-free in steady state."""
         m = self.meas
         afe = self.afe
         self.uptime_ms += ticks_diff(now, self.last_cycle)
         self.last_cycle = now
-        faults = 0 if self.configured else M.FAULT_UNCONFIGURED
+        flags = 0
         stat = 0
         if not self.afe_ok:
             # after a bus failure or a chip reset: configure it again
             self.afe_ok = self._bring_up_afe()
+            if self.afe_ok:
+                m.fets = 0
+                m.balance_mask = 0
         if not self.afe_ok:
-            faults |= M.FAULT_AFE_COMM
+            flags |= 1 << PR.Q_AFE_COMM
         elif not afe.read_status(m):
-            faults |= M.FAULT_AFE_COMM
+            flags |= 1 << PR.Q_AFE_COMM
             self.afe_ok = False
         else:
             stat = m.stat
             if stat & R.STAT_DEVICE_XREADY:
                 # the chip reset: its FETs, balancing and settings are gone
-                faults |= M.FAULT_AFE_RESET
+                flags |= 1 << PR.Q_AFE_RESET
                 self.afe_ok = False
             cc = stat & R.STAT_CC_READY
             if not afe.read_measurements(m, cc):
-                faults |= M.FAULT_AFE_COMM
+                flags |= 1 << PR.Q_AFE_COMM
                 self.afe_ok = False
             else:
                 if cc:
@@ -124,87 +163,132 @@ class App:
                 m.update_extremes()
                 clear = stat & (R.STAT_CC_READY | _AFE_TRIPS)
                 if clear and not afe.clear_status(clear):
-                    faults |= M.FAULT_AFE_COMM
+                    flags |= 1 << PR.Q_AFE_COMM
                     self.afe_ok = False
-        if stat & _AFE_TRIPS:
-            faults |= M.FAULT_AFE_TRIP
-            if stat & (R.STAT_OV | R.STAT_OVRD_ALERT):
-                self.chg_held = True
-                self.chg_hold_from = now
-            if stat & (R.STAT_UV | R.STAT_SCD | R.STAT_OCD | R.STAT_OVRD_ALERT):
-                self.dsg_held = True
-                self.dsg_hold_from = now
         self.afe_stat = stat & R.STAT_FAULTS
         if ticks_diff(now, self.last_cc) > _STALE_MS:
-            faults |= M.FAULT_AFE_STALE
-        faults |= self._sensor_faults()
-        self.faults = faults
-        self._guard(now)
+            flags |= 1 << PR.Q_AFE_STALE
+        if not self.configured:
+            flags |= 1 << PR.Q_UNCONFIGURED
+        self.flags = flags
+        self._quantities(stat, flags)
+        pr = self.protection
+        pr.time_s = self.uptime_ms // 1000
+        pr.evaluate(now)
+        self._latch_release(now)
+        self._switch_fets()
+        self._balance(now)
         self.publish()
 
-    def _sensor_faults(self):
+    def _quantities(self, stat, flags):
+        """Fill the protection table's quantities from this cycle's measurements."""
         m = self.meas
-        f = 0
-        i = 0
-        while i < m.temps:
-            t = m.temp_dc[i]
-            if t == TEMP_OPEN:
-                f |= M.FAULT_TEMP_OPEN
-            elif t == TEMP_SHORT:
-                f |= M.FAULT_TEMP_SHORT
-            i += 1
-        if m.cells and (m.cell_min_mv < _CELL_MIN_PLAUSIBLE_MV or m.cell_max_mv > _CELL_MAX_PLAUSIBLE_MV):
-            f |= M.FAULT_CELL_IMPLAUSIBLE
-        return f
+        v = self.values
+        q = self.protection.q
+        q[PR.Q_CELL_MAX_MV] = m.cell_max_mv
+        q[PR.Q_CELL_MIN_MV] = m.cell_min_mv if m.cells else 0x7FFF
+        q[PR.Q_PACK_MV] = m.pack_mv
+        q[PR.Q_SPREAD_MV] = m.cell_max_mv - m.cell_min_mv
+        i = m.current_ma
+        q[PR.Q_CHG_MA] = i if i > 0 else 0
+        q[PR.Q_DSG_MA] = -i if i < 0 else 0
+        # temperatures: the fitted cell sensors, and the FET/board sensor apart
+        fitted = v[P.P_TEMP_SENSORS]
+        fet = v[P.P_FET_TEMP_SENSOR] - 1
+        hi = _NO_TEMP
+        lo = 0x7FFF
+        fet_t = _NO_TEMP
+        bad = 0
+        k = 0
+        while k < m.temps:
+            if fitted & (1 << k):
+                t = m.temp_dc[k]
+                if t == TEMP_OPEN or t == TEMP_SHORT:
+                    bad = 1
+                elif k == fet:
+                    fet_t = t
+                else:
+                    if t > hi:
+                        hi = t
+                    if t < lo:
+                        lo = t
+            k += 1
+        if hi == _NO_TEMP and fitted:
+            bad = 1  # no cell sensor works: temperatures are unknown
+        q[PR.Q_TEMP_MAX_DC] = hi
+        q[PR.Q_TEMP_MIN_DC] = lo
+        q[PR.Q_FET_TEMP_DC] = fet_t
+        q[PR.Q_TEMP_SENSOR] = bad
+        q[PR.Q_CELL_IMPLAUSIBLE] = 1 if m.cells and (
+            m.cell_min_mv < _CELL_MIN_PLAUSIBLE_MV or m.cell_max_mv > _CELL_MAX_PLAUSIBLE_MV) else 0
+        q[PR.Q_AFE_SCD] = 1 if stat & R.STAT_SCD else 0
+        q[PR.Q_AFE_OCD] = 1 if stat & R.STAT_OCD else 0
+        q[PR.Q_AFE_OV] = 1 if stat & R.STAT_OV else 0
+        q[PR.Q_AFE_UV] = 1 if stat & R.STAT_UV else 0
+        q[PR.Q_AFE_OVRD] = 1 if stat & R.STAT_OVRD_ALERT else 0
+        q[PR.Q_AFE_COMM] = (flags >> PR.Q_AFE_COMM) & 1
+        q[PR.Q_AFE_RESET] = (flags >> PR.Q_AFE_RESET) & 1
+        q[PR.Q_AFE_STALE] = (flags >> PR.Q_AFE_STALE) & 1
+        q[PR.Q_UNCONFIGURED] = (flags >> PR.Q_UNCONFIGURED) & 1
 
-    def _temps_within(self, lo_dc, hi_dc):
+    def _latch_release(self, now):
+        """A short circuit latched after its retries clears once the load is
+        removed (the chip senses a load on PACK- while DSG is off)."""
+        pr = self.protection
+        if not pr.latched() or not self.afe_ok:
+            self.load_gone_since = now
+            return
+        if self.meas.ctrl1 & R.CTRL1_LOAD_PRESENT:
+            self.load_gone_since = now
+        elif ticks_diff(now, self.load_gone_since) >= _LOAD_GONE_MS:
+            pr.clear_latched(True)
+
+    def _switch_fets(self):
+        """FETs on unless a protection holds them off. Read back, not assumed."""
         m = self.meas
-        i = 0
-        while i < m.temps:
-            t = m.temp_dc[i]
-            if t < lo_dc or t > hi_dc:
-                return False
-            i += 1
-        return True
-
-    def _guard(self, now):
-        """Decide the FETs. Any fault means both off (fail-safe).
-
-        A first guard with fixed per-chemistry limits and hysteresis; the
-        declarative protection table replaces it.
-        """
-        m = self.meas
-        want = 0
-        if self.faults == 0 and self.afe_ok:
-            lim = C.CELL_LIMITS_MV[self.cfg.chemistry]
-            if m.cell_max_mv >= lim[0]:
-                self.chg_block = True
-            elif m.cell_max_mv <= lim[1]:
-                self.chg_block = False
-            if m.cell_min_mv <= lim[2]:
-                self.dsg_block = True
-            elif m.cell_min_mv >= lim[3]:
-                self.dsg_block = False
-            if self.chg_held and ticks_diff(now, self.chg_hold_from) >= _TRIP_HOLD_MS:
-                self.chg_held = False
-            if self.dsg_held and ticks_diff(now, self.dsg_hold_from) >= _TRIP_HOLD_MS:
-                self.dsg_held = False
-            if not (self.chg_block or self.chg_held) and self._temps_within(_CHG_TEMP_MIN_DC, _CHG_TEMP_MAX_DC):
-                want |= R.CTRL2_CHG_ON
-            if not (self.dsg_block or self.dsg_held) and self._temps_within(_DSG_TEMP_MIN_DC, _DSG_TEMP_MAX_DC):
-                want |= R.CTRL2_DSG_ON
-        if want != m.fets and self.afe_ok:
+        if not self.afe_ok:
+            return
+        want = PR.BOTH & ~self.protection.block
+        if want != m.fets:
             got = self.afe.set_fets(want & R.CTRL2_CHG_ON, want & R.CTRL2_DSG_ON)
             if got < 0:
-                self.faults |= M.FAULT_AFE_COMM
                 self.afe_ok = False
             else:
                 m.fets = got
+
+    def _balance(self, now):
+        m = self.meas
+        v = self.values
+        i = m.current_ma
+        rest = v[P.P_REST_CURRENT_MA]
+        if i > rest or i < -rest:
+            self.rest_since = now
+        if i > rest:
+            self.charge_seen = now
+        resting_ms = ticks_diff(now, self.rest_since)
+        # In CV the charger mostly replaces the bleed current, so the charge
+        # current sags while bleeding: "charging" holds for a while after it.
+        charging = i >= -rest and ticks_diff(now, self.charge_seen) < _CHARGE_HOLD_MS
+        allowed = self.afe_ok and self.protection.protect_flags == 0
+        q = self.protection.q
+        hottest = q[PR.Q_TEMP_MAX_DC]
+        if q[PR.Q_FET_TEMP_DC] > hottest:
+            hottest = q[PR.Q_FET_TEMP_DC]
+        mask = self.balancer.update(m, now, charging, resting_ms, allowed, hottest)
+        if mask != m.balance_mask and self.afe_ok:
+            got = self.afe.set_balancing(mask)
+            if got < 0:
+                self.afe_ok = False
+            else:
+                m.balance_mask = got
+
+    # -- registers --------------------------------------------------------------
 
     def publish(self):
         """Copy this cycle's values into the input-register image."""
         m = self.meas
         ir = self.ir
+        pr = self.protection
         ir.set_u16(M.IR_CELL_COUNT, m.cells)
         ir.set_u32(M.IR_PACK_MV, m.pack_mv)
         ir.set_u32(M.IR_CURRENT_MA, m.current_ma)
@@ -217,9 +301,10 @@ class App:
         while i < MAX_CELLS:
             ir.set_u16(M.IR_CELL_MV + i, m.cell_mv[i] if i < m.cells else 0)
             i += 1
+        fitted = self.values[P.P_TEMP_SENSORS]
         i = 0
         while i < MAX_TEMPS:
-            t = m.temp_dc[i] if i < m.temps else M.TEMP_INVALID
+            t = m.temp_dc[i] if i < m.temps and fitted & (1 << i) else M.TEMP_INVALID
             if t == TEMP_OPEN or t == TEMP_SHORT:
                 t = M.TEMP_INVALID
             ir.set_u16(M.IR_TEMP_DC + i, t)
@@ -227,12 +312,44 @@ class App:
         # CTRL2's CHG_ON/DSG_ON are bits 0/1, the same as FET_CHG/FET_DSG
         ir.set_u16(M.IR_FET_FLAGS, m.fets)
         ir.set_u16(M.IR_AFE_STAT, self.afe_stat)
-        ir.set_u16(M.IR_FAULT_FLAGS, self.faults)
+        ir.set_u32(M.IR_PROTECT_FLAGS, pr.protect_flags)
+        ir.set_u32(M.IR_WARN_FLAGS, pr.warn_flags)
+        ir.set_u16(M.IR_CHG_OFF_REASON, pr.chg_reason)
+        ir.set_u16(M.IR_DSG_OFF_REASON, pr.dsg_reason)
+        ir.set_u32(M.IR_LATCHED_FLAGS, pr.latched())
         ir.set_u32(M.IR_UPTIME_S, self.uptime_ms // 1000)
         ir.set_u16(M.IR_MEAS_COUNT, self.meas_count)
         ir.set_u16(M.IR_AFE_CRC_ERRORS, min(self.afe.crc_errors, 0xFFFF))
         ir.set_u16(M.IR_AFE_BUS_ERRORS, min(self.afe.bus_errors, 0xFFFF))
         ir.set_u16(M.IR_BALANCE_MASK, m.balance_mask)
+        if self.events_dirty:
+            self._publish_events()
+
+    def _publish_events(self):
+        # runs only after an event was logged: may allocate (newest() tuples)
+        self.events_dirty = False
+        ir = self.ir
+        log = self.log
+        ir.set_u32(M.IR_EVENT_SEQ, log.next_seq)
+        k = 0
+        while k < M.EVENT_WINDOW:
+            a = M.IR_EVENTS + k * M.EVENT_WORDS
+            rec = log.newest(k)
+            if rec is None:
+                ir.set_u32(a, 0xFFFFFFFF)
+                ir.set_u16(a + 2, 0)
+                ir.set_u32(a + 3, 0)
+                ir.set_u16(a + 5, 0)
+                ir.set_u32(a + 6, 0)
+            else:
+                ir.set_u32(a, rec[0])
+                ir.set_u16(a + 2, rec[1])
+                ir.set_u32(a + 3, rec[2])
+                ir.set_u16(a + 5, rec[3])
+                ir.set_u32(a + 6, rec[4])
+            k += 1
+
+    # -- the main loop ------------------------------------------------------------
 
     def step(self):
         """One pass of the main loop: Modbus, then a cycle when one is due.

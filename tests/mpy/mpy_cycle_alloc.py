@@ -41,4 +41,4 @@ if err is not None:
     print("FAIL: allocation with the heap locked:", repr(err))
     sys.print_exception(err)
     sys.exit(1)
-print("OK cycles=%d modbus=%d faults=%d" % (n, app.modbus.server_messages - served, app.faults))
+print("OK cycles=%d modbus=%d faults=%d" % (n, app.modbus.server_messages - served, app.protection.protect_flags))

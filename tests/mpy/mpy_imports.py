@@ -9,12 +9,14 @@ for name in sys.argv[1:]:
     except Exception as e:
         failed.append("%s: %r" % (name, e))
 
-from bms.config import Config
+from bms import params as P
 
-c = Config()
-c.load_text("chemistry=lfp\ncells=4\ncapacity_mah=10000\nafe_addr=0x18\nbogus\n")
-if not (c.configured() and c.cell_channels == 0x17 and c.afe_addr == 0x18 and len(c.errors) == 1):
-    failed.append("config parse: %r %r" % (c.cell_channels, c.errors))
+c = P.Params()
+c.load_text("chemistry=lfp\ncells=4\ncapacity_mah=10000\nafe_addr=0x18\nbogus\ncell_ov_mv=3600\n")
+v = c.values
+if not (c.configured() and v[P.P_CELL_CHANNELS] == 0x17 and v[P.P_AFE_ADDR] == 0x18 and len(c.errors) == 1
+        and v[P.P_CELL_OV_MV] == 3600 and v[P.P_PACK_OV_MV] == 4 * 3625 and v[P.P_CHG_OC_MA] == 10000):
+    failed.append("params parse: %r %r" % (list(v), c.errors))
 
 import machine
 

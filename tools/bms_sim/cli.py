@@ -9,7 +9,8 @@ import signal
 import sys
 import time
 
-from bms import config as C
+from bms import params as P
+from bms.bq769x0 import model_groups
 from bms_sim.link import SimError, SimServer
 from bms_sim.world import World
 
@@ -59,21 +60,27 @@ class CycleProfile:
         self.since_ms = world.now_ms
 
 
-def provision(state_dir, cells, chemistry, capacity_mah, shunt_uohm, groups=None):
-    """Write the pack configuration the simulated BMS boots with, as a
-    factory would (bms.config's own format)."""
-    cfg = C.Config()
-    err = cfg.set("chemistry", chemistry) or cfg.set("cells", str(cells))
-    if err:
-        raise SimError("cannot configure %d %s cells: %s" % (cells, chemistry, err))
-    cfg.capacity_mah = capacity_mah
-    cfg.shunt_uohm = shunt_uohm
+def provision(state_dir, cells, chemistry, capacity_mah, shunt_uohm, groups=None, extra=None):
+    """Write the parameters the simulated BMS boots with, as a factory would
+    (bms.params' own `key=value` format: the chemistry's defaults for this
+    pack, then `extra` settings over them). Every simulated thermistor is
+    fitted."""
+    prm = P.Params()
+    lines = ["chemistry=%s" % chemistry]
     if groups:
-        cfg.afe_groups = groups
+        lines.append("afe_groups=%d" % groups)
+    lines += ["cells=%d" % cells, "capacity_mah=%d" % capacity_mah, "shunt_uohm=%d" % shunt_uohm]
+    g = groups or model_groups(cells)
+    lines.append("temp_sensors=%d" % ((1 << g) - 1))
+    for k, v in (extra or {}).items():
+        lines.append("%s=%s" % (k, v))
+    prm.load_text("\n".join(lines))
+    if prm.errors:
+        raise SimError("cannot configure %d %s cells: %s" % (cells, chemistry, "; ".join(prm.errors)))
     os.makedirs(state_dir, exist_ok=True)
-    with open(os.path.join(state_dir, C.CONFIG_FILE), "w") as f:
-        f.write(cfg.to_text())
-    return cfg
+    with open(os.path.join(state_dir, P.CONFIG_FILE), "w") as f:
+        f.write(prm.to_text())
+    return prm
 
 
 def make_server(args, link_path=None, profile=True):
@@ -86,7 +93,7 @@ def make_server(args, link_path=None, profile=True):
     state = os.path.abspath(args.state)
     if args.unconfigured:
         try:
-            os.remove(os.path.join(state, C.CONFIG_FILE))
+            os.remove(os.path.join(state, P.CONFIG_FILE))
         except FileNotFoundError:
             pass
     else:

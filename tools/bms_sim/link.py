@@ -21,6 +21,7 @@ import time
 import tty
 
 from bms.boards import sim as P
+from bms_sim.build import BuildError, compile_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TICKS_MASK = 0x3FFFFFFF
@@ -66,7 +67,7 @@ class SimServer:
         self.link_path = link_path
         self.heap = heap
         self.micropython = find_micropython(micropython)
-        self.lib_dir = lib_dir or os.path.join(ROOT, "lib")
+        self.lib_dir = lib_dir or compile_lib()
         self.main_py = main_py or os.path.join(ROOT, "main.py")
         self.log_path = log_path or os.path.join(state_dir, "firmware.log")
         self.on_advance = on_advance

@@ -11,6 +11,9 @@ import os
 import sys
 import time
 
+from bms import params as P
+from bms import protection as PR
+from bms import regdoc as D
 from bms import regmap as M
 from bmsctl import regs as RG
 
@@ -98,10 +101,12 @@ def _runs(regs):
 
 def status_dict(st):
     """The status as engineering values for --json."""
-    ir = RG.scaled(M.INPUT_REGS, st["input"])
+    raw = st["input"]
+    ir = RG.scaled(M.INPUT_REGS, raw)
     hr = RG.scaled(M.HOLDING_REGS, st["holding"])
-    n = st["input"]["cell_count"]
-    temps = [None if t == M.TEMP_INVALID else t / 10.0 for t in st["input"]["temp_dc"]]
+    n = raw["cell_count"]
+    temps = [None if t == M.TEMP_INVALID else t / 10.0 for t in raw["temp_dc"]]
+    chem = st["holding"]["chemistry"]
     return {
         "pack_v": ir["pack_mv"],
         "current_a": ir["current_ma"],
@@ -112,17 +117,27 @@ def status_dict(st):
         "cell_max_v": ir["cell_max_mv"],
         "cell_spread_v": ir["cell_spread_mv"],
         "temps_c": temps,
-        "charge_fet": bool(st["input"]["fet_flags"] & M.FET_CHG),
-        "discharge_fet": bool(st["input"]["fet_flags"] & M.FET_DSG),
-        "balancing_cells": [i + 1 for i in range(n) if st["input"]["balance_mask"] & (1 << i)],
-        "faults": RG.fault_names(st["input"]["fault_flags"]),
-        "afe_stat": st["input"]["afe_stat"],
-        "meas_count": st["input"]["meas_count"],
-        "uptime_s": st["input"]["uptime_s"],
-        "afe_crc_errors": st["input"]["afe_crc_errors"],
-        "afe_bus_errors": st["input"]["afe_bus_errors"],
+        "charge_fet": bool(raw["fet_flags"] & M.FET_CHG),
+        "discharge_fet": bool(raw["fet_flags"] & M.FET_DSG),
+        "charge_off_reason": RG.reason_name(raw["chg_off_reason"]),
+        "discharge_off_reason": RG.reason_name(raw["dsg_off_reason"]),
+        "protections": RG.flag_names(raw["protect_flags"]),
+        "warnings": RG.flag_names(raw["warn_flags"]),
+        "latched": RG.flag_names(raw["latched_flags"]),
+        "balancing_cells": [i + 1 for i in range(n) if raw["balance_mask"] & (1 << i)],
+        "afe_stat": raw["afe_stat"],
+        "meas_count": raw["meas_count"],
+        "uptime_s": raw["uptime_s"],
+        "afe_crc_errors": raw["afe_crc_errors"],
+        "afe_bus_errors": raw["afe_bus_errors"],
+        "hardware_protection": {
+            "ov_v": ir["hw_ov_applied_mv"], "uv_v": ir["hw_uv_applied_mv"],
+            "ocd_a": ir["hw_ocd_applied_ma"], "ocd_delay_s": ir["hw_ocd_applied_delay_ms"],
+            "scd_a": ir["hw_scd_applied_ma"], "scd_delay_s": ir["hw_scd_applied_delay_us"],
+        },
+        "event_seq": raw["event_seq"],
         "config": {
-            "chemistry": M.CHEMISTRIES[st["holding"]["chemistry"]] if st["holding"]["chemistry"] < len(M.CHEMISTRIES) else st["holding"]["chemistry"],
+            "chemistry": P.CHEMISTRY_NAMES[chem] if chem < len(P.CHEMISTRY_NAMES) else chem,
             "cell_channels": st["holding"]["cell_channels"],
             "capacity_ah": hr["capacity_mah"],
             "shunt_mohm": hr["shunt_uohm"],
@@ -158,20 +173,39 @@ def format_status(d, where=""):
         lines.append("Cells     none configured")
     lines.append("Temps     " + "  ".join("--" if t is None else "%.1f degC" % t for t in d["temps_c"]))
     lines.append("FETs      charge %s, discharge %s" % (
-        "ON" if d["charge_fet"] else "off", "ON" if d["discharge_fet"] else "off"))
-    if d["faults"]:
-        text = {name: desc for _, name, desc in M.FAULT_BITS}
-        lines.append("Faults    " + ", ".join(d["faults"]))
-        for f in d["faults"]:
-            lines.append("          %s: %s" % (f, text[f]))
-    else:
-        lines.append("Faults    none")
+        "ON" if d["charge_fet"] else "off (%s)" % (d["charge_off_reason"] or "-"),
+        "ON" if d["discharge_fet"] else "off (%s)" % (d["discharge_off_reason"] or "-")))
+    desc = {row[0]: _row_text(row) for row in PR.ROWS}
+    for label, key in (("Protect", "protections"), ("Warnings", "warnings"), ("Latched", "latched")):
+        names = d[key]
+        if names or key == "protections":
+            lines.append("%-9s %s" % (label, ", ".join(names) if names else "none"))
+            for name in names:
+                lines.append("          %s: %s" % (name, desc[name]))
+    if d["balancing_cells"]:
+        lines.append("Balancing cells " + ", ".join(str(c) for c in d["balancing_cells"]))
     lines.append("AFE       flags 0x%02x, CRC errors %d, bus errors %d" % (
         d["afe_stat"], d["afe_crc_errors"], d["afe_bus_errors"]))
     c = d["config"]
     lines.append("Config    %s, %.3f Ah, shunt %.3f mOhm, Modbus address %d at %d baud" % (
         c["chemistry"], c["capacity_ah"], c["shunt_mohm"], c["modbus_address"], c["modbus_baud"]))
     return "\n".join(lines)
+
+
+def _row_text(row):
+    fets = {PR.CHG: "charge off", PR.DSG: "discharge off", PR.BOTH: "both FETs off", 0: "reported only"}[row[7]]
+    return "%s (%s)" % (D.PROTECTION[row[0]], fets)
+
+
+
+
+def format_events(records):
+    out = ["%8s %5s %10s  %s" % ("seq", "boot", "time", "event")]
+    for r in records:
+        t = r["time_s"]
+        out.append("%8d %5d %4d:%02d:%02d  %s" % (r["seq"], r["boot"], t // 3600, t // 60 % 60, t % 60,
+                                                RG.event_text(r["code"], r["value"])))
+    return "\n".join(out)
 
 
 def format_registers(rows):
@@ -202,6 +236,23 @@ def cmd_status(args, out):
     finally:
         bms.close()
     out.write((json.dumps(d, indent=2) if args.json else format_status(d, args.port)) + "\n")
+    return 0
+
+
+def cmd_events(args, out):
+    bms = _connect(args)
+    try:
+        raw = bms.read_table("input")
+    finally:
+        bms.close()
+    recs = [r for r in raw["events"] if r is not None][:args.count]
+    recs.reverse()  # oldest first, like a log
+    if args.json:
+        for r in recs:
+            r["text"] = RG.event_text(r["code"], r["value"])
+        out.write(json.dumps(recs, indent=2) + "\n")
+    else:
+        out.write(format_events(recs) + "\n")
     return 0
 
 
@@ -243,6 +294,10 @@ def build_parser():
     s.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0 = never)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=cmd_watch)
+    s = sub.add_parser("events", help="the newest event-log records (trips, releases, faults, boots)")
+    s.add_argument("--count", type=int, default=M.EVENT_WINDOW, help="how many (default and most: %(default)s)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_events)
     s = sub.add_parser("registers", help="the Modbus register map (needs no port)")
     s.add_argument("--json", action="store_true", help="a JSON list of register objects")
     s.set_defaults(func=cmd_registers)

@@ -1,15 +1,18 @@
 """The firmware's register map (bms.regmap) as the host sees it: JSON rows,
 and decoding of register blocks into engineering values."""
+from bms import protection as PR
+from bms import regdoc as D
 from bms import regmap as M
 
-TABLES = (("input", M.INPUT_REGS), ("holding", M.HOLDING_REGS))
+TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", M.HOLDING_REGS, "rw", D.HOLDING))
 
 
 def rows():
     """Every register row as a dict, input registers first, by address."""
     out = []
-    for table, regs in TABLES:
-        for addr, name, typ, count, scale_exp, unit, access, desc in regs:
+    for table, regs, access, text in TABLES:
+        for addr, name, typ, count, scale_exp, unit in (r[:6] for r in regs):
+            desc = text[name]
             out.append({
                 "name": name,
                 "address": addr,
@@ -31,6 +34,15 @@ def span(regs):
 
 
 def _value(words, i, typ):
+    if typ == "event":
+        seq = (words[i] << 16) | words[i + 1]
+        if seq == 0xFFFFFFFF:
+            return None
+        value = (words[i + 6] << 16) | words[i + 7]
+        if value & 0x80000000:
+            value -= 0x100000000
+        return {"seq": seq, "boot": words[i + 2], "time_s": (words[i + 3] << 16) | words[i + 4],
+                "code": words[i + 5], "value": value}
     if typ in ("uint16", "int16"):
         v = words[i]
         if typ == "int16" and v & 0x8000:
@@ -59,12 +71,41 @@ def scaled(regs, raw):
     for addr, name, typ, count, scale_exp, *_ in regs:
         v = raw[name]
         f = 10.0 ** scale_exp
-        if isinstance(v, list):
+        if typ == "event":
+            out[name] = v
+        elif isinstance(v, list):
             out[name] = [x * f if scale_exp else x for x in v]
         else:
             out[name] = v * f if scale_exp else v
     return out
 
 
-def fault_names(bits):
-    return [name for bit, name, _ in M.FAULT_BITS if bits & bit]
+def flag_names(bits):
+    """Names of the protection-table rows whose bits are set."""
+    return [row[0] for i, row in enumerate(PR.ROWS) if bits & (1 << i)]
+
+
+def reason_name(code):
+    """An off-reason register (row + 1, 0 = none) as the row's name."""
+    return PR.ROWS[code - 1][0] if 0 < code <= len(PR.ROWS) else None
+
+
+APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors"}
+
+
+def event_text(code, value):
+    """A plain-language line for an event-log record."""
+    if code in APP_EVENTS:
+        name = APP_EVENTS[code]
+        if code == 201:
+            return name + (" ok" if value else " FAILED")
+        return "%s (%d)" % (name, value)
+    kind, row = divmod(code, 64)
+    if 1 <= row <= len(PR.ROWS) and kind in (0, 1, 2):
+        r = PR.ROWS[row - 1]
+        what = ("warning" if r[8] == PR.WARN else "protection")
+        verb = ("trip", "release", "latched")[kind]
+        if kind == 2:
+            return "%s %s %s after %d retries" % (r[0], what, verb, value)
+        return "%s %s %s at %d" % (r[0], what, verb, value)
+    return "code %d value %d" % (code, value)
