@@ -400,6 +400,13 @@ class Bq769x0:
             return -1
         return r & (R.CTRL2_CHG_ON | R.CTRL2_DSG_ON)
 
+    def fets_off(self):
+        """Both FETs off without reading anything back: the first thing to
+        try when the chip is in doubt. True when the write was acknowledged."""
+        if self.crc is None:
+            return False
+        return self.write_reg(R.SYS_CTRL2, R.CTRL2_CC_EN)
+
     def set_balancing(self, cell_mask):
         """Bleed the cells in cell_mask (bit k = cell k+1); returns the mask applied.
 

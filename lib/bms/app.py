@@ -136,7 +136,10 @@ class App:
         flags = 0
         stat = 0
         if not self.afe_ok:
-            # after a bus failure or a chip reset: configure it again
+            # In doubt about the AFE: FETs off first (a write can get through
+            # when reads fail), then configure it again.
+            if afe.fets_off():
+                m.fets = 0
             self.afe_ok = self._bring_up_afe()
             if self.afe_ok:
                 m.fets = 0
@@ -165,6 +168,8 @@ class App:
                 if clear and not afe.clear_status(clear):
                     flags |= 1 << PR.Q_AFE_COMM
                     self.afe_ok = False
+        if not self.afe_ok and afe.fets_off():
+            m.fets = 0  # in doubt: off now, not a cycle later
         self.afe_stat = stat & R.STAT_FAULTS
         if ticks_diff(now, self.last_cc) > _STALE_MS:
             flags |= 1 << PR.Q_AFE_STALE
@@ -238,7 +243,8 @@ class App:
         if not pr.latched() or not self.afe_ok:
             self.load_gone_since = now
             return
-        if self.meas.ctrl1 & R.CTRL1_LOAD_PRESENT:
+        if self.meas.fets & R.CTRL2_CHG_ON or self.meas.ctrl1 & R.CTRL1_LOAD_PRESENT:
+            # LOAD_PRESENT means something only while CHG is off
             self.load_gone_since = now
         elif ticks_diff(now, self.load_gone_since) >= _LOAD_GONE_MS:
             pr.clear_latched(True)

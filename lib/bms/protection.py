@@ -136,11 +136,17 @@ class Protection:
         block = 0
         chg_reason = 0
         dsg_reason = 0
+        unconfigured = q[Q_UNCONFIGURED]
         i = 0
         for row in ROWS:
             x = q[row[1]]
             cmp = row[2]
             s = state[i]
+            if unconfigured and cmp != FLAG:
+                # no pack, no thresholds: only the fault rows mean anything
+                state[i] = _IDLE
+                i += 1
+                continue
             if cmp == FLAG:
                 tripping = x != 0
                 releasing = x == 0
@@ -191,7 +197,10 @@ class Protection:
                             self._log(EV_RELEASE + i + 1, x)
                 else:
                     state[i] = s = _ACTIVE
-            # _LATCHED stays until clear_latched()
+            # _LATCHED stays until clear_latched(), with both FETs off: the
+            # chip senses whether the load is still there only with CHG off
+            if s == _LATCHED:
+                block |= BOTH
             if s >= _ACTIVE:
                 if row[8] == PROT:
                     prot |= 1 << i

@@ -1,0 +1,383 @@
+"""Every protection in the simulator: the firmware's real control loop
+(bms.app on CPython, DirectSim) against the simulated chip and pack.
+
+For each row: it trips within its delay plus one measurement cycle of the
+condition first being measured, the right FET goes off (and only that
+one), the off-reason register and the event log say why, and it releases
+only after its release condition has held for its release delay.
+"""
+import pytest
+
+from bms import params as P
+from bms import protection as PR
+from bms import regmap as M
+from bms.app import EV_AFE_UP, EV_BOOT
+from bms_sim.cli import provision
+from bms_sim.direct import DirectSim
+from bms_sim.world import World
+
+CYCLE_MS = 250
+ROW = {r[0]: i for i, r in enumerate(PR.ROWS)}
+
+
+def make(tmp_path, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, extra=None, **kw):
+    provision(str(tmp_path), cells, chemistry, capacity_mah, 1000, extra=extra)
+    world = World(cells=cells, chemistry=chemistry, capacity_mah=capacity_mah, soc_pct=soc_pct, **kw)
+    sim = DirectSim(world, str(tmp_path), on_cycle=_record)
+    sim.trace = []
+    sim.run(1500)
+    assert sim.app.protection.protect_flags == 0, PR_names(sim.app.protection.protect_flags)
+    assert sim.app.meas.fets == PR.BOTH
+    return sim
+
+
+def _record(sim):
+    pr = sim.app.protection
+    sim.trace.append((sim.world.now_ms, list(pr.q), pr.protect_flags | pr.warn_flags, sim.world.fets()))
+
+
+def PR_names(bits):
+    return [r[0] for i, r in enumerate(PR.ROWS) if bits & (1 << i)]
+
+
+def active(sim, name):
+    pr = sim.app.protection
+    return bool((pr.protect_flags | pr.warn_flags) & (1 << ROW[name]))
+
+
+def value(sim, index):
+    return sim.app.values[index]
+
+
+def cond_times(sim, name, trip):
+    """(first time the row's trip (or release) condition held continuously up
+    to the change, time of the change) from the recorded trace."""
+    r = PR.ROWS[ROW[name]]
+    bit = 1 << ROW[name]
+    v = sim.app.values
+    changed_at = None
+    for k in range(len(sim.trace) - 1, 0, -1):
+        was = sim.trace[k - 1][2] & bit
+        now = sim.trace[k][2] & bit
+        if (not was and now) if trip else (was and not now):
+            changed_at = k
+            break
+    assert changed_at is not None, "no %s of %s in the trace" % ("trip" if trip else "release", name)
+
+    def holds(q):
+        x = q[r[1]]
+        if r[2] == PR.FLAG:
+            return x != 0 if trip else x == 0
+        t = v[r[3]]
+        if r[2] == PR.ABOVE:
+            return x >= t if trip else x < v[r[5]]
+        if r[2] == PR.BELOW:
+            return x <= t if trip else x > v[r[5]]
+        if r[2] == PR.ABOVE_H:
+            return x >= t if trip else x < t - v[r[5]]
+        return x <= t if trip else x > t + v[r[5]]
+
+    k = changed_at
+    while k > 0 and holds(sim.trace[k - 1][1]):
+        k -= 1
+    return sim.trace[k][0], sim.trace[changed_at][0]
+
+
+def check_trip(sim, name, limit_ms, fets_reachable=True):
+    took = sim.run_until(lambda s: active(s, name), limit_ms)
+    assert took is not None, "%s did not trip within %d ms" % (name, limit_ms)
+    r = PR.ROWS[ROW[name]]
+    first, at = cond_times(sim, name, True)
+    delay = value(sim, r[4]) if r[4] != PR.NONE else 0
+    assert delay <= at - first <= delay + CYCLE_MS, (name, first, at, delay)
+    pr = sim.app.protection
+    if r[8] == PR.PROT:
+        if fets_reachable:
+            chg, dsg = sim.world.fets()
+            if r[7] & PR.CHG:
+                assert not chg
+            if r[7] & PR.DSG:
+                assert not dsg
+        if r[7] & PR.CHG:
+            assert pr.chg_reason, "the charge off-reason register must name a row"
+        if r[7] & PR.DSG:
+            assert pr.dsg_reason
+        assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << ROW[name])
+    else:
+        assert sim.world.fets() == (True, True), "a warning leaves the FETs alone"
+        assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << ROW[name])
+    codes = [e[3] for e in _events(sim)]
+    assert PR.EV_TRIP + ROW[name] + 1 in codes
+    return first, at
+
+
+def check_release(sim, name, limit_ms):
+    took = sim.run_until(lambda s: not active(s, name), limit_ms)
+    assert took is not None, "%s did not release within %d ms" % (name, limit_ms)
+    r = PR.ROWS[ROW[name]]
+    first, at = cond_times(sim, name, False)
+    delay = value(sim, r[6]) if r[6] != PR.NONE else 0
+    assert delay <= at - first <= delay + CYCLE_MS, (name, first, at, delay)
+    assert PR.EV_RELEASE + ROW[name] + 1 in [e[3] for e in _events(sim)]
+    sim.run(2 * CYCLE_MS)
+
+
+def reg_u32(sim, addr):
+    w = sim.app.ir.words
+    return (w[addr] << 16) | w[addr + 1]
+
+
+def _events(sim):
+    log = sim.app.log
+    return [log.newest(i) for i in range(M.EVENT_WINDOW) if log.newest(i)]
+
+
+# -- voltage ------------------------------------------------------------------
+
+def test_cell_over_voltage(tmp_path):
+    sim = make(tmp_path, soc_pct=97.0, spread_mv=10)
+    sim.world.charger.set(5000, None)  # a charger that never stops
+    check_trip(sim, "cell_ov", 3600 * 1000)
+    assert sim.world.fets() == (False, True), "charge off, discharge still allowed"
+    assert sim.app.protection.chg_reason == ROW["cell_ov"] + 1
+    sim.world.charger.off()
+    sim.world.load.set(3000)  # an over-charged pack can still be discharged
+    check_release(sim, "cell_ov", 600 * 1000)
+    assert sim.world.fets() == (True, True)
+
+
+def test_cell_under_voltage(tmp_path):
+    sim = make(tmp_path, soc_pct=4.0, extra={"pack_uv_mv": 4 * 2000})  # the cell row, not the pack's
+    sim.world.load.set(5000)  # a load that never stops
+    check_trip(sim, "cell_uv", 3600 * 1000)
+    assert sim.world.fets() == (True, False)
+    sim.world.load.off()
+    sim.run(60000)
+    assert active(sim, "cell_uv"), "resting alone does not lift an empty LFP cell above the release"
+    sim.world.charger.set(2000, 3550)  # charging is still allowed
+    check_release(sim, "cell_uv", 3600 * 1000)
+
+
+def test_pack_over_and_under_voltage(tmp_path):
+    # pack thresholds inside the cell ones, so the pack rows act first
+    sim = make(tmp_path, soc_pct=90.0, extra={"pack_ov_mv": 4 * 3420, "pack_ov_release_mv": 4 * 3350,
+                                               "pack_uv_mv": 4 * 3250, "pack_uv_release_mv": 4 * 3280})
+    sim.world.charger.set(3000, None)
+    check_trip(sim, "pack_ov", 3600 * 1000)
+    assert not active(sim, "cell_ov")
+    sim.world.charger.off()
+    sim.world.load.set(3000)
+    check_release(sim, "pack_ov", 3600 * 1000)
+    sim.world.load.set(8000)
+    check_trip(sim, "pack_uv", 4 * 3600 * 1000)
+    assert not active(sim, "cell_uv")
+    sim.world.load.off()
+    check_release(sim, "pack_uv", 3600 * 1000)
+
+
+# -- current --------------------------------------------------------------------
+
+def test_charge_over_current_and_retry(tmp_path):
+    sim = make(tmp_path, soc_pct=30.0)
+    sim.world.charger.set(13000, None)  # 1.3 C, above the 1 C limit
+    check_trip(sim, "chg_oc", 60000)
+    assert sim.world.fets() == (False, True)
+    check_release(sim, "chg_oc", 60000)  # retry after chg_oc_release_ms
+    check_trip(sim, "chg_oc", 60000)  # the charger is still too strong: off again
+    sim.world.charger.set(5000, None)
+    check_release(sim, "chg_oc", 60000)
+    sim.run(5000)
+    assert not active(sim, "chg_oc")
+
+
+def test_discharge_over_current(tmp_path):
+    sim = make(tmp_path, soc_pct=60.0)
+    sim.world.load.set(15000)  # 1.5 C: above dsg_oc (1 C), below the AFE's 2 C
+    check_trip(sim, "dsg_oc", 60000)
+    assert sim.world.fets() == (True, False)
+    assert not active(sim, "afe_ocd")
+    sim.world.load.set(3000)
+    check_release(sim, "dsg_oc", 60000)
+
+
+def test_afe_hardware_over_current_is_the_backstop(tmp_path):
+    sim = make(tmp_path, soc_pct=60.0)
+    ir = sim.app.ir.words
+    applied = (ir[M.IR_HW_OCD_MA] << 16) | ir[M.IR_HW_OCD_MA + 1]
+    assert 0 < applied <= value(sim, P.P_HW_OCD_MA)
+    assert applied > value(sim, P.P_DSG_OC_MA), "the hardware threshold sits outside the software one"
+    sim.world.load.set(applied + 8000)
+    took = sim.run_until(lambda s: active(s, "afe_ocd"), 5000)
+    assert took is not None and took <= ir[M.IR_HW_OCD_DELAY_MS] + 2 * CYCLE_MS
+    assert sim.world.fets() == (True, False)
+    assert sim.world.chip.reg(0x00) & 0x01 == 0, "the firmware cleared the chip's OCD flag"
+    sim.world.load.set(2000)
+    check_release(sim, "afe_ocd", 60000)
+    assert sim.world.fets() == (True, True)
+
+
+def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tmp_path):
+    sim = make(tmp_path, soc_pct=60.0)
+    sim.world.load.set(100000)  # a dead short
+    retry_ms = value(sim, P.P_SCD_RETRY_MS)
+    retries = value(sim, P.P_SCD_RETRIES)
+    releases = []
+    for k in range(retries):
+        check_trip(sim, "afe_scd", 5000)
+        assert sim.world.fets() == (True, False)
+        t0 = sim.world.now_ms
+        took = sim.run_until(lambda s: not active(s, "afe_scd"), 10 * retry_ms << k)
+        assert took is not None
+        releases.append(took)
+        assert retry_ms << k <= took <= (retry_ms << k) + 2 * CYCLE_MS, "back-off doubles"
+    check_trip(sim, "afe_scd", 5000)
+    sim.run(20 * retry_ms)
+    assert active(sim, "afe_scd"), "after its retries a short circuit latches"
+    assert sim.app.protection.latched() == 1 << ROW["afe_scd"]
+    assert sim.world.fets() == (False, False), "latched: both off, so the chip can sense the load"
+    codes = [e[3] for e in _events(sim)]
+    assert PR.EV_LATCH + ROW["afe_scd"] + 1 in codes
+    sim.world.load.off()  # the load is taken away: the chip no longer senses it
+    took = sim.run_until(lambda s: not active(s, "afe_scd"), 10000)
+    assert took is not None
+    sim.run(1000)
+    assert sim.world.fets() == (True, True)
+
+
+# -- temperature ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,temp_c,fet_off", [
+    ("chg_ot", 50.0, "chg"), ("chg_ut", -5.0, "chg"), ("dsg_ot", 65.0, "both"), ("dsg_ut", -25.0, "both"),
+])
+def test_temperature_protections(tmp_path, name, temp_c, fet_off):
+    sim = make(tmp_path, soc_pct=50.0)
+    sim.world.pack.temperatures_c[0] = temp_c
+    check_trip(sim, name, 30000)
+    chg, dsg = sim.world.fets()
+    assert not chg  # too hot or cold to discharge is too hot or cold to charge too
+    assert dsg == (fet_off == "chg")
+    sim.world.pack.temperatures_c[0] = 25.0
+    check_release(sim, name, 60000)
+    sim.run(10000)
+    assert sim.world.fets() == (True, True)
+
+
+def test_fet_over_temperature_uses_its_own_sensor(tmp_path):
+    sim = make(tmp_path, cells=10, extra={"fet_temp_sensor": 2})
+    sim.world.pack.temperatures_c[1] = 90.0
+    check_trip(sim, "fet_ot", 30000)
+    assert sim.world.fets() == (False, False)
+    assert not active(sim, "chg_ot") and not active(sim, "dsg_ot"), "the FET sensor is not a cell sensor"
+    sim.world.pack.temperatures_c[1] = 40.0
+    check_release(sim, "fet_ot", 60000)
+
+
+# -- warnings come first ---------------------------------------------------------------
+
+def test_warnings_come_before_the_trips(tmp_path):
+    sim = make(tmp_path, soc_pct=97.0, spread_mv=10)
+    sim.world.charger.set(5000, None)
+    check_trip(sim, "cell_ov_warn", 3600 * 1000)
+    assert not active(sim, "cell_ov")
+    assert sim.world.fets() == (True, True)
+    check_trip(sim, "cell_ov", 3600 * 1000)
+
+
+@pytest.mark.parametrize("name,setup", [
+    ("chg_oc_warn", lambda w: w.charger.set(9000, None)),
+    ("dsg_oc_warn", lambda w: w.load.set(9000)),
+    ("temp_high_warn", lambda w: w.pack.temperatures_c.__setitem__(0, 42.0)),
+    ("temp_low_warn", lambda w: w.pack.temperatures_c.__setitem__(0, 3.0)),
+])
+def test_warning_rows(tmp_path, name, setup):
+    sim = make(tmp_path, soc_pct=40.0)
+    setup(sim.world)
+    check_trip(sim, name, 30000)
+    assert sim.app.protection.protect_flags == 0
+
+
+def test_spread_warning(tmp_path):
+    sim = make(tmp_path, soc_pct=50.0, chemistry="nmc", spread_mv=150)
+    check_trip(sim, "spread_warn", 10000)
+
+
+# -- sensor and link faults --------------------------------------------------------------
+
+def _fault_cycle(sim, name, inject, heal):
+    inject(sim.world)
+    check_trip(sim, name, 10000)
+    assert sim.world.fets() == (False, False) or sim.app.meas.fets == 0
+    heal(sim.world)
+    check_release(sim, name, 30000)
+    sim.run(2000)
+    assert sim.world.fets() == (True, True), PR_names(sim.app.protection.protect_flags)
+
+
+def test_thermistor_open_and_short(tmp_path):
+    sim = make(tmp_path)
+    _fault_cycle(sim, "temp_sensor", lambda w: w.chip.thermistor_fault(0, "open"),
+                 lambda w: w.chip.thermistor_fault(0, None))
+    _fault_cycle(sim, "temp_sensor", lambda w: w.chip.thermistor_fault(0, "short"),
+                 lambda w: w.chip.thermistor_fault(0, None))
+
+
+def test_cell_wire_open(tmp_path):
+    sim = make(tmp_path, chemistry="lto", soc_pct=50.0)
+    _fault_cycle(sim, "cell_implausible", lambda w: w.chip.cell_wire_open(1, True),
+                 lambda w: w.chip.cell_wire_open(1, False))
+
+
+def test_afe_nack_storm(tmp_path):
+    sim = make(tmp_path)
+    sim.world.chip.nack_all = True
+    check_trip(sim, "afe_comm", 10000, fets_reachable=False)
+    # a chip that acknowledges nothing cannot be told anything: its own
+    # protection is the backstop; the firmware keeps trying
+    sim.run(5000)
+    assert sim.app.afe.bus_errors > 0
+    sim.world.chip.nack_all = False
+    sim.run(CYCLE_MS * 2)
+    assert sim.world.fets() == (False, False), "as soon as the chip answers: FETs off"
+    check_release(sim, "afe_comm", 30000)
+    sim.run(2000)
+    assert sim.world.fets() == (True, True)
+
+
+def test_afe_crc_storm(tmp_path):
+    sim = make(tmp_path)
+    _fault_cycle(sim, "afe_comm", lambda w: setattr(w.chip, "corrupt_every", 1),
+                 lambda w: setattr(w.chip, "corrupt_every", 0))
+    assert sim.app.afe.crc_errors > 0
+
+
+def test_afe_reset(tmp_path):
+    sim = make(tmp_path)
+    sim.world.chip.power_on_reset()
+    check_trip(sim, "afe_reset", 2000)
+    check_release(sim, "afe_reset", 30000)
+    sim.run(2000)
+    assert sim.world.fets() == (True, True)
+    assert sim.world.chip.reg(0x0B) == 0x19, "the firmware configured the chip again"
+
+
+def test_unconfigured_bms_keeps_fets_off(tmp_path):
+    world = World(cells=4)
+    sim = DirectSim(world, str(tmp_path))
+    sim.run(5000)
+    assert active(sim, "unconfigured")
+    assert world.fets() == (False, False)
+    assert sim.app.ir.words[M.IR_CHG_OFF_REASON] == ROW["unconfigured"] + 1
+
+
+def test_event_log_survives_a_restart(tmp_path):
+    sim = make(tmp_path, soc_pct=97.0, spread_mv=10)
+    sim.world.charger.set(5000, None)
+    check_trip(sim, "cell_ov", 3600 * 1000)
+    before = _events(sim)
+    again = DirectSim(sim.world, str(tmp_path))
+    after = [again.app.log.newest(i) for i in range(M.EVENT_WINDOW) if again.app.log.newest(i)]
+    # the new boot logs its start and its AFE bring-up, then the old records follow
+    assert [r[3] for r in after[:2]] == [EV_AFE_UP, EV_BOOT]
+    assert after[1][1] == before[0][1] + 1, "boot number counts up"
+    assert after[2:] == before[:len(after) - 2]
+    assert any(r[3] == PR.EV_TRIP + ROW["cell_ov"] + 1 for r in after)
