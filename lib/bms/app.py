@@ -25,7 +25,9 @@ _FALLBACK_MS = const(300)  # cycle anyway when ALERT stays quiet this long
 _MIN_GAP_MS = const(50)  # ALERT held high (a stuck flag) must not spin the loop
 _STALE_MS = const(600)  # no CC_READY for this long: the measurement is stale
 _LOAD_GONE_MS = const(2000)
-_CHARGE_HOLD_MS = const(60000)  # a latched short clears once the load is gone this long
+_CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (CV float, charger done)
+# protection rows (cell_ov, pack_ov, afe_ov) under which balancing goes on
+_OVER_VOLTAGE_ROWS = const((1 << 0) | (1 << 2) | (1 << 8))  # a latched short clears once the load is gone this long
 _CELL_MIN_PLAUSIBLE_MV = const(500)
 _CELL_MAX_PLAUSIBLE_MV = const(5000)
 _AFE_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
@@ -274,9 +276,13 @@ class App:
         resting_ms = ticks_diff(now, self.rest_since)
         # In CV the charger mostly replaces the bleed current, so the charge
         # current sags while bleeding: "charging" holds for a while after it.
-        charging = i >= -rest and ticks_diff(now, self.charge_seen) < _CHARGE_HOLD_MS
-        allowed = self.afe_ok and self.protection.protect_flags == 0
-        q = self.protection.q
+        # A charge held off by over-voltage is the top of charge too: bleeding
+        # the high cell is what lets the charge go on.
+        pr = self.protection
+        over = pr.protect_flags & _OVER_VOLTAGE_ROWS
+        charging = i >= -rest and (over or ticks_diff(now, self.charge_seen) < _CHARGE_HOLD_MS)
+        allowed = self.afe_ok and (pr.protect_flags & ~_OVER_VOLTAGE_ROWS) == 0
+        q = pr.q
         hottest = q[PR.Q_TEMP_MAX_DC]
         if q[PR.Q_FET_TEMP_DC] > hottest:
             hottest = q[PR.Q_FET_TEMP_DC]

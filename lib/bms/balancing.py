@@ -98,15 +98,15 @@ class Balancer:
             return True
         return self.at_rest and resting_ms > 0 and resting_ms >= self.min_idle_ms
 
-    def _pick(self, meas, parity):
+    def _pick(self, meas, parity, diff):
         """The cells (mask) of one input parity to bleed, from a clean reading:
-        more than diff_mv above the lowest, at most max_cells, highest first."""
+        more than diff above the lowest, at most max_cells, highest first."""
         n = meas.cells
         if n > self.cells:
             n = self.cells
         v = meas.cell_mv
         ch = self._ch
-        limit = meas.cell_min_mv + self.diff_mv  # candidates are above this
+        limit = meas.cell_min_mv + diff  # candidates are above this
         picked = 0
         k = 0
         while k < self.max_cells:
@@ -124,18 +124,24 @@ class Balancer:
             k += 1
         return picked
 
-    def _choose(self, meas, now_ms):
-        """Decide from a clean reading: start a period or stay/go idle."""
+    def _choose(self, meas, now_ms, running):
+        """Decide from a clean reading: start a period or stay/go idle.
+
+        A run starts above diff_mv and goes on down to half of it, so the
+        pack ends under the differential instead of hovering on it."""
+        diff = self.diff_mv >> 1 if running else self.diff_mv
+        if diff < 1:
+            diff = 1
         lo = meas.cell_min_mv
         hi = meas.cell_max_mv
         self.snapshot_min_mv = lo
         self.snapshot_max_mv = hi
         self.snapshot_spread_mv = hi - lo
         m = 0
-        if meas.cells > 0 and hi >= self.start_mv and hi - lo > self.diff_mv:
-            m = self._pick(meas, self.parity)
+        if meas.cells > 0 and hi >= self.start_mv and hi - lo > diff:
+            m = self._pick(meas, self.parity, diff)
             if not m:
-                m = self._pick(meas, self.parity ^ 1)
+                m = self._pick(meas, self.parity ^ 1, diff)
                 if m:
                     self.parity ^= 1
         if m:
@@ -179,7 +185,7 @@ class Balancer:
         elif phase == PHASE_SETTLING:
             if self._quiet:
                 self.parity ^= 1
-                self._choose(meas, now_ms)
+                self._choose(meas, now_ms, True)
         elif self._quiet:
-            self._choose(meas, now_ms)
+            self._choose(meas, now_ms, False)
         return self.mask
