@@ -1,0 +1,16 @@
+"""Generated documentation is current."""
+from bmsctl import docs
+
+
+def test_protection_doc_is_current():
+    with open(docs.PROTECTION_MD) as f:
+        text = f.read()
+    assert docs.render(text) == text, "docs/PROTECTION.md is stale: run `.venv/bin/python -m bmsctl.docs`"
+
+
+def test_protection_doc_names_every_row():
+    table = docs.protection_table()
+    from bms import protection as PR
+
+    for row in PR.ROWS:
+        assert "`%s`" % row[0] in table
