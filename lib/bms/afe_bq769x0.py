@@ -100,17 +100,8 @@ class Bq769x0:
         self.offset_mv = 0
         self.crc_errors = 0
         self.bus_errors = 0
-        # channel number (0..14) of each cell, bottom first
-        ch = bytearray(15)
-        n = 0
-        i = 0
-        while i < 15:
-            if cell_channels & (1 << i):
-                ch[n] = i
-                n += 1
-            i += 1
-        self.cells = n
-        self._chan = ch
+        self._chan = R.cell_inputs(cell_channels)  # VC input of each cell
+        self.cells = R.cell_count(cell_channels)
         # wire buffers (data + CRC per byte); the no-CRC case uses the same
         # buffers with half the length via a memoryview made once
         self._blk = bytearray(2 * _BLOCK_REGS)
@@ -192,15 +183,7 @@ class Bq769x0:
                 w[i] = w[2 * i]
                 i += 1
             out = self._wbuf_nc if nregs == _PROT_REGS else self._wbuf3_nc
-        tries = _RETRIES
-        while tries:
-            tries -= 1
-            try:
-                self.i2c.writeto_mem(addr, reg, out)
-                return True
-            except OSError:
-                self.bus_errors += 1
-        return False
+        return self._write(reg, out)
 
     def write_reg(self, reg, value):
         o = self._one
@@ -211,11 +194,15 @@ class Bq769x0:
             out = o
         else:
             out = self._one_nc
+        return self._write(reg, out)
+
+    def _write(self, reg, wire):
+        """Send prepared wire bytes, retrying a NACK; True when acknowledged."""
         tries = _RETRIES
         while tries:
             tries -= 1
             try:
-                self.i2c.writeto_mem(addr, reg, out)
+                self.i2c.writeto_mem(self.addr, reg, wire)
                 return True
             except OSError:
                 self.bus_errors += 1

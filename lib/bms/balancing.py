@@ -32,6 +32,7 @@ other one is used at once.
 """
 from micropython import const
 
+from bms.bq769x0 import cell_count, cell_inputs
 from bms.ticks import ticks_diff
 
 PHASE_IDLE = const(0)
@@ -45,17 +46,9 @@ _MIN_SETTLE_MS = const(251)  # one 250 ms ADC window, plus one
 class Balancer:
     def __init__(self, cell_channels, on_ms=10000, settle_ms=600):
         # channel (input 0..14) of every cell, bottom first (as the AFE driver)
-        ch = bytearray(_MAX_CELLS)
-        n = 0
-        i = 0
-        while i < 15:
-            if cell_channels & (1 << i):
-                ch[n] = i
-                n += 1
-            i += 1
+        self._ch = cell_inputs(cell_channels)
         self.cell_channels = cell_channels
-        self.cells = n
-        self._ch = ch
+        self.cells = cell_count(cell_channels)
         self.on_ms = on_ms
         self.settle_ms = settle_ms if settle_ms > _MIN_SETTLE_MS else _MIN_SETTLE_MS
         # options (configure); start_mv 0 = balancing disabled

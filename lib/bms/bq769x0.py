@@ -117,6 +117,29 @@ def default_cell_channels(cells, groups):
     return mask
 
 
+def cell_count(cell_channels):
+    """Cells in a cell_channels mask (the bits set)."""
+    n = 0
+    while cell_channels:
+        n += cell_channels & 1
+        cell_channels >>= 1
+    return n
+
+
+def cell_inputs(cell_channels):
+    """bytearray(15): the VC input (0..14) of each cell, bottom first, for a
+    cell_channels mask; the cell count is the number of bits set."""
+    ch = bytearray(15)
+    n = 0
+    i = 0
+    while i < 15:
+        if cell_channels & (1 << i):
+            ch[n] = i
+            n += 1
+        i += 1
+    return ch
+
+
 def model_groups(cells):
     """Smallest family member (its group count) that takes `cells` cells."""
     for m in MODELS:

@@ -222,12 +222,9 @@ class Params:
             self.values[i] = TABLE[i][_F_DEF]
 
     def cells(self):
-        n = 0
-        m = self.values[P_CELL_CHANNELS]
-        while m:
-            n += m & 1
-            m >>= 1
-        return n
+        from bms.bq769x0 import cell_count
+
+        return cell_count(self.values[P_CELL_CHANNELS])
 
     def configured(self):
         v = self.values
