@@ -1,7 +1,7 @@
 """Device entry point: build the board, start the application."""
 import sys
 
-from bms.app import run
+from bms.start import start
 
 if sys.platform == "esp32":
     from bms.boards.esp32 import Board
@@ -9,4 +9,4 @@ else:
     # the MicroPython unix port: the board the host simulator provides
     from bms.boards.sim import Board
 
-run(Board())
+start(Board())

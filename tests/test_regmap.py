@@ -2,6 +2,7 @@
 import io
 import json
 
+from bms import paramtable as PT
 from bms import protection as PR
 from bms import regdoc as D
 from bms import regmap as M
@@ -9,7 +10,7 @@ from bmsctl import cli as ctl
 
 
 def test_rows_do_not_overlap_and_fit_the_images():
-    for regs, size in ((M.INPUT_REGS, M.IR_SIZE), (M.HOLDING_REGS, M.HR_SIZE)):
+    for regs, size in ((M.INPUT_REGS, M.IR_SIZE), (PT.TABLE, M.HR_SIZE)):
         used = {}
         for row in regs:
             addr, name, typ, count = row[:4]
@@ -24,11 +25,11 @@ def test_rows_do_not_overlap_and_fit_the_images():
 
 def test_every_name_has_its_words_and_no_more():
     assert set(D.INPUT) == {r[1] for r in M.INPUT_REGS}
-    assert set(D.HOLDING) == {r[1] for r in M.HOLDING_REGS}
+    assert set(D.HOLDING) == {r[1] for r in PT.TABLE}
     assert set(D.PROTECTION) == {r[0] for r in PR.ROWS}
     for text in list(D.INPUT.values()) + list(D.HOLDING.values()) + list(D.PROTECTION.values()):
         assert text and text[0] != " "
-    for regs in (M.INPUT_REGS, M.HOLDING_REGS):
+    for regs in (M.INPUT_REGS, PT.TABLE):
         for row in regs:
             assert -6 <= row[4] <= 3
 
@@ -53,7 +54,7 @@ def test_bmsctl_registers_json_has_the_documented_keys():
                     "count": 15, "scale": 0.001, "unit": "V", "access": "r",
                     "description": cell["description"]}
     assert {r["table"] for r in rows} == {"input", "holding"}
-    assert len(rows) == len(M.INPUT_REGS) + len(M.HOLDING_REGS)
+    assert len(rows) == len(M.INPUT_REGS) + len(PT.TABLE)
 
 
 def test_bmsctl_registers_table_needs_no_port():

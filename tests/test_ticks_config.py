@@ -2,6 +2,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bms import paramtable as PT
 from bms import params as P
 from bms.ticks import TICKS_PERIOD, ticks_add, ticks_diff
 
@@ -19,8 +20,8 @@ def test_ticks_wrap_example():
 
 
 def test_table_rows_are_consistent():
-    assert len(P.TABLE) == P.COUNT
-    for row in P.TABLE:
+    assert len(PT.TABLE) == P.COUNT
+    for row in PT.TABLE:
         lo, hi = row[6], row[7]
         assert lo <= hi, row[1]
         for d in row[8:11]:
@@ -60,3 +61,20 @@ def test_parameter_errors_name_the_problem_and_the_range():
 def test_no_file_means_unconfigured(tmp_path):
     p = P.load(str(tmp_path) + "/")
     assert not p.configured() and p.values[P.P_CELL_CHANNELS] == 0
+
+
+def test_index_constants_name_their_rows():
+    import bms.params as mod
+
+    for name in dir(mod):
+        if name.startswith("P_"):
+            i = getattr(mod, name)
+            assert PT.TABLE[i][1] == name[2:].lower(), (name, PT.TABLE[i][1])
+
+
+def test_release_keeps_what_the_firmware_needs():
+    p = P.Params()
+    p.load_text("chemistry=lfp\ncells=4\ncapacity_mah=10000\n")
+    p.release()
+    assert p.check(P.P_CELL_OV_MV, 9999) and p.check(P.P_CELL_OV_MV, 3600) is None
+    assert p.addr[P.P_CELL_OV_MV] == 0x0010 and p.flags[P.P_CAPACITY_MAH] & P.WIDE

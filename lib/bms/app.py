@@ -41,16 +41,21 @@ EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
 
 
 class App:
-    def __init__(self, board):
-        gc.collect()  # the imports left garbage; start from a compact heap
+    def __init__(self, board, prm=None):
+        """prm: the loaded parameters (bms.start loads them before importing
+        this module, to keep the boot's peak heap low), or None to load here."""
+        if prm is None:
+            prm = P.load(board.storage_dir)
+            prm.release()  # the full table has done its work: free its heap
+        gc.collect()  # start from a compact heap
         self.board = board
-        self.params = prm = P.load(board.storage_dir)
+        self.params = prm
         v = self.values = prm.values
         groups = v[P.P_AFE_GROUPS] if v[P.P_AFE_GROUPS] else 1
         self.meas = Measurements(groups)
         self.afe = Bq769x0(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR])
         self.ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
-        self.hr = RegisterImage(M.HOLDING_REGS, M.HR_SIZE)
+        self.hr = RegisterImage(None, M.HR_SIZE)
         self.modbus = ModbusSlave(board.serial, self, v[P.P_MODBUS_ADDRESS], v[P.P_MODBUS_BAUD])
         self.log = EventLog(board.storage_dir + EVENT_FILE, 256, M.EVENT_WINDOW)
         self.protection = PR.Protection(v, self)
@@ -117,14 +122,18 @@ class App:
         return ok
 
     def _publish_params(self):
-        v = self.values
+        prm = self.params
+        v = prm.values
         hr = self.hr
         i = 0
-        for row in M.HOLDING_REGS:
-            if M.WORDS[row[2]] == 2:
-                hr.set_u32(row[0], v[i])
+        while i < P.COUNT:
+            a = prm.addr[i]
+            if prm.flags[i] & P.WIDE:
+                hr.map(a, 2)
+                hr.set_u32(a, v[i])
             else:
-                hr.set_u16(row[0], v[i])
+                hr.map(a, 1)
+                hr.set_u16(a, v[i])
             i += 1
 
     # -- the cycle ------------------------------------------------------------
@@ -381,8 +390,8 @@ class App:
         return wait if wait > 1 else 1
 
 
-def run(board):
-    app = App(board)
+def run(board, prm=None):
+    app = App(board, prm)
     app.start()
     while True:
         board.idle(app.step())

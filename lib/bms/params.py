@@ -1,31 +1,17 @@
-"""The parameter table: every setting of the BMS, once.
+"""The parameters the firmware runs with: values by index, and the
+compact per-parameter facts it needs at run time.
 
-Each row is a holding register (FC 03) and a slot in the firmware's value
-array. The firmware, the register map, `bmsctl` and the docs all read this
-table. Row:
+The table itself (names, registers, ranges, per-chemistry defaults) is
+bms.paramtable; `Params` reads it once, keeps what the loop and the Modbus
+path need in small arrays (register address, width, range), and
+`release()` lets the table go so its tuples leave the heap.
 
-    (address, name, type, count, scale_exp, unit,
-     min, max, default_lfp, default_nmc, default_lto, default_scale)
-
-The first six fields are the register-map row (see bms.regmap). A value
-in `unit` is raw * 10**scale_exp. Every parameter is read-write; what each
-means, in words, is in bms.regdoc (host side: the firmware never loads the
-text, to keep it out of the device's heap). default_scale says how a chemistry default
-becomes the pack's: 0 as is, 1 times the cell count (pack voltages from a
-per-cell value), 2 times the capacity in Ah (currents from a C-rate in mA
-per Ah).
-
-Values live in an array('l') indexed by the P_ constants below; the loop
-reads them with `values[P_X]`, never by name.
+Values live in an array('l') indexed by the P_ constants below (the row
+order of the table); the loop reads them as `values[P_X]`, never by name.
 """
 from array import array
 
 from micropython import const
-
-# default_scale
-_ABS = const(0)
-_CELLS = const(1)
-_AH = const(2)
 
 CHEM_NONE = const(0)
 CHEM_LFP = const(1)
@@ -33,7 +19,7 @@ CHEM_NMC = const(2)
 CHEM_LTO = const(3)
 CHEMISTRY_NAMES = ("none", "lfp", "nmc", "lto")
 
-# Indices into the value array (the row order of TABLE).
+# Indices into the value array (the row order of bms.paramtable.TABLE).
 P_CHEMISTRY = const(0)
 P_CELL_CHANNELS = const(1)
 P_CAPACITY_MAH = const(2)
@@ -107,119 +93,74 @@ P_BAL_MIN_IDLE_MS = const(69)
 P_BAL_MAX_CELLS = const(70)
 P_BAL_MAX_TEMP_DC = const(71)
 P_REST_CURRENT_MA = const(72)
-COUNT = const(73)
+P_FULL_CELL_MV = const(73)
+P_FULL_TAIL_MA = const(74)
+P_FULL_HOLD_MS = const(75)
+P_EMPTY_CELL_MV = const(76)
+P_EMPTY_HOLD_MS = const(77)
+P_RELAX_CHG_MS = const(78)
+P_RELAX_DSG_MS = const(79)
+P_OCV_0_MV = const(80)  # 21 points: SOC 0, 5, ..., 100 %
+OCV_POINTS = const(21)
+COUNT = const(101)
 
-_U16 = "uint16"
-_I16 = "int16"
-_U32 = "uint32"
-
-# fmt: off
-TABLE = (
-    # pack
-    (0x0000, "chemistry", _U16, 1, 0, "", 0, 3, 0, 0, 0, _ABS),
-    (0x0001, "cell_channels", _U16, 1, 0, "", 0, 0x7FFF, 0, 0, 0, _ABS),
-    (0x0002, "capacity_mah", _U32, 1, -3, "Ah", 0, 2000000, 0, 0, 0, _ABS),
-    (0x0004, "shunt_uohm", _U16, 1, -3, "mOhm", 50, 20000, 1000, 1000, 1000, _ABS),
-    (0x0005, "afe_groups", _U16, 1, 0, "", 0, 3, 0, 0, 0, _ABS),
-    (0x0006, "modbus_address", _U16, 1, 0, "", 1, 247, 1, 1, 1, _ABS),
-    (0x0007, "modbus_baud", _U32, 1, 0, "baud", 9600, 115200, 19200, 19200, 19200, _ABS),
-    (0x0009, "afe_addr", _U16, 1, 0, "", 8, 0x7F, 8, 8, 8, _ABS),
-    (0x000A, "temp_sensors", _U16, 1, 0, "", 0, 7, 1, 1, 1, _ABS),
-    (0x000B, "fet_temp_sensor", _U16, 1, 0, "", 0, 3, 0, 0, 0, _ABS),
-    # cell and pack voltage protection
-    (0x0010, "cell_ov_mv", _U16, 1, -3, "V", 1500, 5000, 3650, 4250, 2850, _ABS),
-    (0x0011, "cell_ov_delay_ms", _U32, 1, -3, "s", 0, 60000, 2000, 2000, 2000, _ABS),
-    (0x0013, "cell_ov_release_mv", _U16, 1, -3, "V", 1500, 5000, 3450, 4100, 2700, _ABS),
-    (0x0014, "cell_ov_release_ms", _U32, 1, -3, "s", 0, 3600000, 2000, 2000, 2000, _ABS),
-    (0x0016, "cell_uv_mv", _U16, 1, -3, "V", 1000, 4500, 2500, 3000, 1900, _ABS),
-    (0x0017, "cell_uv_delay_ms", _U32, 1, -3, "s", 0, 60000, 2000, 2000, 2000, _ABS),
-    (0x0019, "cell_uv_release_mv", _U16, 1, -3, "V", 1000, 4500, 3050, 3400, 2100, _ABS),
-    (0x001A, "cell_uv_release_ms", _U32, 1, -3, "s", 0, 3600000, 2000, 2000, 2000, _ABS),
-    (0x001C, "pack_ov_mv", _U32, 1, -3, "V", 3000, 80000, 3625, 4225, 2825, _CELLS),
-    (0x001E, "pack_ov_delay_ms", _U32, 1, -3, "s", 0, 60000, 2000, 2000, 2000, _ABS),
-    (0x0020, "pack_ov_release_mv", _U32, 1, -3, "V", 3000, 80000, 3450, 4100, 2700, _CELLS),
-    (0x0022, "pack_ov_release_ms", _U32, 1, -3, "s", 0, 3600000, 2000, 2000, 2000, _ABS),
-    (0x0024, "pack_uv_mv", _U32, 1, -3, "V", 3000, 80000, 2600, 3100, 2000, _CELLS),
-    (0x0026, "pack_uv_delay_ms", _U32, 1, -3, "s", 0, 60000, 2000, 2000, 2000, _ABS),
-    (0x0028, "pack_uv_release_mv", _U32, 1, -3, "V", 3000, 80000, 3050, 3400, 2100, _CELLS),
-    (0x002A, "pack_uv_release_ms", _U32, 1, -3, "s", 0, 3600000, 2000, 2000, 2000, _ABS),
-    # current protection (software, with delay) and the AFE's hardware backstop
-    (0x0030, "chg_oc_ma", _U32, 1, -3, "A", 100, 500000, 1000, 1000, 2000, _AH),
-    (0x0032, "chg_oc_delay_ms", _U32, 1, -3, "s", 0, 60000, 1000, 1000, 1000, _ABS),
-    (0x0034, "chg_oc_release_ms", _U32, 1, -3, "s", 1000, 3600000, 30000, 30000, 30000, _ABS),
-    (0x0036, "dsg_oc_ma", _U32, 1, -3, "A", 100, 500000, 1000, 1000, 2000, _AH),
-    (0x0038, "dsg_oc_delay_ms", _U32, 1, -3, "s", 0, 60000, 1000, 1000, 1000, _ABS),
-    (0x003A, "dsg_oc_release_ms", _U32, 1, -3, "s", 1000, 3600000, 30000, 30000, 30000, _ABS),
-    (0x003C, "hw_ocd_ma", _U32, 1, -3, "A", 100, 1000000, 2000, 2000, 3000, _AH),
-    (0x003E, "hw_ocd_delay_ms", _U16, 1, -3, "s", 8, 1280, 320, 320, 320, _ABS),
-    (0x003F, "hw_scd_ma", _U32, 1, -3, "A", 100, 1000000, 4000, 4000, 6000, _AH),
-    (0x0041, "hw_scd_delay_us", _U16, 1, -6, "s", 70, 400, 200, 200, 200, _ABS),
-    (0x0042, "scd_retries", _U16, 1, 0, "", 0, 10, 3, 3, 3, _ABS),
-    (0x0043, "scd_retry_ms", _U32, 1, -3, "s", 1000, 600000, 5000, 5000, 5000, _ABS),
-    (0x0045, "hw_ov_mv", _U16, 1, -3, "V", 2000, 5000, 3750, 4300, 2900, _ABS),
-    (0x0046, "hw_ov_delay_s", _U16, 1, 0, "s", 1, 8, 2, 2, 2, _ABS),
-    (0x0047, "hw_uv_mv", _U16, 1, -3, "V", 1000, 4000, 2300, 2800, 1700, _ABS),
-    (0x0048, "hw_uv_delay_s", _U16, 1, 0, "s", 1, 16, 4, 4, 4, _ABS),
-    # temperature protection
-    (0x0050, "chg_ot_dc", _I16, 1, -1, "degC", -400, 1200, 450, 450, 550, _ABS),
-    (0x0051, "chg_ot_release_dc", _I16, 1, -1, "degC", -400, 1200, 400, 400, 500, _ABS),
-    (0x0052, "chg_ut_dc", _I16, 1, -1, "degC", -400, 1200, 0, 0, -200, _ABS),
-    (0x0053, "chg_ut_release_dc", _I16, 1, -1, "degC", -400, 1200, 50, 50, -150, _ABS),
-    (0x0054, "dsg_ot_dc", _I16, 1, -1, "degC", -400, 1200, 600, 600, 650, _ABS),
-    (0x0055, "dsg_ot_release_dc", _I16, 1, -1, "degC", -400, 1200, 550, 550, 600, _ABS),
-    (0x0056, "dsg_ut_dc", _I16, 1, -1, "degC", -400, 1200, -200, -200, -300, _ABS),
-    (0x0057, "dsg_ut_release_dc", _I16, 1, -1, "degC", -400, 1200, -150, -150, -250, _ABS),
-    (0x0058, "fet_ot_dc", _I16, 1, -1, "degC", -400, 1500, 850, 850, 850, _ABS),
-    (0x0059, "fet_ot_release_dc", _I16, 1, -1, "degC", -400, 1500, 750, 750, 750, _ABS),
-    (0x005A, "temp_delay_ms", _U32, 1, -3, "s", 0, 60000, 2000, 2000, 2000, _ABS),
-    (0x005C, "temp_release_ms", _U32, 1, -3, "s", 0, 3600000, 5000, 5000, 5000, _ABS),
-    (0x005E, "fault_release_ms", _U32, 1, -3, "s", 250, 600000, 2000, 2000, 2000, _ABS),
-    # warnings: reported, the FETs stay
-    (0x0060, "cell_ov_warn_mv", _U16, 1, -3, "V", 1500, 5000, 3600, 4200, 2800, _ABS),
-    (0x0061, "cell_uv_warn_mv", _U16, 1, -3, "V", 1000, 4500, 2800, 3200, 2000, _ABS),
-    (0x0062, "chg_oc_warn_ma", _U32, 1, -3, "A", 100, 500000, 800, 800, 1600, _AH),
-    (0x0064, "dsg_oc_warn_ma", _U32, 1, -3, "A", 100, 500000, 800, 800, 1600, _AH),
-    (0x0066, "temp_high_warn_dc", _I16, 1, -1, "degC", -400, 1200, 400, 400, 500, _ABS),
-    (0x0067, "temp_low_warn_dc", _I16, 1, -1, "degC", -400, 1200, 50, 50, -150, _ABS),
-    (0x0068, "spread_warn_mv", _U16, 1, -3, "V", 5, 2000, 100, 100, 100, _ABS),
-    (0x0069, "warn_delay_ms", _U32, 1, -3, "s", 0, 60000, 1000, 1000, 1000, _ABS),
-    (0x006B, "warn_hyst_mv", _U16, 1, -3, "V", 1, 500, 20, 20, 20, _ABS),
-    (0x006C, "warn_hyst_ma", _U32, 1, -3, "A", 1, 100000, 50, 50, 50, _AH),
-    (0x006E, "warn_hyst_dc", _I16, 1, -1, "degC", 1, 200, 20, 20, 20, _ABS),
-    # balancing
-    (0x0070, "bal_start_mv", _U16, 1, -3, "V", 0, 5000, 3400, 3900, 2600, _ABS),
-    (0x0071, "bal_diff_mv", _U16, 1, -3, "V", 1, 500, 10, 10, 10, _ABS),
-    (0x0072, "bal_at_rest", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
-    (0x0073, "bal_min_idle_ms", _U32, 1, -3, "s", 0, 86400000, 1800000, 1800000, 1800000, _ABS),
-    (0x0075, "bal_max_cells", _U16, 1, 0, "", 1, 15, 5, 5, 5, _ABS),
-    (0x0076, "bal_max_temp_dc", _I16, 1, -1, "degC", -400, 1200, 450, 450, 450, _ABS),
-    (0x0077, "rest_current_ma", _U16, 1, -3, "A", 1, 10000, 100, 100, 100, _ABS),
-)
-# fmt: on
 
 _F_MIN = const(6)
 _F_MAX = const(7)
 _F_DEF = const(8)  # + chemistry - 1
 _F_SCALE = const(11)
+_SCALE_CELLS = const(1)
+_SCALE_AH = const(2)
 
-
-def index_of(name):
-    i = 0
-    for row in TABLE:
-        if row[1] == name:
-            return i
-        i += 1
-    return -1
+WIDE = const(1)  # flag: two registers (uint32)
+SIGNED = const(2)  # flag: int16
 
 
 class Params:
-    """The parameter values the firmware runs with."""
+    """The parameter values, and per parameter its holding-register
+    address, width and range."""
 
     def __init__(self):
+        from bms import paramtable
+
+        rows = paramtable.TABLE
+        self._rows = rows
         self.values = array("l", [0] * COUNT)
+        self.addr = array("H", [0] * COUNT)
+        self.lo = array("l", [0] * COUNT)
+        self.hi = array("l", [0] * COUNT)
+        self.flags = bytearray(COUNT)
         self.errors = []
-        for i in range(COUNT):
-            self.values[i] = TABLE[i][_F_DEF]
+        i = 0
+        for row in rows:
+            self.addr[i] = row[0]
+            self.flags[i] = (WIDE if row[2] == "uint32" else 0) | (SIGNED if row[2] == "int16" else 0)
+            self.lo[i] = row[_F_MIN]
+            self.hi[i] = row[_F_MAX]
+            self.values[i] = row[_F_DEF]
+            i += 1
+
+    def release(self):
+        """Let the full table go (names, every chemistry's defaults): after
+        this only values and the compact arrays stay in the heap."""
+        import sys
+
+        import bms
+
+        self._rows = None
+        # the import left two references: sys.modules and the package's attribute
+        if "bms.paramtable" in sys.modules:
+            del sys.modules["bms.paramtable"]
+        if "paramtable" in bms.__dict__:
+            del bms.__dict__["paramtable"]
+
+    def index_of(self, name):
+        i = 0
+        for row in self._rows:
+            if row[1] == name:
+                return i
+            i += 1
+        return -1
 
     def cells(self):
         from bms.bq769x0 import cell_count
@@ -233,25 +174,35 @@ class Params:
 
     def apply_defaults(self, chemistry, cells, capacity_mah):
         """The chemistry's defaults scaled to this pack, for every protection,
-        warning and balancing parameter (the pack's own settings stay)."""
+        warning, balancing and state-of-charge parameter (the pack's own
+        settings stay)."""
         v = self.values
+        rows = self._rows
         for i in range(P_CELL_OV_MV, COUNT):
-            row = TABLE[i]
+            row = rows[i]
             d = row[_F_DEF + chemistry - 1] if chemistry else row[_F_DEF]
             s = row[_F_SCALE]
-            if s == _CELLS:
+            if s == _SCALE_CELLS:
                 d *= cells
-            elif s == _AH:
+            elif s == _SCALE_AH:
                 d = d * capacity_mah // 1000
             v[i] = d
 
+    def check(self, i, value):
+        """None when parameter i may take value, else what is wrong."""
+        if value < self.lo[i] or value > self.hi[i]:
+            if self._rows is None:
+                return "parameter %d: %d is outside %d..%d" % (i, value, self.lo[i], self.hi[i])
+            row = self._rows[i]
+            return "%s=%d is outside %d..%d %s" % (row[1], value, self.lo[i], self.hi[i], _raw_unit(row[1]))
+        return None
+
     def set_value(self, i, value):
         """Set parameter i if within its range; an error message or None."""
-        row = TABLE[i]
-        if value < row[_F_MIN] or value > row[_F_MAX]:
-            return "%s=%d is outside %d..%d %s" % (row[1], value, row[_F_MIN], row[_F_MAX], _raw_unit(row))
-        self.values[i] = value
-        return None
+        err = self.check(i, value)
+        if err is None:
+            self.values[i] = value
+        return err
 
     def set_text(self, key, text):
         """Set a parameter from `key=value` text; an error message or None."""
@@ -275,7 +226,7 @@ class Params:
             self.values[P_CELL_CHANNELS] = mask
             self.values[P_AFE_GROUPS] = groups
             return None
-        i = index_of(key)
+        i = self.index_of(key)
         if i < 0:
             return "unknown parameter " + key
         try:
@@ -330,7 +281,7 @@ class Params:
             out.append("chemistry=%s\n" % CHEMISTRY_NAMES[v[P_CHEMISTRY]])
         for i in range(1, COUNT):
             if i < P_CELL_OV_MV or v[i] != d.values[i]:
-                out.append("%s=%d\n" % (TABLE[i][1], v[i]))
+                out.append("%s=%d\n" % (self._rows[i][1], v[i]))
         return "".join(out)
 
 
@@ -347,9 +298,8 @@ def _pair(line):
     return kv[0].strip(), kv[1].strip()
 
 
-def _raw_unit(row):
+def _raw_unit(name):
     # the raw unit is in the name (cell_ov_mv is mV)
-    name = row[1]
     k = name.rfind("_")
     return name[k + 1:] if k >= 0 else ""
 

@@ -11,9 +11,17 @@ from bms.regmap import mapped_mask
 
 class RegisterImage:
     def __init__(self, table, size):
+        """table: register-map rows to map, or None to map ranges later."""
         self.words = array("H", [0] * size)
-        self.mapped = mapped_mask(table, size)
+        self.mapped = mapped_mask(table, size) if table else bytearray(size)
         self.size = size
+
+    def map(self, addr, count):
+        m = self.mapped
+        while count:
+            m[addr] = 1
+            addr += 1
+            count -= 1
 
     def set_u16(self, addr, value):
         self.words[addr] = value & 0xFFFF

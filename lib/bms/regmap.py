@@ -52,10 +52,19 @@ IR_HW_OCD_MA = const(0x0032)  # uint32
 IR_HW_OCD_DELAY_MS = const(0x0034)
 IR_HW_SCD_MA = const(0x0035)  # uint32
 IR_HW_SCD_DELAY_US = const(0x0037)
+IR_SOC_DPCT = const(0x0038)
+IR_SOH_DPCT = const(0x0039)
+IR_TTE_MIN = const(0x003A)
+IR_TTF_MIN = const(0x003B)
+IR_REMAINING_MAH = const(0x003C)  # uint32
+IR_FULL_CAPACITY_MAH = const(0x003E)  # uint32
 IR_EVENTS = const(0x0040)  # EVENT_WINDOW records of EVENT_WORDS registers
 EVENT_WINDOW = const(15)
 EVENT_WORDS = const(8)
-IR_SIZE = const(0x00B8)
+IR_REMAINING_DWH = const(0x00B8)  # uint32
+IR_CYCLES_DC = const(0x00BA)  # uint32
+IR_CC_OFFSET = const(0x00BC)  # int16
+IR_SIZE = const(0x00BD)
 
 MAX_CELLS = const(15)
 MAX_TEMPS = const(3)
@@ -94,13 +103,22 @@ INPUT_REGS = (
     (IR_HW_OCD_DELAY_MS, "hw_ocd_applied_delay_ms", "uint16", 1, -3, "s"),
     (IR_HW_SCD_MA, "hw_scd_applied_ma", "uint32", 1, -3, "A"),
     (IR_HW_SCD_DELAY_US, "hw_scd_applied_delay_us", "uint16", 1, -6, "s"),
+    (IR_SOC_DPCT, "soc_dpct", "uint16", 1, -1, "%"),
+    (IR_SOH_DPCT, "soh_dpct", "uint16", 1, -1, "%"),
+    (IR_TTE_MIN, "tte_min", "uint16", 1, 0, "min"),
+    (IR_TTF_MIN, "ttf_min", "uint16", 1, 0, "min"),
+    (IR_REMAINING_MAH, "remaining_mah", "uint32", 1, -3, "Ah"),
+    (IR_FULL_CAPACITY_MAH, "full_capacity_mah", "uint32", 1, -3, "Ah"),
     (IR_EVENTS, "events", "event", EVENT_WINDOW, 0, ""),
+    (IR_REMAINING_DWH, "remaining_dwh", "uint32", 1, -1, "Wh"),
+    (IR_CYCLES_DC, "cycles_dc", "uint32", 1, -2, ""),
+    (IR_CC_OFFSET, "cc_offset_dlsb", "int16", 1, 0, ""),
 )
 
-# Holding registers (FC 03): the parameters (bms.params), one row each.
-from bms.params import TABLE as HOLDING_REGS  # noqa: E402
-
-HR_SIZE = const(0x0078)
+# Holding registers (FC 03): the parameters, one row each of
+# bms.paramtable.TABLE (host tools read it there; the firmware maps them
+# from bms.params.Params).
+HR_SIZE = const(0x00A5)
 
 WORDS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "event": 8}
 

@@ -4,9 +4,11 @@
 # 250 ms, Modbus requests answered (the test sends them meanwhile).
 import sys
 
+import gc
+
 import micropython
 
-from bms.app import App
+from bms import params
 from bms.boards.sim import Board
 from bms.ticks import ticks_diff  # the board clock wraps at 2**30
 
@@ -32,7 +34,12 @@ def locked(app, board, sim_ms):
 
 
 board = Board()
-app = App(board)
+prm = params.load(board.storage_dir)  # as bms.start does: parameters first
+prm.release()
+gc.collect()
+from bms.app import App  # noqa: E402
+
+app = App(board, prm)
 app.start()
 loop(app, board, 3000)
 served = app.modbus.server_messages

@@ -141,6 +141,18 @@ def cmd_run(args):
     return 0
 
 
+def cmd_replay(args):
+    from bms_sim.replay import replay
+
+    if args.capacity_mah <= 0:
+        raise SimError("--capacity-mah must be positive")
+    if args.record_every_s <= 0:
+        raise SimError("--record-every-s must be positive")
+    replay(args.trace, args.chemistry, args.capacity_mah, args.out, ocv_table=args.ocv_table,
+           record_every_s=args.record_every_s, micropython=args.micropython, heap=args.heap)
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="bms-sim", description="Simulated bq769x0 battery pack running the BMS firmware under MicroPython.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -149,6 +161,16 @@ def build_parser():
     r.add_argument("--link", default=DEFAULT_LINK, help="where to put the RS485 pseudo-terminal (default %(default)s)")
     r.add_argument("--seconds", type=float, default=0, help="stop after this many wall seconds (0 = until Ctrl-C)")
     r.set_defaults(func=cmd_run)
+    r = sub.add_parser("replay", help="play a trace through the simulated AFE into the firmware; write what it reports")
+    r.add_argument("trace", help="TRACE.csv: t_s,current_ma,temp_c,cell1_mv,...,cellN_mv")
+    r.add_argument("--chemistry", choices=("lfp", "nmc", "lto"), required=True)
+    r.add_argument("--capacity-mah", type=int, required=True, help="rated capacity the BMS is configured with")
+    r.add_argument("--ocv-table", help="OCV.csv: soc_pct,ocv_mv, the cell's rested OCV curve (replaces the chemistry's)")
+    r.add_argument("--out", required=True, help="OUT.csv: t_s,soc_pct,... as the firmware reports them")
+    r.add_argument("--record-every-s", type=float, default=10.0, help="simulated seconds between rows (default 10)")
+    r.add_argument("--heap", default="56wK", help="MicroPython heap (default 56wK)")
+    r.add_argument("--micropython", default=None, help="path of the MicroPython unix port")
+    r.set_defaults(func=cmd_replay)
     return p
 
 

@@ -71,6 +71,7 @@ class SimServer:
         self.main_py = main_py or os.path.join(ROOT, "main.py")
         self.log_path = log_path or os.path.join(state_dir, "firmware.log")
         self.on_advance = on_advance
+        self.on_transmit = None  # called with every chunk the firmware sends
         self.lock = threading.RLock()
         self.rxq = bytearray()
         self.tx = bytearray()
@@ -200,6 +201,8 @@ class SimServer:
 
     def _transmit(self, data):
         self.tx += data
+        if self.on_transmit:
+            self.on_transmit(data)
         if self._master is not None:
             try:
                 os.write(self._master, data)

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from bms import paramtable as PT
 from bms import params as P
 from bms import protection as PR
 from bms import regdoc as D
@@ -68,7 +69,7 @@ class Bms:
         return rr.registers
 
     def read_table(self, table):
-        regs = M.INPUT_REGS if table == "input" else M.HOLDING_REGS
+        regs = M.INPUT_REGS if table == "input" else PT.TABLE
         fn = self.client.read_input_registers if table == "input" else self.client.read_holding_registers
         words = [0] * RG.span(regs)[1]
         # read mapped runs only: a gap in the map answers exception 02
@@ -103,7 +104,7 @@ def status_dict(st):
     """The status as engineering values for --json."""
     raw = st["input"]
     ir = RG.scaled(M.INPUT_REGS, raw)
-    hr = RG.scaled(M.HOLDING_REGS, st["holding"])
+    hr = RG.scaled(PT.TABLE, st["holding"])
     n = raw["cell_count"]
     temps = [None if t == M.TEMP_INVALID else t / 10.0 for t in raw["temp_dc"]]
     chem = st["holding"]["chemistry"]

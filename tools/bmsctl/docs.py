@@ -8,6 +8,7 @@ bms.params and bms.regdoc; tests/test_docs.py fails when it is stale.
 import os
 import sys
 
+from bms import paramtable as PT
 from bms import params as P
 from bms import protection as PR
 from bms import regdoc as D
@@ -35,7 +36,7 @@ _FETS = {PR.CHG: "charge", PR.DSG: "discharge", PR.BOTH: "both", 0: "none"}
 def _p(i, chem):
     if i == PR.NONE:
         return "-"
-    row = P.TABLE[i]
+    row = PT.TABLE[i]
     name = row[1]
     scale = {0: "", 1: " per cell", 2: " per Ah"}[row[11]]
     return "`%s` (%s%s)" % (name, row[8 + chem - 1], scale)

@@ -1,10 +1,11 @@
 """The firmware's register map (bms.regmap) as the host sees it: JSON rows,
 and decoding of register blocks into engineering values."""
+from bms import paramtable as PT
 from bms import protection as PR
 from bms import regdoc as D
 from bms import regmap as M
 
-TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", M.HOLDING_REGS, "rw", D.HOLDING))
+TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", PT.TABLE, "rw", D.HOLDING))
 
 
 def rows():
