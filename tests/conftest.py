@@ -27,13 +27,15 @@ def micropython():
     return exe
 
 
-def run_mpy(exe, script, *args, heap="56wK", path=None, timeout=60):
+def run_mpy(exe, script, *args, heap=None, path=None, timeout=60):
     """Run a script from tests/mpy under MicroPython with the firmware on its
     path, compiled to .mpy as the device loads it (path= to override).
 
     Returns the CompletedProcess; fails the test with the output when the
     script exits non-zero.
     """
+    if heap is None:
+        from bms_sim.link import DEFAULT_HEAP as heap
     if path is None:
         from bms_sim.build import compile_lib
 

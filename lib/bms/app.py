@@ -5,6 +5,7 @@ The board is the only thing that touches hardware; everything here is
 plain integer Python that runs on MicroPython and CPython alike.
 """
 import gc
+import os
 
 from micropython import const
 
@@ -18,6 +19,7 @@ from bms.eventlog import EventLog
 from bms.measurements import MAX_CELLS, MAX_TEMPS, Measurements
 from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
+from bms.soc import STATE_SIZE, Soc
 from bms.ticks import ticks_diff
 
 PERIOD_MS = const(250)  # the AFE's coulomb-counter window
@@ -34,10 +36,14 @@ _AFE_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
 _NO_TEMP = const(-32768)
 
 EVENT_FILE = "events.bin"
+SOC_FILE = "soc.bin"
+_SOC_SAVE_MS = const(600000)  # the SOC state goes to flash every 10 minutes
 # Application event codes (the protection table uses 1..191)
 EV_BOOT = const(200)  # value: boot number
 EV_AFE_UP = const(201)  # value: 1 configured, 0 failed
 EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
+EV_OCV_TABLE_REJECTED = const(203)  # the stored OCV table does not rise: the chemistry's is used
+EV_SOC_START = const(204)  # value: the SOC the estimate started from, 0.1 %
 
 
 class App:
@@ -63,6 +69,13 @@ class App:
         self.balancer.configure(v[P.P_BAL_START_MV], v[P.P_BAL_DIFF_MV], v[P.P_BAL_AT_REST],
                                 v[P.P_BAL_MIN_IDLE_MS], v[P.P_BAL_MAX_CELLS], v[P.P_BAL_MAX_TEMP_DC])
         self.configured = prm.configured()
+        self.soc = None
+        self.soc_started = False
+        self.soc_saved = 0
+        self.soc_buf = bytearray(STATE_SIZE)
+        self.ocv_rejected = False
+        if self.configured:
+            self.soc = self._make_soc(v)
         self.afe_ok = False
         self.afe_stat = 0
         self.flags = 0  # this cycle's sensor and link faults, as Q_ flag quantities
@@ -75,6 +88,59 @@ class App:
         self.rest_since = now
         self.charge_seen = now - _CHARGE_HOLD_MS
         self.load_gone_since = now
+
+    def _make_soc(self, v):
+        soc = Soc(v[P.P_CHEMISTRY], self.params.cells(), v[P.P_CAPACITY_MAH], v[P.P_SHUNT_UOHM])
+        k = 0
+        user = 0
+        while k < P.OCV_POINTS:
+            if v[P.P_OCV_0_MV + k]:
+                user += 1
+            k += 1
+        if user:
+            try:
+                soc.set_ocv_table([v[P.P_OCV_0_MV + k] for k in range(P.OCV_POINTS)])
+            except ValueError:
+                self.ocv_rejected = True  # logged at start(); the chemistry's table stays
+        soc.configure(v[P.P_FULL_CELL_MV], v[P.P_FULL_TAIL_MA], v[P.P_FULL_HOLD_MS],
+                      v[P.P_EMPTY_CELL_MV], v[P.P_EMPTY_HOLD_MS], v[P.P_REST_CURRENT_MA],
+                      v[P.P_RELAX_CHG_MS], v[P.P_RELAX_DSG_MS])
+        return soc
+
+    def _soc_state(self):
+        """The stored SOC state, or None."""
+        try:
+            with open(self.board.storage_dir + SOC_FILE, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def _save_soc(self, now):
+        # write a new file, then rename it over the old: a power cut leaves
+        # one or the other, never a torn record (the record has a CRC too)
+        self.soc_saved = now
+        n = self.soc.save_state(self.soc_buf)
+        d = self.board.storage_dir
+        try:
+            with open(d + SOC_FILE + ".new", "wb") as f:
+                f.write(self.soc_buf if n == STATE_SIZE else self.soc_buf[:n])
+            os.rename(d + SOC_FILE + ".new", d + SOC_FILE)
+        except OSError:
+            pass  # flash trouble: the estimate goes on; the next save tries again
+
+    def _track_soc(self, now, cc):
+        s = self.soc
+        m = self.meas
+        if not self.soc_started:
+            if cc:
+                s.start(now, m, self._soc_state())
+                self.soc_started = True
+                self.soc_saved = now
+                self.append(EV_SOC_START, s.soc_dpct, self.uptime_ms // 1000)
+            return
+        s.update(now, m, cc, m.fets == 0)
+        if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
+            self._save_soc(now)
 
     # -- Modbus register bank -----------------------------------------------
 
@@ -96,6 +162,8 @@ class App:
         self.append(EV_BOOT, self.log.boot, 0)
         if self.params.errors:
             self.append(EV_CONFIG_ERRORS, len(self.params.errors), 0)
+        if self.ocv_rejected:
+            self.append(EV_OCV_TABLE_REJECTED, 0, 0)
         self._publish_params()
         self.afe_ok = self._bring_up_afe()
         self.append(EV_AFE_UP, 1 if self.afe_ok else 0, 0)
@@ -187,6 +255,8 @@ class App:
         if not self.configured:
             flags |= 1 << PR.Q_UNCONFIGURED
         self.flags = flags
+        if self.soc is not None and self.afe_ok and m.cells:
+            self._track_soc(now, stat & R.STAT_CC_READY)
         self._quantities(stat, flags)
         pr = self.protection
         pr.time_s = self.uptime_ms // 1000
@@ -343,6 +413,17 @@ class App:
         ir.set_u16(M.IR_AFE_CRC_ERRORS, min(self.afe.crc_errors, 0xFFFF))
         ir.set_u16(M.IR_AFE_BUS_ERRORS, min(self.afe.bus_errors, 0xFFFF))
         ir.set_u16(M.IR_BALANCE_MASK, m.balance_mask)
+        s = self.soc
+        if s is not None and self.soc_started:
+            ir.set_u16(M.IR_SOC_DPCT, s.soc_dpct)
+            ir.set_u16(M.IR_SOH_DPCT, s.soh_dpct)
+            ir.set_u16(M.IR_TTE_MIN, s.tte_min)
+            ir.set_u16(M.IR_TTF_MIN, s.ttf_min)
+            ir.set_u32(M.IR_REMAINING_MAH, s.remaining_mah)
+            ir.set_u32(M.IR_FULL_CAPACITY_MAH, s.full_capacity_mah)
+            ir.set_u32(M.IR_REMAINING_DWH, s.remaining_dwh)
+            ir.set_u32(M.IR_CYCLES_DC, s.cycles_dc)
+            ir.set_u16(M.IR_CC_OFFSET, s.offset_dlsb)
         if self.events_dirty:
             self._publish_events()
 

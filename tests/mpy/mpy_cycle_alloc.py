@@ -41,6 +41,8 @@ from bms.app import App  # noqa: E402
 
 app = App(board, prm)
 app.start()
+gc.collect()
+print("heap after start: alloc", gc.mem_alloc(), "free", gc.mem_free())
 loop(app, board, 3000)
 served = app.modbus.server_messages
 n, err = locked(app, board, int(sys.argv[1]) if len(sys.argv) > 1 else 20000)

@@ -11,7 +11,7 @@ import time
 
 from bms import params as P
 from bms.bq769x0 import model_groups
-from bms_sim.link import SimError, SimServer
+from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
 from bms_sim.world import World
 
 DEFAULT_LINK = os.path.join("build", "ttyBMS")
@@ -113,7 +113,7 @@ def add_pack_args(p):
     p.add_argument("--shunt-uohm", type=int, default=1000, help="current shunt in micro-ohm (default 1000)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the pack model")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second; 0 = as fast as possible (default 1)")
-    p.add_argument("--heap", default="56wK", help="MicroPython heap, as -X heapsize= (default 56wK, the ESP32's initial heap)")
+    p.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython heap, as -X heapsize= (default %(default)s; 56wK is the ESP32's initial heap)")
     p.add_argument("--state", default=DEFAULT_STATE, help="the simulated board's flash, a directory (default %(default)s)")
     p.add_argument("--unconfigured", action="store_true", help="boot without a stored pack configuration (factory state)")
     p.add_argument("--micropython", default=None, help="path of the MicroPython unix port (default: the one in .venv)")
@@ -168,7 +168,7 @@ def build_parser():
     r.add_argument("--ocv-table", help="OCV.csv: soc_pct,ocv_mv, the cell's rested OCV curve (replaces the chemistry's)")
     r.add_argument("--out", required=True, help="OUT.csv: t_s,soc_pct,... as the firmware reports them")
     r.add_argument("--record-every-s", type=float, default=10.0, help="simulated seconds between rows (default 10)")
-    r.add_argument("--heap", default="56wK", help="MicroPython heap (default 56wK)")
+    r.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython heap (default %(default)s)")
     r.add_argument("--micropython", default=None, help="path of the MicroPython unix port")
     r.set_defaults(func=cmd_replay)
     return p

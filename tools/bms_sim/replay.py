@@ -25,7 +25,7 @@ from bms import regmap as M
 from bms.bq769x0 import CC_PERIOD_MS, model_groups
 from bms.crc import crc16
 from bms_sim.chip import SimBq769x0
-from bms_sim.link import SimError, SimServer
+from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
 
 
 class TraceError(SimError):
@@ -226,7 +226,7 @@ class Recorder:
 
 
 def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_every_s=10.0,
-           micropython=None, heap="56wK", log=sys.stderr):
+           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr):
     from bms_sim.cli import provision
 
     times, currents, temps, cells = read_trace(trace)

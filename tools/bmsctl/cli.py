@@ -136,6 +136,15 @@ def status_dict(st):
             "ocd_a": ir["hw_ocd_applied_ma"], "ocd_delay_s": ir["hw_ocd_applied_delay_ms"],
             "scd_a": ir["hw_scd_applied_ma"], "scd_delay_s": ir["hw_scd_applied_delay_us"],
         },
+        "soc_pct": ir["soc_dpct"],
+        "remaining_ah": ir["remaining_mah"],
+        "full_capacity_ah": ir["full_capacity_mah"],
+        "soh_pct": ir["soh_dpct"],
+        "cycles": ir["cycles_dc"],
+        "remaining_wh": ir["remaining_dwh"],
+        "time_to_empty_min": None if raw["tte_min"] == 0xFFFF else raw["tte_min"],
+        "time_to_full_min": None if raw["ttf_min"] == 0xFFFF else raw["ttf_min"],
+        "cc_offset_lsb": raw["cc_offset_dlsb"] / 16.0,
         "event_seq": raw["event_seq"],
         "config": {
             "chemistry": P.CHEMISTRY_NAMES[chem] if chem < len(P.CHEMISTRY_NAMES) else chem,
@@ -161,6 +170,11 @@ def format_status(d, where=""):
     lines.append("BMS %s   uptime %d:%02d:%02d   measurement #%d" % (
         where, up // 3600, up // 60 % 60, up % 60, d["meas_count"]))
     lines.append("Pack      %7.3f V  %+8.3f A  %+8.1f W" % (d["pack_v"], d["current_a"], d["power_w"]))
+    tte, ttf = d["time_to_empty_min"], d["time_to_full_min"]
+    eta = ("  empty in %d:%02d" % divmod(tte, 60) if tte is not None else "") + \
+          ("  full in %d:%02d" % divmod(ttf, 60) if ttf is not None else "")
+    lines.append("Charge    %5.1f %%  %.2f of %.2f Ah  %.1f Wh  SOH %.1f %%  %.2f cycles%s" % (
+        d["soc_pct"], d["remaining_ah"], d["full_capacity_ah"], d["remaining_wh"], d["soh_pct"], d["cycles"], eta))
     n = d["cell_count"]
     if n:
         lines.append("Cells     %d in series; min %.3f V, max %.3f V, spread %d mV" % (

@@ -1,0 +1,770 @@
+"""State of charge, remaining energy and state of health (pure logic, integers
+only, allocation-free update()).
+
+Coulomb counting is the backbone; it loses nothing: every 250 ms reading of
+the coulomb counter (minus the learned offset, in 1/16 LSB) is added as
+integer counts and turned into charge with carried remainders
+(1/(8 x shunt) mAs -> mAs -> mAh), so no current is too small to count and
+no dead band exists (except with both FETs off, when no current can flow).
+
+Three kinds of anchor correct the counted charge:
+
+    full    highest cell >= full_cell_mv with 0 <= current < full_tail_ma
+            for full_hold_ms -> 100 %
+    empty   lowest cell <= empty_cell_mv (not charging) for
+            empty_hold_ms -> 0 %
+    OCV     after a rest (|current| < rest_current_ma) of relax_after_charge_ms
+            or relax_after_discharge_ms, once per rest period: a 1-state
+            Kalman blend. The counted SOC's standard deviation grows with
+            charge throughput (1 % gain error) and time (the residual CC
+            offset); the OCV SOC's is sigma_v / local slope of the OCV
+            table. Gain K = P / (P + R): on LFP's plateau the OCV barely
+            moves the SOC, on NMC's slope it is trusted. The correction is
+            slewed in at 1 % per minute (never a jump).
+
+Between two trustworthy anchors (full, empty, or an OCV point where the
+curve is steep) at least 40 % apart, capacity = counted charge / SOC
+difference; full_capacity_mah moves a quarter of the way, at most 5 % per
+update. Equivalent full cycles count the discharged charge.
+
+The counted charge is clamped to 0..full capacity: the SOC never leaves
+0..100 % and never sticks above it.
+
+Integers stay under 2**30 everywhere in update() (small ints on the ESP32):
+capacities up to 2,000,000 mAh.
+"""
+from array import array
+
+from micropython import const
+
+from bms.crc import crc16
+from bms.ticks import ticks_diff
+
+CHEM_LFP = const(1)
+CHEM_NMC = const(2)
+CHEM_LTO = const(3)
+OCV_POINTS = const(21)
+STATE_SIZE = const(24)
+STATE_VERSION = const(1)
+MAX_CAPACITY_MAH = const(2000000)
+NO_TIME = const(0xFFFF)
+
+# OCV tables (mV per cell at SOC 0, 5, ..., 100 %); LFP and NMC: LibreSolar
+DEFAULT_OCV = (
+    None,
+    (2833, 3132, 3177, 3190, 3213, 3226, 3240, 3252, 3262, 3264, 3265,
+     3268, 3271, 3275, 3283, 3296, 3304, 3308, 3309, 3314, 3392),
+    (2800, 3588, 3684, 3702, 3726, 3745, 3764, 3787, 3803, 3819, 3838,
+     3858, 3883, 3924, 3962, 3993, 4026, 4056, 4089, 4135, 4198),
+    (1800, 2050, 2150, 2200, 2230, 2250, 2265, 2275, 2285, 2292, 2300,
+     2308, 2317, 2327, 2340, 2355, 2375, 2400, 2440, 2520, 2750),
+)
+
+# per chemistry (index = CHEM_*): full_cell_mv, empty_cell_mv, relax after
+# charge / discharge (ms), OCV voltage uncertainty (mV, incl. hysteresis)
+_DEF_FULL_MV = (0, 3450, 4150, 2700)
+_DEF_EMPTY_MV = (0, 2800, 3100, 1950)
+_DEF_RELAX_CHG = (0, 7200000, 1800000, 1800000)
+_DEF_RELAX_DSG = (0, 10800000, 3600000, 3600000)
+_SIGMA_V_MV = (5, 10, 5, 5)
+
+_BIG = const(0x1FFFFF)  # 2**21 - 1: bound for _muldiv's a and c
+_NET_MAX = const(0x1FFFFFFF)
+_SIG_MAX_DPCT = const(500)  # the SOC's standard deviation is capped at 50 %
+_READINGS_PER_HOUR = const(14400)
+_EMA_SHIFT = const(8)  # averaged current: 1/256 per 250 ms, ~64 s
+_EMA_N = const(256)
+_EMA_SCALE = const(64)
+_OFF_BLOCK = const(64)  # readings per offset block (16 s)
+_OFF_SETTLE = const(4)  # fresh readings with both FETs off before learning
+_OFF_SPREAD_LSB = const(6)  # max - min within a block: steady, not a load
+_OFF_MAX_LSB = const(40)  # a larger mean is no offset
+_OFF_ZERO_LSB = const(8)  # FETs off: readings within this are no current
+_LEARN_MIN_DPCT = const(400)  # anchors at least 40 % apart
+_ANCHOR_SIGMA_DPCT = const(20)  # an OCV point this certain is an anchor
+_NONE = const(-1)
+
+
+def _muldiv(a, b, c, rnd):
+    """(a * b + rnd) // c without intermediates >= 2**30 (rnd 0: floor,
+    c >> 1: rounded): 0 <= a <= _BIG, 0 <= b < 2**30, 0 < c <= _BIG,
+    result < 2**30."""
+    q = 0
+    r = 0
+    s = 24
+    while s >= 0:
+        t = (r << 8) + a * ((b >> s) & 255)
+        if not s:
+            t += rnd
+        q = (q << 8) + t // c
+        r = t % c
+        s -= 8
+    return q
+
+
+def _muldiv_round(a, b, c):
+    return _muldiv(a, b, c, c >> 1)
+
+
+def _div_round(n, d):
+    if n >= 0:
+        return (n + (d >> 1)) // d
+    return -((-n + (d >> 1)) // d)
+
+
+def _isqrt(n):
+    if n <= 0:
+        return 0
+    x = n
+    y = (x + 1) >> 1
+    while y < x:
+        x = y
+        y = (x + n // x) >> 1
+    return x
+
+
+class Soc:
+    def __init__(self, chemistry, cells, capacity_mah, shunt_uohm):
+        if not 0 < capacity_mah <= MAX_CAPACITY_MAH:
+            raise ValueError("capacity_mah")
+        if not 0 < shunt_uohm < 0x4000000:
+            raise ValueError("shunt_uohm")
+        if chemistry not in (CHEM_LFP, CHEM_NMC, CHEM_LTO):
+            raise ValueError("chemistry")
+        self.chemistry = chemistry
+        self.cells = cells
+        self.shunt_uohm = shunt_uohm
+        self.rated_capacity_mah = capacity_mah
+        self._d = 8 * shunt_uohm  # acc units: 1/(8 x shunt) mAs
+        self._sigma_v = _SIGMA_V_MV[chemistry]
+        lsb_ma = -(-8440 // shunt_uohm)  # one LSB in mA, rounded up
+        self._lsb_ma = lsb_ma
+        self._ocv = array("h", [0] * OCV_POINTS)
+        self._cum = array("l", [0] * OCV_POINTS)  # mV x dpct from 0 % to point i
+        self.set_ocv_table(None)
+        self.configure(_DEF_FULL_MV[chemistry], capacity_mah // 20, 60000,
+                       _DEF_EMPTY_MV[chemistry], 10000, 100,
+                       _DEF_RELAX_CHG[chemistry], _DEF_RELAX_DSG[chemistry])
+        # learned / persistent
+        self.full_capacity_mah = capacity_mah
+        self.cycles_dc = 0
+        self.offset_dlsb = 0
+        self.offset_learned = False
+        self._off256 = 0
+        self._set_full(capacity_mah)
+        # counted charge: q mAh + mas mAs + acc / (8 shunt) mAs
+        self._q = capacity_mah // 2
+        self._mas = 0
+        self._acc = 0
+        self._sig = capacity_mah // 2  # standard deviation of q (mAh)
+        self._thr = 0  # throughput mAh towards the next 1 % sigma step
+        self._tick = 0  # readings towards the next hour
+        self._pos = 0  # backlash position 0.._blh (throughput without noise)
+        self._dsg100 = 0  # discharged mAh x 100 towards the next 0.01 cycle
+        self._pending = 0  # OCV correction still to slew in (mAh)
+        self._slew_acc = 0
+        self._net = 0  # counted mAh since the last anchor
+        self._anchor = _NONE  # SOC (dpct) of the last anchor
+        self.learn_count = 0
+        self.started_from_state = False
+        self.last_learned_mah = 0
+        # currents
+        self._i_ma = 0
+        self._avg64 = 0
+        # rest / OCV
+        self._resting = True
+        self._rest_t = 0
+        self._last_dir = 0  # +1 charge, -1 discharge, 0 unknown
+        self._ocv_done = False
+        self.ocv_soc_dpct = _NONE  # SOC the OCV said at the last correction
+        # syncs
+        self._full_on = False
+        self._full_t = 0
+        self._full_synced = False
+        self._empty_on = False
+        self._empty_t = 0
+        self._empty_synced = False
+        # offset learning
+        self._off_settle = 0
+        self._ob_n = 0
+        self._ob_sum = 0
+        self._ob_min = 0
+        self._ob_max = 0
+        self.offset_blocks = 0
+        # results
+        self.soc_dpct = 500
+        self.remaining_mah = self._q
+        self.remaining_dwh = 0
+        self.sigma_dpct = _SIG_MAX_DPCT
+        self.tte_min = NO_TIME
+        self.ttf_min = NO_TIME
+        self.current_avg_ma = 0
+        self._outputs()
+
+    # -- configuration ----------------------------------------------------
+
+    def set_ocv_table(self, table):
+        """21 mV values ascending with SOC 0, 5, ..., 100 % (strictly
+        increasing), or None (or all zeros) for the chemistry's default."""
+        if table is not None:
+            table = tuple(table)
+            if len(table) != OCV_POINTS:
+                raise ValueError("OCV table needs 21 points")
+            zero = True
+            for v in table:
+                if v:
+                    zero = False
+            if zero:
+                table = None
+        if table is None:
+            table = DEFAULT_OCV[self.chemistry]
+        prev = 0
+        for v in table:
+            if not prev < v <= 32767:
+                raise ValueError("OCV table must increase strictly (1..32767 mV)")
+            prev = v
+        ocv = self._ocv
+        cum = self._cum
+        i = 0
+        while i < OCV_POINTS:
+            ocv[i] = table[i]
+            i += 1
+        cum[0] = 0
+        i = 1
+        while i < OCV_POINTS:
+            cum[i] = cum[i - 1] + (ocv[i - 1] + ocv[i]) * 25  # mV x dpct over 5 %
+            i += 1
+
+    def configure(self, full_cell_mv, full_tail_ma, full_hold_ms, empty_cell_mv, empty_hold_ms,
+                  rest_current_ma, relax_after_charge_ms, relax_after_discharge_ms):
+        self.full_cell_mv = full_cell_mv
+        self.full_tail_ma = full_tail_ma
+        self.full_hold_ms = full_hold_ms
+        self.empty_cell_mv = empty_cell_mv
+        self.empty_hold_ms = empty_hold_ms
+        self.rest_current_ma = rest_current_ma if rest_current_ma > 0 else 1
+        # ticks_diff is good to 2**29 ms (6 days)
+        self.relax_chg_ms = relax_after_charge_ms if relax_after_charge_ms < 0x1FFFFFFF else 0x1FFFFFFF
+        self.relax_dsg_ms = relax_after_discharge_ms if relax_after_discharge_ms < 0x1FFFFFFF else 0x1FFFFFFF
+
+    def _set_full(self, mah):
+        if mah > _BIG:
+            mah = _BIG
+        if mah < 1:
+            mah = 1
+        self.full_capacity_mah = mah
+        self.soh_dpct = _muldiv_round(mah, 1000, self.rated_capacity_mah)
+        self._blh = mah // 1000 if mah >= 2000 else 2  # backlash (mAh)
+        self._tt_min_ma = self.rated_capacity_mah // 1000 if self.rated_capacity_mah >= 1000 else 1
+
+    # -- OCV table --------------------------------------------------------
+
+    def ocv_to_soc(self, mv):
+        """SOC (dpct) of a cell's open-circuit voltage (linear between points)."""
+        ocv = self._ocv
+        if mv <= ocv[0]:
+            return 0
+        if mv >= ocv[OCV_POINTS - 1]:
+            return 1000
+        i = 0
+        while ocv[i + 1] <= mv:
+            i += 1
+        lo = ocv[i]
+        return i * 50 + ((mv - lo) * 50 + ((ocv[i + 1] - lo) >> 1)) // (ocv[i + 1] - lo)
+
+    def soc_to_ocv(self, dpct):
+        if dpct <= 0:
+            return self._ocv[0]
+        if dpct >= 1000:
+            return self._ocv[OCV_POINTS - 1]
+        i = dpct // 50
+        f = dpct - i * 50
+        lo = self._ocv[i]
+        return lo + ((self._ocv[i + 1] - lo) * f + 25) // 50
+
+    def _seg_dv(self, dpct):
+        """mV over the 5 % segment holding dpct (>= 1)."""
+        i = dpct // 50
+        if i > OCV_POINTS - 2:
+            i = OCV_POINTS - 2
+        if i < 0:
+            i = 0
+        dv = self._ocv[i + 1] - self._ocv[i]
+        return dv if dv > 0 else 1
+
+    def _ocv_sigma_dpct(self, soc_a, soc_b, sigma_mv):
+        """Standard deviation (dpct) of an OCV reading around soc_a/soc_b:
+        sigma_mv over the flatter of the two local slopes."""
+        dv = self._seg_dv(soc_a)
+        dv2 = self._seg_dv(soc_b)
+        if dv2 < dv:
+            dv = dv2
+        s = (sigma_mv * 50 + (dv >> 1)) // dv
+        return s if s < _SIG_MAX_DPCT else _SIG_MAX_DPCT
+
+    def energy_dwh(self, dpct, full_mah):
+        """Energy (0.1 Wh) of the pack from 0 % to dpct on the OCV curve."""
+        if dpct <= 0:
+            return 0
+        if dpct > 1000:
+            dpct = 1000
+        i = dpct // 50
+        f = dpct - i * 50
+        ocv = self._ocv
+        e = self._cum[i]  # mV x dpct, per cell
+        if f:
+            lo = ocv[i]
+            e += lo * f + ((ocv[i + 1] - lo) * f * f) // 100
+        # x cells / 1000 -> mean pack mV x SOC fraction; mAh x mV = uWh
+        x = e * self.cells // 1000
+        return _muldiv(full_mah, x, 100000, 0)
+
+    @staticmethod
+    def _cell_mean(meas):
+        n = meas.cells
+        if n <= 0:
+            return 0
+        v = meas.cell_mv
+        s = 0
+        i = 0
+        while i < n:
+            s += v[i]
+            i += 1
+        return (s + (n >> 1)) // n
+
+    # -- boot and persistence ---------------------------------------------
+
+    def _parse_state(self, state):
+        """(q, full, cycles, offset_dlsb, sig_dpct, learned) or None."""
+        if state is None or len(state) < STATE_SIZE:
+            return None
+        import struct
+
+        if state[0] != STATE_VERSION:
+            return None
+        crc = state[STATE_SIZE - 2] | (state[STATE_SIZE - 1] << 8)
+        if crc16(state, 0, STATE_SIZE - 2) != crc:
+            return None
+        _, flags, q, full, rated, off, sig, cycles = struct.unpack_from("<BBIIIhHI", state, 0)
+        rated_now = self.rated_capacity_mah
+        if rated != rated_now or not rated_now * 3 // 10 <= full <= rated_now * 3 // 2:
+            # another pack (or capacity setting): keep the SOC fraction only
+            if full <= 0 or full > _BIG:
+                return None
+            frac = _muldiv_round(q if q <= full else full, 1000, full)
+            full = rated_now
+            q = _muldiv_round(frac, full, 1000)
+        if q > full:
+            return None
+        return q, full, cycles, off, sig, bool(flags & 1)
+
+    def start(self, now_ms, meas, state=None):
+        """Boot: from a stored state (bytes from save_state) when its CRC is
+        good and its SOC agrees with the cells' OCV (or current flows, so the
+        voltage says little); else the SOC from the OCV of the cells (the
+        learned capacity, cycles and offset of a good record are kept)."""
+        st = self._parse_state(state)
+        if st is not None:
+            q, full, cycles, off, sig, learned = st
+            self._set_full(full)
+            self.cycles_dc = cycles
+            self.offset_dlsb = off
+            self._off256 = off * 16
+            self.offset_learned = learned
+        full = self.full_capacity_mah
+        mv = self._cell_mean(meas)
+        cur = meas.current_ma
+        loaded = cur >= self.rest_current_ma or -cur >= self.rest_current_ma
+        ocv_soc = self.ocv_to_soc(mv) if mv > 0 else _NONE
+        use_state = False
+        if st is not None:
+            if ocv_soc == _NONE or loaded:
+                use_state = True
+            else:
+                soc = _muldiv_round(q, 1000, full)
+                tol = 3 * self._sigma_v + 10  # not known to be relaxed
+                lo = self.ocv_to_soc(mv - tol) - 30
+                hi = self.ocv_to_soc(mv + tol) + 30
+                use_state = lo <= soc <= hi
+        if use_state:
+            self._q = q
+            sig_dpct = sig + 10  # + 1 %: time off, self-discharge
+        elif ocv_soc != _NONE:
+            self._q = _muldiv_round(ocv_soc, full, 1000)
+            sig_dpct = self._ocv_sigma_dpct(ocv_soc, ocv_soc, 3 * self._sigma_v)
+        else:
+            self._q = full // 2
+            sig_dpct = _SIG_MAX_DPCT
+        if sig_dpct > _SIG_MAX_DPCT:
+            sig_dpct = _SIG_MAX_DPCT
+        self.started_from_state = use_state
+        self._sig = _muldiv(sig_dpct, full, 1000, 0)
+        self._mas = 0
+        self._acc = 0
+        self._pending = 0
+        self._net = 0
+        self._anchor = _NONE
+        self._thr = 0
+        self._tick = 0
+        self._i_ma = 0
+        self._avg64 = 0
+        self._resting = True
+        self._rest_t = now_ms
+        self._last_dir = 0
+        self._ocv_done = False
+        self._full_on = self._full_synced = False
+        self._empty_on = self._empty_synced = False
+        self._off_settle = 0
+        self._ob_n = 0
+        self._outputs()
+
+    def save_state(self, buf):
+        """Write the persistent record (STATE_SIZE bytes) into buf; returns
+        its length. Layout (little-endian): version u8, flags u8 (bit 0:
+        offset learned), charge mAh u32, full capacity mAh u32, rated mAh
+        u32, offset 1/16 LSB i16, sigma 0.1 % u16, cycles x 100 u32, CRC-16
+        (Modbus) u16."""
+        import struct
+
+        sig = _muldiv_round(self._sig, 1000, self.full_capacity_mah)
+        q = self._q + self._pending
+        if q < 0:
+            q = 0
+        if q > self.full_capacity_mah:
+            q = self.full_capacity_mah
+        struct.pack_into("<BBIIIhHI", buf, 0, STATE_VERSION, 1 if self.offset_learned else 0,
+                         q, self.full_capacity_mah, self.rated_capacity_mah,
+                         self.offset_dlsb, sig if sig < 0xFFFF else 0xFFFF, self.cycles_dc)
+        crc = crc16(buf, 0, STATE_SIZE - 2)
+        buf[STATE_SIZE - 2] = crc & 0xFF
+        buf[STATE_SIZE - 1] = crc >> 8
+        return STATE_SIZE
+
+    def set_soc(self, dpct):
+        """Operator override (e.g. a Modbus write): SOC = dpct, with a large
+        uncertainty so the next rested OCV reading corrects it freely."""
+        if dpct < 0:
+            dpct = 0
+        if dpct > 1000:
+            dpct = 1000
+        full = self.full_capacity_mah
+        self._q = _muldiv_round(dpct, full, 1000)
+        self._mas = 0
+        self._acc = 0
+        self._pending = 0
+        self._anchor = _NONE
+        self._sig = _muldiv(_SIG_MAX_DPCT, full, 1000, 0)
+        self._outputs()
+
+    def charge_mas(self):
+        """The counted charge in whole mAs (diagnostics, tests; may be a big
+        int under MicroPython: not for the control loop)."""
+        return self._q * 3600 + self._mas
+
+    # -- the control cycle ------------------------------------------------
+
+    def update(self, now_ms, meas, cc_fresh, both_fets_off):
+        """Once per control cycle (250 ms); meas.cc_raw is a new coulomb
+        counter reading when cc_fresh. Allocation-free."""
+        if cc_fresh:
+            self._reading(meas.cc_raw, both_fets_off)
+        i = self._i_ma
+        # rest and the OCV correction
+        if i >= self.rest_current_ma or -i >= self.rest_current_ma:
+            self._resting = False
+            self._last_dir = 1 if i > 0 else -1
+            self._ocv_done = False
+        elif not self._resting:
+            self._resting = True
+            self._rest_t = now_ms
+        elif not self._ocv_done:
+            d = self._last_dir
+            if d > 0:
+                need = self.relax_chg_ms
+            elif d < 0:
+                need = self.relax_dsg_ms
+            else:
+                need = self.relax_chg_ms if self.relax_chg_ms > self.relax_dsg_ms else self.relax_dsg_ms
+            if ticks_diff(now_ms, self._rest_t) >= need:
+                self._ocv_done = True
+                if meas.cells > 0:
+                    self._ocv_correct(self._cell_mean(meas))
+        # full and empty
+        if meas.cells > 0:
+            if meas.cell_max_mv >= self.full_cell_mv and 0 <= i < self.full_tail_ma:
+                if not self._full_on:
+                    self._full_on = True
+                    self._full_t = now_ms
+                if self._full_synced:
+                    self._hold(self.full_capacity_mah)
+                elif ticks_diff(now_ms, self._full_t) >= self.full_hold_ms:
+                    self._full_synced = True
+                    self._anchor_at(1000, self.full_capacity_mah // 200)
+                    self._hold(self.full_capacity_mah)
+            else:
+                self._full_on = False
+                self._full_synced = False
+            if meas.cell_min_mv <= self.empty_cell_mv and i < self.rest_current_ma:
+                if not self._empty_on:
+                    self._empty_on = True
+                    self._empty_t = now_ms
+                if self._empty_synced:
+                    self._hold(0)
+                elif ticks_diff(now_ms, self._empty_t) >= self.empty_hold_ms:
+                    self._empty_synced = True
+                    self._anchor_at(0, self.full_capacity_mah // 100)
+                    self._hold(0)
+            else:
+                self._empty_on = False
+                self._empty_synced = False
+        # slew a pending OCV correction in
+        p = self._pending
+        if p:
+            # 1 % of the capacity per minute: full / 24000 mAh per update
+            s = self._slew_acc + self.full_capacity_mah
+            self._slew_acc = s % 24000
+            s = s // 24000
+            if p > s:
+                p = s
+            elif p < -s:
+                p = -s
+            self._pending -= p
+            q = self._q + p
+            if q < 0:
+                q = 0
+                self._mas = 0
+                self._pending = 0
+            elif q >= self.full_capacity_mah and p >= 0:
+                q = self.full_capacity_mah
+                self._mas = 0
+                self._pending = 0
+            self._q = q
+        self._outputs()
+
+    def _reading(self, raw, fets_off):
+        """One coulomb-counter reading: offset learning and counting."""
+        c16 = raw * 16 - self.offset_dlsb
+        if fets_off:
+            # no current can flow: a steady reading is the offset
+            if self._off_settle < _OFF_SETTLE:
+                self._off_settle += 1
+                self._ob_n = 0
+            else:
+                self._offset_sample(raw)
+                if -_OFF_ZERO_LSB * 16 <= c16 <= _OFF_ZERO_LSB * 16:
+                    c16 = 0  # counted as nothing: it cannot be current
+        else:
+            self._off_settle = 0
+            self._ob_n = 0
+        shunt = self.shunt_uohm
+        if c16 >= 0:
+            self._i_ma = (c16 * 1055 + shunt) // (2 * shunt)
+        else:
+            self._i_ma = -((-c16 * 1055 + shunt) // (2 * shunt))
+        # averaged current (for TTE/TTF)
+        im = self._i_ma
+        if im > _BIG:
+            im = _BIG
+        elif im < -_BIG:
+            im = -_BIG
+        self._avg64 += _div_round(im * _EMA_SCALE - self._avg64, _EMA_N)
+        # time: the residual offset's uncertainty grows the SOC's
+        self._tick += 1
+        if self._tick >= _READINGS_PER_HOUR:
+            self._tick = 0
+            self._grow(self._lsb_ma // 8 + 1 if self.offset_learned else 2 * self._lsb_ma)
+        if not c16:
+            return
+        # counting with carried remainders
+        acc = self._acc + c16 * 1055
+        d = self._d
+        if acc >= d or acc < 0:
+            m = acc // d
+            acc -= m * d
+            mas = self._mas + m
+            self._acc = acc
+            if mas >= 3600 or mas < 0:
+                dq = mas // 3600
+                self._mas = mas - dq * 3600
+                self._carry(dq)
+            else:
+                self._mas = mas
+        else:
+            self._acc = acc
+
+    def _carry(self, dq):
+        """dq whole mAh counted (signed)."""
+        q = self._q + dq
+        full = self.full_capacity_mah
+        if q < 0:
+            q = 0
+            self._mas = 0
+            self._acc = 0
+        elif q >= full:
+            q = full
+            self._mas = 0
+            self._acc = 0
+        self._q = q
+        net = self._net + dq
+        if net > _NET_MAX:
+            net = _NET_MAX
+        elif net < -_NET_MAX:
+            net = -_NET_MAX
+        self._net = net
+        # throughput with a backlash: noise around a mAh boundary is no charge
+        pos = self._pos + dq
+        moved = 0
+        if pos > self._blh:
+            moved = pos - self._blh
+            pos = self._blh
+        elif pos < 0:
+            moved = -pos
+            pos = 0
+            d100 = self._dsg100 + moved * 100
+            if d100 >= full:
+                n = d100 // full
+                self.cycles_dc += n
+                d100 -= n * full
+            self._dsg100 = d100
+        self._pos = pos
+        if moved:
+            t = self._thr + moved
+            if t >= 100:
+                n = t // 100
+                t -= n * 100
+                self._grow(n)
+            self._thr = t
+
+    def _offset_sample(self, raw):
+        """Both FETs off and settled: blocks of readings that are steady
+        and small enough to be an offset feed a slow average."""
+        n = self._ob_n
+        if n == 0:
+            self._ob_sum = 0
+            self._ob_min = raw
+            self._ob_max = raw
+        elif raw < self._ob_min:
+            self._ob_min = raw
+        elif raw > self._ob_max:
+            self._ob_max = raw
+        self._ob_sum += raw
+        n += 1
+        if n < _OFF_BLOCK:
+            self._ob_n = n
+            return
+        self._ob_n = 0
+        sm = self._ob_sum
+        if self._ob_max - self._ob_min > _OFF_SPREAD_LSB:
+            return  # not steady: something moves
+        if sm > _OFF_MAX_LSB * _OFF_BLOCK or sm < -_OFF_MAX_LSB * _OFF_BLOCK:
+            return  # too large for an offset
+        m256 = sm * (256 // _OFF_BLOCK)  # block mean in 1/256 LSB
+        if self.offset_learned:
+            self._off256 += _div_round(m256 - self._off256, 4)
+        else:
+            self._off256 = m256
+            self.offset_learned = True
+        self.offset_dlsb = _div_round(self._off256, 16)
+        self.offset_blocks += 1
+
+    def _grow(self, mah):
+        s = self._sig + mah
+        cap = self.full_capacity_mah >> 1
+        self._sig = s if s < cap else cap
+
+    def _hold(self, q):
+        """At an end (full or empty) while its condition lasts."""
+        self._q = q
+        self._mas = 0
+        self._acc = 0
+        self._pending = 0
+        self._net = 0
+
+    def _anchor_at(self, dpct, sig_mah):
+        """A trustworthy SOC point: learn the capacity from the charge
+        counted since the previous one, then start counting from here."""
+        a = self._anchor
+        if a != _NONE:
+            ds = dpct - a
+            net = self._net
+            if ds < 0:
+                ds = -ds
+                net = -net
+            # net and ds of the same sign, 40 % apart, counting uncertainty small
+            if ds >= _LEARN_MIN_DPCT and net > 0 and self._sig * 20 <= net:
+                if net > _BIG:
+                    net = _BIG
+                learned = _muldiv_round(net, 1000, ds)
+                self.last_learned_mah = learned
+                rated = self.rated_capacity_mah
+                if rated * 3 // 10 <= learned <= rated * 3 // 2:
+                    full = self.full_capacity_mah
+                    step = _div_round(learned - full, 4)
+                    lim = full // 20
+                    if step > lim:
+                        step = lim
+                    elif step < -lim:
+                        step = -lim
+                    if step:
+                        self._set_full(full + step)
+                    self.learn_count += 1
+        self._anchor = dpct
+        self._net = 0
+        self._sig = sig_mah
+
+    def _ocv_correct(self, mv):
+        """Once per rest period: blend the counted SOC with the OCV's."""
+        full = self.full_capacity_mah
+        q = self._q + self._pending
+        if q < 0:
+            q = 0
+        elif q > full:
+            q = full
+        prior = _muldiv_round(q, 1000, full)
+        z = self.ocv_to_soc(mv)
+        self.ocv_soc_dpct = z
+        so = self._ocv_sigma_dpct(prior, z, self._sigma_v)
+        sc = _muldiv_round(self._sig, 1000, full)
+        if sc > _SIG_MAX_DPCT:
+            sc = _SIG_MAX_DPCT
+        if sc < 1:
+            sc = 1
+        p = sc * sc
+        r = so * so
+        k = (p * 1000 + ((p + r) >> 1)) // (p + r)  # gain x 1000
+        corr = _div_round((z - prior) * k, 1000)
+        post = _isqrt(r * k // 1000)
+        if corr:
+            if corr > 0:
+                dq = _muldiv_round(corr, full, 1000)
+            else:
+                dq = -_muldiv_round(-corr, full, 1000)
+            self._pending = q + dq - self._q
+        if so <= _ANCHOR_SIGMA_DPCT:
+            self._anchor_at(z, _muldiv(post, full, 1000, 0))
+        else:
+            self._sig = _muldiv(post, full, 1000, 0)
+
+    def _outputs(self):
+        full = self.full_capacity_mah
+        q = self._q
+        self.remaining_mah = q
+        soc = _muldiv_round(q, 1000, full)
+        self.soc_dpct = soc
+        self.remaining_dwh = self.energy_dwh(soc, full)
+        s = _muldiv_round(self._sig, 1000, full)
+        self.sigma_dpct = s if s < 1000 else 1000
+        a = self._avg64
+        avg = (a + 32) >> 6 if a >= 0 else -((-a + 32) >> 6)
+        self.current_avg_ma = avg
+        m = self._tt_min_ma
+        if avg <= -m:
+            t = _muldiv(q, 60, -avg, 0)
+            self.tte_min = t if t < NO_TIME else NO_TIME - 1
+        else:
+            self.tte_min = NO_TIME
+        if avg >= m:
+            t = _muldiv(full - q, 60, avg, 0)
+            self.ttf_min = t if t < NO_TIME else NO_TIME - 1
+        else:
+            self.ttf_min = NO_TIME
