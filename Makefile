@@ -8,7 +8,7 @@ DEMO_SECONDS ?= 0
 DEMO_CELLS ?= 4
 DEMO_SPEED ?= 60
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test demo bench-traces bench-soc clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,15 @@ test: setup
 
 demo: setup
 	$(BIN)/python -m bms_sim.demo --cells $(DEMO_CELLS) --speed $(DEMO_SPEED) --seconds $(DEMO_SECONDS)
+
+# State-of-charge accuracy: regenerate the physics-model traces (PyBaMM, a
+# development-only dependency) and score the firmware on them.
+bench-traces: setup
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(BIN)/python -m bench.make_traces --out bench/traces
+
+bench-soc: setup
+	$(BIN)/python -m bench.score --traces bench/traces --out docs/SOC_ACCURACY.md --results build/bench-soc --replay-cmd $(BIN)/bms-sim
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

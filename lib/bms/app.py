@@ -29,7 +29,9 @@ _STALE_MS = const(600)  # no CC_READY for this long: the measurement is stale
 _LOAD_GONE_MS = const(2000)
 _CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (CV float, charger done)
 # protection rows (cell_ov, pack_ov, afe_ov) under which balancing goes on
-_OVER_VOLTAGE_ROWS = const((1 << 0) | (1 << 2) | (1 << 8))  # a latched short clears once the load is gone this long
+_OVER_VOLTAGE_ROWS = const((1 << 0) | (1 << 2) | (1 << 8))
+# protection rows (cell_uv, pack_uv, afe_uv) that mark the discharge cut-off
+_UNDER_VOLTAGE_ROWS = const((1 << 1) | (1 << 3) | (1 << 9))  # a latched short clears once the load is gone this long
 _CELL_MIN_PLAUSIBLE_MV = const(500)
 _CELL_MAX_PLAUSIBLE_MV = const(5000)
 _AFE_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
@@ -261,6 +263,14 @@ class App:
         pr = self.protection
         pr.time_s = self.uptime_ms // 1000
         pr.evaluate(now)
+        s = self.soc
+        if s is not None and self.soc_started:
+            # a cut-off by the voltage protections is the pack's full or empty
+            f = pr.protect_flags
+            if f & _UNDER_VOLTAGE_ROWS:
+                s.sync_empty()
+            elif f & _OVER_VOLTAGE_ROWS and m.current_ma <= 0:
+                s.sync_full()
         self._latch_release(now)
         self._switch_fets()
         self._balance(now)

@@ -418,6 +418,20 @@ class Soc:
         self._ob_n = 0
         self._outputs()
 
+    def sync_full(self):
+        """The charge was cut off at the top (over-voltage protection): 100 %."""
+        if not self._full_synced:
+            self._full_synced = True
+            self._anchor_at(1000, self.full_capacity_mah // 200)
+            self._hold(self.full_capacity_mah)
+
+    def sync_empty(self):
+        """The discharge was cut off (under-voltage protection): 0 %."""
+        if not self._empty_synced:
+            self._empty_synced = True
+            self._anchor_at(0, self.full_capacity_mah // 100)
+            self._hold(0)
+
     def save_state(self, buf):
         """Write the persistent record (STATE_SIZE bytes) into buf; returns
         its length. Layout (little-endian): version u8, flags u8 (bit 0:
@@ -596,14 +610,13 @@ class Soc:
         """dq whole mAh counted (signed)."""
         q = self._q + dq
         full = self.full_capacity_mah
+        # clamp the whole mAh only: the remainders (always 0 <= r < one
+        # unit) stay, or every negative reading at empty would count as a
+        # whole mAh and the charge between anchors would be overstated
         if q < 0:
             q = 0
-            self._mas = 0
-            self._acc = 0
         elif q >= full:
             q = full
-            self._mas = 0
-            self._acc = 0
         self._q = q
         net = self._net + dq
         if net > _NET_MAX:

@@ -435,6 +435,7 @@ def make_trace(spec, out_dir, log=sys.stderr):
         "first_full_charge_s": first_full,
         "full_charge_s": [round(float(x - t[0]), 1) for x in full_times],
         "reaches_full": bool(full_times),
+        "truth_soc_at_full_pct": [round(float(np.interp(x, t, soc_pack)), 2) for x in full_times],
         "soc_range_pct": [round(float(soc_pack.min()), 2), round(float(soc_pack.max()), 2)],
         "description": spec["description"],
         "generate_seconds": round(wall, 1),

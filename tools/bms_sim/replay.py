@@ -10,7 +10,8 @@ cell voltages through its registers (quantised by its own gain and
 offset), integrates the current into its coulomb counter every 250 ms, and
 converts the temperature through its thermistor inputs; the firmware runs
 its real control loop. OUT.csv gets, every --record-every-s simulated
-seconds, what the firmware reports in its Modbus registers then.
+seconds, what the firmware reports in its Modbus registers then (from its
+first estimate on, a fraction of a second after it boots).
 """
 import bisect
 import csv
@@ -217,12 +218,14 @@ class Recorder:
         w = [(frame[3 + 2 * k] << 8) | frame[4 + 2 * k] for k in range(_COUNT)]
         reg = lambda a: w[a - _FIRST]
         u32 = lambda a: (reg(a) << 16) | reg(a + 1)
+        self.asked_at, asked = None, self.asked_at
+        if u32(M.IR_FULL_CAPACITY_MAH) == 0:
+            return  # no estimate yet (the first second after boot): nothing to report
         self.writer.writerow([
-            "%g" % (self.asked_at / 1000.0), "%.1f" % (reg(M.IR_SOC_DPCT) / 10.0),
+            "%g" % (asked / 1000.0), "%.1f" % (reg(M.IR_SOC_DPCT) / 10.0),
             u32(M.IR_REMAINING_MAH), u32(M.IR_FULL_CAPACITY_MAH), "%.1f" % (reg(M.IR_SOH_DPCT) / 10.0),
             reg(M.IR_TTE_MIN), reg(M.IR_TTF_MIN)])
         self.rows += 1
-        self.asked_at = None
 
 
 def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_every_s=10.0,

@@ -1,0 +1,101 @@
+"""`bms-sim replay`: the exact interface outside validation relies on."""
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+
+
+def write_trace(path, seconds, current_ma, cell_mv, step_s=1, cells=4, temp_c=25.0):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "current_ma", "temp_c"] + ["cell%d_mv" % (i + 1) for i in range(cells)])
+        for t in range(0, seconds, step_s):
+            mv = cell_mv(t) if callable(cell_mv) else cell_mv
+            cur = current_ma(t) if callable(current_ma) else current_ma
+            w.writerow([t, cur, temp_c] + [mv + i for i in range(cells)])
+
+
+def replay(*args):
+    return subprocess.run([os.path.join(BIN, "bms-sim"), "replay"] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def read_out(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return rows
+
+
+def test_counts_the_charge_of_a_trace(tmp_path):
+    trace = tmp_path / "t.csv"
+    # 1 h at -2 A on a 10 Ah LFP pack: 20 % out
+    write_trace(trace, 3600, -2000, lambda t: 3290 - t // 600)
+    out = tmp_path / "out.csv"
+    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 10000, "--out", out, "--record-every-s", 30)
+    assert p.returncode == 0, p.stderr
+    rows = read_out(out)
+    assert list(rows[0])[:2] == ["t_s", "soc_pct"]
+    assert 115 <= len(rows) <= 121
+    first, last = float(rows[0]["soc_pct"]), float(rows[-1]["soc_pct"])
+    assert 19.0 <= first - last <= 21.0, (first, last)
+    assert all(0.0 <= float(r["soc_pct"]) <= 100.0 for r in rows)
+    assert int(rows[-1]["full_capacity_mah"]) == 10000
+
+
+def test_a_user_ocv_table_sets_the_boot_estimate(tmp_path):
+    trace = tmp_path / "t.csv"
+    write_trace(trace, 120, 0, 3300)  # at rest, 3.300 V (+0..3 mV per cell)
+    ocv = tmp_path / "ocv.csv"
+    with open(ocv, "w") as f:
+        f.write("soc_pct,ocv_mv\n")
+        # any order; a straight line 3000 mV at 0 % .. 3600 mV at 100 %: 3.3015 V is 50.25 %
+        for s in (100, 0, 25, 75, 50):
+            f.write("%d,%d\n" % (s, 3000 + 6 * s))
+    out = tmp_path / "out.csv"
+    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 5000, "--ocv-table", ocv, "--out", out)
+    assert p.returncode == 0, p.stderr
+    rows = read_out(out)
+    assert abs(float(rows[0]["soc_pct"]) - 50.2) <= 1.0, rows[0]
+    # the chemistry's own table puts the same voltage elsewhere on LFP's plateau
+    out2 = tmp_path / "out2.csv"
+    assert replay(trace, "--chemistry", "lfp", "--capacity-mah", 5000, "--out", out2).returncode == 0
+    assert abs(float(read_out(out2)[0]["soc_pct"]) - 50.2) > 5.0
+
+
+@pytest.mark.parametrize("content,msg", [
+    ("t,current_ma,temp_c,cell1_mv\n0,0,25,3300\n", "header must be t_s,current_ma,temp_c"),
+    ("t_s,current_ma,temp_c,cell1_mv,cell2_mv,cell3_mv\n0,0,25,3300,3300,3300\n0,0,25,3300,3300,3300\n", "does not increase"),
+    ("t_s,current_ma,temp_c,cell1_mv,cell2_mv,cell3_mv\n0,0,25,3300,3300,x\n", "not numbers"),
+])
+def test_bad_traces_name_the_problem(tmp_path, content, msg):
+    trace = tmp_path / "t.csv"
+    trace.write_text(content)
+    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 1000, "--out", tmp_path / "o.csv")
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+
+
+def test_an_ocv_table_that_does_not_rise_is_refused(tmp_path):
+    trace = tmp_path / "t.csv"
+    write_trace(trace, 10, 0, 3300)
+    ocv = tmp_path / "ocv.csv"
+    ocv.write_text("soc_pct,ocv_mv\n0,3000\n50,3400\n60,3300\n100,3600\n")
+    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 1000, "--ocv-table", ocv, "--out", tmp_path / "o.csv")
+    assert p.returncode == 2 and "must rise with SOC" in p.stderr
+
+
+def test_six_hours_of_four_cells_replay_in_under_two_minutes(tmp_path):
+    trace = tmp_path / "six.csv"
+    write_trace(trace, 6 * 3600, lambda t: -3000 if (t // 600) % 2 else 1500, lambda t: 3280 + (t % 600) // 60)
+    out = tmp_path / "out.csv"
+    t0 = time.monotonic()
+    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 20000, "--out", out)
+    wall = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr
+    print("6 h of 4 cells replayed in %.1f s" % wall)
+    assert wall < 120
+    assert len(read_out(out)) >= 6 * 360 - 2

@@ -1,0 +1,60 @@
+"""State of charge in the simulator: the real control loop against the pack model."""
+from bms import params as P
+from bms import regmap as M
+from bms_sim.cli import provision
+from bms_sim.direct import DirectSim
+from bms_sim.world import World
+
+
+def u32(sim, addr):
+    w = sim.app.ir.words
+    return (w[addr] << 16) | w[addr + 1]
+
+
+def test_capacity_learning_converges_to_a_changed_capacity(tmp_path):
+    # the pack really holds 10 Ah; it was configured as 8.5 Ah
+    provision(str(tmp_path), 4, "nmc", 8500, 1000)
+    world = World(cells=4, chemistry="nmc", capacity_mah=10000, soc_pct=60.0, seed=4)
+    sim = DirectSim(world, str(tmp_path))
+    sim.run(2000)
+    learned = []
+    for cycle in range(5):
+        world.load.off()
+        world.charger.set(5000, 4200)
+        sim.run_until(lambda s: s.app.soc.soc_dpct == 1000 and s.app.soc._full_synced, 6 * 3600 * 1000, 60000)
+        world.charger.off()
+        sim.run(10 * 60 * 1000)
+        world.load.set(5000)  # until the BMS cuts the discharge off (the empty sync)
+        sim.run_until(lambda s: s.app.soc._empty_synced, 6 * 3600 * 1000, 60000)
+        world.load.off()
+        sim.run(10 * 60 * 1000)
+        learned.append(u32(sim, M.IR_FULL_CAPACITY_MAH))
+        print("cycle %d: learned full capacity %d mAh, SOH %.1f %%" % (
+            cycle + 1, learned[-1], sim.app.ir.words[M.IR_SOH_DPCT] / 10.0))
+    # bounded steps (<= 5 % per update) towards the truth, within a few cycles:
+    # the truth is the charge the pack gives between full and the cut-off at
+    # this current, a little under the cells' nameplate (the weakest cell's
+    # IR drop reaches the cut-off first)
+    true_mah = min(c.capacity_mah for c in world.pack.cells)
+    steps = [b - a for a, b in zip([8500] + learned, learned)]
+    assert all(0 <= st <= 0.05 * 10000 for st in steps), steps
+    assert 0.93 * true_mah <= learned[-1] <= true_mah, (learned, true_mah)
+    assert steps[-1] < 0.015 * learned[-1], "converged"
+    # only the voltage rows that ended the last discharge may be active
+    assert sim.app.protection.protect_flags & ~0b1111 == 0
+
+
+def test_soc_registers_follow_the_pack(tmp_path):
+    provision(str(tmp_path), 4, "nmc", 10000, 1000)
+    world = World(cells=4, chemistry="nmc", capacity_mah=10000, soc_pct=50.0, seed=4)
+    sim = DirectSim(world, str(tmp_path))
+    sim.run(5000)
+    w = sim.app.ir.words
+    soc0 = w[M.IR_SOC_DPCT]
+    assert abs(soc0 / 10.0 - world.pack.true_soc_pct()) <= 5.0, (soc0, world.pack.true_soc_pct())
+    world.load.set(2500)
+    sim.run(3600 * 1000)  # 2.5 Ah out of 10
+    assert abs((soc0 - w[M.IR_SOC_DPCT]) / 10.0 - 25.0) <= 1.0
+    assert w[M.IR_TTE_MIN] != 0xFFFF and w[M.IR_TTF_MIN] == 0xFFFF
+    assert abs(u32(sim, M.IR_REMAINING_MAH) - w[M.IR_SOC_DPCT] * 10) <= 20
+    assert u32(sim, M.IR_REMAINING_DWH) > 0
