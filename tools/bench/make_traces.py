@@ -131,12 +131,16 @@ TRACES = [
         "offset_ma": 30,
         "noise_mv": 1.5,
         "seed": 4,
-        "start_soc": 0.80,
-        "description": "4S20P LFP standby day: 1 h rest at 80 %, then 24 h of small loads C/100..C/50 "
-                       "(blocks of 15-120 min, some at zero), all on the OCV plateau (ends near 50 %), "
-                       "1 h rest. Never reaches full charge: the firmware starts from whatever it "
-                       "estimates at boot.",
-        "plan": [("rest", 60), ("standby", 24 * 60), ("rest", 60)],
+        "start_soc": 0.60,
+        "description": "4S20P LFP standby day: 30 min rest at 60 %, CC-CV 0.5C to full (the last "
+                       "anchor the firmware gets), 1 h rest, 40 min at C/2 down onto the plateau, "
+                       "30 min rest, then 24 h of small loads C/100..C/50 (blocks of 15-120 min, "
+                       "some at zero) that never reach full again, 1 h rest. Scored through the "
+                       "day: small currents must not vanish.",
+        "plan": [("rest", 30), ("cccv", 0.5), ("rest", 60), ("dsg", 0.5, 40), ("rest", 30),
+                 ("standby", 24 * 60), ("rest", 60)],
+        # the standby day starts this long after the (first) full charge ends
+        "standby_after_full_min": 60 + 40 + 30,
     },
 ]
 
@@ -207,6 +211,8 @@ def build_steps(spec, cap_ah, pv, rng):
                                              termination="%.3f V" % vmax))
             steps.append(pybamm.step.voltage(vmax, period=10,
                                              termination="%.4f A" % (cap_ah / 20.0)))
+        elif kind == "dsg":
+            steps.append(pybamm.step.current(item[1] * cap_ah, duration=item[2] * 60, period=10))
         elif kind == "standby":
             total = item[1] * 60
             done = 0
@@ -436,6 +442,8 @@ def make_trace(spec, out_dir, log=sys.stderr):
         "full_charge_s": [round(float(x - t[0]), 1) for x in full_times],
         "reaches_full": bool(full_times),
         "truth_soc_at_full_pct": [round(float(np.interp(x, t, soc_pack)), 2) for x in full_times],
+        "standby_from_s": (round(first_full + 60 * spec["standby_after_full_min"], 1)
+                           if first_full is not None and "standby_after_full_min" in spec else None),
         "soc_range_pct": [round(float(soc_pack.min()), 2), round(float(soc_pack.max()), 2)],
         "description": spec["description"],
         "generate_seconds": round(wall, 1),

@@ -117,7 +117,8 @@ def score_trace(entry, out_t, out_soc, truth_t, truth_soc):
         "mean_pct": (sum(vals) / len(vals)) if vals else None,
         "first_full_charge_s": full,
         "max_after_full_pct": max_abs(after(errs, full)) if full is not None else None,
-        "max_standby_pct": max_abs(vals) if full is None else None,
+        "max_standby_pct": (max_abs(after(errs, entry["standby_from_s"])) if entry.get("standby_from_s")
+                            else (max_abs(vals) if full is None else None)),
     }
     checks = []
     tg = TARGETS.get(entry["chemistry"], {})
@@ -127,7 +128,7 @@ def score_trace(entry, out_t, out_soc, truth_t, truth_soc):
     elif entry["chemistry"] == "lfp":
         if full is not None:
             checks.append(("max_after_full_pct", tg["max_after_full_pct"]))
-        else:
+        if res["max_standby_pct"] is not None:
             checks.append(("max_standby_pct", tg["max_standby_pct"]))
     res["checks"] = {k: {"value": res[k], "target": lim,
                          "pass": res[k] is not None and res[k] <= lim} for k, lim in checks}
