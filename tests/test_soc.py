@@ -585,6 +585,7 @@ def test_update_keeps_integers_under_2_30_for_the_largest_pack():
         return tracer
 
     s = Soc(CHEM_NMC, 15, 2000000, 50)
+    s.set_ocv_table(list(DEFAULT_OCV[CHEM_NMC]))  # a user's table: its OCV points anchor
     s.configure(4150, 200000, 1000, 3100, 1000, 100, 3000, 3000)
     m = meas_of([ocv_mv(CHEM_NMC, 500)] * 15)
     s.start(0, m)

@@ -58,3 +58,28 @@ def test_soc_registers_follow_the_pack(tmp_path):
     assert w[M.IR_TTE_MIN] != 0xFFFF and w[M.IR_TTF_MIN] == 0xFFFF
     assert abs(u32(sim, M.IR_REMAINING_MAH) - w[M.IR_SOC_DPCT] * 10) <= 20
     assert u32(sim, M.IR_REMAINING_DWH) > 0
+
+
+def test_offset_calibrated_at_rest_with_both_fets_off(tmp_path):
+    from bms.app import EV_CC_CAL
+
+    provision(str(tmp_path), 4, "lfp", 10000, 1000)
+    # the chip's coulomb counter reads 4 LSB (34 mA) with no current at all
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=4, cc_offset_lsb=4)
+    sim = DirectSim(world, str(tmp_path))
+    off_seen = []
+    sim.on_cycle = lambda s: off_seen.append(s.world.fets() == (False, False))
+    sim.run(25 * 60 * 1000)
+    assert not any(off_seen), "no calibration before the pack has rested 30 min"
+    sim.run(10 * 60 * 1000)
+    assert 70 <= sum(off_seen) <= 90, "both FETs off for about 20 s"
+    assert world.fets() == (True, True)
+    log = sim.app.log
+    cal = [log.newest(i) for i in range(M.EVENT_WINDOW) if log.newest(i) and log.newest(i)[3] == EV_CC_CAL]
+    assert cal and abs(cal[0][4] - 64) <= 8, cal
+    assert abs(sim.app.ir.words[M.IR_CC_OFFSET] - 64) <= 8
+    # a C/100 load for 8 h is now counted to within 0.3 % of SOC
+    soc0 = sim.app.soc.soc_dpct
+    world.load.set(100)
+    sim.run(8 * 3600 * 1000)
+    assert abs((soc0 - sim.app.soc.soc_dpct) - 80) <= 3, (soc0, sim.app.soc.soc_dpct)

@@ -46,6 +46,8 @@ EV_AFE_UP = const(201)  # value: 1 configured, 0 failed
 EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
 EV_OCV_TABLE_REJECTED = const(203)  # the stored OCV table does not rise: the chemistry's is used
 EV_SOC_START = const(204)  # value: the SOC the estimate started from, 0.1 %
+EV_CC_CAL = const(205)  # value: the coulomb-counter offset after a calibration, 1/16 LSB
+_CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
 
 
 class App:
@@ -88,6 +90,9 @@ class App:
         self.last_cycle = now
         self.last_cc = now
         self.rest_since = now
+        self.cal_active = False
+        self.cal_start = now
+        self.cal_last = now - v[P.P_CC_CAL_EVERY_MS]  # the first rest may calibrate
         self.charge_seen = now - _CHARGE_HOLD_MS
         self.load_gone_since = now
 
@@ -272,6 +277,7 @@ class App:
             elif f & _OVER_VOLTAGE_ROWS and m.current_ma <= 0:
                 s.sync_full()
         self._latch_release(now)
+        self._calibration(now)
         self._switch_fets()
         self._balance(now)
         self.publish()
@@ -340,12 +346,36 @@ class App:
         elif ticks_diff(now, self.load_gone_since) >= _LOAD_GONE_MS:
             pr.clear_latched(True)
 
+    def _calibration(self, now):
+        """Now and then, at rest, both FETs off for a few seconds: no current
+        can flow, so what the coulomb counter reads is its offset, and the
+        SOC estimator learns it (a C/100 load must not vanish in it)."""
+        v = self.values
+        i = self.meas.current_ma
+        rest = v[P.P_REST_CURRENT_MA]
+        if i > rest or i < -rest:
+            self.rest_since = now
+        if self.cal_active:
+            if ticks_diff(now, self.cal_start) >= _CAL_MS or self.protection.protect_flags:
+                self.cal_active = False
+                self.cal_last = now
+                self.append(EV_CC_CAL, self.soc.offset_dlsb, self.uptime_ms // 1000)
+            return
+        every = v[P.P_CC_CAL_EVERY_MS]
+        if (every and self.soc is not None and self.soc_started and self.afe_ok
+                and self.protection.protect_flags == 0
+                and ticks_diff(now, self.rest_since) >= v[P.P_CC_CAL_REST_MS]
+                and ticks_diff(now, self.cal_last) >= every):
+            self.cal_active = True
+            self.cal_start = now
+
     def _switch_fets(self):
-        """FETs on unless a protection holds them off. Read back, not assumed."""
+        """FETs on unless a protection (or an offset calibration) holds them
+        off. Read back, not assumed."""
         m = self.meas
         if not self.afe_ok:
             return
-        want = PR.BOTH & ~self.protection.block
+        want = 0 if self.cal_active else PR.BOTH & ~self.protection.block
         if want != m.fets:
             got = self.afe.set_fets(want & R.CTRL2_CHG_ON, want & R.CTRL2_DSG_ON)
             if got < 0:
@@ -358,8 +388,6 @@ class App:
         v = self.values
         i = m.current_ma
         rest = v[P.P_REST_CURRENT_MA]
-        if i > rest or i < -rest:
-            self.rest_since = now
         if i > rest:
             self.charge_seen = now
         resting_ms = ticks_diff(now, self.rest_since)

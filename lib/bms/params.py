@@ -102,7 +102,9 @@ P_RELAX_CHG_MS = const(78)
 P_RELAX_DSG_MS = const(79)
 P_OCV_0_MV = const(80)  # 21 points: SOC 0, 5, ..., 100 %
 OCV_POINTS = const(21)
-COUNT = const(101)
+P_CC_CAL_EVERY_MS = const(101)
+P_CC_CAL_REST_MS = const(102)
+COUNT = const(103)
 
 
 _F_MIN = const(6)

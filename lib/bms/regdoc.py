@@ -149,6 +149,8 @@ HOLDING = {
     'ocv_90_mv': "Rested open-circuit voltage of the cell at 90 % SOC (0 = the chemistry's table); the 21 points must rise with SOC",
     'ocv_95_mv': "Rested open-circuit voltage of the cell at 95 % SOC (0 = the chemistry's table); the 21 points must rise with SOC",
     'ocv_100_mv': "Rested open-circuit voltage of the cell at 100 % SOC (0 = the chemistry's table); the 21 points must rise with SOC",
+    'cc_cal_every_ms': "At most this often, at rest, both FETs go off for 20 s so the coulomb counter's offset can be measured (0 = never; loads under rest_current_ma lose power for those seconds)",
+    'cc_cal_rest_ms': "Offset calibration waits for the pack to rest this long",
     'rest_current_ma': "Below this current (either way) the pack is at rest",
 }
 

@@ -118,7 +118,7 @@ INPUT_REGS = (
 # Holding registers (FC 03): the parameters, one row each of
 # bms.paramtable.TABLE (host tools read it there; the firmware maps them
 # from bms.params.Params).
-HR_SIZE = const(0x00A5)
+HR_SIZE = const(0x00A9)
 
 WORDS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "event": 8}
 

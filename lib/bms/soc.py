@@ -67,6 +67,9 @@ _DEF_EMPTY_MV = (0, 2800, 3100, 1950)
 _DEF_RELAX_CHG = (0, 7200000, 1800000, 1800000)
 _DEF_RELAX_DSG = (0, 10800000, 3600000, 3600000)
 _SIGMA_V_MV = (5, 10, 5, 5)
+# A chemistry's generic table fits a particular cell only to tens of mV
+# (makers differ): trust its OCV that much less than the user's own table.
+_SIGMA_V_GENERIC_MV = (20, 15, 25, 20)
 
 _BIG = const(0x1FFFFF)  # 2**21 - 1: bound for _muldiv's a and c
 _NET_MAX = const(0x1FFFFFFF)
@@ -216,13 +219,15 @@ class Soc:
                     zero = False
             if zero:
                 table = None
-        if table is None:
+        generic = table is None
+        if generic:
             table = DEFAULT_OCV[self.chemistry]
         prev = 0
         for v in table:
             if not prev < v <= 32767:
                 raise ValueError("OCV table must increase strictly (1..32767 mV)")
             prev = v
+        self._sigma_v = (_SIGMA_V_GENERIC_MV if generic else _SIGMA_V_MV)[self.chemistry]
         ocv = self._ocv
         cum = self._cum
         i = 0

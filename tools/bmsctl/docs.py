@@ -77,6 +77,9 @@ def event_codes():
         "| 200 | boot | boot number |",
         "| 201 | AFE configured | 1 ok, 0 failed |",
         "| 202 | stored settings rejected at boot | how many |",
+        "| 203 | the stored OCV table does not rise: the chemistry's is used | 0 |",
+        "| 204 | the state-of-charge estimate started | SOC in 0.1 % |",
+        "| 205 | coulomb-counter offset calibrated (both FETs off 20 s at rest) | offset, 1/16 LSB |",
     ])
 
 

@@ -91,7 +91,8 @@ def reason_name(code):
     return PR.ROWS[code - 1][0] if 0 < code <= len(PR.ROWS) else None
 
 
-APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors"}
+APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "ocv_table_rejected",
+              204: "soc_started_at_dpct", 205: "cc_offset_calibrated_dlsb"}
 
 
 def event_text(code, value):
