@@ -253,8 +253,8 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
             with server:
                 server.wait_sim_ms(world.end_ms, timeout=max(600.0, (world.end_ms - times[0]) / 1000.0))
                 wall = time.monotonic() - t0
-            if "Traceback" in server.log_tail():
-                raise SimError("the firmware failed during the replay:\n" + server.log_tail())
+                if "Traceback" in server.log_tail():
+                    raise SimError("the firmware failed during the replay:\n" + server.log_tail())
         log.write("replayed %.1f h of %d cells in %.1f s; %d rows in %s\n"
                   % ((world.end_ms - times[0]) / 3.6e6, n, wall, rec.rows, out_path))
         return rec.rows

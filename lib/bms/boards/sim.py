@@ -59,10 +59,15 @@ class _Link:
         q[5] = (arg >> 8) & 0xFF
         q[6] = (arg >> 16) & 0xFF
         q[7] = (arg >> 24) & 0xFF
-        self.sock.write(q)
         r = self.resp
-        if self.sock.readinto(r) != RESP_SIZE:
-            raise OSError(104)  # the simulator went away: stop, as a dead MCU would
+        try:
+            self.sock.write(q)
+            got = self.sock.readinto(r)
+        except OSError:
+            got = 0
+        if got != RESP_SIZE:
+            # the simulator went away (it stopped the run): power is gone
+            raise SystemExit(0)
         self.flags = r[1]
         self.ticks = r[4] | (r[5] << 8) | (r[6] << 16) | (r[7] << 24)
         return r[0]
