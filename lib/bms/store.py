@@ -1,0 +1,109 @@
+"""Power-fail-safe records in flash: two slots (A/B), each a versioned,
+sequence-numbered, CRC-checked record.
+
+A save writes the slot that does not hold the newest record, so a power cut
+at any moment (mid-write, or after the file was truncated) leaves the newest
+record untouched: a load then finds either the old or the new record, never
+a torn one. Saving an unchanged payload writes nothing (flash wear).
+
+Record: magic b"BMSR", version u16, seq u32, length u16, payload, CRC-16
+over all of it (little-endian). A record from an older firmware version is
+returned with its version so the caller migrates it rather than dropping it.
+
+Not in the control loop: saves and loads allocate (files, buffers).
+"""
+from micropython import const
+
+from bms.crc import crc16
+
+MAGIC = b"BMSR"
+_HEAD = const(12)  # magic 4, version 2, seq 4, length 2
+MAX_PAYLOAD = const(4096)
+
+
+def encode(version, seq, payload):
+    n = len(payload)
+    rec = bytearray(_HEAD + n + 2)
+    rec[0:4] = MAGIC
+    rec[4] = version & 0xFF
+    rec[5] = (version >> 8) & 0xFF
+    k = 0
+    while k < 4:
+        rec[6 + k] = (seq >> (8 * k)) & 0xFF
+        k += 1
+    rec[10] = n & 0xFF
+    rec[11] = n >> 8
+    rec[_HEAD:_HEAD + n] = payload
+    c = crc16(rec, 0, _HEAD + n)
+    rec[_HEAD + n] = c & 0xFF
+    rec[_HEAD + n + 1] = c >> 8
+    return rec
+
+
+def decode(rec):
+    """(version, seq, payload) of a valid record, else None."""
+    if rec is None or len(rec) < _HEAD + 2 or rec[0:4] != MAGIC:
+        return None
+    n = rec[10] | (rec[11] << 8)
+    if n > MAX_PAYLOAD or len(rec) < _HEAD + n + 2:
+        return None
+    if crc16(rec, 0, _HEAD + n) != rec[_HEAD + n] | (rec[_HEAD + n + 1] << 8):
+        return None
+    version = rec[4] | (rec[5] << 8)
+    seq = rec[6] | (rec[7] << 8) | (rec[8] << 16) | (rec[9] << 24)
+    return version, seq, bytes(rec[_HEAD:_HEAD + n])
+
+
+class Store:
+    def __init__(self, directory, name):
+        self.paths = (directory + name + ".a", directory + name + ".b")
+        self.seq = 0  # of the newest valid record
+        self.slot = -1  # which slot holds it (-1: none)
+        self.payload = None  # what the newest record holds
+        self.version = 0
+        self.write_errors = 0
+
+    def _read(self, path):
+        try:
+            with open(path, "rb") as f:
+                return f.read(MAX_PAYLOAD + _HEAD + 2)
+        except OSError:
+            return None
+
+    def load(self):
+        """(version, payload) of the newest valid record, or None."""
+        best = None
+        slot = 0
+        while slot < 2:
+            r = decode(self._read(self.paths[slot]))
+            # sequence numbers are 32-bit and only grow: compare as serial numbers
+            if r is not None and (best is None or ((r[1] - best[1]) & 0xFFFFFFFF) < 0x80000000):
+                best = r
+                self.slot = slot
+            slot += 1
+        if best is None:
+            self.slot = -1
+            return None
+        self.version, self.seq, self.payload = best
+        return self.version, self.payload
+
+    def save(self, version, payload):
+        """Write a new record unless the newest one already holds this.
+        True when the record is in flash (written now or before)."""
+        payload = bytes(payload)
+        if self.slot >= 0 and self.version == version and self.payload == payload:
+            return True
+        seq = (self.seq + 1) & 0xFFFFFFFF
+        slot = 1 - self.slot if self.slot >= 0 else 0
+        rec = encode(version, seq, payload)
+        try:
+            with open(self.paths[slot], "wb") as f:
+                f.write(rec)
+        except OSError:
+            self.write_errors += 1
+            return False
+        self.seq = seq
+        self.slot = slot
+        self.payload = payload
+        self.version = version
+        return True
