@@ -381,3 +381,17 @@ def test_event_log_survives_a_restart(tmp_path):
     assert after[1][1] == before[0][1] + 1, "boot number counts up"
     assert after[2:] == before[:len(after) - 2]
     assert any(r[3] == PR.EV_TRIP + ROW["cell_ov"] + 1 for r in after)
+
+
+def test_bmsctl_shows_the_factory_state_plainly(tmp_path):
+    from bms import paramtable as PT
+    from bmsctl import cli
+    from bmsctl import regs as RG
+
+    sim = DirectSim(World(cells=4), str(tmp_path))
+    sim.run(3000)
+    st = {"input": RG.decode(M.INPUT_REGS, list(sim.app.ir.words)),
+          "holding": RG.decode(PT.TABLE, list(sim.app.hr.words))}
+    text = cli.format_status(cli.status_dict(st), "sim")
+    assert "charge off (unconfigured), discharge off (unconfigured)" in text
+    assert "no pack configuration stored" in text and "not estimated yet" in text

@@ -173,8 +173,12 @@ def format_status(d, where=""):
     tte, ttf = d["time_to_empty_min"], d["time_to_full_min"]
     eta = ("  empty in %d:%02d" % divmod(tte, 60) if tte is not None else "") + \
           ("  full in %d:%02d" % divmod(ttf, 60) if ttf is not None else "")
-    lines.append("Charge    %5.1f %%  %.2f of %.2f Ah  %.1f Wh  SOH %.1f %%  %.2f cycles%s" % (
-        d["soc_pct"], d["remaining_ah"], d["full_capacity_ah"], d["remaining_wh"], d["soh_pct"], d["cycles"], eta))
+    if d["full_capacity_ah"]:
+        lines.append("Charge    %5.1f %%  %.2f of %.2f Ah  %.1f Wh  SOH %.1f %%  %.2f cycles%s" % (
+            d["soc_pct"], d["remaining_ah"], d["full_capacity_ah"], d["remaining_wh"], d["soh_pct"],
+            d["cycles"], eta))
+    else:
+        lines.append("Charge    not estimated yet (no pack configured, or no measurement yet)")
     n = d["cell_count"]
     if n:
         lines.append("Cells     %d in series; min %.3f V, max %.3f V, spread %d mV" % (
