@@ -94,6 +94,17 @@ def test_holding_registers_show_the_configuration(sim, client):
     assert rr.registers[2:4] == [0, 10000]  # capacity_mah, uint32
 
 
+def test_device_identification_and_diagnostics(sim, client):
+    from bms import VERSION
+
+    rr = client.read_device_information(read_code=2, object_id=0, device_id=1)
+    assert not rr.isError(), rr
+    assert rr.information[0] == b"open-bms" and rr.information[1] == b"BMS-ESP32"
+    assert rr.information[2] == VERSION.encode() and b"bq76920" in rr.information[5]
+    rr = client.diag_read_bus_message_count(device_id=1)
+    assert not rr.isError() and rr.message > 0
+
+
 def test_unmapped_register_gets_exception_02(sim, client):
     rr = client.read_input_registers(M.IR_BALANCE_MASK, count=2, device_id=1)  # 0x1D is a gap
     assert rr.isError() and rr.exception_code == 2

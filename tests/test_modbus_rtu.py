@@ -205,17 +205,13 @@ def test_exception_01_unknown_function():
     assert rig.slave.exceptions_sent == 1
 
 
-@pytest.mark.parametrize("fc", [1, 2, 5, 6, 8, 15, 16, 0x11, 0x2B, 23])
+@pytest.mark.parametrize("fc", [1, 2, 5, 6, 15, 16, 23])
 def test_exception_01_not_yet_implemented_codes(fc):
     rig = Rig()
     if fc in (15, 16):
         body = bytes((ADDR, fc, 0, 0, 0, 1, 2, 0, 7))
     elif fc == 23:
         body = bytes((ADDR, fc, 0, 0, 0, 1, 0, 0, 0, 1, 2, 0, 7))
-    elif fc == 0x11:
-        body = bytes((ADDR, fc))
-    elif fc == 0x2B:
-        body = bytes((ADDR, fc, 0x0E, 1, 0))
     else:
         body = bytes((ADDR, fc, 0, 0, 0, 1))
     req = with_crc(body)
@@ -474,6 +470,345 @@ def test_counters_wrap():
     assert rig.slave.server_messages == 0
     rig.slave.clear_counters()
     assert rig.slave.crc_errors == 0
+
+
+# -- FC08 diagnostics ------------------------------------------------------------
+
+def diag_req(addr, sub, data=0):
+    return with_crc(struct.pack(">BBHH", addr, 8, sub, data))
+
+
+def diag_reply(addr, sub, value):
+    return with_crc(struct.pack(">BBHH", addr, 8, sub, value))
+
+
+def pymodbus_decode(frame, dev_id=ADDR):
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU
+    used, pdu = FramerRTU(DecodePDU(False)).handleFrame(frame, dev_id, 0)
+    assert used == len(frame)
+    assert pdu is not None
+    return pdu
+
+
+@pytest.mark.parametrize("data", [0x0000, 0x1234, 0xA55A, 0xFFFF])
+def test_fc08_return_query_data_echo(data):
+    rig = Rig()
+    req = diag_req(ADDR, 0x00, data)
+    assert rig.transact(req) == [req]
+    pdu = pymodbus_decode(req)
+    assert pdu.function_code == 8 and pdu.sub_function_code == 0
+
+
+def test_fc08_known_frame_bytes():
+    # 01 08 00 00 A5 37 -> CRC DA 8D (independent bitwise CRC agrees)
+    rig = Rig(address=1)
+    req = bytes.fromhex("01080000a537")
+    req = with_crc(req)
+    assert rig.transact(req) == [req]
+
+
+@pytest.mark.parametrize("sub,attr", [
+    (0x0B, "bus_messages"), (0x0C, "crc_errors"), (0x0D, "exceptions_sent"),
+    (0x0E, "server_messages"), (0x0F, "no_responses"), (0x12, "overruns"),
+])
+def test_fc08_counter_reply_bytes(sub, attr):
+    rig = Rig()
+    s = rig.slave
+    s.bus_messages, s.crc_errors, s.exceptions_sent = 0x1000, 0x0203, 0x0304
+    s.server_messages, s.no_responses, s.overruns = 0x2000, 0x0506, 0x0607
+    expect = getattr(s, attr)
+    if attr in ("bus_messages", "server_messages"):
+        expect += 1  # the request itself is counted before it is answered
+    w = rig.transact(diag_req(ADDR, sub))
+    assert w == [diag_reply(ADDR, sub, expect)]
+    assert w[0][:4] == bytes((ADDR, 8, 0, sub))
+
+
+@pytest.mark.parametrize("sub", [0x10, 0x11])
+def test_fc08_nak_and_busy_always_zero(sub):
+    rig = Rig()
+    rig.transact(read_req(ADDR, 0x41, 0, 0))
+    assert rig.transact(diag_req(ADDR, sub)) == [diag_reply(ADDR, sub, 0)]
+
+
+def test_fc08_counters_pymodbus_decodes():
+    from pymodbus.pdu.diag_message import (ReturnBusCommunicationErrorCountResponse,
+                                           ReturnBusMessageCountResponse)
+    rig = Rig()
+    bad = bytearray(read_req(ADDR, 3, 0, 1))
+    bad[-1] ^= 0xFF
+    rig.transact(bytes(bad))
+    pdu = pymodbus_decode(rig.transact(diag_req(ADDR, 0x0B))[0])
+    assert isinstance(pdu, ReturnBusMessageCountResponse)
+    assert pdu.message == 1
+    pdu = pymodbus_decode(rig.transact(diag_req(ADDR, 0x0C))[0])
+    assert isinstance(pdu, ReturnBusCommunicationErrorCountResponse)
+    assert pdu.message == 1
+
+
+def test_fc08_counters_after_scripted_sequence():
+    rig = Rig()
+    s = rig.slave
+    bad = bytearray(read_req(ADDR, 3, 0, 1))
+    bad[2] ^= 0x01
+    assert rig.transact(bytes(bad)) == []  # CRC error
+    assert rig.transact(read_req(ADDR, 3, 0, 126)) == [expected_exc(ADDR, 3, 3)]  # exception
+    assert rig.transact(read_req(0, 3, 0, 1)) == []  # broadcast: no response
+    assert rig.transact(read_req(ADDR + 1, 3, 0, 1)) == []  # other slaves
+    assert rig.transact(read_req(ADDR + 2, 4, 0, 1)) == []
+    assert rig.transact(read_req(ADDR, 4, 0, 1)) == [expected_reply(ADDR, 4, [5])]
+    # good frames so far: exc, broadcast, 2 foreign, 1 read = 5; ours + broadcast = 3
+    assert (s.bus_messages, s.crc_errors, s.exceptions_sent, s.server_messages,
+            s.no_responses, s.overruns) == (5, 1, 1, 3, 1, 0)
+    # each counter read is itself a bus and server message
+    assert rig.transact(diag_req(ADDR, 0x0B)) == [diag_reply(ADDR, 0x0B, 6)]
+    assert rig.transact(diag_req(ADDR, 0x0C)) == [diag_reply(ADDR, 0x0C, 1)]
+    assert rig.transact(diag_req(ADDR, 0x0D)) == [diag_reply(ADDR, 0x0D, 1)]
+    assert rig.transact(diag_req(ADDR, 0x0E)) == [diag_reply(ADDR, 0x0E, 7)]  # 3 + 4 reads
+    assert rig.transact(diag_req(ADDR, 0x0F)) == [diag_reply(ADDR, 0x0F, 1)]
+    assert rig.transact(diag_req(ADDR, 0x12)) == [diag_reply(ADDR, 0x12, 0)]
+    # clear counters: echo, then everything restarts from the clear
+    req = diag_req(ADDR, 0x0A)
+    assert rig.transact(req) == [req]
+    assert (s.bus_messages, s.crc_errors, s.exceptions_sent, s.server_messages,
+            s.no_responses, s.overruns) == (0, 0, 0, 0, 0, 0)
+    assert rig.transact(diag_req(ADDR, 0x0B)) == [diag_reply(ADDR, 0x0B, 1)]
+    assert rig.transact(diag_req(ADDR, 0x0D)) == [diag_reply(ADDR, 0x0D, 0)]
+
+
+def test_fc08_overrun_count():
+    rig = Rig()
+    rig.send(b"\x11\x41" + bytes(300))
+    rig.silence()
+    assert rig.transact(diag_req(ADDR, 0x12)) == [diag_reply(ADDR, 0x12, 1)]
+
+
+@pytest.mark.parametrize("data", [0x0000, 0xFF00])
+def test_fc08_restart_communications_echo_clears_counters(data):
+    rig = Rig()
+    rig.transact(read_req(ADDR, 0x41, 0, 0))
+    assert rig.slave.exceptions_sent == 1
+    req = diag_req(ADDR, 0x01, data)
+    assert rig.transact(req) == [req]
+    s = rig.slave
+    assert (s.bus_messages, s.exceptions_sent, s.server_messages, s.no_responses) == (0, 0, 0, 0)
+    assert s.listen_only is False
+
+
+def test_fc08_restart_bad_data():
+    rig = Rig()
+    assert rig.transact(diag_req(ADDR, 0x01, 0x1234)) == [expected_exc(ADDR, 8, 3)]
+
+
+def test_fc08_listen_only_then_restart():
+    rig = Rig()
+    s = rig.slave
+    assert rig.transact(diag_req(ADDR, 0x04)) == []  # force listen-only: no reply
+    assert s.listen_only is True
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == []
+    assert rig.transact(read_req(ADDR, 4, 0, 1)) == []
+    assert rig.transact(read_req(ADDR, 0x41, 0, 1)) == []  # not even an exception
+    for sub in (0x00, 0x0A, 0x0B, 0x04, 0x99):
+        assert rig.transact(diag_req(ADDR, sub, 0x1234)) == []
+    assert rig.transact(diag_req(ADDR, 0x01, 0x1234)) == []  # bad data: stays
+    assert s.listen_only is True
+    assert s.exceptions_sent == 0
+    assert s.bus_messages == 10 and s.server_messages == 10 and s.no_responses == 10
+    # restart: ends the mode, clears the counters, no reply to itself
+    assert rig.transact(diag_req(ADDR, 0x01, 0xFF00)) == []
+    assert s.listen_only is False
+    assert (s.bus_messages, s.server_messages, s.no_responses) == (0, 0, 0)
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == [expected_reply(ADDR, 3, [0x1000])]
+    assert rig.transact(diag_req(ADDR, 0x0E)) == [diag_reply(ADDR, 0x0E, 2)]
+
+
+def test_fc08_broadcast_listen_only_and_restart():
+    rig = Rig()
+    assert rig.transact(diag_req(0, 0x04)) == []
+    assert rig.slave.listen_only is True
+    assert rig.transact(diag_req(0, 0x01)) == []
+    assert rig.slave.listen_only is False
+    assert rig.transact(diag_req(0, 0x00, 7)) == []  # broadcast echo: not answered
+
+
+@pytest.mark.parametrize("sub", [0x02, 0x03, 0x05, 0x09, 0x13, 0x14, 0x15, 0x100, 0xFF0B])
+def test_fc08_unknown_sub_function(sub):
+    rig = Rig()
+    assert rig.transact(diag_req(ADDR, sub)) == [expected_exc(ADDR, 8, 1)]
+
+
+@pytest.mark.parametrize("body", [
+    (ADDR, 8, 0, 0x0B),  # no data field
+    (ADDR, 8, 0, 0x00),
+    (ADDR, 8, 0, 0x01),
+    (ADDR, 8),  # no sub-function
+])
+def test_fc08_bad_length(body):
+    rig = Rig()
+    # short frame: ended by the silence (fallback framing)
+    assert rig.transact(with_crc(bytes(body))) == [expected_exc(ADDR, 8, 3)]
+
+
+def test_fc08_short_frame_unknown_sub_is_01():
+    rig = Rig()
+    assert rig.transact(with_crc(bytes((ADDR, 8, 0, 0x02)))) == [expected_exc(ADDR, 8, 1)]
+
+
+# -- FC 0x2B / 0x0E device identification and FC 0x11 report server ID ------------
+
+IDENT = (b"Acme", b"BMS-16S", b"1.2", b"https://acme.example", b"Pack", b"P16", b"fw")
+
+
+def mei_req(addr, code, oid, mei=0x0E):
+    return with_crc(bytes((addr, 0x2B, mei, code, oid)))
+
+
+def mei_reply(addr, code, ids, ident=IDENT, conformity=0x82, more=0, next_id=0):
+    body = bytes((addr, 0x2B, 0x0E, code, conformity, more, next_id, len(ids)))
+    for i in ids:
+        body += bytes((i, len(ident[i]))) + ident[i]
+    return with_crc(body)
+
+
+def ident_rig(ident=IDENT):
+    port = FakePort()
+    rig = Rig()
+    rig.port = port
+    rig.slave = ModbusSlave(port, rig.bank, ADDR, 19200, ident=ident)
+    return rig
+
+
+@pytest.mark.parametrize("code,oid,ids", [
+    (1, 0, [0, 1, 2]),
+    (1, 1, [1, 2]),
+    (1, 2, [2]),
+    (1, 3, [0, 1, 2]),  # outside the basic range: restart at 0
+    (1, 0x80, [0, 1, 2]),
+    (2, 0, list(range(7))),
+    (2, 4, [4, 5, 6]),
+    (2, 7, list(range(7))),
+    (3, 0, list(range(7))),
+    (3, 0xFF, list(range(7))),
+    (4, 0, [0]),
+    (4, 3, [3]),
+    (4, 6, [6]),
+])
+def test_mei_read_device_id(code, oid, ids):
+    rig = ident_rig()
+    assert rig.transact(mei_req(ADDR, code, oid)) == [mei_reply(ADDR, code, ids)]
+
+
+def test_mei_basic_known_bytes():
+    rig = ident_rig((b"AB", b"C", b""))
+    w = rig.transact(mei_req(ADDR, 1, 0))
+    assert w[0][:-2] == bytes((ADDR, 0x2B, 0x0E, 1, 0x81, 0, 0, 3, 0, 2, 0x41, 0x42, 1, 1, 0x43, 2, 0))
+
+
+def test_mei_default_ident():
+    from bms.modbus_rtu import DEFAULT_IDENT
+    rig = Rig()
+    w = rig.transact(mei_req(ADDR, 1, 0))
+    assert w == [mei_reply(ADDR, 1, [0, 1, 2], DEFAULT_IDENT)]
+    assert DEFAULT_IDENT[0] and DEFAULT_IDENT[1] and DEFAULT_IDENT[2]
+
+
+def test_mei_str_ident_and_validation():
+    rig = ident_rig(("Acme", "X", "2.0"))
+    assert rig.transact(mei_req(ADDR, 2, 0)) == [
+        mei_reply(ADDR, 2, [0, 1, 2], (b"Acme", b"X", b"2.0"), conformity=0x81)]
+    for bad in ((b"a", b"b"), (b"",) * 8, (b"x" * 245, b"", b"")):
+        with pytest.raises(ValueError):
+            ModbusSlave(FakePort(), FakeBank(), ADDR, ident=bad)
+
+
+def test_mei_more_follows_when_too_long():
+    ident = (b"a" * 200, b"b" * 100, b"c", b"d" * 238, b"", b"", b"")
+    rig = ident_rig(ident)
+    w = rig.transact(mei_req(ADDR, 2, 0))
+    assert w == [mei_reply(ADDR, 2, [0], ident, more=0xFF, next_id=1)]
+    w = rig.transact(mei_req(ADDR, 2, 1))
+    assert w == [mei_reply(ADDR, 2, [1, 2], ident, more=0xFF, next_id=3)]
+    w = rig.transact(mei_req(ADDR, 2, 3))
+    assert w == [mei_reply(ADDR, 2, [3, 4, 5, 6], ident)]
+    assert len(w[0]) == 256
+    w = rig.transact(mei_req(ADDR, 4, 3))
+    assert w == [mei_reply(ADDR, 4, [3], ident)]
+    # the longest object (244 bytes) fills a reply on its own
+    ident = (b"a", b"b", b"c", b"d" * 244, b"", b"", b"")
+    rig = ident_rig(ident)
+    w = rig.transact(mei_req(ADDR, 2, 3))
+    assert w == [mei_reply(ADDR, 2, [3], ident, more=0xFF, next_id=4)]
+    assert len(w[0]) == 256
+    assert rig.transact(mei_req(ADDR, 4, 3)) == [mei_reply(ADDR, 4, [3], ident)]
+
+
+def test_mei_pymodbus_decodes():
+    from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
+    rig = ident_rig()
+    pdu = pymodbus_decode(rig.transact(mei_req(ADDR, 2, 0))[0])
+    assert isinstance(pdu, ReadDeviceInformationResponse)
+    assert pdu.read_code == 2 and pdu.conformity == 0x82
+    assert pdu.more_follows == 0 and pdu.number_of_objects == 7
+    assert pdu.information == {i: IDENT[i] for i in range(7)}
+
+
+@pytest.mark.parametrize("code", [0, 5, 0xFF])
+def test_mei_bad_read_code(code):
+    rig = ident_rig()
+    assert rig.transact(mei_req(ADDR, code, 0)) == [expected_exc(ADDR, 0x2B, 3)]
+
+
+@pytest.mark.parametrize("oid", [7, 0x80, 0xFF])
+def test_mei_bad_object_id(oid):
+    rig = ident_rig()
+    assert rig.transact(mei_req(ADDR, 4, oid)) == [expected_exc(ADDR, 0x2B, 2)]
+    rig3 = ident_rig((b"a", b"b", b"c"))
+    assert rig3.transact(mei_req(ADDR, 4, 3)) == [expected_exc(ADDR, 0x2B, 2)]
+
+
+@pytest.mark.parametrize("mei", [0x0D, 0x0F, 0x00])
+def test_mei_other_type_is_01(mei):
+    rig = ident_rig()
+    assert rig.transact(mei_req(ADDR, 1, 0, mei)) == [expected_exc(ADDR, 0x2B, 1)]
+
+
+def test_mei_short_frame_is_03():
+    rig = ident_rig()
+    assert rig.transact(with_crc(bytes((ADDR, 0x2B, 0x0E, 1)))) == [expected_exc(ADDR, 0x2B, 3)]
+
+
+def test_mei_and_report_id_broadcast_not_answered():
+    rig = ident_rig()
+    assert rig.transact(mei_req(0, 1, 0)) == []
+    assert rig.transact(with_crc(bytes((0, 0x11)))) == []
+    assert rig.slave.no_responses == 2
+
+
+def test_report_server_id_bytes():
+    rig = ident_rig()
+    w = rig.transact(with_crc(bytes((ADDR, 0x11))))
+    data = b"BMS-16S 1.2"
+    assert w == [with_crc(bytes((ADDR, 0x11, 2 + len(data), ADDR, 0xFF)) + data)]
+
+
+def test_report_server_id_pymodbus_decodes():
+    from pymodbus.pdu.other_message import ReportDeviceIdResponse
+    rig = ident_rig()
+    pdu = pymodbus_decode(rig.transact(with_crc(bytes((ADDR, 0x11))))[0])
+    assert isinstance(pdu, ReportDeviceIdResponse)
+    # pymodbus reads the run indicator from the last byte (its own layout);
+    # the spec's order is id, run indicator, additional data: check the
+    # byte count and the payload it sliced off
+    assert pdu.byte_count == 13
+    assert pdu.identifier == bytes((ADDR, 0xFF)) + b"BMS-16S 1."
+
+
+def test_report_server_id_follows_address():
+    rig = ident_rig()
+    rig.slave.set_address(200)
+    w = rig.transact(with_crc(bytes((200, 0x11))))
+    assert w[0][:5] == bytes((200, 0x11, 13, 200, 0xFF))
 
 
 # -- properties ----------------------------------------------------------------

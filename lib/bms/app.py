@@ -9,6 +9,7 @@ import os
 
 from micropython import const
 
+from bms import VERSION
 from bms import bq769x0 as R
 from bms import params as P
 from bms import protection as PR
@@ -66,7 +67,10 @@ class App:
         self.afe = Bq769x0(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR])
         self.ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
         self.hr = RegisterImage(None, M.HR_SIZE)
-        self.modbus = ModbusSlave(board.serial, self, v[P.P_MODBUS_ADDRESS], v[P.P_MODBUS_BAUD])
+        model = R.MODELS[groups - 1][0] if 0 < groups <= len(R.MODELS) else "bq769x0"
+        self.modbus = ModbusSlave(board.serial, self, v[P.P_MODBUS_ADDRESS], v[P.P_MODBUS_BAUD],
+                                  ("open-bms", "BMS-ESP32", VERSION, "", "ESP32 battery management system",
+                                   "ESP32 + " + model, "bms firmware"))
         self.log = EventLog(board.storage_dir + EVENT_FILE, 256, M.EVENT_WINDOW)
         self.protection = PR.Protection(v, self)
         self.balancer = Balancer(v[P.P_CELL_CHANNELS])

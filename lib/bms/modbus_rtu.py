@@ -15,8 +15,9 @@ frame with a bad CRC is counted and the buffer is resynchronised one byte
 at a time, so a good frame behind garbage is still found; what is left
 after a silence with no valid frame is dropped.
 
-The hot path (poll with nothing received, answering FC03/FC04 or an
-exception) allocates nothing under MicroPython: no slicing, no range(), no
+The hot path (poll with nothing received, answering FC03/FC04, FC08
+diagnostics, FC 0x2B/0x0E device identification, FC 0x11 or an exception)
+allocates nothing under MicroPython: no slicing, no range(), no
 tuples, no exceptions raised.
 """
 from micropython import const
@@ -46,6 +47,29 @@ EX_DEVICE_FAILURE = const(0x04)
 
 BROADCAST = const(0)
 
+# FC08 sub-functions
+_DIAG_QUERY = const(0x00)
+_DIAG_RESTART = const(0x01)
+_DIAG_LISTEN_ONLY = const(0x04)
+_DIAG_CLEAR = const(0x0A)
+_DIAG_BUS_MESSAGES = const(0x0B)
+_DIAG_CRC_ERRORS = const(0x0C)
+_DIAG_EXCEPTIONS = const(0x0D)
+_DIAG_SERVER_MESSAGES = const(0x0E)
+_DIAG_NO_RESPONSES = const(0x0F)
+_DIAG_NAKS = const(0x10)
+_DIAG_BUSY = const(0x11)
+_DIAG_OVERRUNS = const(0x12)
+
+# FC 0x2B MEI type 0x0E: read device identification
+MEI_DEVICE_ID = const(0x0E)
+_ID_MAX_OBJECT = const(244)  # one object must fit a reply on its own
+_NO_REPLY_UNCOUNTED = const(-1)  # _dispatch: no reply, not a no-response
+
+# Device identification objects 0..6: VendorName, ProductCode,
+# MajorMinorRevision, VendorUrl, ProductName, ModelName, UserApplicationName.
+DEFAULT_IDENT = (b"open-bms", b"BMS-ESP32", b"0.1", b"", b"open-bms", b"BMS-ESP32", b"")
+
 
 def silence_ms(baud):
     """t3.5 in whole milliseconds (rounded up) for an 11-bit character.
@@ -62,7 +86,11 @@ def silence_ms(baud):
 
 
 class ModbusSlave:
-    def __init__(self, port, bank, address=1, baud=19200):
+    def __init__(self, port, bank, address=1, baud=19200, ident=None):
+        """ident: device identification objects (FC 0x2B/0x0E, FC 0x11) as a
+        tuple of 3 to 7 bytes (or str) values indexed by object id, see
+        DEFAULT_IDENT; objects 1 (ProductCode) and 2 (MajorMinorRevision)
+        are also the additional data of FC 0x11."""
         self.port = port
         self.bank = bank
         self.address = 1
@@ -86,6 +114,8 @@ class ModbusSlave:
         self._resync = False  # a bad frame was seen: hunting a frame start
         self._discard = False  # overflowed: drop bytes until a silence
         self._handled = False
+        self._ident = None
+        self.set_ident(DEFAULT_IDENT if ident is None else ident)
 
     # -- configuration ----------------------------------------------------
 
@@ -93,6 +123,19 @@ class ModbusSlave:
         if address < 1 or address > 247:
             raise ValueError("modbus address 1..247")
         self.address = address
+
+    def set_ident(self, ident):
+        objs = []
+        for o in ident:
+            objs.append(bytes(o, "utf-8") if isinstance(o, str) else bytes(o))
+        if len(objs) < 3 or len(objs) > 7:
+            raise ValueError("ident: 3..7 objects")
+        for o in objs:
+            if len(o) > _ID_MAX_OBJECT:
+                raise ValueError("ident object too long")
+        if len(objs[1]) + len(objs[2]) > 248:
+            raise ValueError("ident: product code + revision too long")
+        self._ident = tuple(objs)
 
     def set_baud(self, baud):
         self.baud = baud
@@ -269,7 +312,7 @@ class ModbusSlave:
             self._send(r)
             if self._tx[1] & 0x80:
                 self.exceptions_sent = (self.exceptions_sent + 1) & 0xFFFF
-        else:
+        elif r >= 0:
             self.no_responses = (self.no_responses + 1) & 0xFFFF
 
     def _dispatch(self, fc, off, length, addr):
@@ -277,8 +320,13 @@ class ModbusSlave:
         CRC (0: no reply). One method per function code."""
         if fc == FC_READ_HOLDING or fc == FC_READ_INPUT:
             return self._fc_read_registers(fc, off, length, addr)
-        # Later: FC_WRITE_SINGLE, FC_WRITE_MULTIPLE, FC_DIAGNOSTICS,
-        # FC_REPORT_SERVER_ID, FC_MEI slot in here.
+        if fc == FC_DIAGNOSTICS:
+            return self._fc_diagnostics(fc, off, length, addr)
+        if fc == FC_MEI:
+            return self._fc_mei(fc, off, length, addr)
+        if fc == FC_REPORT_SERVER_ID:
+            return self._fc_report_server_id(fc, off, length, addr)
+        # Later: FC_WRITE_SINGLE, FC_WRITE_MULTIPLE slot in here.
         return self._exception(fc, EX_ILLEGAL_FUNCTION)
 
     def _exception(self, fc, code):
@@ -319,3 +367,154 @@ class ModbusSlave:
         tx[1] = fc
         tx[2] = count << 1
         return 3 + (count << 1)
+
+    def _fc_diagnostics(self, fc, off, length, addr):
+        """FC08: [addr 08 sub_hi sub_lo data_hi data_lo crc crc].
+
+        Replies echo the request or carry [08 sub_hi sub_lo value_hi
+        value_lo]. While listen-only, only sub-function 01 is acted on, and
+        it is not answered (the mode ends; the counters are cleared).
+        """
+        rx = self._rx
+        if length < 6:
+            if self.listen_only:
+                return 0
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        sub = (rx[off + 2] << 8) | rx[off + 3]
+        data = (rx[off + 4] << 8) | rx[off + 5]
+        if self.listen_only:
+            if sub != _DIAG_RESTART or length != 8 or (data != 0 and data != 0xFF00):
+                return 0
+            self.listen_only = False
+            self.clear_counters()
+            return _NO_REPLY_UNCOUNTED  # the counters were just cleared
+        value = -1
+        if sub == _DIAG_BUS_MESSAGES:
+            value = self.bus_messages
+        elif sub == _DIAG_CRC_ERRORS:
+            value = self.crc_errors
+        elif sub == _DIAG_EXCEPTIONS:
+            value = self.exceptions_sent
+        elif sub == _DIAG_SERVER_MESSAGES:
+            value = self.server_messages
+        elif sub == _DIAG_NO_RESPONSES:
+            value = self.no_responses
+        elif sub == _DIAG_NAKS or sub == _DIAG_BUSY:
+            value = 0
+        elif sub == _DIAG_OVERRUNS:
+            value = self.overruns
+        elif (sub != _DIAG_QUERY and sub != _DIAG_RESTART and sub != _DIAG_LISTEN_ONLY
+              and sub != _DIAG_CLEAR):
+            return self._exception(fc, EX_ILLEGAL_FUNCTION)
+        if length != 8:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        tx = self._tx
+        if value >= 0:
+            tx[0] = self.address
+            tx[1] = fc
+            tx[2] = sub >> 8
+            tx[3] = sub & 0xFF
+            tx[4] = (value >> 8) & 0xFF
+            tx[5] = value & 0xFF
+            return 6
+        if sub == _DIAG_RESTART:
+            # 0xFF00 would also clear the comm event log, which we do not keep.
+            if data != 0 and data != 0xFF00:
+                return self._exception(fc, EX_ILLEGAL_VALUE)
+            self.clear_counters()
+        elif sub == _DIAG_CLEAR:
+            self.clear_counters()
+        elif sub == _DIAG_LISTEN_ONLY:
+            self.listen_only = True
+            return 0
+        # echo: the request without its CRC
+        tx[0] = self.address
+        i = 1
+        end = length - 2
+        while i < end:
+            tx[i] = rx[off + i]
+            i += 1
+        return end
+
+    def _fc_mei(self, fc, off, length, addr):
+        """FC 0x2B, MEI 0x0E: [addr 2B 0E code object_id crc crc] ->
+        [addr 2B 0E code conformity more_follows next_id count {id len value}].
+        """
+        rx = self._rx
+        if length >= 5 and rx[off + 2] != MEI_DEVICE_ID:
+            return self._exception(fc, EX_ILLEGAL_FUNCTION)
+        if length != 7:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        code = rx[off + 3]
+        oid = rx[off + 4]
+        ident = self._ident
+        nobj = len(ident)
+        if code < 1 or code > 4:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        if code == 4:
+            if oid >= nobj:
+                return self._exception(fc, EX_ILLEGAL_ADDRESS)
+            last = oid
+        else:
+            last = 2 if code == 1 else nobj - 1
+            if oid > last:
+                oid = 0  # unknown object in a stream access: restart at 0
+        tx = self._tx
+        tx[0] = self.address
+        tx[1] = fc
+        tx[2] = MEI_DEVICE_ID
+        tx[3] = code
+        tx[4] = 0x81 if nobj <= 3 else 0x82
+        tx[5] = 0  # more follows
+        tx[6] = 0  # next object id
+        count = 0
+        n = 8
+        while oid <= last:
+            obj = ident[oid]
+            k = len(obj)
+            if n + 2 + k > BUF_SIZE - 2:
+                tx[5] = 0xFF
+                tx[6] = oid
+                break
+            tx[n] = oid
+            tx[n + 1] = k
+            n += 2
+            j = 0
+            while j < k:
+                tx[n] = obj[j]
+                n += 1
+                j += 1
+            count += 1
+            oid += 1
+        tx[7] = count
+        return n
+
+    def _fc_report_server_id(self, fc, off, length, addr):
+        """FC 0x11: [addr 11 crc crc] -> [addr 11 byte_count server_id FF
+        ProductCode ' ' MajorMinorRevision]."""
+        if length != 4:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        tx = self._tx
+        tx[0] = self.address
+        tx[1] = fc
+        tx[3] = self.address
+        tx[4] = 0xFF  # run indicator: on
+        n = 5
+        obj = self._ident[1]
+        k = len(obj)
+        j = 0
+        while j < k:
+            tx[n] = obj[j]
+            n += 1
+            j += 1
+        tx[n] = 0x20
+        n += 1
+        obj = self._ident[2]
+        k = len(obj)
+        j = 0
+        while j < k:
+            tx[n] = obj[j]
+            n += 1
+            j += 1
+        tx[2] = n - 3
+        return n

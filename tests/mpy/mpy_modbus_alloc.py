@@ -1,5 +1,7 @@
 # Under the MicroPython unix port: ModbusSlave.poll() allocates nothing when
-# idle, when answering FC03/FC04, and when answering exceptions.
+# idle, when answering FC03/FC04, FC08 diagnostics (echo, counters,
+# listen-only and restart), FC 0x2B/0x0E device identification, FC 0x11,
+# and when answering exceptions.
 # Prints "OK" or exits 1 with the reason. Run by tests/test_modbus_rtu.py.
 import sys
 
@@ -100,6 +102,24 @@ REQ_EX_FC = frame(bytes((ADDR, 0x41, 1, 2)))  # exception 01 after the silence
 REQ_BAD_CRC = frame(bytes((ADDR, 3, 0, 5, 0, 1)))
 REQ_BAD_CRC[7] ^= 0x55
 REQ_OTHER = frame(bytes((ADDR + 1, 3, 0, 5, 0, 1)))
+REQ_DIAG_ECHO = frame(bytes((ADDR, 8, 0, 0, 0xA5, 0x37)))
+REQ_DIAG_BUS = frame(bytes((ADDR, 8, 0, 0x0B, 0, 0)))
+REQ_DIAG_NORESP = frame(bytes((ADDR, 8, 0, 0x0F, 0, 0)))
+REQ_DIAG_BADSUB = frame(bytes((ADDR, 8, 0, 0x02, 0, 0)))  # exception 01
+REQ_DIAG_LISTEN = frame(bytes((ADDR, 8, 0, 0x04, 0, 0)))
+REQ_DIAG_RESTART = frame(bytes((ADDR, 8, 0, 0x01, 0xFF, 0)))
+REQ_MEI_BASIC = frame(bytes((ADDR, 0x2B, 0x0E, 1, 0)))
+REQ_MEI_REGULAR = frame(bytes((ADDR, 0x2B, 0x0E, 2, 0)))
+REQ_MEI_ONE = frame(bytes((ADDR, 0x2B, 0x0E, 4, 1)))
+REQ_MEI_BADOBJ = frame(bytes((ADDR, 0x2B, 0x0E, 4, 9)))  # exception 02
+REQ_SERVER_ID = frame(bytes((ADDR, 0x11)))
+
+_ID = slave._ident
+MEI_BASIC_LEN = 8 + 6 + len(_ID[0]) + len(_ID[1]) + len(_ID[2]) + 2
+MEI_REGULAR_LEN = 8 + 2 * len(_ID) + 2
+for _o in _ID:
+    MEI_REGULAR_LEN += len(_o)
+SERVER_ID_LEN = 5 + len(_ID[1]) + 1 + len(_ID[2]) + 2
 
 # (frame, expected reply length (0: none), expected reply fc byte)
 CASES = (
@@ -110,6 +130,20 @@ CASES = (
     (REQ_EX_FC, 5, 0xC1),
     (REQ_BAD_CRC, 0, 0),
     (REQ_OTHER, 0, 0),
+    (REQ_DIAG_ECHO, 8, 8),
+    (REQ_DIAG_BUS, 8, 8),
+    (REQ_DIAG_NORESP, 8, 8),
+    (REQ_DIAG_BADSUB, 5, 0x88),
+    (REQ_DIAG_LISTEN, 0, 0),  # listen-only: nothing answered ...
+    (REQ_FC03_1, 0, 0),
+    (REQ_DIAG_ECHO, 0, 0),
+    (REQ_DIAG_RESTART, 0, 0),  # ... the restart ends it, unanswered
+    (REQ_FC03_1, 7, 3),
+    (REQ_MEI_BASIC, MEI_BASIC_LEN, 0x2B),
+    (REQ_MEI_REGULAR, MEI_REGULAR_LEN, 0x2B),
+    (REQ_MEI_ONE, 8 + 2 + len(_ID[1]) + 2, 0x2B),
+    (REQ_MEI_BADOBJ, 5, 0xAB),
+    (REQ_SERVER_ID, SERVER_ID_LEN, 0x11),
 )
 
 # where a failure happened, written without allocating
