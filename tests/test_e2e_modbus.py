@@ -1,7 +1,6 @@
 """End to end: the firmware under the MicroPython unix port, the simulated
 pack behind its I2C, and pymodbus polling it over the pseudo-terminal link."""
 import json
-import os
 import time
 
 import pytest

@@ -4,7 +4,6 @@ valid request correctly afterwards."""
 import random
 import time
 
-from bms.crc import crc16
 from test_modbus_rtu import ADDR, Rig, crc_ok, expected_reply, read_req, with_crc
 
 FRAMES = 100_000

@@ -9,7 +9,6 @@ Invariants, checked after every control cycle:
   overshoot is what the delay and one cycle allowed, no more); the same for
   under-voltage and the discharge FET.
 """
-import os
 import tempfile
 
 from hypothesis import HealthCheck, example, given, settings

@@ -225,7 +225,6 @@ def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tm
     for k in range(retries):
         check_trip(sim, "afe_scd", 5000)
         assert sim.world.fets() == (True, False)
-        t0 = sim.world.now_ms
         took = sim.run_until(lambda s: not active(s, "afe_scd"), 10 * retry_ms << k)
         assert took is not None
         releases.append(took)

@@ -1,5 +1,4 @@
 """State of charge in the simulator: the real control loop against the pack model."""
-from bms import params as P
 from bms import regmap as M
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim

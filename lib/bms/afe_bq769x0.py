@@ -11,7 +11,7 @@ what the chip actually applied.
 from micropython import const
 
 from bms import bq769x0 as R
-from bms.crc import crc8, crc8_byte
+from bms.crc import crc8_byte
 
 _RETRIES = const(3)
 _BLOCK_FIRST = const(0x0C)  # VC1_HI .. CC_LO in one auto-increment read

@@ -21,7 +21,7 @@ import time
 import tty
 
 from bms.boards import sim as P
-from bms_sim.build import BuildError, compile_lib
+from bms_sim.build import compile_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TICKS_MASK = 0x3FFFFFFF
