@@ -14,3 +14,10 @@ def test_protection_doc_names_every_row():
 
     for row in PR.ROWS:
         assert "`%s`" % row[0] in table
+
+
+def test_register_doc_is_current():
+    with open(docs.REGISTERS_MD) as f:
+        text = f.read()
+    assert text == docs.registers_md(), "docs/registers.md is stale: run `.venv/bin/python -m bmsctl.docs`"
+    assert "`cell_mv`" in text and "`cell_ov_mv`" in text

@@ -5,7 +5,9 @@ from bms import protection as PR
 from bms import regdoc as D
 from bms import regmap as M
 
-TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", PT.TABLE, "rw", D.HOLDING))
+# Holding registers are read-only over Modbus until the firmware answers
+# FC 06/16 (parameter writes with validation and unlock, still to come).
+TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", PT.TABLE, "r", D.HOLDING))
 
 
 def rows():
