@@ -47,9 +47,24 @@ def test_console_scripts_are_installed():
 
 
 def test_bms_sim_run_prints_the_link_and_serves(tmp_path):
+    import json
+    import time
+
     link = tmp_path / "ttyBMS"
-    proc = subprocess.run([os.path.join(BIN, "bms-sim"), "run", "--link", str(link), "--state", str(tmp_path / "s"),
-                           "--speed", "20", "--seconds", "2"], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    assert "RS485 link at %s" % link in proc.stdout
+    proc = subprocess.Popen([os.path.join(BIN, "bms-sim"), "run", "--link", str(link), "--state", str(tmp_path / "s"),
+                             "--speed", "20", "--seconds", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.lexists(link) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the first measurements
+        st = subprocess.run([os.path.join(BIN, "bmsctl"), "--port", str(link), "status", "--json"],
+                            capture_output=True, text=True, timeout=20)
+        assert st.returncode == 0, st.stderr
+        assert json.loads(st.stdout)["cell_count"] == 4
+    finally:
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "RS485 link at %s" % link in out
     assert not os.path.lexists(link), "the link is removed on exit"

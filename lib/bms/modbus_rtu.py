@@ -478,15 +478,22 @@ class ModbusSlave:
                 break
             tx[n] = oid
             tx[n + 1] = k
-            n += 2
-            j = 0
-            while j < k:
-                tx[n] = obj[j]
-                n += 1
-                j += 1
+            n = self._put(obj, n + 2)
             count += 1
             oid += 1
         tx[7] = count
+        return n
+
+    def _put(self, obj, n):
+        """Copy obj's bytes into the reply at n (a loop: no slice, no
+        allocation); returns the offset after them."""
+        tx = self._tx
+        k = len(obj)
+        j = 0
+        while j < k:
+            tx[n] = obj[j]
+            n += 1
+            j += 1
         return n
 
     def _fc_report_server_id(self, fc, off, length, addr):
@@ -499,22 +506,8 @@ class ModbusSlave:
         tx[1] = fc
         tx[3] = self.address
         tx[4] = 0xFF  # run indicator: on
-        n = 5
-        obj = self._ident[1]
-        k = len(obj)
-        j = 0
-        while j < k:
-            tx[n] = obj[j]
-            n += 1
-            j += 1
+        n = self._put(self._ident[1], 5)
         tx[n] = 0x20
-        n += 1
-        obj = self._ident[2]
-        k = len(obj)
-        j = 0
-        while j < k:
-            tx[n] = obj[j]
-            n += 1
-            j += 1
+        n = self._put(self._ident[2], n + 1)
         tx[2] = n - 3
         return n

@@ -33,15 +33,20 @@ class TraceError(SimError):
     pass
 
 
-def read_trace(path):
-    """(times_ms, currents_ma, temps_c, cells_mv rows) from TRACE.csv, checked."""
+def _open_csv(path, what):
+    """(file, csv reader past the header, stripped header), or a TraceError."""
     try:
         f = open(path, newline="")
     except OSError as e:
-        raise TraceError("cannot read the trace %s: %s" % (path, e.strerror))
+        raise TraceError("cannot read %s %s: %s" % (what, path, e.strerror))
+    rows = csv.reader(f)
+    return f, rows, [h.strip() for h in next(rows, [])]
+
+
+def read_trace(path):
+    """(times_ms, currents_ma, temps_c, cells_mv rows) from TRACE.csv, checked."""
+    f, rows, header = _open_csv(path, "the trace")
     with f:
-        rows = csv.reader(f)
-        header = [h.strip() for h in next(rows, [])]
         n = len(header) - 3
         want = ["t_s", "current_ma", "temp_c"] + ["cell%d_mv" % (i + 1) for i in range(n)]
         if header != want or not 3 <= n <= 15:
@@ -74,13 +79,8 @@ def read_ocv_table(path):
     (SOC 0, 5, ..., 100 %). Rows in any order; must rise with SOC and
     cover 0 and 100 %."""
     pts = []
-    try:
-        f = open(path, newline="")
-    except OSError as e:
-        raise TraceError("cannot read the OCV table %s: %s" % (path, e.strerror))
+    f, rows, header = _open_csv(path, "the OCV table")
     with f:
-        rows = csv.reader(f)
-        header = [h.strip() for h in next(rows, [])]
         if header != ["soc_pct", "ocv_mv"]:
             raise TraceError("%s: the header must be soc_pct,ocv_mv" % path)
         for k, row in enumerate(rows, 2):
