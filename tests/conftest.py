@@ -47,3 +47,15 @@ def run_mpy(exe, script, *args, heap=None, path=None, timeout=60):
     if proc.returncode != 0:
         pytest.fail("MicroPython %s failed (%d):\n%s\n%s" % (script, proc.returncode, proc.stdout, proc.stderr))
     return proc
+
+
+def rtu_client(link_path, timeout=1, retries=2):
+    """A connected pymodbus RTU client on the simulator's pty (no parity:
+    Linux refuses it on a pseudo-terminal, so 8N2 keeps 11-bit characters)."""
+    from pymodbus import FramerType
+    from pymodbus.client import ModbusSerialClient
+
+    c = ModbusSerialClient(link_path, framer=FramerType.RTU, baudrate=19200, parity="N",
+                           stopbits=2, timeout=timeout, retries=retries)
+    assert c.connect(), "cannot open " + link_path
+    return c

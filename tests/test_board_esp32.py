@@ -31,7 +31,7 @@ def esp32():
     sys.path.insert(0, FAKES)
     try:
         machine = importlib.import_module("machine")
-        machine.reset()
+        machine.clear_events()
         mod = importlib.import_module("bms.boards.esp32")
         mod = importlib.reload(mod)
         mod.time = FakeTime(machine.EVENTS)
@@ -58,7 +58,7 @@ def test_buses_are_opened_as_the_board_is_wired(esp32):
 def test_rs485_driver_enable_wraps_the_whole_transmission(esp32):
     mod, machine = esp32
     board = mod.Board()
-    machine.reset()
+    machine.clear_events()
     buf = bytearray(b"\x01\x04\x02\x00\x07\xf9\x32" + b"\0" * 20)
     assert board.serial.write(buf, 7) == 7
     ev = machine.EVENTS
@@ -72,9 +72,30 @@ def test_baud_change_reaches_uart_and_character_time(esp32):
     board = mod.Board()
     board.set_baud(9600)
     assert ("uart.init", 9600, 8, 0, 1) in machine.EVENTS
-    machine.reset()
+    machine.clear_events()
     board.serial.write(b"\x01", 1)
     assert ("sleep_us", 1146) in machine.EVENTS
+
+
+@pytest.mark.parametrize("parity,uart_parity,stop", [(0, None, 2), (1, 0, 1), (2, 1, 1)])
+def test_serial_settings_parity_and_stop_bits(esp32, parity, uart_parity, stop):
+    """modbus_parity 0 none (2 stop bits: still 11 bits a character), 1 even, 2 odd."""
+    mod, machine = esp32
+    board = mod.Board()
+    machine.clear_events()
+    board.set_serial(38400, parity)
+    assert machine.EVENTS == [("uart.init", 38400, 8, uart_parity, stop)]
+    board.serial.write(b"\x01", 1)
+    assert ("sleep_us", 287) in machine.EVENTS  # one 11-bit character at 38400
+
+
+def test_reset_restarts_the_mcu(esp32):
+    mod, machine = esp32
+    board = mod.Board()
+    machine.clear_events()
+    with pytest.raises(SystemExit):
+        board.reset()
+    assert machine.EVENTS == [("machine.reset",)]
 
 
 def test_idle_returns_on_received_bytes(esp32):

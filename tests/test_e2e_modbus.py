@@ -5,9 +5,6 @@ import time
 
 import pytest
 import serial
-from pymodbus import FramerType
-from pymodbus.client import ModbusSerialClient
-
 from bms import params as P
 from bms import regmap as M
 from bms.crc import crc16
@@ -15,6 +12,7 @@ from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
 from bmsctl import cli as ctl
+from conftest import rtu_client
 
 
 def frame(body):
@@ -36,9 +34,7 @@ def sim(tmp_path_factory):
 
 @pytest.fixture
 def client(sim):
-    c = ModbusSerialClient(sim.link_path, framer=FramerType.RTU, baudrate=19200, parity="N",
-                           stopbits=2, timeout=1, retries=1)
-    assert c.connect()
+    c = rtu_client(sim.link_path, retries=1)
     yield c
     c.close()
 

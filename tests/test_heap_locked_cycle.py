@@ -1,15 +1,20 @@
 """Proof, under real MicroPython with the heap locked, that the control
-cycle and the Modbus read path allocate nothing in steady state."""
+cycle and the Modbus path (reads, writes accepted and refused) allocate
+nothing in steady state."""
 import os
 
 import pytest
 
+from bms import paramtable as PT
 from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
 from conftest import MPY_TESTS
+
+
+ADDR = {r[1]: r[0] for r in PT.TABLE}
 
 
 def frame(body):
@@ -23,12 +28,21 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells):
     world = World(cells=cells, chemistry="nmc", capacity_mah=20000, soc_pct=50.0, shunt_uohm=500)
     server = SimServer(world, str(tmp_path), speed=50.0,
                        main_py=os.path.join(MPY_TESTS, "mpy_cycle_alloc.py"))
+    ov = ADDR["cell_ov_mv"]
+    same = frame(bytes([1, 6, 0, ov]) + (4250).to_bytes(2, "big"))  # NMC's default: accepted, nothing to save
     requests = [frame(bytes([1, 4, 0, M.IR_BALANCE_MASK, 0, 2])),  # exception 02 (0x1D is a gap)
                 frame(bytes([1, 4, 0, M.IR_CELL_MV, 0, 15])),
                 frame(bytes([1, 3, 0, 0, 0, 12])),
-                frame(bytes([1, 1, 0, 0, 0, 1]))]  # exception 01
+                frame(bytes([1, 1, 0, 0, 0, 1])),  # exception 01
+                same,
+                frame(bytes([1, 6, 0, ov]) + (9999).to_bytes(2, "big")),  # out of range: exception 03
+                frame(bytes([1, 0x10, 0, ov, 0, 2, 4, 0x10, 0x68, 0, 0]))]  # half a 32-bit value: 02
     with server:
         world.load.set(4000)
+        server.wait_sim_ms(1000)
+        # unlocked while the heap is still free (the unlock is logged); the
+        # writes below come with the heap locked
+        server.send(frame(bytes([1, 6, 0, M.HR_UNLOCK]) + (1234).to_bytes(2, "big")))
         server.wait_sim_ms(4000)
         sent = 0
         t = world.now_ms
@@ -49,3 +63,5 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells):
     assert stats["faults"] == "0"
     assert server.tx.count(bytes([1, 0x84, 2])) >= 5 and server.tx.count(bytes([1, 0x81, 1])) >= 5
     assert server.tx.count(bytes([1, 3, 24])) >= 5 and server.tx.count(bytes([1, 4, 30])) >= 5
+    assert server.tx.count(same) >= 5  # a write answered (FC 06 echo)
+    assert server.tx.count(bytes([1, 0x86, 3])) >= 5 and server.tx.count(bytes([1, 0x90, 2])) >= 5

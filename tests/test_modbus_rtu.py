@@ -81,6 +81,20 @@ class FakeBank:
             out[off + 2 * i + 1] = v & 0xFF
         return 0
 
+    def write_registers(self, addr, count, data, off, broadcast):
+        """All or nothing: unmapped -> 02; a value above 0x7FFF -> 03."""
+        self.calls += 1
+        self.writes = getattr(self, "writes", []) + [(addr, count, broadcast)]
+        regs = self.regs[3]
+        words = [(data[off + 2 * i] << 8) | data[off + 2 * i + 1] for i in range(count)]
+        if any(addr + i not in regs for i in range(count)):
+            return 2
+        if any(w > 0x7FFF for w in words):
+            return 3
+        for i, w in enumerate(words):
+            regs[addr + i] = w
+        return 0
+
 
 def default_bank():
     holding = {a: (0x1000 + a) & 0xFFFF for a in range(0, 200)}
@@ -205,7 +219,7 @@ def test_exception_01_unknown_function():
     assert rig.slave.exceptions_sent == 1
 
 
-@pytest.mark.parametrize("fc", [1, 2, 5, 6, 15, 16, 23])
+@pytest.mark.parametrize("fc", [1, 2, 5, 15, 23])
 def test_exception_01_not_yet_implemented_codes(fc):
     rig = Rig()
     if fc in (15, 16):
@@ -809,6 +823,410 @@ def test_report_server_id_follows_address():
     rig.slave.set_address(200)
     w = rig.transact(with_crc(bytes((200, 0x11))))
     assert w[0][:5] == bytes((200, 0x11, 13, 200, 0xFF))
+
+
+# -- FC06 / FC16 writes --------------------------------------------------------
+
+def write1_req(addr, reg, value):
+    return with_crc(struct.pack(">BBHH", addr, 6, reg, value))
+
+
+def writen_req(addr, start, values, qty=None, nbytes=None, data=None):
+    """FC16 request; qty / nbytes / data override the fields (bad requests)."""
+    if data is None:
+        data = b"".join(struct.pack(">H", v) for v in values)
+    qty = len(values) if qty is None else qty
+    nbytes = len(data) if nbytes is None else nbytes
+    return with_crc(struct.pack(">BBHHB", addr, 16, start, qty, nbytes) + data)
+
+
+def writen_reply(addr, start, qty):
+    return with_crc(struct.pack(">BBHH", addr, 16, start, qty))
+
+
+class CodeBank(FakeBank):
+    """Refuses every write with one exception code (0: accepts, stores nothing)."""
+
+    def __init__(self, code):
+        super().__init__({a: 0 for a in range(10)})
+        self.code = code
+        self.writes = []
+
+    def write_registers(self, addr, count, data, off, broadcast):
+        self.calls += 1
+        self.writes.append((addr, count, bytes(data[off:off + 2 * count]), broadcast))
+        return self.code
+
+
+class RaisingBank(FakeBank):
+    def __init__(self):
+        super().__init__({a: 0 for a in range(10)})
+
+    def write_registers(self, addr, count, data, off, broadcast):
+        self.calls += 1
+        raise OSError("flash")
+
+
+def test_fc06_known_frame_bytes():
+    # Known example (slave 0x11, register 1 := 3): 11 06 00 01 00 03 9A 9B;
+    # the reply echoes the request.
+    rig = Rig()
+    req = bytes.fromhex("110600010003") + b"\x9a\x9b"
+    assert crc_ok(req) and req == write1_req(ADDR, 1, 3)
+    assert rig.transact(req) == [req]
+    assert rig.bank.regs[3][1] == 3
+    assert rig.bank.writes == [(1, 1, False)]
+    assert rig.slave.exceptions_sent == 0
+
+
+def test_fc16_known_frame_bytes():
+    # Known example: registers 1..2 := 000A 0102 -> reply 11 10 00 01 00 02 12 98
+    rig = Rig()
+    req = bytes.fromhex("11100001000204000a0102") + b"\xc6\xf0"
+    assert crc_ok(req) and req == writen_req(ADDR, 1, [0x000A, 0x0102])
+    w = rig.transact(req)
+    assert w == [bytes.fromhex("111000010002") + b"\x12\x98"]
+    assert w == [writen_reply(ADDR, 1, 2)]
+    assert (rig.bank.regs[3][1], rig.bank.regs[3][2]) == (0x000A, 0x0102)
+    assert rig.bank.writes == [(1, 2, False)]
+
+
+def test_write_requests_match_pymodbus_encoding():
+    """The requests these tests build are the bytes pymodbus puts on the wire."""
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU
+    from pymodbus.pdu.register_message import WriteMultipleRegistersRequest, WriteSingleRegisterRequest
+    framer = FramerRTU(DecodePDU(False))
+    one = framer.buildFrame(WriteSingleRegisterRequest(address=0x0123, registers=[0xBEEF], dev_id=ADDR))
+    assert one == write1_req(ADDR, 0x0123, 0xBEEF)
+    many = framer.buildFrame(WriteMultipleRegistersRequest(address=7, registers=[1, 2, 0x7FFF], dev_id=ADDR))
+    assert many == writen_req(ADDR, 7, [1, 2, 0x7FFF])
+    rig = Rig()
+    assert rig.transact(many) == [writen_reply(ADDR, 7, 3)]
+    assert [rig.bank.regs[3][a] for a in (7, 8, 9)] == [1, 2, 0x7FFF]
+
+
+def test_fc06_reply_pymodbus_decodes():
+    from pymodbus.pdu.register_message import WriteSingleRegisterResponse
+    rig = Rig()
+    w = rig.transact(write1_req(ADDR, 42, 0x1234))
+    pdu = pymodbus_decode(w[0])
+    assert isinstance(pdu, WriteSingleRegisterResponse)
+    assert pdu.dev_id == ADDR and pdu.address == 42 and list(pdu.registers) == [0x1234]
+
+
+def test_fc16_reply_pymodbus_decodes():
+    from pymodbus.pdu.register_message import WriteMultipleRegistersResponse
+    rig = Rig()
+    w = rig.transact(writen_req(ADDR, 100, list(range(10))))
+    pdu = pymodbus_decode(w[0])
+    assert isinstance(pdu, WriteMultipleRegistersResponse)
+    assert pdu.dev_id == ADDR and pdu.address == 100 and pdu.count == 10
+
+
+def test_write_exception_pymodbus_decodes():
+    from pymodbus.pdu import ExceptionResponse
+    rig = Rig()
+    w = rig.transact(write1_req(ADDR, 300, 1))  # unmapped
+    pdu = pymodbus_decode(w[0])
+    assert isinstance(pdu, ExceptionResponse)
+    assert pdu.function_code == 0x86 and pdu.exception_code == 2
+
+
+@pytest.mark.parametrize("reg,value", [(0, 0), (0, 0x7FFF), (199, 0x0001), (17, 0x1111)])
+def test_fc06_echo_and_applied(reg, value):
+    rig = Rig()
+    req = write1_req(ADDR, reg, value)
+    assert rig.transact(req) == [req]
+    assert rig.bank.regs[3][reg] == value
+    assert rig.transact(read_req(ADDR, 3, reg, 1)) == [expected_reply(ADDR, 3, [value])]
+
+
+def test_fc16_123_registers():
+    rig = Rig()
+    values = [(0x0100 + 3 * i) & 0x7FFF for i in range(123)]
+    req = writen_req(ADDR, 50, values)
+    assert len(req) == 255
+    assert rig.transact(req) == [writen_reply(ADDR, 50, 123)]
+    assert [rig.bank.regs[3][50 + i] for i in range(123)] == values
+    assert rig.bank.writes == [(50, 123, False)]
+    assert rig.slave.overruns == 0 and rig.slave.crc_errors == 0
+
+
+def test_fc16_123_registers_in_chunks():
+    rig = Rig()
+    values = list(range(123))
+    req = writen_req(ADDR, 10, values)
+    for i in range(0, len(req), 40):
+        rig.send(req[i:i + 40], advance=1)
+    assert rig.port.writes == [writen_reply(ADDR, 10, 123)]
+    assert [rig.bank.regs[3][10 + i] for i in range(123)] == values
+
+
+@pytest.mark.parametrize("qty,nbytes,ndata", [
+    (0, 0, 0),  # quantity 0
+    (124, 2, 2),  # quantity 124 (a frame that still fits the ADU)
+    (0xFFFF, 2, 2),
+    (0x7D, 2, 2),
+    (2, 2, 2),  # byte count mismatch: too few
+    (2, 6, 6),  # too many
+    (1, 0, 0),
+    (1, 3, 3),  # odd byte count
+    (123, 244, 244),
+])
+def test_fc16_exception_03_quantity_and_byte_count(qty, nbytes, ndata):
+    rig = Rig()
+    req = writen_req(ADDR, 0, [], qty=qty, nbytes=nbytes, data=bytes(range(ndata)))
+    rig.send(req)
+    rig.silence()
+    assert rig.port.writes == [expected_exc(ADDR, 16, 3)]
+    assert rig.bank.calls == 0
+    assert rig.slave.exceptions_sent == 1
+
+
+@pytest.mark.parametrize("body", [
+    (ADDR, 16),
+    (ADDR, 16, 0),
+    (ADDR, 16, 0, 1),
+    (ADDR, 16, 0, 1, 0),
+])
+def test_fc16_short_frame_is_03(body):
+    """A frame too short for its header (ended by the silence) is 03."""
+    req = with_crc(bytes(body))
+    if len(req) == 7:
+        assert 9 + req[6] <= 256  # the CRC byte read as byte count must not make it "too long"
+    rig = Rig()
+    assert rig.transact(req) == [expected_exc(ADDR, 16, 3)]
+    assert rig.bank.calls == 0
+
+
+@pytest.mark.parametrize("body", [(ADDR, 6), (ADDR, 6, 0, 1), (ADDR, 6, 0, 1, 0)])
+def test_fc06_short_frame_is_03(body):
+    rig = Rig()
+    assert rig.transact(with_crc(bytes(body))) == [expected_exc(ADDR, 6, 3)]
+    assert rig.bank.calls == 0
+
+
+def test_fc16_257_byte_frame_is_dropped_safely():
+    """124 registers with a matching byte count is a 257-byte frame: longer
+    than the RTU ADU (256) and the receive buffer. Whatever the answer, it
+    is never written, and the next request is answered."""
+    rig = Rig()
+    req = writen_req(ADDR, 0, [0x0101] * 124)
+    assert len(req) == 257
+    rig.send(req)
+    rig.silence()
+    assert rig.bank.calls == 0
+    assert all(w == expected_exc(ADDR, 16, 3) for w in rig.port.writes)
+    rig.port.writes = []
+    assert rig.transact(write1_req(ADDR, 0, 5)) == [write1_req(ADDR, 0, 5)]
+
+
+def test_fc16_124_registers_full_frame_gets_03():
+    rig = Rig()
+    rig.send(writen_req(ADDR, 0, [0x0101] * 124))
+    rig.silence()
+    assert rig.port.writes == [expected_exc(ADDR, 16, 3)]
+
+
+@pytest.mark.parametrize("start,qty", [(0xFFFF, 2), (0xFF86, 123), (0xFFF0, 17)])
+def test_fc16_start_plus_quantity_overflow_is_02(start, qty):
+    rig = Rig()
+    assert start + qty > 0x10000
+    req = writen_req(ADDR, start, [1] * qty)
+    assert rig.transact(req) == [expected_exc(ADDR, 16, 2)]
+    assert rig.bank.calls == 0
+
+
+def test_fc16_up_to_the_last_register_reaches_the_bank():
+    rig = Rig(full_bank())
+    req = writen_req(ADDR, 0xFFFE, [1, 2])
+    assert rig.transact(req) == [writen_reply(ADDR, 0xFFFE, 2)]
+    assert rig.bank.writes == [(0xFFFE, 2, False)]
+    assert rig.transact(write1_req(ADDR, 0xFFFF, 9)) == [write1_req(ADDR, 0xFFFF, 9)]
+
+
+def test_write_check_order_quantity_before_address():
+    rig = Rig()
+    # quantity 0 / 124 / byte-count mismatch where the address range is also bad: 03
+    assert rig.transact(writen_req(ADDR, 0xFFFF, [], qty=0, nbytes=0, data=b"")) == [expected_exc(ADDR, 16, 3)]
+    assert rig.transact(writen_req(ADDR, 0xFFF0, [1], qty=124)) == [expected_exc(ADDR, 16, 3)]
+    assert rig.transact(writen_req(ADDR, 0xFFFF, [1], qty=2)) == [expected_exc(ADDR, 16, 3)]
+    # a good quantity at a bad range: 02; at an unmapped but in-range start: the bank's 02
+    assert rig.transact(writen_req(ADDR, 0xFFFF, [1, 2])) == [expected_exc(ADDR, 16, 2)]
+    assert rig.bank.calls == 0
+    assert rig.transact(writen_req(ADDR, 0x8000, [1, 2])) == [expected_exc(ADDR, 16, 2)]
+    assert rig.bank.calls == 1
+
+
+def test_fakebank_refusals_all_or_nothing():
+    rig = Rig()
+    regs = rig.bank.regs[3]
+    before = dict(regs)
+    assert rig.transact(write1_req(ADDR, 300, 1)) == [expected_exc(ADDR, 6, 2)]
+    assert rig.transact(write1_req(ADDR, 3, 0x8000)) == [expected_exc(ADDR, 6, 3)]
+    assert rig.transact(writen_req(ADDR, 198, [1, 2, 3])) == [expected_exc(ADDR, 16, 2)]
+    assert rig.transact(writen_req(ADDR, 10, [1, 0xFFFF, 3])) == [expected_exc(ADDR, 16, 3)]
+    assert regs == before
+    assert rig.slave.exceptions_sent == 4
+
+
+@pytest.mark.parametrize("code", [1, 2, 3, 4])
+def test_bank_exception_codes_propagate(code):
+    bank = CodeBank(code)
+    rig = Rig(bank)
+    assert rig.transact(write1_req(ADDR, 2, 0xABCD)) == [expected_exc(ADDR, 6, code)]
+    assert rig.transact(writen_req(ADDR, 1, [0x0102, 0x0304])) == [expected_exc(ADDR, 16, code)]
+    assert bank.writes == [(2, 1, b"\xab\xcd", False), (1, 2, b"\x01\x02\x03\x04", False)]
+    assert rig.slave.exceptions_sent == 2
+
+
+def test_bank_accepting_gets_normal_replies():
+    bank = CodeBank(0)
+    rig = Rig(bank)
+    req = write1_req(ADDR, 2, 0xABCD)  # the bank decides: 0xABCD taken
+    assert rig.transact(req) == [req]
+    assert rig.transact(writen_req(ADDR, 0, [0xFFFF] * 5)) == [writen_reply(ADDR, 0, 5)]
+    assert bank.writes[1] == (0, 5, b"\xff" * 10, False)
+
+
+def test_bank_that_raises_is_04():
+    rig = Rig(RaisingBank())
+    assert rig.transact(write1_req(ADDR, 2, 1)) == [expected_exc(ADDR, 6, 4)]
+    assert rig.transact(writen_req(ADDR, 2, [1, 2])) == [expected_exc(ADDR, 16, 4)]
+    assert rig.slave.exceptions_sent == 2
+    # still serving
+    assert rig.transact(read_req(ADDR, 3, 0, 1)) == [expected_reply(ADDR, 3, [0])]
+
+
+def test_broadcast_writes_reach_the_bank_unanswered():
+    rig = Rig()
+    s = rig.slave
+    assert rig.transact(write1_req(0, 5, 0x1234)) == []
+    assert rig.transact(writen_req(0, 20, [7, 8, 9])) == []
+    # the slave passes broadcast=True; what is applied is the bank's choice
+    assert rig.bank.writes == [(5, 1, True), (20, 3, True)]
+    assert rig.bank.regs[3][5] == 0x1234 and rig.bank.regs[3][21] == 8
+    assert (s.server_messages, s.no_responses, s.exceptions_sent) == (2, 2, 0)
+    assert rig.port.writes == []
+
+
+def test_broadcast_write_refused_or_failing_still_unanswered():
+    rig = Rig()
+    s = rig.slave
+    assert rig.transact(write1_req(0, 5, 0x8000)) == []  # bank: 03
+    assert rig.transact(write1_req(0, 500, 1)) == []  # bank: 02
+    assert rig.transact(writen_req(0, 0, [], qty=0, nbytes=0, data=b"")) == []  # slave: 03
+    assert rig.transact(writen_req(0, 0xFFFF, [1, 2])) == []  # slave: 02
+    assert rig.transact(with_crc(bytes((0, 6, 0, 1)))) == []  # short: 03
+    assert rig.bank.calls == 2
+    assert (s.no_responses, s.exceptions_sent) == (5, 0)
+    for code in (1, 2, 3, 4):
+        r = Rig(CodeBank(code))
+        assert r.transact(writen_req(0, 1, [1])) == []
+        assert r.slave.no_responses == 1
+    r = Rig(RaisingBank())
+    assert r.transact(write1_req(0, 1, 1)) == [] and r.transact(writen_req(0, 1, [1])) == []
+    assert r.slave.no_responses == 2 and r.slave.exceptions_sent == 0
+    assert r.transact(read_req(ADDR, 3, 0, 1)) == [expected_reply(ADDR, 3, [0])]
+
+
+def test_write_for_another_address_or_in_listen_only_not_applied():
+    rig = Rig()
+    assert rig.transact(write1_req(ADDR + 1, 5, 1)) == []
+    assert rig.transact(writen_req(ADDR + 1, 5, [1, 2])) == []
+    assert rig.bank.calls == 0
+    rig.slave.listen_only = True
+    assert rig.transact(write1_req(ADDR, 5, 1)) == []
+    assert rig.transact(writen_req(ADDR, 5, [1, 2])) == []
+    assert rig.bank.calls == 0
+    assert rig.bank.regs[3][5] == 0x1005
+
+
+def test_write_counters():
+    rig = Rig()
+    s = rig.slave
+    rig.transact(write1_req(ADDR, 1, 1))  # accepted
+    rig.transact(writen_req(ADDR, 1, [1, 2]))  # accepted
+    rig.transact(write1_req(ADDR, 1, 0x8000))  # exception
+    rig.transact(writen_req(0, 1, [3]))  # broadcast
+    rig.transact(write1_req(ADDR + 1, 1, 1))  # another slave
+    bad = bytearray(write1_req(ADDR, 1, 1))
+    bad[5] ^= 1
+    rig.transact(bytes(bad))  # CRC error
+    assert (s.bus_messages, s.crc_errors, s.exceptions_sent, s.server_messages,
+            s.no_responses) == (5, 1, 1, 4, 1)
+    assert rig.bank.calls == 4
+
+
+@pytest.mark.parametrize("req", [
+    write1_req(ADDR, 33, 0x0444),
+    writen_req(ADDR, 33, [0x0444, 0x0555, 0x0666]),
+])
+def test_write_split_across_polls(req):
+    rig = Rig()
+    for i, b in enumerate(req):
+        rig.port.feed(bytes((b,)))
+        rig.slave.poll(rig.now)
+        rig.now += 1  # below t3.5
+        if i < len(req) - 1:
+            assert rig.port.writes == [] and rig.bank.calls == 0
+    reply = req if req[1] == 6 else writen_reply(ADDR, 33, 3)
+    assert rig.port.writes == [reply]
+    assert rig.bank.regs[3][33] == 0x0444
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\xff",
+    b"\x00\x00\x00",
+    b"\x11\x06\x00",  # looks like our address and FC06
+    b"\x11\x10\x00\x00\x00\x01\xf0",  # FC16 claiming 240 data bytes
+    b"\x11\x10\x00\x00\x00\x7b\xf6\x01\x02",  # FC16 of 123 registers, cut short
+    b"\x01\x02\x03\x04\x05\x06\x07\x08\x09",
+    b"\xaa\x55\x63\x17\x2b",
+])
+@pytest.mark.parametrize("fc", [6, 16])
+def test_write_glued_behind_garbage(garbage, fc):
+    rig = Rig()
+    if fc == 6:
+        req, reply = write1_req(ADDR, 44, 0x0ABC), write1_req(ADDR, 44, 0x0ABC)
+    else:
+        req, reply = writen_req(ADDR, 44, [0x0ABC, 0x0DEF]), writen_reply(ADDR, 44, 2)
+    w = rig.transact(garbage + req)
+    assert w == [reply]
+    assert rig.bank.regs[3][44] == 0x0ABC
+    assert rig.bank.calls == 1
+    assert rig.slave.crc_errors == 1
+
+
+def test_writes_and_reads_in_one_burst():
+    rig = Rig()
+    burst = (read_req(ADDR + 1, 3, 0, 1) + write1_req(ADDR, 1, 0x0111) + writen_req(ADDR + 1, 0, [1])
+             + writen_req(ADDR, 2, [0x0222, 0x0333]) + read_req(ADDR, 3, 1, 3))
+    rig.send(burst)
+    assert rig.port.writes == [write1_req(ADDR, 1, 0x0111), writen_reply(ADDR, 2, 2),
+                               expected_reply(ADDR, 3, [0x0111, 0x0222, 0x0333])]
+
+
+def test_corrupted_write_not_applied():
+    rig = Rig()
+    req = bytearray(writen_req(ADDR, 1, [0x0AAA, 0x0BBB]))
+    req[8] ^= 0x04  # a data bit
+    assert rig.transact(bytes(req)) == []
+    assert rig.bank.calls == 0 and rig.slave.crc_errors == 1
+    assert rig.transact(writen_req(ADDR, 1, [0x0AAA, 0x0BBB])) == [writen_reply(ADDR, 1, 2)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.integers(0, 0xFFFF), values=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=123),
+       addr=st.integers(1, 247))
+def test_prop_fc16_roundtrip(start, values, addr):
+    values = values[:0x10000 - start]
+    bank = CodeBank(0)
+    rig = Rig(bank, address=addr)
+    w = rig.transact(writen_req(addr, start, values))
+    assert w == [writen_reply(addr, start, len(values))]
+    assert bank.writes == [(start, len(values), b"".join(struct.pack(">H", v) for v in values), False)]
 
 
 # -- properties ----------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_bmsctl_registers_json_has_the_documented_keys():
                     "count": 15, "scale": 0.001, "unit": "V", "access": "r",
                     "description": cell["description"]}
     assert {r["table"] for r in rows} == {"input", "holding"}
-    assert len(rows) == len(M.INPUT_REGS) + len(PT.TABLE)
+    assert len(rows) == len(M.INPUT_REGS) + len(PT.TABLE) + len(M.HOLDING_CONTROLS)
 
 
 def test_bmsctl_registers_table_needs_no_port():

@@ -1,3 +1,3 @@
 """The ESP32 BMS firmware."""
 
-VERSION = "0.3.0"
+VERSION = "0.4.0"

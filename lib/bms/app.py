@@ -5,22 +5,24 @@ The board is the only thing that touches hardware; everything here is
 plain integer Python that runs on MicroPython and CPython alike.
 """
 import gc
-import os
 
 from micropython import const
 
 from bms import VERSION
 from bms import bq769x0 as R
+from bms import config as CF
 from bms import params as P
 from bms import protection as PR
 from bms import regmap as M
 from bms.afe_bq769x0 import TEMP_OPEN, TEMP_SHORT, Bq769x0
 from bms.balancing import Balancer
 from bms.eventlog import EventLog
+from bms.lifetime import Lifetime
 from bms.measurements import MAX_CELLS, MAX_TEMPS, Measurements
 from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
 from bms.soc import STATE_SIZE, Soc
+from bms.store import Store
 from bms.ticks import ticks_diff
 
 PERIOD_MS = const(250)  # the AFE's coulomb-counter window
@@ -39,7 +41,9 @@ _AFE_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
 _NO_TEMP = const(-32768)
 
 EVENT_FILE = "events.bin"
-SOC_FILE = "soc.bin"
+SOC_STORE = "soc"  # A/B records soc.a, soc.b (bms.store)
+LIFE_STORE = "life"  # lifetime counters, saved with the SOC state
+SOC_FILE_03 = "soc.bin"  # where firmware 0.3 kept it: read once if no record exists
 _SOC_SAVE_MS = const(600000)  # the SOC state goes to flash every 10 minutes
 # Application event codes (the protection table uses 1..191)
 EV_BOOT = const(200)  # value: boot number
@@ -48,6 +52,9 @@ EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
 EV_OCV_TABLE_REJECTED = const(203)  # the stored OCV table does not rise: the chemistry's is used
 EV_SOC_START = const(204)  # value: the SOC the estimate started from, 0.1 %
 EV_CC_CAL = const(205)  # value: the coulomb-counter offset after a calibration, 1/16 LSB
+# 206..213: bms.config (parameter changes, unlocking, commands, saves)
+EV_CONFIG_RULE = const(214)  # value: the consistency rule the stored set breaks: it runs unconfigured
+EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
 _CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
 
 
@@ -67,11 +74,13 @@ class App:
         self.afe = Bq769x0(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR])
         self.ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
         self.hr = RegisterImage(None, M.HR_SIZE)
+        self.now = board.ticks_ms()
         model = R.MODELS[groups - 1][0] if 0 < groups <= len(R.MODELS) else "bq769x0"
         self.modbus = ModbusSlave(board.serial, self, v[P.P_MODBUS_ADDRESS], v[P.P_MODBUS_BAUD],
                                   ("open-bms", "BMS-ESP32", VERSION, "", "ESP32 battery management system",
                                    "ESP32 + " + model, "bms firmware"))
         self.log = EventLog(board.storage_dir + EVENT_FILE, 256, M.EVENT_WINDOW)
+        self.config = CF.Config(prm, self.hr, self.ir, self.append)
         self.protection = PR.Protection(v, self)
         self.balancer = Balancer(v[P.P_CELL_CHANNELS])
         self.balancer.configure(v[P.P_BAL_START_MV], v[P.P_BAL_DIFF_MV], v[P.P_BAL_AT_REST],
@@ -79,8 +88,11 @@ class App:
         self.configured = prm.configured()
         self.soc = None
         self.soc_started = False
-        self.soc_saved = 0
+        self.soc_saved = board.ticks_ms()  # the first periodic save 10 minutes after boot
         self.soc_buf = bytearray(STATE_SIZE)
+        self.soc_store = Store(board.storage_dir, SOC_STORE)
+        self.life = Lifetime()
+        self.life_store = Store(board.storage_dir, LIFE_STORE)
         self.ocv_rejected = False
         if self.configured:
             self.soc = self._make_soc(v)
@@ -120,24 +132,26 @@ class App:
 
     def _soc_state(self):
         """The stored SOC state, or None."""
+        rec = self.soc_store.load()
+        if rec is not None:
+            return rec[1]
         try:
-            with open(self.board.storage_dir + SOC_FILE, "rb") as f:
+            with open(self.board.storage_dir + SOC_FILE_03, "rb") as f:
                 return f.read()
         except OSError:
             return None
 
-    def _save_soc(self, now):
-        # write a new file, then rename it over the old: a power cut leaves
-        # one or the other, never a torn record (the record has a CRC too)
+    def save_state(self, now):
+        """The SOC state and the lifetime counters to flash (A/B records: a
+        power cut mid-save leaves the previous ones; an unchanged record is
+        not written again). Periodic, and before a restart or sleep."""
         self.soc_saved = now
+        # a failed write is counted in its store; the next save tries again
+        self.life_store.save(1, self.life.encode())
+        if self.soc is None or not self.soc_started:
+            return
         n = self.soc.save_state(self.soc_buf)
-        d = self.board.storage_dir
-        try:
-            with open(d + SOC_FILE + ".new", "wb") as f:
-                f.write(self.soc_buf if n == STATE_SIZE else self.soc_buf[:n])
-            os.rename(d + SOC_FILE + ".new", d + SOC_FILE)
-        except OSError:
-            pass  # flash trouble: the estimate goes on; the next save tries again
+        self.soc_store.save(STATE_SIZE, self.soc_buf if n == STATE_SIZE else self.soc_buf[:n])
 
     def _track_soc(self, now, cc):
         s = self.soc
@@ -150,8 +164,6 @@ class App:
                 self.append(EV_SOC_START, s.soc_dpct, self.uptime_ms // 1000)
             return
         s.update(now, m, cc, m.fets == 0)
-        if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
-            self._save_soc(now)
 
     # -- Modbus register bank -----------------------------------------------
 
@@ -159,23 +171,39 @@ class App:
         img = self.ir if fc == 4 else self.hr
         return img.read_into(addr, count, out, off)
 
+    def write_registers(self, addr, count, data, off, broadcast):
+        return self.config.write(addr, count, data, off, broadcast, self.now)
+
     # -- the event log (the protection table logs through this) -------------
 
     def append(self, code, value, time_s):
         self.log.append(code, value, time_s)
         self.events_dirty = True
+        if 0 < code <= PR.ROW_COUNT and PR.ROWS[code - 1][8] != PR.WARN and self.life.trips < 0xFFFF:
+            self.life.trips += 1
 
     # -- start-up -----------------------------------------------------------
 
     def start(self):
-        self.board.set_baud(self.values[P.P_MODBUS_BAUD])
+        v = self.values
+        self.board.set_serial(v[P.P_MODBUS_BAUD], v[P.P_MODBUS_PARITY])
         self.log.load()
+        rec = self.life_store.load()
+        if rec is not None:
+            self.life.decode(rec[1])
         self.append(EV_BOOT, self.log.boot, 0)
-        if self.params.errors:
-            self.append(EV_CONFIG_ERRORS, len(self.params.errors), 0)
+        prm = self.params
+        if prm.errors:
+            self.append(EV_CONFIG_ERRORS, len(prm.errors), 0)
+        if prm.migrated_from:
+            self.append(CF.EV_PARAMS_MIGRATED, prm.migrated_from, 0)
+        if prm.imported_text:
+            self.append(EV_CONFIG_IMPORTED, 0, 0)
+        rule = prm.rule_error()
+        if rule:
+            self.append(EV_CONFIG_RULE, rule, 0)
         if self.ocv_rejected:
             self.append(EV_OCV_TABLE_REJECTED, 0, 0)
-        self._publish_params()
         self.afe_ok = self._bring_up_afe()
         self.append(EV_AFE_UP, 1 if self.afe_ok else 0, 0)
 
@@ -185,8 +213,12 @@ class App:
             return False
         if not self.configured:
             return True
-        # The chip's own protection is the backstop should this MCU hang:
-        # set outside the firmware's limits so the firmware acts first.
+        return self._arm_backstop()
+
+    def _arm_backstop(self):
+        """The chip's own protection is the backstop should this MCU hang:
+        set outside the firmware's limits so the firmware acts first."""
+        afe = self.afe
         v = self.values
         ok = afe.set_protection(
             v[P.P_HW_OV_MV], v[P.P_HW_OV_DELAY_S], v[P.P_HW_UV_MV], v[P.P_HW_UV_DELAY_S],
@@ -200,20 +232,46 @@ class App:
         ir.set_u16(M.IR_HW_SCD_DELAY_US, afe.applied_scd_delay_us)
         return ok
 
-    def _publish_params(self):
-        prm = self.params
-        v = prm.values
-        hr = self.hr
-        i = 0
-        while i < P.COUNT:
-            a = prm.addr[i]
-            if prm.flags[i] & P.WIDE:
-                hr.map(a, 2)
-                hr.set_u32(a, v[i])
-            else:
-                hr.map(a, 1)
-                hr.set_u16(a, v[i])
-            i += 1
+    # -- parameter changes (after the reply that accepted them) --------------
+
+    def _after_writes(self, now):
+        work = self.config.service(now, self.uptime_ms // 1000)
+        if work & CF.APPLY:
+            self._apply_params()
+        if work & CF.COMM:
+            v = self.values
+            self.modbus.set_address(v[P.P_MODBUS_ADDRESS])
+            self.modbus.set_baud(v[P.P_MODBUS_BAUD])
+            self.board.set_serial(v[P.P_MODBUS_BAUD], v[P.P_MODBUS_PARITY])
+        if work & CF.CLEAR_LATCHED:
+            self.protection.clear_latched(False)
+        if work & CF.FACTORY_RESET:
+            self.params.store.erase()
+            self.soc_store.erase()
+            self.board.reset()
+        elif work & CF.RESTART:
+            self.save_state(now)
+            self.board.reset()
+
+    def _apply_params(self):
+        """Live parameters take effect now; the pack's own keys (chemistry,
+        cells, capacity, shunt, wiring) at the next restart."""
+        v = self.values
+        self.balancer.configure(v[P.P_BAL_START_MV], v[P.P_BAL_DIFF_MV], v[P.P_BAL_AT_REST],
+                                v[P.P_BAL_MIN_IDLE_MS], v[P.P_BAL_MAX_CELLS], v[P.P_BAL_MAX_TEMP_DC])
+        s = self.soc
+        if s is not None:
+            s.configure(v[P.P_FULL_CELL_MV], v[P.P_FULL_TAIL_MA], v[P.P_FULL_HOLD_MS],
+                        v[P.P_EMPTY_CELL_MV], v[P.P_EMPTY_HOLD_MS], v[P.P_REST_CURRENT_MA],
+                        v[P.P_RELAX_CHG_MS], v[P.P_RELAX_DSG_MS])
+            user = v[P.P_OCV_0_MV] != 0
+            try:
+                s.set_ocv_table([v[P.P_OCV_0_MV + k] for k in range(P.OCV_POINTS)] if user else None)
+            except ValueError:
+                pass  # paramcheck refused a table that does not rise: not reached
+        if self.configured and self.afe_ok:
+            # the hardware backstop follows its parameters; read back what the chip took
+            self.afe_ok = self._arm_backstop()
 
     # -- the cycle ------------------------------------------------------------
 
@@ -221,7 +279,8 @@ class App:
         """Measure, judge, switch, balance, publish. Allocation-free in steady state."""
         m = self.meas
         afe = self.afe
-        self.uptime_ms += ticks_diff(now, self.last_cycle)
+        dt = ticks_diff(now, self.last_cycle)
+        self.uptime_ms += dt
         self.last_cycle = now
         flags = 0
         stat = 0
@@ -270,6 +329,12 @@ class App:
             self._track_soc(now, stat & R.STAT_CC_READY)
         self._quantities(stat, flags)
         pr = self.protection
+        if self.afe_ok and m.cells:
+            q = pr.q
+            self.life.update(dt, m.current_ma, stat & R.STAT_CC_READY, m.cell_min_mv, m.cell_max_mv,
+                             q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
+        if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
+            self.save_state(now)
         pr.time_s = self.uptime_ms // 1000
         pr.evaluate(now)
         s = self.soc
@@ -466,6 +531,16 @@ class App:
             ir.set_u32(M.IR_REMAINING_DWH, s.remaining_dwh)
             ir.set_u32(M.IR_CYCLES_DC, s.cycles_dc)
             ir.set_u16(M.IR_CC_OFFSET, s.offset_dlsb)
+        self.config.publish_state(self.last_cycle)
+        life = self.life
+        ir.set_u32(M.IR_LIFE_CHG_MAH, life.chg_mah)
+        ir.set_u32(M.IR_LIFE_DSG_MAH, life.dsg_mah)
+        ir.set_u32(M.IR_LIFE_ON_S, life.on_s)
+        ir.set_u16(M.IR_LIFE_CELL_MAX_MV, life.cell_max_mv)
+        ir.set_u16(M.IR_LIFE_CELL_MIN_MV, life.cell_min_mv)
+        ir.set_u16(M.IR_LIFE_TEMP_MAX_DC, life.temp_max_dc)
+        ir.set_u16(M.IR_LIFE_TEMP_MIN_DC, life.temp_min_dc)
+        ir.set_u16(M.IR_LIFE_TRIPS, life.trips)
         if self.events_dirty:
             self._publish_events()
 
@@ -502,7 +577,11 @@ class App:
         """
         b = self.board
         now = b.ticks_ms()
+        self.now = now
         self.modbus.poll(now)
+        cf = self.config
+        if cf.pending or cf._ev_unlock:
+            self._after_writes(now)
         since = ticks_diff(now, self.last_cycle)
         if (b.alert() and since >= _MIN_GAP_MS) or since >= _FALLBACK_MS:
             self.cycle(now)

@@ -7,6 +7,11 @@ The board gives a non-blocking serial port and a register bank:
 - bank.read_registers(fc, addr, count, out, off) -> 0 after writing `count`
   big-endian words to out[off:off + 2 * count], else a Modbus exception
   code (2 when any register of the range is unmapped). fc is 3 or 4.
+- bank.write_registers(addr, count, data, off, broadcast) -> 0 after taking
+  `count` big-endian words from data[off:] into holding registers addr..,
+  else an exception code with nothing changed (all or nothing). A
+  broadcast (address 0) is never answered: the bank decides what, if
+  anything, it applies.
 
 Framing: bytes are appended to a 256-byte receive buffer. A frame ends as
 soon as the buffer holds the length its function code implies, or, as the
@@ -15,7 +20,7 @@ frame with a bad CRC is counted and the buffer is resynchronised one byte
 at a time, so a good frame behind garbage is still found; what is left
 after a silence with no valid frame is dropped.
 
-The hot path (poll with nothing received, answering FC03/FC04, FC08
+The hot path (poll with nothing received, answering FC03/FC04/FC06/FC16, FC08
 diagnostics, FC 0x2B/0x0E device identification, FC 0x11 or an exception)
 allocates nothing under MicroPython: no slicing, no range(), no
 tuples, no exceptions raised.
@@ -26,9 +31,14 @@ from bms.crc import crc16
 from bms.ticks import ticks_diff
 
 BUF_SIZE = const(256)  # the largest RTU ADU
+# The receive side takes the longest frame an FC16 header can claim (9 +
+# 255 bytes): a 124-register write is over the limit, and is answered with
+# exception 03 rather than dropped as noise.
+RX_SIZE = const(264)
 _SCRATCH = const(64)
 _MIN_FRAME = const(4)  # addr, fc, crc lo, crc hi
 _MAX_READ_REGS = const(125)
+_MAX_WRITE_REGS = const(123)
 
 # Function codes
 FC_READ_HOLDING = const(0x03)
@@ -105,7 +115,7 @@ class ModbusSlave:
         self.server_messages = 0  # addressed to us, broadcasts included
         self.no_responses = 0  # addressed to us (or broadcast), not answered
         self.overruns = 0  # receive buffer overflowed
-        self._rx = bytearray(BUF_SIZE)
+        self._rx = bytearray(RX_SIZE)
         self._tx = bytearray(BUF_SIZE)
         self._scratch = bytearray(_SCRATCH)
         self._head = 0  # first unconsumed byte in _rx
@@ -175,10 +185,10 @@ class ModbusSlave:
             if self._discard:
                 continue
             n = self._n
-            if n + k > BUF_SIZE:
+            if n + k > RX_SIZE:
                 self._compact()
                 n = self._n
-                if n + k > BUF_SIZE:
+                if n + k > RX_SIZE:
                     # The frame cannot fit: drop it and the rest of it.
                     self.overruns = (self.overruns + 1) & 0xFFFF
                     self._head = 0
@@ -260,7 +270,7 @@ class ModbusSlave:
         while head < n:
             avail = n - head
             need = self._expected(head, avail)
-            if need > BUF_SIZE:
+            if need > RX_SIZE:
                 self._bad()
                 head += 1
                 continue
@@ -326,7 +336,10 @@ class ModbusSlave:
             return self._fc_mei(fc, off, length, addr)
         if fc == FC_REPORT_SERVER_ID:
             return self._fc_report_server_id(fc, off, length, addr)
-        # Later: FC_WRITE_SINGLE, FC_WRITE_MULTIPLE slot in here.
+        if fc == FC_WRITE_SINGLE:
+            return self._fc_write_single(fc, off, length, addr)
+        if fc == FC_WRITE_MULTIPLE:
+            return self._fc_write_multiple(fc, off, length, addr)
         return self._exception(fc, EX_ILLEGAL_FUNCTION)
 
     def _exception(self, fc, code):
@@ -367,6 +380,49 @@ class ModbusSlave:
         tx[1] = fc
         tx[2] = count << 1
         return 3 + (count << 1)
+
+    def _write(self, fc, req, start, count, data, addr):
+        """Hand the words at rx[data:] to the bank. The reply to FC06 and
+        FC16 alike is the request's first six bytes (FC06: register and
+        value; FC16: start and quantity)."""
+        rx = self._rx
+        try:
+            r = self.bank.write_registers(start, count, rx, data, addr == BROADCAST)
+        except Exception:
+            r = EX_DEVICE_FAILURE
+        if addr == BROADCAST:
+            return 0
+        if r:
+            return self._exception(fc, r)
+        tx = self._tx
+        tx[0] = self.address
+        i = 1
+        while i < 6:
+            tx[i] = rx[req + i]
+            i += 1
+        return 6
+
+    def _fc_write_single(self, fc, off, length, addr):
+        """FC06: [addr 06 reg_hi reg_lo value_hi value_lo crc crc] -> echo."""
+        if length != 8:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        rx = self._rx
+        return self._write(fc, off, (rx[off + 2] << 8) | rx[off + 3], 1, off + 4, addr)
+
+    def _fc_write_multiple(self, fc, off, length, addr):
+        """FC16: [addr 10 start(2) qty(2) bytes data... crc crc] ->
+        [addr 10 start(2) qty(2)]."""
+        rx = self._rx
+        if length < 9:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        start = (rx[off + 2] << 8) | rx[off + 3]
+        count = (rx[off + 4] << 8) | rx[off + 5]
+        nbytes = rx[off + 6]
+        if count < 1 or count > _MAX_WRITE_REGS or nbytes != count << 1 or length != 9 + nbytes:
+            return self._exception(fc, EX_ILLEGAL_VALUE)
+        if start + count > 0x10000:
+            return self._exception(fc, EX_ILLEGAL_ADDRESS)
+        return self._write(fc, off, start, count, off + 7, addr)
 
     def _fc_diagnostics(self, fc, off, length, addr):
         """FC08: [addr 08 sub_hi sub_lo data_hi data_lo crc crc].

@@ -104,7 +104,10 @@ P_OCV_0_MV = const(80)  # 21 points: SOC 0, 5, ..., 100 %
 OCV_POINTS = const(21)
 P_CC_CAL_EVERY_MS = const(101)
 P_CC_CAL_REST_MS = const(102)
-COUNT = const(103)
+P_MODBUS_PARITY = const(103)  # 0 none (2 stop bits), 1 even, 2 odd
+P_PIN = const(104)  # never readable: reads as 0
+P_UNLOCK_TIMEOUT_S = const(105)
+COUNT = const(106)
 
 
 _F_MIN = const(6)
@@ -133,6 +136,9 @@ class Params:
         self.hi = array("l", [0] * COUNT)
         self.flags = bytearray(COUNT)
         self.errors = []
+        self.store = None  # bms.store.Store the set is saved in
+        self.migrated_from = 0  # the older format a stored set came in, if any
+        self.imported_text = False  # a bms.cfg file was taken in at this boot
         i = 0
         for row in rows:
             self.addr[i] = row[0]
@@ -170,17 +176,82 @@ class Params:
         return cell_count(self.values[P_CELL_CHANNELS])
 
     def configured(self):
-        v = self.values
-        return (v[P_CHEMISTRY] != CHEM_NONE and self.cells() >= 3 and v[P_CAPACITY_MAH] > 0
-                and v[P_TEMP_SENSORS] != 0)
+        """The pack keys are set and the whole set passes its rules."""
+        from bms import paramcheck
+
+        return paramcheck.configured(self.values) and self.rule_error() == 0
+
+    def rule_error(self):
+        """0, or the number of the first consistency rule the set breaks."""
+        from bms import paramcheck
+
+        return paramcheck.check(self.values)
+
+    # -- flash ---------------------------------------------------------------
+
+    def encode(self):
+        """The set as a store payload: (address u16, value i32) per
+        parameter, so a later firmware finds each value by its register."""
+        import struct
+
+        buf = bytearray(6 * COUNT)
+        i = 0
+        while i < COUNT:
+            struct.pack_into("<Hi", buf, 6 * i, self.addr[i], self.values[i])
+            i += 1
+        return buf
+
+    def load_record(self, version, payload):
+        """A stored set: the pack keys, the chemistry's defaults for that
+        pack, then every stored value over them. A parameter the record
+        lacks (it came from an older firmware) keeps its default; a value
+        out of range or an address this firmware does not know is noted in
+        `errors` and skipped."""
+        import struct
+
+        self.migrated_from = version if version != FORMAT else 0
+        n = len(payload) // 6
+        for pack in (True, False):
+            k = 0
+            while k < n:
+                a, x = struct.unpack_from("<Hi", payload, 6 * k)
+                i = self._index_at(a)
+                if i < 0:
+                    if not pack:
+                        self.errors.append("stored value for unknown register 0x%04X dropped" % a)
+                elif (i in _PACK_INDICES) == pack:
+                    self._note(self.set_value(i, x))
+                k += 1
+            if pack:
+                self._pack_defaults()
+
+    def _index_at(self, a):
+        i = 0
+        while i < COUNT:
+            if self.addr[i] == a:
+                return i
+            i += 1
+        return -1
+
+    def save(self):
+        """Store the set (unless flash already holds it). False on a failed
+        write: the previous set is still what flash holds."""
+        if self.store is None:
+            return False
+        return self.store.save(FORMAT, self.encode())
+
+    def save_errors(self):
+        return self.store.write_errors if self.store is not None else 0
 
     def apply_defaults(self, chemistry, cells, capacity_mah):
         """The chemistry's defaults scaled to this pack, for every protection,
         warning, balancing and state-of-charge parameter (the pack's own
-        settings stay)."""
+        settings and the device's - Modbus framing, PIN - stay)."""
         v = self.values
         rows = self._rows
         for i in range(P_CELL_OV_MV, COUNT):
+            if i in _DEVICE_KEYS:
+                continue  # the device's own settings are not the pack's
             row = rows[i]
             d = row[_F_DEF + chemistry - 1] if chemistry else row[_F_DEF]
             s = row[_F_SCALE]
@@ -245,6 +316,9 @@ class Params:
             kv = _pair(line)
             if kv and kv[0] in _PACK_KEYS:
                 self._note(self.set_text(kv[0], kv[1]))
+        self._pack_defaults()
+
+    def _pack_defaults(self):
         v = self.values
         if v[P_CELL_CHANNELS] and not v[P_AFE_GROUPS]:
             from bms.bq769x0 import model_groups
@@ -306,17 +380,42 @@ def _raw_unit(name):
     return name[k + 1:] if k >= 0 else ""
 
 
-CONFIG_FILE = "bms.cfg"
+_PACK_INDICES = (P_CHEMISTRY, P_CELL_CHANNELS, P_CAPACITY_MAH, P_AFE_GROUPS)
+# Settings of the device, not of the pack: a chemistry's defaults leave them.
+_DEVICE_KEYS = (P_MODBUS_PARITY, P_PIN, P_UNLOCK_TIMEOUT_S)
+
+CONFIG_FILE = "bms.cfg"  # key=value text: a whole set, taken in at boot (provisioning)
+STORE_NAME = "params"  # the A/B record pair: params.a, params.b
+FORMAT = const(1)  # of the stored record; bump with a migration in load_record
 
 
 def load(directory):
-    """The stored parameters, or the unconfigured defaults when none are stored."""
+    """The stored parameters, or the unconfigured defaults when none are
+    stored. A `bms.cfg` file found beside them is a whole new set (how a
+    pack is provisioned by copying one file): it is taken in, saved as the
+    record, and renamed to bms.cfg.imported so it is taken only once. Its
+    older layout (firmware 0.3) is how earlier releases stored the set."""
+    import os
+
+    from bms.store import Store
+
     p = Params()
+    p.store = Store(directory, STORE_NAME)
+    rec = p.store.load()
+    if rec is not None:
+        p.load_record(rec[0], rec[1])
+    path = directory + CONFIG_FILE
     try:
-        with open(directory + CONFIG_FILE) as f:
+        with open(path) as f:
             p.load_lines(f)
-        with open(directory + CONFIG_FILE) as f:
+        with open(path) as f:
             p.load_rest(f)
+        p.imported_text = True
     except OSError:
         pass
+    if p.imported_text and p.save():
+        try:
+            os.rename(path, path + ".imported")
+        except OSError:
+            pass  # taken in again next boot: the same set, no harm
     return p

@@ -141,5 +141,9 @@ TABLE = (
     # coulomb-counter offset calibration
     (0x00A5, "cc_cal_every_ms", _U32, 1, -3, "s", 0, 604800000, 14400000, 14400000, 14400000, _ABS),
     (0x00A7, "cc_cal_rest_ms", _U32, 1, -3, "s", 60000, 86400000, 1800000, 1800000, 1800000, _ABS),
+    # added in 0.4.0: serial framing and the write lock
+    (0x000C, "modbus_parity", _U16, 1, 0, "", 0, 2, 1, 1, 1, _ABS),
+    (0x00B0, "pin", _U16, 1, 0, "", 1, 65535, 1234, 1234, 1234, _ABS),
+    (0x00B1, "unlock_timeout_s", _U16, 1, 0, "s", 10, 3600, 300, 300, 300, _ABS),
 )
 # fmt: on

@@ -45,6 +45,18 @@ INPUT = {
     'remaining_dwh': "Remaining energy, 0.1 Wh: the open-circuit voltage curve integrated from empty to the present SOC",
     'cycles_dc': "Equivalent full cycles x 100 (discharged charge / full capacity)",
     'cc_offset_dlsb': "Coulomb-counter offset learned at rest with the FETs off, 1/16 LSB (subtracted from every reading)",
+    'config_state': "Configuration state: bit 0 configured (running with a pack set, FETs may close), bit 1 writes unlocked, bit 2 a stored change waits for a restart (command 1), bit 3 the last save to flash failed (the previous set is still stored), bit 4 unlocking refused for a minute after 5 wrong PINs",
+    'config_error': "Why the last write was refused: reason << 8 | detail (bmsctl names it); 0 after an accepted write",
+    'unlock_left_s': "Seconds the write unlock has left (each accepted write renews it); 0 = locked",
+    'param_saves': "Parameter sets saved to flash since start (a save happens only when a value changed)",
+    'life_chg_mah': "Lifetime: charge taken in (saved with the SOC state every 10 minutes and before a restart)",
+    'life_dsg_mah': "Lifetime: charge given out",
+    'life_on_s': "Lifetime: seconds the BMS has been running",
+    'life_cell_max_mv': "Lifetime: highest cell voltage seen",
+    'life_cell_min_mv': "Lifetime: lowest cell voltage seen (65.535 V = none yet)",
+    'life_temp_max_dc': "Lifetime: highest cell temperature seen (-32768 = none yet)",
+    'life_temp_min_dc': "Lifetime: lowest cell temperature seen (32767 = none yet)",
+    'life_trips': "Lifetime: protection trips (warnings not counted; saturates at 65535)",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 
@@ -152,7 +164,59 @@ HOLDING = {
     'cc_cal_every_ms': "At most this often, at rest, both FETs go off for 20 s so the coulomb counter's offset can be measured (0 = never; loads under rest_current_ma lose power for those seconds)",
     'cc_cal_rest_ms': "Offset calibration waits for the pack to rest this long",
     'rest_current_ma': "Below this current (either way) the pack is at rest",
+    'modbus_parity': "RS485 parity: 0 none (with 2 stop bits), 1 even, 2 odd; takes effect after the reply",
+    'pin': "PIN that unlocks parameter writes (written to `unlock`); always reads 0",
+    'unlock_timeout_s': "A write unlock lasts this long after the last accepted write",
 }
+
+CONTROL = {
+    'reserved': "Reserved: reads 0 and takes only 0 (so one write can carry the pack keys and the pack voltage limits together)",
+    'unlock': "Write the PIN to unlock parameter writes, 0 to lock; reads 1 while unlocked",
+    'command': "Write 1 to restart (stored pack changes take effect), 2 to clear latched protections, 3 to erase the stored parameters and restart unconfigured; needs the unlock; reads 0",
+}
+
+# IR config_error reasons (bms.regmap ERR_*): the words, with {} for the detail
+CONFIG_ERRORS = {
+    1: "parameter writes are locked: write the PIN to the unlock register first (bmsctl unlock)",
+    2: "{param} is outside its range",
+    3: "the set would break a consistency rule: {rule}",
+    4: "{param} is 32 bits: write both of its registers in one request",
+    5: "wrong PIN ({detail} tries left before a one-minute lockout)",
+    6: "too many wrong PINs: unlocking is refused for {detail} s more",
+    7: "unknown command {detail}",
+    8: "the write would leave a configured pack unconfigured (use the factory-reset command instead)",
+    9: "a control register (unlock, command) must be written alone",
+    10: "a register of the range is not in the map (see docs/registers.md)",
+    11: "reserved register 0x{detail:04X} takes only 0",
+}
+
+
+def rule_text(k):
+    """Consistency rule number k (bms.paramcheck) in words."""
+    from bms import paramcheck as C
+    from bms import paramtable as PT
+
+    kind, a, b = C.rule(k)
+    name = (lambda i: PT.TABLE[i][1])
+    if kind == C.LT:
+        return "%s must be below %s" % (name(a), name(b))
+    chem = ", ".join("%s %.2f V" % (n, x / 1000.0) for n, x in
+                     zip(("LFP", "NMC", "LTO"), (C.CELL_MAX_MV if kind in (C.CHEM_MAX, C.PACK_MAX) else C.CELL_MIN_MV)[1:]))
+    if kind == C.CHEM_MAX:
+        return "%s must not exceed the chemistry's highest cell voltage (%s)" % (name(a), chem)
+    if kind == C.CHEM_MIN:
+        return "%s must not be below the chemistry's lowest cell voltage (%s)" % (name(a), chem)
+    if kind == C.PACK_MAX:
+        return "%s must not exceed the cell count times the chemistry's highest cell voltage (%s)" % (name(a), chem)
+    if kind == C.PACK_MIN:
+        return "%s must not be below the cell count times the chemistry's lowest cell voltage (%s)" % (name(a), chem)
+    return {
+        C.S_CELLS: "cell_channels must suit afe_groups: 3 to 5 inputs in each group, each group's top input used",
+        C.S_SENSORS: "temp_sensors may only name thermistor inputs the AFE has (one per group)",
+        C.S_FET_SENSOR: "fet_temp_sensor must be 0 or one of the fitted temp_sensors",
+        C.S_OCV: "the OCV table (ocv_0_mv..ocv_100_mv) must be all 0 or rise at every point",
+        C.S_BAUD: "modbus_baud must be one of %s" % ", ".join(str(x) for x in C.BAUDS),
+    }[a]
 
 PROTECTION = {
     'cell_ov': "a cell is over-voltage",

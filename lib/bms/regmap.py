@@ -64,7 +64,19 @@ EVENT_WORDS = const(8)
 IR_REMAINING_DWH = const(0x00B8)  # uint32
 IR_CYCLES_DC = const(0x00BA)  # uint32
 IR_CC_OFFSET = const(0x00BC)  # int16
-IR_SIZE = const(0x00BD)
+IR_CONFIG_STATE = const(0x00BD)  # CFG_ bits
+IR_CONFIG_ERROR = const(0x00BE)  # why the last write was refused: reason << 8 | detail
+IR_UNLOCK_LEFT_S = const(0x00BF)
+IR_PARAM_SAVES = const(0x00C0)  # uint32
+IR_LIFE_CHG_MAH = const(0x00C2)  # uint32
+IR_LIFE_DSG_MAH = const(0x00C4)  # uint32
+IR_LIFE_ON_S = const(0x00C6)  # uint32
+IR_LIFE_CELL_MAX_MV = const(0x00C8)
+IR_LIFE_CELL_MIN_MV = const(0x00C9)
+IR_LIFE_TEMP_MAX_DC = const(0x00CA)  # int16
+IR_LIFE_TEMP_MIN_DC = const(0x00CB)  # int16
+IR_LIFE_TRIPS = const(0x00CC)
+IR_SIZE = const(0x00CD)
 
 MAX_CELLS = const(15)
 MAX_TEMPS = const(3)
@@ -113,12 +125,60 @@ INPUT_REGS = (
     (IR_REMAINING_DWH, "remaining_dwh", "uint32", 1, -1, "Wh"),
     (IR_CYCLES_DC, "cycles_dc", "uint32", 1, -2, ""),
     (IR_CC_OFFSET, "cc_offset_dlsb", "int16", 1, 0, ""),
+    (IR_CONFIG_STATE, "config_state", "uint16", 1, 0, ""),
+    (IR_CONFIG_ERROR, "config_error", "uint16", 1, 0, ""),
+    (IR_UNLOCK_LEFT_S, "unlock_left_s", "uint16", 1, 0, "s"),
+    (IR_PARAM_SAVES, "param_saves", "uint32", 1, 0, ""),
+    (IR_LIFE_CHG_MAH, "life_chg_mah", "uint32", 1, -3, "Ah"),
+    (IR_LIFE_DSG_MAH, "life_dsg_mah", "uint32", 1, -3, "Ah"),
+    (IR_LIFE_ON_S, "life_on_s", "uint32", 1, 0, "s"),
+    (IR_LIFE_CELL_MAX_MV, "life_cell_max_mv", "uint16", 1, -3, "V"),
+    (IR_LIFE_CELL_MIN_MV, "life_cell_min_mv", "uint16", 1, -3, "V"),
+    (IR_LIFE_TEMP_MAX_DC, "life_temp_max_dc", "int16", 1, -1, "degC"),
+    (IR_LIFE_TEMP_MIN_DC, "life_temp_min_dc", "int16", 1, -1, "degC"),
+    (IR_LIFE_TRIPS, "life_trips", "uint16", 1, 0, ""),
 )
+
+# IR_CONFIG_STATE bits
+CFG_CONFIGURED = const(0x0001)  # running with a configured pack (FETs may close)
+CFG_UNLOCKED = const(0x0002)  # parameter writes are open
+CFG_RESTART_PENDING = const(0x0004)  # a stored change takes effect at the next restart
+CFG_SAVE_FAILED = const(0x0008)  # the last save to flash failed: the old set is still stored
+CFG_PIN_LOCKOUT = const(0x0010)  # too many wrong PINs: unlocking refused for a while
+
+# IR_CONFIG_ERROR reasons (high byte); the low byte says which
+ERR_LOCKED = const(1)  # a parameter write while locked (exception 01)
+ERR_RANGE = const(2)  # detail: the parameter's index (exception 03)
+ERR_RULE = const(3)  # detail: the consistency rule's number (exception 03)
+ERR_SPLIT = const(4)  # detail: the 32-bit parameter written in part (exception 02)
+ERR_BAD_PIN = const(5)  # detail: tries left before a lockout (exception 03)
+ERR_PIN_LOCKOUT = const(6)  # detail: seconds left, at most 255 (exception 03)
+ERR_COMMAND = const(7)  # detail: the unknown command (exception 03)
+ERR_UNCONFIGURE = const(8)  # a write would leave a configured pack unconfigured (exception 03)
+ERR_CONTROL_SPAN = const(9)  # a control register written together with others (exception 02)
+ERR_UNMAPPED = const(10)  # a register of the range is not in the map (exception 02)
+ERR_RESERVED = const(11)  # detail: a reserved register written with other than 0 (exception 03)
 
 # Holding registers (FC 03): the parameters, one row each of
 # bms.paramtable.TABLE (host tools read it there; the firmware maps them
 # from bms.params.Params).
-HR_SIZE = const(0x00A9)
+# Control registers after them: written alone (FC 06, or FC 16 of one register).
+HR_UNLOCK = const(0x00F0)  # write the PIN to unlock, 0 to lock; reads 1 while unlocked
+HR_COMMAND = const(0x00F1)  # write a CMD_ (unlocked); reads 0
+HR_SIZE = const(0x00F2)
+# Reserved: reads 0 and takes only 0, so one write can carry the pack keys
+# (0x00..0x0C) and the pack voltage limits (0x1C..0x2B) together, as a new
+# cell count needs.
+HR_RESERVED = const(0x000D)
+HR_RESERVED_COUNT = const(3)
+HOLDING_CONTROLS = (
+    (HR_RESERVED, "reserved", "uint16", HR_RESERVED_COUNT, 0, ""),
+    (HR_UNLOCK, "unlock", "uint16", 1, 0, ""),
+    (HR_COMMAND, "command", "uint16", 1, 0, ""),
+)
+CMD_RESTART = const(1)  # restart the BMS after the reply: stored changes take effect
+CMD_CLEAR_LATCHED = const(2)  # release protections latched after their retries (e.g. short circuit)
+CMD_FACTORY_RESET = const(3)  # erase the stored parameters and restart unconfigured
 
 WORDS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "event": 8}
 

@@ -107,3 +107,22 @@ class Store:
         self.payload = payload
         self.version = version
         return True
+
+    def erase(self):
+        """Remove both slots (a factory reset). True when neither is left."""
+        import os
+
+        ok = True
+        for path in self.paths:
+            try:
+                os.remove(path)
+            except OSError:
+                try:
+                    open(path, "rb").close()
+                    ok = False  # it is there and would not go
+                except OSError:
+                    pass  # it was not there
+        self.seq = 0
+        self.slot = -1
+        self.payload = None
+        return ok

@@ -11,8 +11,17 @@ _NO_GPIO = (20, 24, 28, 29, 30, 31)
 _INPUT_ONLY = (34, 35, 36, 37, 38, 39)
 
 
-def reset():
+def clear_events():
     del EVENTS[:]
+
+
+class ResetCalled(SystemExit):
+    """machine.reset() never returns on the device: here it ends the caller."""
+
+
+def reset():
+    EVENTS.append(("machine.reset",))
+    raise ResetCalled()
 
 
 def _check_gpio(n):

@@ -1,7 +1,8 @@
 # Under the MicroPython unix port: ModbusSlave.poll() allocates nothing when
-# idle, when answering FC03/FC04, FC08 diagnostics (echo, counters,
-# listen-only and restart), FC 0x2B/0x0E device identification, FC 0x11,
-# and when answering exceptions.
+# idle, when answering FC03/FC04, FC06/FC16 writes (accepted, refused by the
+# slave or the bank, a bank that raises, broadcasts), FC08 diagnostics (echo,
+# counters, listen-only and restart), FC 0x2B/0x0E device identification,
+# FC 0x11, and when answering exceptions.
 # Prints "OK" or exits 1 with the reason. Run by tests/test_modbus_rtu.py.
 import sys
 
@@ -56,16 +57,47 @@ class Port:
         return n
 
 
+RAISE_REG = NREGS - 1  # a write here raises (exception 04)
+_FAIL = OSError(5)  # made before the heap is locked: raising it allocates nothing
+
+
 class Bank:
-    """NREGS registers at 0..NREGS-1 for both FC03 and FC04; above: unmapped."""
+    """NREGS registers at 0..NREGS-1 for both FC03 and FC04; above: unmapped.
+    Writes go to a separate holding area (so the reads stay checkable): all
+    or nothing, a word above 0x7FFF is 03, beyond NREGS 02."""
 
     def __init__(self):
         self.data = bytearray(2 * NREGS)
+        self.hold = bytearray(2 * NREGS)
+        self.writes = 0
+        self.broadcasts = 0
         i = 0
         while i < NREGS:
             self.data[2 * i] = i >> 3
             self.data[2 * i + 1] = (i * 7) & 0xFF
             i += 1
+
+    def write_registers(self, addr, count, data, off, broadcast):
+        if addr + count > NREGS:
+            return 2
+        i = 0
+        while i < count:
+            if data[off + 2 * i] & 0x80:
+                return 3
+            i += 1
+        if addr + count > RAISE_REG:
+            raise _FAIL
+        h = self.hold
+        i = 2 * addr
+        end = 2 * (addr + count)
+        while i < end:
+            h[i] = data[off]
+            off += 1
+            i += 1
+        self.writes += 1
+        if broadcast:
+            self.broadcasts += 1
+        return 0
 
     def read_registers(self, fc, addr, count, out, off):
         if addr + count > NREGS:
@@ -113,6 +145,31 @@ REQ_MEI_REGULAR = frame(bytes((ADDR, 0x2B, 0x0E, 2, 0)))
 REQ_MEI_ONE = frame(bytes((ADDR, 0x2B, 0x0E, 4, 1)))
 REQ_MEI_BADOBJ = frame(bytes((ADDR, 0x2B, 0x0E, 4, 9)))  # exception 02
 REQ_SERVER_ID = frame(bytes((ADDR, 0x11)))
+REQ_W1 = frame(bytes((ADDR, 6, 0, 150, 0x12, 0x34)))
+REQ_W1_RANGE = frame(bytes((ADDR, 6, 0, 151, 0x80, 0)))  # exception 03 from the bank
+REQ_W1_UNMAPPED = frame(bytes((ADDR, 6, 0, NREGS, 0, 1)))  # exception 02 from the bank
+REQ_W1_RAISE = frame(bytes((ADDR, 6, 0, RAISE_REG, 0, 1)))  # the bank raises: 04
+REQ_W1_SHORT = frame(bytes((ADDR, 6, 0, 1)))  # exception 03 after the silence
+REQ_WN = frame(bytes((ADDR, 16, 0, 160, 0, 3, 6, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06)))
+_body = bytearray(7 + 246)
+_body[0] = ADDR
+_body[1] = 16
+_body[3] = 20  # registers 20..142
+_body[5] = 123
+_body[6] = 246
+for _i in range(246):
+    _body[7 + _i] = (_i * 5) & 0x7F
+REQ_WN_123 = frame(_body)
+REQ_WN_QTY0 = frame(bytes((ADDR, 16, 0, 0, 0, 0, 0)))  # exception 03
+REQ_WN_QTY124 = frame(bytes((ADDR, 16, 0, 0, 0, 124, 2, 0, 1)))  # exception 03
+REQ_WN_BYTES = frame(bytes((ADDR, 16, 0, 1, 0, 2, 2, 0, 1)))  # byte count mismatch: 03
+REQ_WN_RANGE = frame(bytes((ADDR, 16, 0, 160, 0, 2, 4, 0, 9, 0xFF, 0xFF)))  # 03 from the bank
+REQ_WN_OVERFLOW = frame(bytes((ADDR, 16, 0xFF, 0xFF, 0, 2, 4, 0, 1, 0, 2)))  # 02
+REQ_WN_UNMAPPED = frame(bytes((ADDR, 16, 0, NREGS - 2, 0, 3, 6, 0, 1, 0, 2, 0, 3)))  # 02
+REQ_WN_RAISE = frame(bytes((ADDR, 16, 0, RAISE_REG - 1, 0, 2, 4, 0, 1, 0, 2)))  # 04
+REQ_WB_1 = frame(bytes((0, 6, 0, 170, 0x0B, 0x0C)))  # broadcasts: never answered
+REQ_WB_N = frame(bytes((0, 16, 0, 171, 0, 2, 4, 0x0D, 0x0E, 0x0F, 0x10)))
+REQ_WB_BAD = frame(bytes((0, 16, 0, 0, 0, 0, 0)))
 
 _ID = slave._ident
 MEI_BASIC_LEN = 8 + 6 + len(_ID[0]) + len(_ID[1]) + len(_ID[2]) + 2
@@ -144,6 +201,29 @@ CASES = (
     (REQ_MEI_ONE, 8 + 2 + len(_ID[1]) + 2, 0x2B),
     (REQ_MEI_BADOBJ, 5, 0xAB),
     (REQ_SERVER_ID, SERVER_ID_LEN, 0x11),
+    (REQ_W1, 8, 6),
+    (REQ_W1_RANGE, 5, 0x86),
+    (REQ_W1_UNMAPPED, 5, 0x86),
+    (REQ_W1_RAISE, 5, 0x86),
+    (REQ_W1_SHORT, 5, 0x86),
+    (REQ_WN, 8, 0x10),
+    (REQ_WN_123, 8, 0x10),
+    (REQ_WN_QTY0, 5, 0x90),
+    (REQ_WN_QTY124, 5, 0x90),
+    (REQ_WN_BYTES, 5, 0x90),
+    (REQ_WN_RANGE, 5, 0x90),
+    (REQ_WN_OVERFLOW, 5, 0x90),
+    (REQ_WN_UNMAPPED, 5, 0x90),
+    (REQ_WN_RAISE, 5, 0x90),
+    (REQ_WB_1, 0, 0),
+    (REQ_WB_N, 0, 0),
+    (REQ_WB_BAD, 0, 0),
+)
+# the exception code each exception case must carry (by request)
+EXC_CODES = (
+    (REQ_EX_QTY, 3), (REQ_EX_ADDR, 2), (REQ_W1_RANGE, 3), (REQ_W1_UNMAPPED, 2), (REQ_W1_RAISE, 4),
+    (REQ_W1_SHORT, 3), (REQ_WN_QTY0, 3), (REQ_WN_QTY124, 3), (REQ_WN_BYTES, 3), (REQ_WN_RANGE, 3),
+    (REQ_WN_OVERFLOW, 2), (REQ_WN_UNMAPPED, 2), (REQ_WN_RAISE, 4),
 )
 
 # where a failure happened, written without allocating
@@ -172,6 +252,18 @@ def transact(req, exp_len, exp_fc, now):
     out = port.out
     if out[0] != ADDR or out[1] != exp_fc or crc16(out, 0, exp_len) != 0:
         return -1
+    if exp_fc & 0x80:
+        k = 0
+        while k < len(EXC_CODES):
+            if EXC_CODES[k][0] is req and out[2] != EXC_CODES[k][1]:
+                return -1
+            k += 1
+    elif exp_fc == 6 or exp_fc == 0x10:
+        k = 1
+        while k < 6:  # FC06 echoes, FC16 repeats start and quantity
+            if out[k] != req[k]:
+                return -1
+            k += 1
     return now
 
 
@@ -202,6 +294,24 @@ def run_all(rounds):
     port.load(REQ_FC04_125, len(REQ_FC04_125))
     now = transact(REQ_FC04_125, 255, 4, now)
     if now < 0 or out[3] != 10 >> 3 or out[4] != 70 or out[3 + 248] != 134 >> 3:
+        state[2] = ST_WRONG
+        return
+    # what the accepted writes (and the broadcasts the bank took) left
+    state[0] = 5
+    h = bank.hold
+    if h[300] != 0x12 or h[301] != 0x34 or h[302] != 0 or h[303] != 0:
+        state[2] = ST_WRONG
+        return
+    i = 0
+    while i < 6:
+        if h[320 + i] != i + 1 or h[40 + i] != (i * 5) & 0x7F or h[40 + 240 + i] != ((240 + i) * 5) & 0x7F:
+            state[2] = ST_WRONG
+            return
+        i += 1
+    if h[340] != 0x0B or h[341] != 0x0C or h[342] != 0x0D or h[345] != 0x10 or h[2 * RAISE_REG + 1] != 0:
+        state[2] = ST_WRONG
+        return
+    if slave.exceptions_sent == 0 or bank.broadcasts == 0:
         state[2] = ST_WRONG
         return
     state[0] = 4

@@ -83,6 +83,25 @@ def provision(state_dir, cells, chemistry, capacity_mah, shunt_uohm, groups=None
     return prm
 
 
+def stored_pack_matches(state_dir, args):
+    """True when the simulated flash already holds a set for this very pack
+    (chemistry, cells, capacity, shunt): it is kept, with whatever was
+    changed over Modbus since. Another pack gets a fresh provisioning."""
+    from bms.store import Store
+
+    if os.path.exists(os.path.join(state_dir, P.CONFIG_FILE)):
+        return False  # not taken in yet: write it again for these options
+    rec = Store(state_dir.rstrip("/") + "/", P.STORE_NAME).load()
+    if rec is None:
+        return False
+    stored = P.Params()
+    stored.load_record(*rec)
+    v = stored.values
+    return (stored.configured() and v[P.P_CHEMISTRY] == P.CHEMISTRY_NAMES.index(args.chemistry)
+            and stored.cells() == args.cells and v[P.P_CAPACITY_MAH] == args.capacity_mah
+            and v[P.P_SHUNT_UOHM] == args.shunt_uohm)
+
+
 def make_server(args, link_path=None, profile=True):
     if not 3 <= args.cells <= 15:
         raise SimError("--cells must be 3 to 15 (the bq769x0 family's range), not %d" % args.cells)
@@ -92,11 +111,13 @@ def make_server(args, link_path=None, profile=True):
                   soc_pct=args.soc, spread_mv=args.spread_mv, shunt_uohm=args.shunt_uohm, seed=args.seed)
     state = os.path.abspath(args.state)
     if args.unconfigured:
-        try:
-            os.remove(os.path.join(state, P.CONFIG_FILE))
-        except FileNotFoundError:
-            pass
-    else:
+        # the factory state: no provisioning file, no stored set
+        for name in (P.CONFIG_FILE, P.STORE_NAME + ".a", P.STORE_NAME + ".b"):
+            try:
+                os.remove(os.path.join(state, name))
+            except FileNotFoundError:
+                pass
+    elif not stored_pack_matches(state, args):
         provision(state, args.cells, args.chemistry, args.capacity_mah, args.shunt_uohm)
     speed = args.speed if args.speed > 0 else None
     return SimServer(world, state, speed=speed, link_path=link_path, heap=args.heap,

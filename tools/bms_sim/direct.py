@@ -36,9 +36,19 @@ class DirectBoard:
         self.serial = _Serial()
         self.storage_dir = storage_dir.rstrip("/") + "/"
         self.on_advance = None
+        self.serial_settings = None
+        self.resets = []
 
     def set_baud(self, baud):
         pass
+
+    def set_serial(self, baud, parity):
+        self.serial_settings = (baud, parity)
+
+    def reset(self, reason=0):
+        """In-process there is no MCU to restart: the test sees the request."""
+        self.resets.append(reason)
+        raise SystemExit(0)
 
     def ticks_ms(self):
         return (TICKS_START + self.world.now_ms) & TICKS_MASK

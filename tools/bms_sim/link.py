@@ -28,11 +28,18 @@ TICKS_MASK = 0x3FFFFFFF
 # MicroPython heap for the firmware: -X heapsize=56wK is the ESP32's initial
 # 56 KiB heap in the unix port's 64-bit objects. With the state-of-charge
 # estimator the firmware peaks a little above it at boot (the ESP32 grows its
-# heap once, to about 110 KB); 64wK until the frozen, compacted image (issue 7)
+# heap once, to about 110 KB); 80wK until the frozen, compacted image (issue 7)
 # brings it back under 56wK.
-DEFAULT_HEAP = "64wK"
+DEFAULT_HEAP = "80wK"
 # Start the firmware's clock 5 s before the 2**30 wrap, so every run crosses it.
 TICKS_START = 0x40000000 - 5000
+# An MCU reset (OP_RESET, machine.reset() on the device) costs this much
+# simulated time before the new firmware speaks: an ESP32 takes about 300 ms
+# from reset through the ROM and MicroPython's boot to main.py. The pack and
+# the AFE run on meanwhile.
+BOOT_MS = 300
+# how long the firmware may take to exit after its reset was acked
+RESET_EXIT_S = 5.0
 
 
 class SimError(RuntimeError):
@@ -82,10 +89,19 @@ class SimServer:
         self.rxq = bytearray()
         self.tx = bytearray()
         self.requests = 0
+        self.restarts = 0  # MCU resets the firmware asked for (and came back from)
+        self.reset_reasons = []  # their reason codes, in order
+        self.error = None  # why serving ended, when it ended badly
         self.proc = None
-        self.exited = threading.Event()
+        self.exited = threading.Event()  # set once the server no longer serves
         self._stop = threading.Event()
         self._thread = None
+        self._proc_lock = threading.Lock()
+        self._listener = None
+        self._conn = None
+        self._env = None
+        self._cmd = None
+        self._timeout = 10.0
         self._tmp = None
         self._master = None
         self._slave = None
@@ -101,35 +117,26 @@ class SimServer:
             self._open_pty()
         self._tmp = tempfile.mkdtemp(prefix="bms-sim-")
         sock_path = os.path.join(self._tmp, "board.sock")
+        # the listener stays open for the server's lifetime: every firmware
+        # boot (the first, and one per MCU reset) connects to it
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(sock_path)
         listener.listen(1)
         listener.settimeout(0.2)
+        self._listener = listener
         env = dict(os.environ)
         env["MICROPYPATH"] = self.lib_dir
         env[P.ENV_SOCKET] = sock_path
         env[P.ENV_STATE] = self.state_dir
+        self._env = env
+        self._cmd = [self.micropython, "-X", "heapsize=" + self.heap, self.main_py]
         self._log = open(self.log_path, "wb")
-        cmd = [self.micropython, "-X", "heapsize=" + self.heap, self.main_py]
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        conn = None
-        while conn is None:
-            try:
-                conn, _ = listener.accept()
-            except socket.timeout:
-                if self.proc.poll() is not None:
-                    listener.close()
-                    raise SimError("the firmware exited before connecting (code %s):\n%s"
-                                   % (self.proc.returncode, self.log_tail()))
-                if time.monotonic() > deadline:
-                    listener.close()
-                    self.stop()
-                    raise SimError("the firmware did not connect within %.0f s:\n%s"
-                                   % (timeout, self.log_tail()))
-        listener.close()
-        conn.settimeout(None)
+        self._timeout = timeout
+        try:
+            conn = self._boot(timeout)
+        except BaseException:
+            self.stop()
+            raise
         self._conn = conn
         self._wall0 = time.monotonic()
         self._sim0 = self.world.now_ms
@@ -137,17 +144,95 @@ class SimServer:
         self._thread.start()
         return self
 
+    def _boot(self, timeout):
+        """Start a firmware process and accept its connection (a SimError if
+        it exits first, does not connect in time, or the server stops)."""
+        with self._proc_lock:
+            if self._stop.is_set():
+                raise SimError("the simulator is stopping")
+            self.proc = proc = subprocess.Popen(self._cmd, env=self._env, stdin=subprocess.DEVNULL,
+                                                stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+                break
+            except socket.timeout:
+                if self._stop.is_set():
+                    raise SimError("the simulator stopped before the firmware connected") from None
+                if proc.poll() is not None:
+                    raise SimError("the firmware exited before connecting (code %s):\n%s"
+                                   % (proc.returncode, self.log_tail())) from None
+                if time.monotonic() > deadline:
+                    raise SimError("the firmware did not connect within %.0f s:\n%s"
+                                   % (timeout, self.log_tail())) from None
+            except OSError as e:  # the listener was closed: stop()
+                raise SimError("the simulator stopped before the firmware connected (%s)" % e) from e
+        conn.settimeout(None)
+        return conn
+
+    def _restart(self, reason):
+        """The firmware asked for an MCU reset: let its process end, boot a
+        new one on the same world, link and flash. The new connection, or
+        None when the server stops or the new firmware does not come up
+        (self.error says why)."""
+        proc = self.proc
+        deadline = time.monotonic() + RESET_EXIT_S
+        while proc.poll() is None and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if self._stop.is_set():
+            return None
+        try:
+            self._log.write(b"--- bms-sim: MCU reset (reason %d), the firmware restarts ---\n" % reason)
+            self._log.flush()
+        except (OSError, ValueError):
+            pass
+        # the boot takes simulated time; the pack and the AFE keep running
+        left = BOOT_MS
+        world = self.world
+        while left > 0 and not self._stop.is_set():
+            piece = min(left, world.ms_to_next_window())
+            with self.lock:
+                world.advance(piece)
+                if self.on_advance:
+                    self.on_advance(world)
+            left -= piece
+        try:
+            conn = self._boot(self._timeout)
+        except (SimError, OSError, ValueError) as e:
+            if not self._stop.is_set():
+                self.error = "the firmware did not come back after a reset: %s" % e
+            return None
+        self._conn = conn
+        self.restarts += 1
+        return conn
+
     def stop(self):
         self._stop.set()
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        with self._proc_lock:
+            proc = self.proc
+        if proc and proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(3)
+                proc.wait(3)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._thread:
-            self._thread.join(3)
+                proc.kill()
+                proc.wait()
+        if self._thread and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        # a reset in flight may have started a process after the one above
+        with self._proc_lock:
+            proc = self.proc
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self.exited.set()
         if self._log:
             self._log.close()
             self._log = None
@@ -263,6 +348,23 @@ class SimServer:
 
     def _serve(self):
         conn = self._conn
+        try:
+            while not self._stop.is_set():
+                reason = self._serve_conn(conn)
+                conn.close()
+                if reason is None or self._stop.is_set():
+                    return
+                conn = self._restart(reason)
+                if conn is None:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+            self.exited.set()
+
+    def _serve_conn(self, conn):
+        """Answer one firmware process's requests. Returns the reason code
+        when it asks for a reset, None when it goes away or the server stops."""
         req = bytearray(P.REQ_SIZE)
         view = memoryview(req)
         resp = bytearray(P.RESP_SIZE)
@@ -272,7 +374,7 @@ class SimServer:
                 while got < P.REQ_SIZE:
                     k = conn.recv_into(view[got:])
                     if k == 0:
-                        return
+                        return None
                     got += k
                 self.requests += 1
                 op, a, b, n = req[0], req[1], req[2], req[3]
@@ -310,11 +412,12 @@ class SimServer:
                     struct.pack_into("<I", resp, 4, self.ticks())
                     resp[P.HDR:P.HDR + len(out)] = out
                 conn.sendall(resp)
+                if op == P.OP_RESET:
+                    self.reset_reasons.append(arg)
+                    return arg
         except OSError:
-            return
-        finally:
-            self.exited.set()
-            conn.close()
+            return None
+        return None
 
     # -- helpers for tests and tools ---------------------------------------
 
@@ -323,8 +426,25 @@ class SimServer:
         deadline = time.monotonic() + timeout
         while self.world.now_ms < sim_ms:
             if self.exited.is_set():
-                raise SimError("the firmware stopped:\n" + self.log_tail())
+                raise SimError(self._stopped_message())
             if time.monotonic() > deadline:
                 raise SimError("simulated time stuck at %d ms (wanted %d):\n%s"
                                % (self.world.now_ms, sim_ms, self.log_tail()))
             time.sleep(0.002)
+
+    def wait_restarts(self, n, timeout=30.0):
+        """Block until the firmware has been reset n times in all and the
+        new firmware is connected and served."""
+        deadline = time.monotonic() + timeout
+        while self.restarts < n:
+            if self.exited.is_set():
+                raise SimError("%s\n(%d of %d restarts)" % (self._stopped_message(), self.restarts, n))
+            if time.monotonic() > deadline:
+                raise SimError("%d of %d restarts after %.0f s:\n%s"
+                               % (self.restarts, n, timeout, self.log_tail()))
+            time.sleep(0.002)
+
+    def _stopped_message(self):
+        if self.error:
+            return "the firmware stopped: %s\n%s" % (self.error, self.log_tail())
+        return "the firmware stopped:\n" + self.log_tail()

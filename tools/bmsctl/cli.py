@@ -3,19 +3,28 @@
     bmsctl --port build/ttyBMS status
     bmsctl --port /dev/ttyUSB0 watch
     bmsctl registers --json
+    bmsctl setup --chemistry lfp --cells 4 --capacity 100 --yes
+    bmsctl config set cell_ov=3.6V chg_ot=45C --pin 1234
+    bmsctl config export pack.json; bmsctl config import pack.json --restart
+    bmsctl log --out pack.csv --every 1s --duration 1h
 """
 import argparse
+import csv
+import datetime
+import getpass
 import json
 import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 from bms import paramtable as PT
 from bms import params as P
 from bms import protection as PR
 from bms import regdoc as D
 from bms import regmap as M
+from bmsctl import config as CF
 from bmsctl import regs as RG
 
 DEFAULT_PORT = os.path.join("build", "ttyBMS")
@@ -79,6 +88,105 @@ class Bms:
 
     def status(self):
         return {"input": self.read_table("input"), "holding": self.read_table("holding")}
+
+    # -- parameters and control ------------------------------------------------
+
+    def read_values(self):
+        """Every parameter's raw value, by bms.params index (the PIN reads 0)."""
+        return CF.values_from_holding(self.read_table("holding"))
+
+    def read_input(self, addr, count):
+        return self._read(self.client.read_input_registers, addr, count)
+
+    def config_state(self):
+        return self.read_input(M.IR_CONFIG_STATE, 1)[0]
+
+    def config_error(self):
+        return self.read_input(M.IR_CONFIG_ERROR, 1)[0]
+
+    def read_live(self):
+        """Every input register but the event window, decoded (raw values)."""
+        regs = live_regs()
+        words = [0] * RG.span(regs)[1]
+        for a, n in _runs(regs):
+            words[a:a + n] = self.read_input(a, n)
+        return RG.decode(regs, words)
+
+    def newest_boot(self):
+        """(boot number of the newest event-log record or None, uptime_s)."""
+        w = self.read_input(M.IR_EVENTS, M.EVENT_WORDS)
+        rec = RG.decode(((0, "e", "event", 1, 0, ""),), w)["e"]
+        up = self.read_input(M.IR_UPTIME_S, 2)
+        return (rec["boot"] if rec else None), (up[0] << 16) | up[1]
+
+    def _write(self, fn, addr, value):
+        try:
+            rr = fn(addr, value, device_id=self.unit)
+        except Exception as e:
+            raise CtlError("no reply from unit %d on %s within %.1f s to a write (%s): check the link; the "
+                           "write may or may not have been taken (`bmsctl config get` shows what the BMS holds)"
+                           % (self.unit, self.port, self.timeout, e), code=3)
+        if rr.isError():
+            code = getattr(rr, "exception_code", 0)
+            return code or 4
+        return 0
+
+    def write_params(self, addr, words):
+        """FC16; 0 or the Modbus exception code."""
+        return self._write(self.client.write_registers, addr, list(words))
+
+    def write_control(self, addr, value):
+        """FC06 to a control register; 0 or the exception code."""
+        return self._write(self.client.write_register, addr, value)
+
+    def device_id(self):
+        """{vendor, product, version} from FC 0x2B/0x0E, or None."""
+        try:
+            rr = self.client.read_device_information(read_code=1, object_id=0, device_id=self.unit)
+            if rr.isError():
+                return None
+            info = rr.information
+            return {k: info[i].decode("utf-8", "replace") for i, k in enumerate(("vendor", "product", "version"))
+                    if i in info}
+        except Exception:
+            return None
+
+    def follow(self, values):
+        """After a write of the serial settings: talk the way the BMS now listens."""
+        self.unit = values[P.P_MODBUS_ADDRESS]
+        baud = values[P.P_MODBUS_BAUD]
+        parity = "NEO"[values[P.P_MODBUS_PARITY]] if 0 <= values[P.P_MODBUS_PARITY] <= 2 else "E"
+        if is_pseudo_terminal(self.port):
+            return
+        cp = self.client.comm_params
+        if cp.baudrate != baud or cp.parity != parity:
+            self.client.close()
+            cp.baudrate, cp.parity, cp.stopbits = baud, parity, 2 if parity == "N" else 1
+            time.sleep(0.05)
+            self.client.connect()
+
+    @contextmanager
+    def quick(self, timeout=0.3):
+        """Short timeouts and no retries: for polling a BMS that is restarting."""
+        tm = getattr(self.client, "transaction", None)
+        cp = getattr(self.client, "comm_params", None)
+        saved = (getattr(tm, "retries", None), getattr(cp, "timeout_connect", None))
+        try:
+            if saved[0] is not None:
+                tm.retries = 0
+            if saved[1] is not None:
+                cp.timeout_connect = timeout
+            yield
+        finally:
+            if saved[0] is not None:
+                tm.retries = saved[0]
+            if saved[1] is not None:
+                cp.timeout_connect = saved[1]
+
+
+def live_regs():
+    """The input-register rows `log` records: all but the event window."""
+    return tuple(r for r in M.INPUT_REGS if r[2] != "event")
 
 
 def is_pseudo_terminal(port):
@@ -218,15 +326,6 @@ def _row_text(row):
 
 
 
-def format_events(records):
-    out = ["%8s %5s %10s  %s" % ("seq", "boot", "time", "event")]
-    for r in records:
-        t = r["time_s"]
-        out.append("%8d %5d %4d:%02d:%02d  %s" % (r["seq"], r["boot"], t // 3600, t // 60 % 60, t % 60,
-                                                RG.event_text(r["code"], r["value"])))
-    return "\n".join(out)
-
-
 def format_registers(rows):
     out = ["%-8s %-7s %-16s %-6s %5s %-7s %-6s %s" % ("table", "address", "name", "type", "count", "scale", "unit", "description")]
     for r in rows:
@@ -258,6 +357,38 @@ def cmd_status(args, out):
     return 0
 
 
+def event_text(code, value):
+    """An event-log record in words: regs.event_text, with parameter changes
+    in engineering units and the configuration events spelled out."""
+    if code in (206, 207):
+        row, x = RG.param_change(code, value)
+        if row is not None and row[1] != "pin":
+            i = CF.INDEX[row[1]]
+            approx = "about " if code == 207 else ""
+            return "parameter %s set to %s%d (%s%s)" % (row[1], approx, x, approx, CF.display(i, x))
+        return RG.event_text(code, value)
+    words = {
+        208: "parameter writes unlocked",
+        209: "parameter writes locked",
+        210: "wrong PIN (%d in a row)" % value,
+        212: "saving the parameters to flash failed (%d write errors so far): the previous set stays stored" % value,
+        213: "stored parameters converted from format %d" % value,
+        215: "bms.cfg taken in as the stored parameter set",
+    }
+    if code in words:
+        return words[code]
+    return RG.event_text(code, value)
+
+
+def format_events(records):
+    out = ["%8s %5s %10s  %s" % ("seq", "boot", "time", "event")]
+    for r in records:
+        t = r["time_s"]
+        out.append("%8d %5d %4d:%02d:%02d  %s" % (r["seq"], r["boot"], t // 3600, t // 60 % 60, t % 60,
+                                                event_text(r["code"], r["value"])))
+    return "\n".join(out)
+
+
 def cmd_events(args, out):
     bms = _connect(args)
     try:
@@ -268,7 +399,7 @@ def cmd_events(args, out):
     recs.reverse()  # oldest first, like a log
     if args.json:
         for r in recs:
-            r["text"] = RG.event_text(r["code"], r["value"])
+            r["text"] = event_text(r["code"], r["value"])
         out.write(json.dumps(recs, indent=2) + "\n")
     else:
         out.write(format_events(recs) + "\n")
@@ -296,6 +427,712 @@ def cmd_watch(args, out):
         bms.close()
 
 
+# -- unlocking and commands ------------------------------------------------------
+
+def _interactive():
+    """True when a person can be asked (stdin is a terminal)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _pin_value(text):
+    try:
+        pin = int(str(text).strip())
+    except ValueError:
+        pin = -1
+    if not 1 <= pin <= 65535:
+        raise CtlError("PIN %r: a PIN is a whole number 1..65535 (1234 on a new BMS)" % (text,))
+    return pin
+
+
+def _ask_pin(what="PIN"):
+    if not _interactive():
+        raise CtlError("no PIN given: pass --pin PIN (1234 on a new BMS), or run this in a terminal to be asked")
+    try:
+        return _pin_value(getpass.getpass("%s: " % what))
+    except (EOFError, KeyboardInterrupt):
+        raise CtlError("no PIN given; nothing was written") from None
+
+
+def _unlock(bms, pin):
+    """Write the PIN to the unlock register; a CtlError naming why it failed."""
+    code = bms.write_control(M.HR_UNLOCK, pin)
+    if code:
+        why = RG.config_error_text(bms.config_error()) or "exception %d" % code
+        raise CtlError("the BMS did not take the PIN: %s. The PIN is the parameter `pin` (1234 on a new BMS); "
+                       "nothing was written" % why)
+
+
+def _lock(bms):
+    try:
+        bms.write_control(M.HR_UNLOCK, 0)
+    except CtlError:
+        pass
+
+
+def _open_writes(bms, pin):
+    """Make sure writes are open: unlock with `pin` when locked. True when
+    this unlocked them (the caller locks again when done)."""
+    state = bms.config_state()
+    if state & M.CFG_UNLOCKED:
+        return False
+    if state & M.CFG_PIN_LOCKOUT:
+        raise CtlError("unlocking is refused for a minute after 5 wrong PINs: wait, then pass the right --pin; "
+                       "nothing was written")
+    if pin is None:
+        raise CtlError("parameter writes are locked: run `bmsctl unlock` first, or pass --pin PIN "
+                       "(1234 on a new BMS); nothing was written")
+    _unlock(bms, _pin_value(pin))
+    return True
+
+
+def cmd_unlock(args, out):
+    pin = _pin_value(args.pin) if args.pin is not None else _ask_pin()
+    bms = _connect(args)
+    try:
+        _unlock(bms, pin)
+        left = bms.read_input(M.IR_UNLOCK_LEFT_S, 1)[0]
+    finally:
+        bms.close()
+    if args.json:
+        out.write(json.dumps({"unlocked": True, "seconds_left": left}) + "\n")
+    else:
+        out.write("unlocked: parameter writes are open for %d s after the last write (`bmsctl lock` closes them)\n"
+                  % left)
+    return 0
+
+
+def cmd_lock(args, out):
+    bms = _connect(args)
+    try:
+        code = bms.write_control(M.HR_UNLOCK, 0)
+        if code:
+            raise CtlError("the BMS refused the lock (exception %d)" % code, code=3)
+    finally:
+        bms.close()
+    out.write((json.dumps({"unlocked": False}) if args.json else "locked: parameter writes are closed") + "\n")
+    return 0
+
+
+def _command(bms, cmd, pin):
+    relock = _open_writes(bms, pin)
+    code = bms.write_control(M.HR_COMMAND, cmd)
+    if code:
+        why = RG.config_error_text(bms.config_error()) or "exception %d" % code
+        raise CtlError("the BMS refused the command: %s" % why, code=3)
+    return relock
+
+
+def restart_and_wait(bms, pin, wait_s, cmd=M.CMD_RESTART):
+    """Send the restart (or factory-reset) command and wait until the BMS
+    answers from its next boot. Returns the seconds it took."""
+    try:
+        boot0, up0 = bms.newest_boot()
+    except CtlError:
+        boot0, up0 = None, None
+    t0 = time.monotonic()
+    _open_writes(bms, pin)
+    try:
+        code = bms.write_control(M.HR_COMMAND, cmd)
+    except CtlError:
+        code = 0  # the reply may be lost in the reset: the wait below tells
+    if code:
+        why = RG.config_error_text(bms.config_error()) or "exception %d" % code
+        raise CtlError("the BMS refused the restart: %s" % why, code=3)
+    deadline = t0 + wait_s
+    time.sleep(0.2)
+    with bms.quick():
+        while time.monotonic() < deadline:
+            try:
+                boot, up = bms.newest_boot()
+            except CtlError:
+                boot = None
+            else:
+                if boot is not None and (boot0 is None or boot > boot0):
+                    return time.monotonic() - t0
+                if boot0 is None and up0 is not None and up < up0:
+                    return time.monotonic() - t0
+            time.sleep(0.1)
+    raise CtlError("the BMS did not answer within %.0f s of the restart command: check it with `bmsctl status` "
+                   "(a longer --wait may help on a slow link)" % wait_s, code=3)
+
+
+def cmd_restart(args, out):
+    bms = _connect(args)
+    try:
+        took = restart_and_wait(bms, args.pin, args.wait)
+        state = bms.config_state()
+    finally:
+        bms.close()
+    if args.json:
+        out.write(json.dumps({"restarted": True, "seconds": round(took, 2),
+                              "configured": bool(state & M.CFG_CONFIGURED)}) + "\n")
+    else:
+        out.write("restarted: the BMS answered again after %.1f s%s\n" % (
+            took, "" if state & M.CFG_CONFIGURED else " (it runs unconfigured: FETs stay off; see `bmsctl setup`)"))
+    return 0
+
+
+def cmd_clear_latched(args, out):
+    bms = _connect(args)
+    try:
+        relock = _command(bms, M.CMD_CLEAR_LATCHED, args.pin)
+        if relock:
+            _lock(bms)
+    finally:
+        bms.close()
+    out.write((json.dumps({"cleared": True}) if args.json else
+               "latched protections cleared (they trip again if their cause is still there)") + "\n")
+    return 0
+
+
+def cmd_factory_reset(args, out):
+    if not args.yes:
+        if not _interactive():
+            raise CtlError("factory-reset erases every setting: add --yes to confirm")
+        if not _confirm("Erase every stored setting and restart unconfigured (FETs off until `bmsctl setup`)?"):
+            out.write("nothing was done\n")
+            return 1
+    bms = _connect(args)
+    try:
+        took = restart_and_wait(bms, args.pin, args.wait, cmd=M.CMD_FACTORY_RESET)
+    finally:
+        bms.close()
+    out.write((json.dumps({"factory_reset": True, "seconds": round(took, 2)}) if args.json else
+               "factory reset: the BMS restarted unconfigured after %.1f s; configure it with `bmsctl setup`"
+               % took) + "\n")
+    return 0
+
+
+def _confirm(question):
+    try:
+        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+# -- parameters ------------------------------------------------------------------
+
+def _plan(cur, target):
+    """The write requests from `cur` to `target` (bmsctl.config.plan), or a
+    CtlError saying why there are none; before anything is unlocked."""
+    try:
+        return CF.plan(cur, target)
+    except CF.ConfigError as e:
+        raise CtlError("%s; nothing was written" % e)
+
+
+def _write_set(bms, cur, target, steps):
+    """Send the planned writes from `cur` to `target` (writes open).
+    Returns the number of write requests."""
+
+    def after(step):
+        if any(i in CF.COMM_KEYS for i in step.changed):
+            v = list(cur)
+            for s in steps[:steps.index(step) + 1]:
+                for i in s.changed:
+                    v[i] = target[i]
+            bms.follow(v)
+
+    try:
+        CF.execute(bms, steps, after=after)
+    except CF.WriteRefused as e:
+        why = RG.config_error_text(e.error) or "exception %d" % e.code
+        done = [n for s in e.done for n in s.names()]
+        raise CtlError("the BMS refused writing %s: %s; %s" % (
+            ", ".join(e.step.names()), why,
+            "written before it (they stay): " + ", ".join(done) if done else "nothing was written"), code=3)
+    return len(steps)
+
+
+def _changed_rows(before, after):
+    rows = []
+    for i in range(CF.COUNT):
+        if before[i] != after[i] and i != P.P_PIN:
+            rows.append({"name": CF.NAMES[i], "old": before[i], "new": after[i],
+                         "old_text": CF.display(i, before[i]), "new_text": CF.display(i, after[i])})
+    return rows
+
+
+def _report_changes(out, rows, state, target_diff, pin_changed, json_out, extra=None):
+    pending = [r["name"] for r in rows if CF.INDEX[r["name"]] in CF.PACK_KEYS]
+    if json_out:
+        d = {"changed": rows, "pin_changed": pin_changed, "restart_pending": bool(state & M.CFG_RESTART_PENDING),
+             "configured": bool(state & M.CFG_CONFIGURED), "mismatch": target_diff}
+        d.update(extra or {})
+        out.write(json.dumps(d, indent=2) + "\n")
+        return
+    if rows:
+        w = max(len(r["name"]) for r in rows)
+        out.write("changed:\n")
+        for r in rows:
+            out.write("  %-*s %s -> %s\n" % (w, r["name"], r["old_text"], r["new_text"]))
+    if pin_changed:
+        out.write("  pin changed (it is never read back)\n")
+    for name in target_diff:
+        out.write("warning: %s reads back %s, not what was written\n" % (name, target_diff[name]))
+    if state & M.CFG_RESTART_PENDING:
+        out.write("restart needed: %s take%s effect when the BMS restarts: run `bmsctl restart`\n" % (
+            ", ".join(pending) or "the pack settings", "s" if len(pending) == 1 else ""))
+
+
+def _apply(bms, pin, cur, target):
+    """Open writes, write `target` over `cur`, lock again if they were
+    locked, read back. Returns a dict for _report_changes."""
+    changed = CF.changes(cur, target)
+    steps = _plan(cur, target)
+    relock = _open_writes(bms, pin)
+    try:
+        requests = _write_set(bms, cur, target, steps)
+    finally:
+        if relock:
+            _lock(bms)
+    after = bms.read_values()
+    state = bms.config_state()
+    return {"after": after, "state": state, "requests": requests,
+            "rows": _changed_rows(cur, after), "pin_changed": target[P.P_PIN] != cur[P.P_PIN],
+            "mismatch": {CF.NAMES[i]: CF.display(i, after[i]) for i in changed
+                         if i != P.P_PIN and after[i] != target[i]}}
+
+
+def _report_changes(out, r, json_out, extra=None):
+    rows, state = r["rows"], r["state"]
+    pending = [x["name"] for x in rows if CF.INDEX[x["name"]] in CF.PACK_KEYS]
+    if json_out:
+        d = {"changed": rows, "pin_changed": r["pin_changed"], "requests": r["requests"],
+             "restart_pending": bool(state & M.CFG_RESTART_PENDING),
+             "configured": bool(state & M.CFG_CONFIGURED), "mismatch": r["mismatch"]}
+        d.update(extra or {})
+        out.write(json.dumps(d, indent=2) + "\n")
+        return
+    if rows:
+        w = max(len(x["name"]) for x in rows)
+        out.write("changed (%d write request%s):\n" % (r["requests"], "" if r["requests"] == 1 else "s"))
+        for x in rows:
+            out.write("  %-*s %s -> %s\n" % (w, x["name"], x["old_text"], x["new_text"]))
+    if r["pin_changed"]:
+        out.write("  pin changed (it is never read back)\n")
+    for name, got in r["mismatch"].items():
+        out.write("warning: %s reads back %s, not what was written\n" % (name, got))
+    if state & M.CFG_RESTART_PENDING:
+        out.write("restart needed: %s take%s effect when the BMS restarts: run `bmsctl restart`\n" % (
+            ", ".join(pending) or "stored pack settings", "s" if len(pending) == 1 else ""))
+
+
+def cmd_config_get(args, out):
+    idx = []
+    try:
+        for n in args.names:
+            idx += [i for i in CF.resolve(n) if i not in idx]
+    except CF.ConfigError as e:
+        raise CtlError(str(e))
+    idx = idx or list(range(CF.COUNT))
+    bms = _connect(args)
+    try:
+        v = bms.read_values()
+    finally:
+        bms.close()
+    if args.json:
+        d = {}
+        for i in idx:
+            row = CF.ROWS[i]
+            d[row[1]] = {"value": None if i == P.P_PIN else CF.eng(i, v[i]), "unit": row[5], "raw": v[i],
+                         "raw_unit": CF.raw_unit(i), "address": row[0],
+                         "min": CF.eng(i, CF._PRM.lo[i]), "max": CF.eng(i, CF._PRM.hi[i])}
+        out.write(json.dumps(d, indent=2) + "\n")
+        return 0
+    w = max(len(CF.NAMES[i]) for i in idx)
+    out.write("%-*s  %-18s %10s  %s\n" % (w, "parameter", "value", "raw", "range"))
+    for i in idx:
+        out.write("%-*s  %-18s %10s  %s\n" % (w, CF.NAMES[i], CF.display(i, v[i]),
+                                             "-" if i == P.P_PIN else v[i], CF.range_text(i)))
+    return 0
+
+
+def cmd_config_set(args, out):
+    bms = _connect(args)
+    try:
+        cur = bms.read_values()
+        try:
+            target, named = CF.parse_assignments(args.assignments, cur)
+        except CF.ConfigError as e:
+            raise CtlError("%s; nothing was written" % e)
+        err = CF.validate(cur, target)
+        if err:
+            raise CtlError("%s; nothing was written" % err)
+        if not CF.changes(cur, target):
+            out.write((json.dumps({"changed": [], "restart_pending": False}) if args.json else
+                       "nothing to change: the BMS already holds these values") + "\n")
+            return 0
+        _report_changes(out, _apply(bms, args.pin, cur, target), args.json)
+    finally:
+        bms.close()
+    return 0
+
+
+def cmd_config_export(args, out):
+    bms = _connect(args)
+    try:
+        v = bms.read_values()
+        fw = bms.device_id()
+    finally:
+        bms.close()
+    doc = CF.export_profile(v, fw)
+    try:
+        with open(args.file, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+    except OSError as e:
+        raise CtlError("cannot write %s: %s" % (args.file, e.strerror or e))
+    if args.json:
+        out.write(json.dumps({"file": args.file, "parameters": len(doc["parameters"])}) + "\n")
+    else:
+        out.write("exported %d parameters to %s (the PIN is never exported)\n" % (len(doc["parameters"]), args.file))
+    return 0
+
+
+def cmd_config_import(args, out):
+    try:
+        with open(args.file) as f:
+            text = f.read()
+    except OSError as e:
+        raise CtlError("cannot read %s: %s" % (args.file, e.strerror or e))
+    try:
+        prof = CF.load_profile(text, args.file)
+    except CF.ConfigError as e:
+        msg = str(e)
+        raise CtlError(msg if msg.endswith("nothing was written") else msg + "; nothing was written")
+    bms = _connect(args)
+    try:
+        cur = bms.read_values()
+        target = list(cur)
+        for i, raw in prof.items():
+            target[i] = raw
+        err = CF.validate(cur, target)
+        if err:
+            raise CtlError("%s: %s; nothing was written" % (args.file, err))
+        if CF.changes(cur, target):
+            r = _apply(bms, args.pin, cur, target)
+        else:
+            r = {"after": cur, "state": bms.config_state(), "requests": 0, "rows": [], "pin_changed": False,
+                 "mismatch": {}}
+            if not args.json:
+                out.write("nothing to change: the BMS already holds %s\n" % args.file)
+        restarted = None
+        if args.restart:
+            restarted = restart_and_wait(bms, args.pin, args.wait)
+            r["state"] = bms.config_state()
+        if args.json:
+            _report_changes(out, r, True, {"file": args.file, "restarted": restarted is not None,
+                                           "restart_seconds": None if restarted is None else round(restarted, 2)})
+        else:
+            if restarted is None:
+                _report_changes(out, r, False)
+            else:
+                r["state"] &= ~M.CFG_RESTART_PENDING
+                _report_changes(out, r, False)
+                st = r["state"]
+                out.write("restarted: the BMS answered again after %.1f s and runs %s\n" % (
+                    restarted,
+                    "configured" if st & M.CFG_CONFIGURED else "UNCONFIGURED (FETs off; see `bmsctl events`)"))
+    finally:
+        bms.close()
+    return 0
+
+
+# -- setup ---------------------------------------------------------------------------
+
+def _ask(question, default, parse):
+    """Ask until `parse` takes the answer (empty = default)."""
+    while True:
+        try:
+            ans = input("%s%s: " % (question, " [%s]" % default if default is not None else "")).strip()
+        except EOFError:
+            raise CtlError("setup cancelled; nothing was written") from None
+        if not ans and default is not None:
+            ans = str(default)
+        try:
+            return parse(ans)
+        except (CtlError, CF.ConfigError, ValueError) as e:
+            print("  %s" % e)
+
+
+def _parse_chem(text):
+    t = text.strip().lower()
+    if t not in P.CHEMISTRY_NAMES[1:]:
+        raise CF.ConfigError("give lfp (LiFePO4), nmc (Li-ion NMC) or lto (lithium titanate)")
+    return t
+
+
+def _parse_cells(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 3 <= n <= 15:
+        raise CF.ConfigError("cells %r: give 3 to 15 (cells in series)" % text)
+    return n
+
+
+def _parse_eng(short, text, default_unit):
+    t = text.strip()
+    if t and (t[-1].isdigit() or t[-1] == "."):
+        t += default_unit
+    return CF.parse_value(short, t)[0][1]
+
+
+def _parse_count(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise CF.ConfigError("%r: give a whole number" % text) from None
+
+
+def setup_options(args):
+    """Fill in what the command line left out: asked in a terminal, else an error."""
+    missing = [o for o, v in (("--chemistry", args.chemistry), ("--cells", args.cells),
+                              ("--capacity", args.capacity)) if v is None]
+    ask = bool(missing) and _interactive()
+    if missing and not ask:
+        raise CtlError("setup needs %s: e.g. `bmsctl setup --chemistry lfp --cells 4 --capacity 100 --yes` "
+                       "(or run it in a terminal to be asked)" % ", ".join(missing))
+    o = {}
+    try:
+        o["chemistry"] = _parse_chem(args.chemistry) if args.chemistry else (
+            _ask("Cell chemistry (lfp, nmc, lto)", "lfp", _parse_chem))
+        o["cells"] = _parse_cells(str(args.cells)) if args.cells is not None else (
+            _ask("Cells in series (3-15)", None, _parse_cells))
+        o["capacity_mah"] = _parse_eng("capacity", args.capacity, "Ah") if args.capacity is not None else (
+            _ask("Capacity in Ah", None, lambda t: _parse_eng("capacity", t, "Ah")))
+        if args.shunt_mohm is not None:
+            o["shunt_uohm"] = _parse_eng("shunt", args.shunt_mohm, "mOhm")
+        elif ask:
+            o["shunt_uohm"] = _ask("Current shunt in mOhm", "1.0", lambda t: _parse_eng("shunt", t, "mOhm"))
+        else:
+            o["shunt_uohm"] = 1000
+        if args.temp_sensors is not None:
+            o["thermistors"] = args.temp_sensors
+        elif ask:
+            o["thermistors"] = _ask("Thermistors fitted (on TS1, TS2, ...)", 1, _parse_count)
+        else:
+            o["thermistors"] = 1
+    except CF.ConfigError as e:
+        raise CtlError("%s; nothing was written" % e)
+    o["pin"] = args.pin
+    o["new_pin"] = args.new_pin
+    if ask:
+        if args.pin is None:
+            o["pin"] = _secret("PIN of the BMS [1234]: ") or 1234
+        if args.new_pin is None:
+            while True:
+                new = _secret("New PIN (empty: keep it): ")
+                if new is None or new == _secret("The new PIN again: "):
+                    break
+                print("  the two differ; again")
+            o["new_pin"] = new
+    return o, ask
+
+
+def _secret(prompt):
+    """A PIN typed without echo: an int, or None for an empty answer."""
+    while True:
+        try:
+            t = getpass.getpass(prompt).strip()
+        except EOFError:
+            raise CtlError("setup cancelled; nothing was written") from None
+        if not t:
+            return None
+        try:
+            return _pin_value(t)
+        except CtlError as e:
+            print("  %s" % e)
+
+
+def _health(bms):
+    ir = bms.read_live()
+    return ir["config_state"], ir["fet_flags"], ir["protect_flags"], ir
+
+
+def cmd_setup(args, out):
+    o, _ = setup_options(args)
+    pin = o["pin"] if o["pin"] is not None else 1234
+    new_pin = _pin_value(o["new_pin"]) if o["new_pin"] is not None else None
+    bms = _connect(args)
+    try:
+        cur = bms.read_values()
+        state = bms.config_state()
+        try:
+            target = CF.setup_target(cur, o["chemistry"], o["cells"], o["capacity_mah"], o["shunt_uohm"],
+                                     o["thermistors"], args.afe_groups)
+        except CF.ConfigError as e:
+            raise CtlError("%s; nothing was written" % e)
+        if new_pin is not None:
+            target[P.P_PIN] = new_pin
+        err = CF.validate(cur, target)
+        if err:
+            raise CtlError("%s; nothing was written" % err)
+        steps = _plan(cur, target)
+        if not args.json:
+            out.write("Setting up the BMS on %s:\n" % args.port)
+            for label, text in CF.summary(target):
+                out.write("  %-22s %s\n" % (label, text))
+            if state & M.CFG_CONFIGURED:
+                out.write("  (this BMS is configured now: its settings are replaced by these)\n")
+            if new_pin is not None:
+                out.write("  %-22s changes\n" % "PIN")
+        if not args.yes:
+            if not _interactive():
+                raise CtlError("add --yes to write these settings (stdin is not a terminal to ask); "
+                               "nothing was written")
+            out.flush()
+            if not _confirm("Write these settings and restart the BMS?"):
+                out.write("nothing was written\n")
+                return 1
+        changed = CF.changes(cur, target)
+        requests = 0
+        if changed:
+            _open_writes(bms, pin)  # the restart below locks again
+            requests = _write_set(bms, cur, target, steps)
+            after = bms.read_values()
+            bad = [CF.NAMES[i] for i in changed if i != P.P_PIN and after[i] != target[i]]
+            if bad:
+                raise CtlError("the BMS reads back other values than written for %s: check the link and run "
+                               "setup again" % ", ".join(bad), code=3)
+            state = bms.config_state()
+        restarted = None
+        if changed or state & M.CFG_RESTART_PENDING or not state & M.CFG_CONFIGURED:
+            if not args.json:
+                out.write(("written (%d requests); " % requests if requests else "") + "restarting the BMS ...\n")
+                out.flush()
+            restarted = restart_and_wait(bms, new_pin or pin, args.wait)
+        deadline = time.monotonic() + args.wait
+        while True:
+            st, fets, prot, ir = _health(bms)
+            ok = st & M.CFG_CONFIGURED and fets == (M.FET_CHG | M.FET_DSG) and prot == 0
+            if ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+    finally:
+        bms.close()
+    result = {"configured": bool(st & M.CFG_CONFIGURED), "charge_fet": bool(fets & M.FET_CHG),
+              "discharge_fet": bool(fets & M.FET_DSG), "protections": RG.flag_names(prot),
+              "written_parameters": [CF.NAMES[i] for i in changed if i != P.P_PIN], "requests": requests,
+              "restart_seconds": None if restarted is None else round(restarted, 2), "ok": bool(ok)}
+    if args.json:
+        out.write(json.dumps(result, indent=2) + "\n")
+    elif ok:
+        out.write("Setup done: the BMS runs configured (%d cells, %s), both FETs are on and no protection "
+                  "holds.\n" % (ir["cell_count"], CF.display(P.P_CAPACITY_MAH, target[P.P_CAPACITY_MAH])))
+        if new_pin is None and pin == 1234:
+            out.write("The PIN is still 1234: set your own with `bmsctl config set pin=NEW --pin 1234`.\n")
+    else:
+        desc = {row[0]: _row_text(row) for row in PR.ROWS}
+        out.write("Setup written, but the BMS does not run yet:\n")
+        if not st & M.CFG_CONFIGURED:
+            out.write("  it runs unconfigured (see `bmsctl events` for why)\n")
+        out.write("  FETs: charge %s, discharge %s\n" % ("on" if fets & M.FET_CHG else "off",
+                                                        "on" if fets & M.FET_DSG else "off"))
+        for name in RG.flag_names(prot):
+            out.write("  protection %s: %s\n" % (name, desc[name]))
+        out.write("Check the wiring and `bmsctl status`; the settings are stored.\n")
+    return 0 if ok else 1
+
+
+# -- log ------------------------------------------------------------------------------
+
+def log_columns():
+    """[(header, register name, array index or None)]: every live value."""
+    cols = []
+    for row in live_regs():
+        if row[3] > 1:
+            cols += [("%s_%d" % (row[1], k + 1), row[1], k) for k in range(row[3])]
+        else:
+            cols.append((row[1], row[1], None))
+    return cols
+
+
+_ROW_BY_NAME = {r[1]: r for r in M.INPUT_REGS}
+
+
+def log_cell(name, raw):
+    """A raw input-register value as the CSV shows it: engineering units,
+    empty for 'no value' (a missing sensor, no estimate)."""
+    row = _ROW_BY_NAME[name]
+    if row[5] == "degC" and raw == M.TEMP_INVALID:
+        return ""
+    if name in ("tte_min", "ttf_min") and raw == 0xFFFF:
+        return ""
+    exp = row[4]
+    if not exp:
+        return str(raw)
+    return "%.*f" % (-exp, raw * 10.0 ** exp)
+
+
+def cmd_log(args, out):
+    try:
+        every = CF.parse_duration(args.every)
+        duration = CF.parse_duration(args.duration) if args.duration else None
+    except CF.ConfigError as e:
+        raise CtlError(str(e))
+    if args.count is not None and args.count < 1:
+        raise CtlError("--count must be 1 or more")
+    cols = log_columns()
+    bms = _connect(args)
+    try:
+        fresh = not (args.append and os.path.exists(args.out) and os.path.getsize(args.out) > 0)
+        try:
+            f = open(args.out, "a" if args.append else "w", newline="")
+        except OSError as e:
+            raise CtlError("cannot write %s: %s" % (args.out, e.strerror or e))
+        rows = missed = samples = 0
+        t0 = time.monotonic()
+        with f:
+            w = csv.writer(f)
+            if fresh:
+                w.writerow(["time", "elapsed_s"] + [c[0] for c in cols])
+                f.flush()
+            if not args.json:
+                out.write("logging to %s every %g s%s; Ctrl-C stops\n" % (
+                    args.out, every, "" if args.count is None else ", %d samples" % args.count))
+                out.flush()
+            slot = 0
+            try:
+                while args.count is None or samples < args.count:
+                    due = t0 + slot * every
+                    if duration is not None and due - t0 >= duration - 1e-9 and samples:
+                        break
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+                    elapsed = time.monotonic() - t0
+                    samples += 1
+                    try:
+                        raw = bms.read_live()
+                    except CtlError as e:
+                        missed += 1
+                        sys.stderr.write("bmsctl: warning: no sample at %s: %s\n" % (stamp, e))
+                    else:
+                        vals = [log_cell(n, raw[n][k] if k is not None else raw[n]) for _, n, k in cols]
+                        w.writerow([stamp, "%.3f" % elapsed] + vals)
+                        f.flush()
+                        rows += 1
+                    # the next slot on the grid still ahead (a slow reply skips slots)
+                    slot = max(slot + 1, int((time.monotonic() - t0) / every) + 1)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        bms.close()
+    if args.json:
+        out.write(json.dumps({"file": args.out, "rows": rows, "missed": missed}) + "\n")
+    else:
+        lost = " (%d sample%s missed)" % (missed, "" if missed == 1 else "s") if missed else ""
+        out.write("wrote %d rows to %s%s\n" % (rows, args.out, lost))
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="bmsctl", description="Upper computer for the ESP32 BMS (Modbus RTU over RS485).")
     p.add_argument("--port", default=DEFAULT_PORT, help="serial port of the RS485 link (default %(default)s, where `bms-sim run` puts it)")
@@ -305,21 +1142,85 @@ def build_parser():
                    help="E, O or N (N uses 2 stop bits); default E. Ignored on the simulator's pseudo-terminal")
     p.add_argument("--timeout", type=float, default=1.0, help="reply timeout in seconds (default 1)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("status", help="read the BMS once and show it")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.set_defaults(func=cmd_status)
-    s = sub.add_parser("watch", help="show the BMS live until Ctrl-C")
+
+    def cmd(name, func, help, pin=False, wait=False):
+        s = sub.add_parser(name, help=help, description=help)
+        s.add_argument("--json", action="store_true", help="machine-readable output")
+        if pin:
+            s.add_argument("--pin", help="unlock with this PIN first when writes are locked (locked again after)")
+        if wait:
+            s.add_argument("--wait", type=float, default=10.0,
+                           help="seconds to wait for the BMS to answer after its restart (default 10)")
+        s.set_defaults(func=func)
+        return s
+
+    s = cmd("status", cmd_status, "read the BMS once and show it")
+    s = cmd("watch", cmd_watch, "show the BMS live until Ctrl-C")
     s.add_argument("--interval", type=float, default=1.0, help="seconds between reads (default 1)")
     s.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0 = never)")
-    s.add_argument("--json", action="store_true", help="one JSON object per line")
-    s.set_defaults(func=cmd_watch)
-    s = sub.add_parser("events", help="the newest event-log records (trips, releases, faults, boots)")
+    s = cmd("events", cmd_events, "the newest event-log records (trips, releases, faults, boots, settings)")
     s.add_argument("--count", type=int, default=M.EVENT_WINDOW, help="how many (default and most: %(default)s)")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.set_defaults(func=cmd_events)
-    s = sub.add_parser("registers", help="the Modbus register map (needs no port)")
-    s.add_argument("--json", action="store_true", help="a JSON list of register objects")
-    s.set_defaults(func=cmd_registers)
+    cmd("registers", cmd_registers, "the Modbus register map (needs no port)")
+
+    s = sub.add_parser("config", help="read and write the parameters (holding registers)",
+                       description="read and write the parameters (holding registers)")
+    csub = s.add_subparsers(dest="config_cmd", required=True)
+
+    def ccmd(name, func, help, pin=False, wait=False):
+        c = csub.add_parser(name, help=help, description=help)
+        c.add_argument("--json", action="store_true", help="machine-readable output")
+        if pin:
+            c.add_argument("--pin", help="unlock with this PIN first when writes are locked (locked again after)")
+        if wait:
+            c.add_argument("--wait", type=float, default=10.0,
+                           help="seconds to wait for the BMS after its restart (default 10)")
+        c.set_defaults(func=func)
+        return c
+
+    c = ccmd("get", cmd_config_get, "parameter values in engineering units (all, or the ones named)")
+    c.add_argument("names", nargs="*", metavar="NAME", help="cell_ov_mv, or cell_ov (the name without its unit)")
+    c = ccmd("set", cmd_config_set, "write parameters: checked whole first, written in a safe order, read back",
+             pin=True)
+    c.add_argument("assignments", nargs="+", metavar="NAME=VALUE",
+                   help="cell_ov_mv=3650 (raw), cell_ov=3.65V, chg_ot=45C, capacity=100Ah, chemistry=lfp, cells=4")
+    c = ccmd("export", cmd_config_export, "save every parameter (but the PIN) to a JSON profile")
+    c.add_argument("file", metavar="FILE.json")
+    c = ccmd("import", cmd_config_import, "write a JSON profile (checked whole before anything is written)",
+             pin=True, wait=True)
+    c.add_argument("file", metavar="FILE.json")
+    c.add_argument("--restart", action="store_true", help="restart the BMS afterwards and wait until it answers")
+
+    s = cmd("unlock", cmd_unlock, "open parameter writes with the PIN (asked when --pin is left out)")
+    s.add_argument("--pin", help="the PIN (1234 on a new BMS)")
+    cmd("lock", cmd_lock, "close parameter writes")
+    cmd("restart", cmd_restart, "restart the BMS (stored pack changes take effect) and wait until it answers",
+        pin=True, wait=True)
+    cmd("clear-latched", cmd_clear_latched, "release protections latched after their retries (e.g. short circuit)",
+        pin=True)
+    s = cmd("factory-reset", cmd_factory_reset, "erase every stored setting; the BMS restarts unconfigured",
+            pin=True, wait=True)
+    s.add_argument("--yes", action="store_true", help="do not ask")
+
+    s = cmd("setup", cmd_setup, "configure a new pack: chemistry defaults for its cells and capacity, "
+            "write, restart, check the FETs close", wait=True)
+    s.add_argument("--chemistry", help="lfp, nmc or lto")
+    s.add_argument("--cells", type=int, help="cells in series, 3-15")
+    s.add_argument("--capacity", help="capacity in Ah (100, 100Ah, 2500mAh)")
+    s.add_argument("--shunt-mohm", help="current shunt in mOhm (default 1.0)")
+    s.add_argument("--temp-sensors", type=int, help="thermistors fitted, on TS1.. (default 1)")
+    s.add_argument("--afe-groups", type=int, choices=(1, 2, 3),
+                   help="the AFE: 1 bq76920, 2 bq76930, 3 bq76940 (default: the smallest that takes the cells)")
+    s.add_argument("--pin", help="the PIN that unlocks writes (default 1234)")
+    s.add_argument("--new-pin", help="set this PIN as well")
+    s.add_argument("--yes", action="store_true", help="write without asking")
+
+    s = cmd("log", cmd_log, "record every live value to CSV (engineering units) until Ctrl-C, --duration or --count")
+    s.add_argument("--out", required=True, metavar="FILE.csv", help="the CSV file (overwritten unless --append)")
+    s.add_argument("--every", default="1s", help="sample period: 500ms, 1s, 2m (default 1s)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--duration", help="stop after this long: 30s, 10m, 1h")
+    g.add_argument("--count", type=int, help="stop after this many samples")
+    s.add_argument("--append", action="store_true", help="add rows to an existing file (its header stays)")
     return p
 
 

@@ -45,11 +45,11 @@ def _p(i, chem):
 
 def protection_table(chem=P.CHEM_LFP):
     lines = [
-        "| bit | row | level | trips when | delay | releases when | release delay | FETs off | meaning |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| bit | row | level | trips when | delay | releases when | release delay | FETs off | LED code | meaning |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(PR.ROWS):
-        name, q, cmp, trip, delay, rel, rel_delay, fets, level, retries = r
+        name, q, cmp, trip, delay, rel, rel_delay, fets, level, retries, blink = r
         what = _QUANTITY[q]
         if cmp == PR.FLAG:
             trips, releases = what + " is set", "it is clear"
@@ -62,9 +62,9 @@ def protection_table(chem=P.CHEM_LFP):
         rd = _p(rel_delay, chem)
         if retries != PR.NONE:
             rd += ", doubling per retry; latches after %s" % _p(retries, chem)
-        lines.append("| %d | `%s` | %s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %d | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             i, name, "protection" if level == PR.PROT else "warning", trips, _p(delay, chem), releases, rd,
-            _FETS[fets], D.PROTECTION[name]))
+            _FETS[fets], blink or "-", D.PROTECTION[name]))
     return "\n".join(lines)
 
 
@@ -81,6 +81,16 @@ def event_codes():
         "| 203 | the stored OCV table does not rise: the chemistry's is used | 0 |",
         "| 204 | the state-of-charge estimate started | SOC in 0.1 % |",
         "| 205 | coulomb-counter offset calibrated (both FETs off 20 s at rest) | offset, 1/16 LSB |",
+        "| 206 | a parameter changed (over Modbus) | register address << 20, new value (20-bit signed) |",
+        "| 207 | a parameter changed, value too big for 20 bits | as 206, the value in thousands |",
+        "| 208 | parameter writes unlocked | 0 |",
+        "| 209 | parameter writes locked (a write of 0, or the timeout) | 0 |",
+        "| 210 | a wrong PIN | wrong PINs in a row (5: a one-minute lockout) |",
+        "| 211 | a command (1 restart, 2 clear latched, 3 factory reset) | the command |",
+        "| 212 | saving the parameters failed: the previous set stays stored | save errors so far |",
+        "| 213 | the stored parameters came in another format and were migrated | that format |",
+        "| 214 | the stored parameters break a consistency rule: running unconfigured | the rule |",
+        "| 215 | a `bms.cfg` file was taken in as the stored parameters | 0 |",
     ])
 
 
@@ -116,12 +126,13 @@ def registers_md():
         "and `lib/bms/regdoc.py`; do not edit by hand. `bmsctl registers --json` gives the same rows.",
         "",
         "Modbus RTU, default address 1, 19200 baud 8E1. Input registers (FC 04) are measurements and",
-        "state, refreshed every 250 ms; holding registers (FC 03) are the parameters. 32-bit values",
+        "state, refreshed every 250 ms; holding registers (FC 03 read, FC 06/16 write) are the parameters. 32-bit values",
         "take two registers, high word first. A value in `unit` is the raw register value x `scale`.",
         "Reading an address that is not in the map answers exception 02.",
         "",
     ]
-    for table, title in (("input", "Input registers (FC 04)"), ("holding", "Holding registers (FC 03)")):
+    out += writing_md()
+    for table, title in (("input", "Input registers (FC 04)"), ("holding", "Holding registers (FC 03, FC 06, FC 16)")):
         out += ["## " + title, "", "| address | name | type | count | scale | unit | description |",
                 "|---|---|---|---|---|---|---|"]
         for r in RG.rows():
@@ -131,6 +142,64 @@ def registers_md():
                     r["description"].replace("|", "/")))
         out.append("")
     return "\n".join(out)
+
+
+def writing_md():
+    """How parameters are written: the lock, the answers, the rules."""
+    from bms import paramcheck as C
+    from bms import regdoc as D
+    from bms import regmap as M
+
+    out = [
+        "## Writing parameters",
+        "",
+        "Holding registers are written with FC 06 (one register) or FC 16 (up to 123). Reads need",
+        "nothing; writes need the unlock: write the PIN (parameter `pin`, 1234 from the factory;",
+        "it always reads 0) to `unlock` (0x%04X). The unlock lasts `unlock_timeout_s` after the last" % M.HR_UNLOCK,
+        "accepted write; 0 written to `unlock` locks at once, and so does a restart. Five wrong PINs",
+        "refuse unlocking for a minute. `bmsctl unlock`, `bmsctl config set` and `bmsctl setup` do",
+        "all of this for you.",
+        "",
+        "A write request is judged whole before anything changes; a refused one changes nothing,",
+        "and `config_error` (input 0x%04X) then says why (`bmsctl` prints it in words):" % M.IR_CONFIG_ERROR,
+        "",
+        "| answer | when |",
+        "|---|---|",
+        "| exception 01 | parameters are locked (the function is refused in this state) |",
+        "| exception 02 | a register of the range is not in the map; half of a 32-bit parameter; "
+        "`unlock` or `command` written together with other registers |",
+        "| exception 03 | quantity outside 1..123 or a byte count that does not match; a value outside "
+        "its range; a wrong PIN; a set that breaks a rule below; an unknown command |",
+        "| exception 04 | the device failed while writing |",
+        "| no answer | a CRC error, another address, or a broadcast (address 0): a broadcast is "
+        "applied only when it locks (0 to `unlock`), never to a parameter |",
+        "",
+        "Accepted changes go to flash right after the reply (two slots with a CRC and a sequence",
+        "number: a power cut during the save leaves the previous set), each one is logged as an",
+        "event, and most take effect at once. The pack's own settings (`chemistry`, `cell_channels`,",
+        "`capacity_mah`, `shunt_uohm`, `afe_groups`, `afe_addr`, `temp_sensors`, `fet_temp_sensor`)",
+        "take effect at the next restart (`command` = 1; `config_state` bit 2 says one is due).",
+        "`modbus_address`, `modbus_baud` and `modbus_parity` take effect right after the reply",
+        "that accepted them.",
+        "",
+        "A BMS from the factory is unconfigured: it measures and answers but keeps both FETs off",
+        "until a pack (chemistry, cells, capacity, thermistors) has been written and the BMS",
+        "restarted. From the write that makes the set configured on, every parameter must be in",
+        "its range and every rule below must hold:",
+        "",
+        "| rule | |",
+        "|---|---|",
+    ]
+    for k in range(1, C.RULE_COUNT + 1):
+        out.append("| %d | %s |" % (k, D.rule_text(k)))
+    out += ["", "Commands (write to `command`, 0x%04X, unlocked):" % M.HR_COMMAND, "",
+            "| value | does |", "|---|---|",
+            "| %d | restart: the reply goes out, then the BMS restarts (stored changes take effect) |"
+            % M.CMD_RESTART,
+            "| %d | clear protections latched after their retries (a short circuit) |" % M.CMD_CLEAR_LATCHED,
+            "| %d | factory reset: erase the stored parameters and restart unconfigured |" % M.CMD_FACTORY_RESET,
+            ""]
+    return out
 
 
 def _write(path, new):

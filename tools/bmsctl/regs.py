@@ -1,13 +1,14 @@
 """The firmware's register map (bms.regmap) as the host sees it: JSON rows,
 and decoding of register blocks into engineering values."""
+from bms import paramcheck as C
 from bms import paramtable as PT
 from bms import protection as PR
 from bms import regdoc as D
 from bms import regmap as M
 
-# Holding registers are read-only over Modbus until the firmware answers
-# FC 06/16 (parameter writes with validation and unlock, still to come).
-TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", PT.TABLE, "r", D.HOLDING))
+# Holding registers are written with FC 06/16 once unlocked (bms.config).
+TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", PT.TABLE, "rw", D.HOLDING),
+          ("holding", M.HOLDING_CONTROLS, "rw", D.CONTROL))
 
 
 def rows():
@@ -94,11 +95,49 @@ def reason_name(code):
 
 
 APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "ocv_table_rejected",
-              204: "soc_started_at_dpct", 205: "cc_offset_calibrated_dlsb"}
+              204: "soc_started_at_dpct", 205: "cc_offset_calibrated_dlsb",
+              208: "unlocked", 209: "locked", 210: "wrong_pin", 211: "command",
+              212: "config_save_failed", 213: "config_migrated_from_format", 214: "config_breaks_rule",
+              215: "config_file_imported"}
+PARAM_BY_ADDR = {r[0]: r for r in PT.TABLE}
+
+
+def param_change(code, value):
+    """(parameter row, new raw value) of a parameter-change event (206/207)."""
+    addr = (value >> 20) & 0x7FF
+    x = value & 0xFFFFF
+    if x & 0x80000:
+        x -= 0x100000
+    if code == 207:
+        x *= 1000
+    return PARAM_BY_ADDR.get(addr), x
+
+
+def config_error_text(word):
+    """The IR config_error register in words ('' for 0)."""
+    if not word:
+        return ""
+    reason, detail = word >> 8, word & 0xFF
+    fmt = D.CONFIG_ERRORS.get(reason, "reason %d detail {detail}" % reason)
+    param = PT.TABLE[detail][1] if detail < len(PT.TABLE) else "parameter %d" % detail
+    rule = D.rule_text(detail) if reason == M.ERR_RULE and 1 <= detail <= len(C.RULES) // 3 else ""
+    return fmt.format(param=param, rule=rule, detail=detail)
 
 
 def event_text(code, value):
     """A plain-language line for an event-log record."""
+    if code in (206, 207):
+        row, x = param_change(code, value)
+        if row is None:
+            return "parameter at 0x%03X set to %d" % ((value >> 20) & 0x7FF, x)
+        if row[1] == "pin":
+            return "pin changed"
+        approx = "about " if code == 207 else ""
+        return "%s set to %s%d" % (row[1], approx, x)
+    if code == 211:
+        return "command %s" % {1: "restart", 2: "clear latched", 3: "factory reset"}.get(value, str(value))
+    if code == 214:
+        return "stored configuration breaks a rule (%s): running unconfigured" % D.rule_text(value)
     if code in APP_EVENTS:
         name = APP_EVENTS[code]
         if code == 201:

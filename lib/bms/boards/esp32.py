@@ -21,7 +21,10 @@ PINS = {
 }
 I2C_FREQ = 100000  # the bq769x0 is a standard-mode (100 kHz) device
 UART_ID = 2
-PARITY_EVEN = 0  # machine.UART: 0 even, 1 odd, None none
+# parameter modbus_parity (0 none, 1 even, 2 odd) -> machine.UART's parity
+# (None, 0 even, 1 odd) and stop bits: 11 bits a character either way
+UART_PARITY = (None, 0, 1)
+UART_STOP = (2, 1, 1)
 
 
 class Rs485:
@@ -61,14 +64,27 @@ class Board:
         self.storage_dir = "/"
         self.i2c = I2C(0, scl=Pin(pins["i2c_scl"]), sda=Pin(pins["i2c_sda"]), freq=I2C_FREQ)
         self._alert = Pin(pins["afe_alert"], Pin.IN)
-        self._uart = UART(UART_ID, baudrate=baud, bits=8, parity=PARITY_EVEN, stop=1,
+        self._uart = UART(UART_ID, baudrate=baud, bits=8, parity=UART_PARITY[1], stop=1,
                           tx=pins["rs485_tx"], rx=pins["rs485_rx"],
                           rxbuf=512, timeout=0, timeout_char=0)
         self.serial = Rs485(self._uart, Pin(pins["rs485_de"], Pin.OUT, value=0), baud)
 
-    def set_baud(self, baud):
-        self._uart.init(baudrate=baud, bits=8, parity=PARITY_EVEN, stop=1)
+    def set_serial(self, baud, parity):
+        """parity: 0 none (2 stop bits), 1 even, 2 odd (the modbus_parity parameter)."""
+        if parity < 0 or parity > 2:
+            parity = 1
+        self._uart.init(baudrate=baud, bits=8, parity=UART_PARITY[parity], stop=UART_STOP[parity])
         self.serial.set_baud(baud)
+
+    def set_baud(self, baud):
+        self.set_serial(baud, 1)
+
+    def reset(self, reason=0):
+        """Restart the MCU (stored changes take effect; the AFE keeps its
+        FET state and its hardware protection through it)."""
+        import machine
+
+        machine.reset()
 
     def ticks_ms(self):
         # machine ticks already wrap at 2**30, as bms.ticks expects

@@ -13,6 +13,20 @@ Frame, firmware -> simulator (REQ_SIZE bytes):
 Frame, simulator -> firmware (RESP_SIZE bytes):
     status (0 or an errno), flags, n, 0, ticks_ms (uint32 LE), payload[PAYLOAD]
 flags: FLAG_ALERT (the AFE's ALERT pin is high), FLAG_RX (RS485 bytes wait).
+
+Ops (a, b, n, arg as each uses them; the rest are 0):
+    OP_HELLO      'H'  first frame after connecting
+    OP_I2C_READ   'R'  a = device address, b = register, n = length;
+                       the reply's payload holds the n bytes read
+    OP_I2C_WRITE  'W'  a, b, n; payload = the bytes on the wire
+    OP_IDLE       'I'  arg = ms of simulated time to let pass; the reply
+                       comes early when RS485 bytes arrive or ALERT rises
+    OP_UART_READ  'U'  n = room; the reply's payload holds the received bytes
+    OP_UART_WRITE 'T'  n bytes of payload to send on RS485
+    OP_RESET      'X'  arg = reset reason (0: software reset); the simulator
+                       acks, the firmware exits, and the simulator boots a
+                       fresh firmware process on the same pack, chip, clock,
+                       RS485 link and flash (machine.reset() on the ESP32)
 """
 from micropython import const
 
@@ -27,6 +41,7 @@ OP_I2C_WRITE = const(0x57)  # 'W': a, b, n, payload = bytes on the wire
 OP_IDLE = const(0x49)  # 'I': arg = ms; returns early on RS485 data or ALERT
 OP_UART_READ = const(0x55)  # 'U': n = room; payload = received bytes
 OP_UART_WRITE = const(0x54)  # 'T': n bytes of payload to send
+OP_RESET = const(0x58)  # 'X': arg = reset reason code (0 = software reset)
 
 FLAG_ALERT = const(0x01)
 FLAG_RX = const(0x02)
@@ -161,6 +176,16 @@ class Board:
 
     def set_baud(self, baud):
         pass  # a pseudo-terminal has no baud rate
+
+    def set_serial(self, baud, parity):
+        pass  # a pseudo-terminal has no baud rate or parity
+
+    def reset(self, reason=0):
+        """Restart the firmware, as machine.reset() does: the simulator boots
+        a new firmware process; the pack, the AFE, the clock and the flash
+        (storage_dir) carry on. Does not return."""
+        self._link.call(OP_RESET, 0, 0, 0, reason)
+        raise SystemExit(0)
 
     def ticks_ms(self):
         return self._link.ticks
