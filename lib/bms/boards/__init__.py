@@ -1,0 +1,37 @@
+"""The board interface: what every board (esp32.py, sim.py) provides, and
+the codes they share with the core.
+
+    i2c, serial, storage_dir          the buses and the flash directory
+    ticks_ms(), idle(ms), alert()     the clock, waiting, the AFE's ALERT
+    set_serial(baud, parity), reset()
+    inputs() -> IN_ bits              button, ACC (ignition/enable), charger detect
+    leds(duties)                      bytearray of 0..255 PWM duties, one per LED
+    network(on)                       the network module's power (Wi-Fi)
+    wdt_start(timeout_ms), wdt_feed() the watchdog (cannot be stopped)
+    light_sleep(ms) -> WAKE_          RAM kept; back on a wake source or the timer
+    deep_sleep()                      never returns: the MCU restarts on ACC,
+                                      charger or button (reset_cause() says)
+    reset_cause() -> (RESET_, WAKE_)  why this boot happened
+    afe_boot()                        the TS1 boot pulse that wakes a shipped AFE
+"""
+from micropython import const
+
+# inputs() bits
+IN_BUTTON = const(1)  # pressed
+IN_ACC = const(2)  # ignition / enable input active
+IN_CHARGER = const(4)  # a charger is connected
+
+# wake reasons (light_sleep's result, and the second half of reset_cause())
+WAKE_NONE = const(0)
+WAKE_TIMER = const(1)
+WAKE_RS485 = const(2)  # activity on the RS485 receive line (the first frame may be lost)
+WAKE_CHARGER = const(3)
+WAKE_ACC = const(4)
+WAKE_BUTTON = const(5)
+
+# reset causes (the first half of reset_cause())
+RESET_POWER_ON = const(1)
+RESET_HARD = const(2)
+RESET_WDT = const(3)
+RESET_DEEPSLEEP = const(4)
+RESET_SOFT = const(5)  # machine.reset(): a restart the firmware asked for
