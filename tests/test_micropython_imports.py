@@ -24,7 +24,7 @@ def test_every_firmware_module_imports_under_micropython(micropython):
     mods.remove("bms.regdoc")  # host-side text, never loaded by the firmware
     # both boards and every module at once (a device loads one board): more
     # than the ESP32's initial heap, which tests/test_heap_locked_cycle.py holds
-    proc = run_mpy(micropython, "mpy_imports.py", *mods, path=compile_lib() + ":" + FAKES, heap="100wK")
+    proc = run_mpy(micropython, "mpy_imports.py", *mods, path=compile_lib() + ":" + FAKES, heap="128wK")
     assert proc.stdout.strip() == "OK %d" % len(mods)
 
 

@@ -11,7 +11,8 @@ import pytest
 from bms import params as P
 from bms import protection as PR
 from bms import regmap as M
-from bms.app import EV_AFE_UP, EV_BOOT
+from bms.app import EV_AFE_UP, EV_BOOT, EV_RESET
+from bms.power import EV_MODE
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World
@@ -375,10 +376,10 @@ def test_event_log_survives_a_restart(tmp_path):
     before = _events(sim)
     again = DirectSim(sim.world, str(tmp_path))
     after = [again.app.log.newest(i) for i in range(M.EVENT_WINDOW) if again.app.log.newest(i)]
-    # the new boot logs its start and its AFE bring-up, then the old records follow
-    assert [r[3] for r in after[:2]] == [EV_AFE_UP, EV_BOOT]
-    assert after[1][1] == before[0][1] + 1, "boot number counts up"
-    assert after[2:] == before[:len(after) - 2]
+    # the new boot logs its start, reset cause, AFE bring-up and mode, then the old records follow
+    assert [r[3] for r in after[:4]] == [EV_MODE, EV_AFE_UP, EV_RESET, EV_BOOT]
+    assert after[3][1] == before[0][1] + 1, "boot number counts up"
+    assert after[4:] == before[:len(after) - 4]
     assert any(r[3] == PR.EV_TRIP + ROW["cell_ov"] + 1 for r in after)
 
 

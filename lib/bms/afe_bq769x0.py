@@ -394,6 +394,14 @@ class Bq769x0:
             return False
         return self.write_reg(R.SYS_CTRL2, R.CTRL2_CC_EN)
 
+    def enter_ship(self):
+        """SHIP mode, the chip's lowest power (sleep mode): FETs off, no
+        measurement; only a boot signal on TS1 wakes it. The datasheet's
+        sequence: SHUT_A,SHUT_B = 00, then 01, then 10, consecutive writes."""
+        base = R.CTRL1_ADC_EN | R.CTRL1_TEMP_SEL
+        return (self.write_reg(R.SYS_CTRL1, base) and self.write_reg(R.SYS_CTRL1, base | R.CTRL1_SHUT_B)
+                and self.write_reg(R.SYS_CTRL1, base | R.CTRL1_SHUT_A))
+
     def set_balancing(self, cell_mask):
         """Bleed the cells in cell_mask (bit k = cell k+1); returns the mask applied.
 

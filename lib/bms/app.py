@@ -15,10 +15,13 @@ from bms import params as P
 from bms import protection as PR
 from bms import regmap as M
 from bms.afe_bq769x0 import TEMP_OPEN, TEMP_SHORT, Bq769x0
+from bms.boards import RESET_DEEPSLEEP
 from bms.balancing import Balancer
 from bms.eventlog import EventLog
 from bms.lifetime import Lifetime
 from bms.measurements import MAX_CELLS, MAX_TEMPS, Measurements
+from bms.modes import ANIMATE_MS, Modes
+from bms.power import CAUSE_BOOT, WORKING
 from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
 from bms.soc import STATE_SIZE, Soc
@@ -55,10 +58,13 @@ EV_CC_CAL = const(205)  # value: the coulomb-counter offset after a calibration,
 # 206..213: bms.config (parameter changes, unlocking, commands, saves)
 EV_CONFIG_RULE = const(214)  # value: the consistency rule the stored set breaks: it runs unconfigured
 EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
+# 216: bms.power EV_MODE (a power-mode change: mode << 8 | cause)
+EV_RESET = const(217)  # value: the boot's reset cause << 8 | wake reason (bms.boards RESET_, WAKE_)
 _CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
 
 
 class App:
+    UNDER_VOLTAGE_ROWS = _UNDER_VOLTAGE_ROWS
     def __init__(self, board, prm=None):
         """prm: the loaded parameters (bms.start loads them before importing
         this module, to keep the boot's peak heap low), or None to load here."""
@@ -111,6 +117,8 @@ class App:
         self.cal_last = now - v[P.P_CC_CAL_EVERY_MS]  # the first rest may calibrate
         self.charge_seen = now - _CHARGE_HOLD_MS
         self.load_gone_since = now
+        self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
+        self.modes = Modes(self, now)
 
     def _make_soc(self, v):
         soc = Soc(v[P.P_CHEMISTRY], self.params.cells(), v[P.P_CAPACITY_MAH], v[P.P_SHUNT_UOHM])
@@ -204,8 +212,19 @@ class App:
             self.append(EV_CONFIG_RULE, rule, 0)
         if self.ocv_rejected:
             self.append(EV_OCV_TABLE_REJECTED, 0, 0)
+        cause, wake = self.reset_cause
+        self.append(EV_RESET, (cause << 8) | wake, 0)
+        self.ir.set_u16(M.IR_RESET_CAUSE, (cause << 8) | wake)
+        if cause == RESET_DEEPSLEEP:
+            self.board.afe_boot()  # the AFE was shipped for the sleep
         self.afe_ok = self._bring_up_afe()
+        if not self.afe_ok:
+            # a bq769x0 powers up in SHIP: the TS1 boot pulse wakes it
+            self.board.afe_boot()
+            self.afe_ok = self._bring_up_afe()
         self.append(EV_AFE_UP, 1 if self.afe_ok else 0, 0)
+        self.modes.start(wake if cause == RESET_DEEPSLEEP else CAUSE_BOOT)
+        self.board.wdt_start(self.values[P.P_WDT_MS])
 
     def _bring_up_afe(self):
         afe = self.afe
@@ -350,6 +369,8 @@ class App:
         self._switch_fets()
         self._balance(now)
         self.publish()
+        self.board.wdt_feed()  # the checks are done: the watchdog may wait again
+        self.modes.after_cycle(now)
 
     def _quantities(self, stat, flags):
         """Fill the protection table's quantities from this cycle's measurements."""
@@ -444,7 +465,8 @@ class App:
         m = self.meas
         if not self.afe_ok:
             return
-        want = 0 if self.cal_active else PR.BOTH & ~self.protection.block
+        working = self.modes.power.mode == WORKING
+        want = PR.BOTH & ~self.protection.block if working and not self.cal_active else 0
         if want != m.fets:
             got = self.afe.set_fets(want & R.CTRL2_CHG_ON, want & R.CTRL2_DSG_ON)
             if got < 0:
@@ -467,7 +489,8 @@ class App:
         pr = self.protection
         over = pr.protect_flags & _OVER_VOLTAGE_ROWS
         charging = i >= -rest and (over or ticks_diff(now, self.charge_seen) < _CHARGE_HOLD_MS)
-        allowed = self.afe_ok and (pr.protect_flags & ~_OVER_VOLTAGE_ROWS) == 0
+        allowed = (self.afe_ok and (pr.protect_flags & ~_OVER_VOLTAGE_ROWS) == 0
+                   and self.modes.power.mode == WORKING)
         q = pr.q
         hottest = q[PR.Q_TEMP_MAX_DC]
         if q[PR.Q_FET_TEMP_DC] > hottest:
@@ -541,6 +564,7 @@ class App:
         ir.set_u16(M.IR_LIFE_TEMP_MAX_DC, life.temp_max_dc)
         ir.set_u16(M.IR_LIFE_TEMP_MIN_DC, life.temp_min_dc)
         ir.set_u16(M.IR_LIFE_TRIPS, life.trips)
+        self.modes.publish(ir)
         if self.events_dirty:
             self._publish_events()
 
@@ -582,14 +606,29 @@ class App:
         cf = self.config
         if cf.pending or cf._ev_unlock:
             self._after_writes(now)
+        md = self.modes
+        md.poll(now)
+        if md.power.mode != WORKING:
+            return 1 if self.modbus.receiving() else md.low_power(now)
         since = ticks_diff(now, self.last_cycle)
         if (b.alert() and since >= _MIN_GAP_MS) or since >= _FALLBACK_MS:
             self.cycle(now)
             since = 0
         if self.modbus.receiving():
             return 1
+        md.poll(now)  # again: a press that began during the cycle is seen before the idle
         wait = _FALLBACK_MS - since
+        if (md.leds(now) or md.button.busy()) and wait > ANIMATE_MS:
+            wait = ANIMATE_MS
         return wait if wait > 1 else 1
+
+    def fets_and_bleeding_off(self):
+        """Low power and sleep: both FETs and every bleed resistor off."""
+        m = self.meas
+        if self.afe.fets_off():
+            m.fets = 0
+        if m.balance_mask and self.afe.set_balancing(0) >= 0:
+            m.balance_mask = 0
 
 
 def run(board, prm=None):

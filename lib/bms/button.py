@@ -26,6 +26,10 @@ class Button:
         self.pressed_at = 0
         self.long_sent = False
 
+    def busy(self):
+        """True while a press is being judged: the caller polls again soon."""
+        return self.raw or self.pressed
+
     def update(self, raw, now):
         """raw: the input reads pressed. Returns NONE, SHORT or LONG."""
         raw = bool(raw)

@@ -107,7 +107,17 @@ P_CC_CAL_REST_MS = const(102)
 P_MODBUS_PARITY = const(103)  # 0 none (2 stop bits), 1 even, 2 odd
 P_PIN = const(104)  # never readable: reads as 0
 P_UNLOCK_TIMEOUT_S = const(105)
-COUNT = const(106)
+P_LP_IDLE_MS = const(106)  # idle and trouble-free this long: low-power mode (0 = never)
+P_LP_IDLE_MA = const(107)
+P_LP_CHECK_MS = const(108)  # low power: a measurement this often
+P_SLEEP_UV_MS = const(109)  # under-voltage held this long with no charger: sleep (0 = never)
+P_LED_COUNT = const(110)
+P_LED_BRIGHTNESS_PCT = const(111)
+P_LED_SOC_SHOW_MS = const(112)
+P_BUTTON_LONG_MS = const(113)
+P_WDT_MS = const(114)
+P_NET_ENABLE = const(115)  # the network module (Wi-Fi) is used: on while working
+COUNT = const(116)
 
 
 _F_MIN = const(6)
@@ -382,7 +392,8 @@ def _raw_unit(name):
 
 _PACK_INDICES = (P_CHEMISTRY, P_CELL_CHANNELS, P_CAPACITY_MAH, P_AFE_GROUPS)
 # Settings of the device, not of the pack: a chemistry's defaults leave them.
-_DEVICE_KEYS = (P_MODBUS_PARITY, P_PIN, P_UNLOCK_TIMEOUT_S)
+_DEVICE_KEYS = (P_MODBUS_PARITY, P_PIN, P_UNLOCK_TIMEOUT_S, P_LED_COUNT, P_LED_BRIGHTNESS_PCT,
+                P_LED_SOC_SHOW_MS, P_BUTTON_LONG_MS, P_WDT_MS, P_NET_ENABLE)
 
 CONFIG_FILE = "bms.cfg"  # key=value text: a whole set, taken in at boot (provisioning)
 STORE_NAME = "params"  # the A/B record pair: params.a, params.b

@@ -57,6 +57,11 @@ INPUT = {
     'life_temp_max_dc': "Lifetime: highest cell temperature seen (-32768 = none yet)",
     'life_temp_min_dc': "Lifetime: lowest cell temperature seen (32767 = none yet)",
     'life_trips': "Lifetime: protection trips (warnings not counted; saturates at 65535)",
+    'power_mode': "Power mode: 0 working, 1 low power (FETs off, network off, the MCU asleep between checks), 2 sleep (never read: the BMS is asleep)",
+    'mode_cause': "Why the present mode was entered: 1 timer check, 2 RS485 traffic, 3 charger, 4 ACC, 5 button, 6 idle, 7 under-voltage, 8 long press, 9 a check found work, 10 boot",
+    'mode_time_s': "Seconds in the present mode",
+    'reset_cause': "Why this boot happened: cause << 8 | wake reason; cause 1 power-on, 2 hard reset, 3 watchdog, 4 deep sleep, 5 software restart; wake reason as in mode_cause",
+    'io_state': "Inputs and outputs: bit 0 button pressed, bit 1 ACC, bit 2 charger detected, bit 8 network module on",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 
@@ -167,6 +172,16 @@ HOLDING = {
     'modbus_parity': "RS485 parity: 0 none (with 2 stop bits), 1 even, 2 odd; takes effect after the reply",
     'pin': "PIN that unlocks parameter writes (written to `unlock`); always reads 0",
     'unlock_timeout_s': "A write unlock lasts this long after the last accepted write",
+    'lp_idle_ms': "Low-power mode after the pack has been idle (current below lp_idle_ma, no RS485 traffic, no charger or ACC) and trouble-free this long (0 = never): FETs off, network off, a check every lp_check_ms",
+    'lp_idle_ma': "Below this current (either way) the pack counts as idle for low-power mode",
+    'lp_check_ms': "In low-power mode the BMS wakes this often to measure and check the cells",
+    'sleep_uv_ms': "Sleep mode (AFE shipped, MCU in deep sleep) after an under-voltage protection has held this long with no charger (0 = never); ACC, a charger or the button wakes it",
+    'led_count': "LEDs in the bar (0 = none fitted)",
+    'led_brightness_pct': "LED brightness (PWM duty)",
+    'led_soc_show_ms': "A short button press shows the SOC this long",
+    'button_long_ms': "Holding the button this long puts the BMS to sleep",
+    'net_enable': "1: the network module (Wi-Fi) is used; it is on in working mode and off in low-power and sleep mode",
+    'wdt_ms': "Watchdog timeout: the MCU restarts when the control loop has not completed its checks for this long",
 }
 
 CONTROL = {

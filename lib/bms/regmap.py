@@ -76,7 +76,12 @@ IR_LIFE_CELL_MIN_MV = const(0x00C9)
 IR_LIFE_TEMP_MAX_DC = const(0x00CA)  # int16
 IR_LIFE_TEMP_MIN_DC = const(0x00CB)  # int16
 IR_LIFE_TRIPS = const(0x00CC)
-IR_SIZE = const(0x00CD)
+IR_POWER_MODE = const(0x00CD)
+IR_MODE_CAUSE = const(0x00CE)
+IR_MODE_TIME_S = const(0x00CF)  # uint32
+IR_RESET_CAUSE = const(0x00D1)
+IR_IO_STATE = const(0x00D2)
+IR_SIZE = const(0x00D3)
 
 MAX_CELLS = const(15)
 MAX_TEMPS = const(3)
@@ -137,6 +142,11 @@ INPUT_REGS = (
     (IR_LIFE_TEMP_MAX_DC, "life_temp_max_dc", "int16", 1, -1, "degC"),
     (IR_LIFE_TEMP_MIN_DC, "life_temp_min_dc", "int16", 1, -1, "degC"),
     (IR_LIFE_TRIPS, "life_trips", "uint16", 1, 0, ""),
+    (IR_POWER_MODE, "power_mode", "uint16", 1, 0, ""),
+    (IR_MODE_CAUSE, "mode_cause", "uint16", 1, 0, ""),
+    (IR_MODE_TIME_S, "mode_time_s", "uint32", 1, 0, "s"),
+    (IR_RESET_CAUSE, "reset_cause", "uint16", 1, 0, ""),
+    (IR_IO_STATE, "io_state", "uint16", 1, 0, ""),
 )
 
 # IR_CONFIG_STATE bits

@@ -10,6 +10,8 @@ scenario and property tests.
 import os
 
 from bms.app import App
+from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_POWER_ON, RESET_SOFT,
+                        WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_RS485, WAKE_TIMER)
 from bms_sim.link import TICKS_MASK, TICKS_START
 
 
@@ -38,6 +40,15 @@ class DirectBoard:
         self.on_advance = None
         self.serial_settings = None
         self.resets = []
+        self.input_bits = 0
+        self.led_duties = b""
+        self.network_on = False
+        self.wdt_ms = 0
+        self.wdt_feeds = 0
+        self.deep_sleeps = 0
+        self.asleep = False
+        self.sleep_inputs = 0
+        self.cause = (RESET_POWER_ON, 0)
 
     def set_baud(self, baud):
         pass
@@ -45,9 +56,52 @@ class DirectBoard:
     def set_serial(self, baud, parity):
         self.serial_settings = (baud, parity)
 
+    def inputs(self):
+        """The bits a test set, and the charger detect input following the
+        World's charger."""
+        return self.input_bits | (IN_CHARGER if self.world.charger.on else 0)
+
+    def leds(self, duties):
+        self.led_duties = bytes(duties)
+
+    def network(self, on):
+        self.network_on = on
+
+    def wdt_start(self, timeout_ms):
+        self.wdt_ms = timeout_ms
+
+    def wdt_feed(self):
+        self.wdt_feeds += 1
+
+    def light_sleep(self, ms):
+        """Time passes; back on RS485 bytes (lost, as on the ESP32) or the timer."""
+        w = self.world
+        target = w.now_ms + ms
+        while w.now_ms < target and not self.serial.rx:
+            w.advance(min(target - w.now_ms, w.ms_to_next_window()))
+            if self.on_advance:
+                self.on_advance(w)
+        if self.serial.rx:
+            del self.serial.rx[:]
+            return WAKE_RS485
+        return WAKE_TIMER
+
+    def deep_sleep(self):
+        self.deep_sleeps += 1
+        self.asleep = True
+        self.sleep_inputs = self.inputs()  # a wake is a rising edge from here
+        raise SystemExit(0)
+
+    def reset_cause(self):
+        return self.cause
+
+    def afe_boot(self):
+        self.world.chip.boot()
+
     def reset(self, reason=0):
-        """In-process there is no MCU to restart: the test sees the request."""
+        """The MCU restarts: DirectSim boots a new App on the same World."""
         self.resets.append(reason)
+        self.cause = (RESET_SOFT, 0)
         raise SystemExit(0)
 
     def ticks_ms(self):
@@ -79,18 +133,53 @@ class DirectSim:
         self.app = App(self.board)
         self.app.start()
         self.on_cycle = on_cycle
+        self.boots = 1
 
     def run(self, ms):
         """Run the firmware for ms of simulated time (calling on_cycle(self)
         after every control cycle)."""
         w = self.world
         end = w.now_ms + ms
-        app = self.app
         while w.now_ms < end:
+            if self.board.asleep and not self._sleep_until(end):
+                return
+            app = self.app
             last = app.last_cycle
-            self.board.idle(app.step())
+            try:
+                wait = app.step()
+            except SystemExit:
+                if not self.board.asleep:
+                    self._boot()  # a restart the firmware asked for
+                continue
             if self.on_cycle and app.last_cycle != last:
-                self.on_cycle(self)
+                self.on_cycle(self)  # at the cycle's own time, before the idle
+            self.board.idle(wait)
+
+    def _boot(self):
+        self.boots += 1
+        self.app = App(self.board)
+        self.app.start()
+
+    def _sleep_until(self, end):
+        """Deep sleep: the World goes on until ACC, the charger or the button
+        rises (then a new App boots, as the ESP32 does), or `end`. True when
+        it woke."""
+        w = self.world
+        b = self.board
+        while w.now_ms < end:
+            now = b.inputs()  # a change made while the run was paused counts too
+            rising = now & ~b.sleep_inputs
+            b.sleep_inputs = now
+            if rising & (IN_ACC | IN_CHARGER | IN_BUTTON):
+                wake = (WAKE_CHARGER if rising & IN_CHARGER else WAKE_ACC if rising & IN_ACC else WAKE_BUTTON)
+                b.asleep = False
+                b.cause = (RESET_DEEPSLEEP, wake)
+                self._boot()
+                return True
+            w.advance(min(end - w.now_ms, w.ms_to_next_window()))
+            if b.on_advance:
+                b.on_advance(w)
+        return False
 
     def run_until(self, cond, limit_ms, step_ms=250):
         """Run until cond(self) is true; returns the simulated ms it took, or

@@ -234,7 +234,9 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
 
     times, currents, temps, cells = read_trace(trace)
     n = len(cells[0])
-    extra = {}
+    # no LED bar: its animation frames would only slow the replay of a trace
+    # that charges or discharges all the time; the SOC is what is replayed
+    extra = {"led_count": 0}
     if ocv_table:
         for k, mv in enumerate(read_ocv_table(ocv_table)):
             extra["ocv_%d_mv" % (5 * k)] = mv

@@ -239,6 +239,15 @@ def status_dict(st):
         "uptime_s": raw["uptime_s"],
         "afe_crc_errors": raw["afe_crc_errors"],
         "afe_bus_errors": raw["afe_bus_errors"],
+        "power": {
+            "mode": RG.MODE_NAMES.get(raw["power_mode"], raw["power_mode"]),
+            "cause": RG.CAUSE_NAMES.get(raw["mode_cause"], raw["mode_cause"]),
+            "mode_time_s": raw["mode_time_s"],
+            "reset_cause": RG.RESET_NAMES.get(raw["reset_cause"] >> 8, raw["reset_cause"] >> 8),
+            "woken_by": RG.CAUSE_NAMES.get(raw["reset_cause"] & 0xFF),
+            "button": bool(raw["io_state"] & 1), "acc": bool(raw["io_state"] & 2),
+            "charger": bool(raw["io_state"] & 4), "network": bool(raw["io_state"] & 0x100),
+        },
         "hardware_protection": {
             "ov_v": ir["hw_ov_applied_mv"], "uv_v": ir["hw_uv_applied_mv"],
             "ocd_a": ir["hw_ocd_applied_ma"], "ocd_delay_s": ir["hw_ocd_applied_delay_ms"],
@@ -270,6 +279,10 @@ def _bar(mv, lo, hi, width=24):
         return ""
     k = int(round((mv - lo) * width / (hi - lo)))
     return "#" * max(0, min(width, k))
+
+
+def _hms(s):
+    return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60)
 
 
 def format_status(d, where=""):
@@ -313,6 +326,12 @@ def format_status(d, where=""):
         lines.append("Balancing cells " + ", ".join(str(c) for c in d["balancing_cells"]))
     lines.append("AFE       flags 0x%02x, CRC errors %d, bus errors %d" % (
         d["afe_stat"], d["afe_crc_errors"], d["afe_bus_errors"]))
+    pw = d["power"]
+    inputs = [k for k in ("acc", "charger", "button") if pw[k]]
+    lines.append("Power     %s for %s (%s); network %s; inputs %s; this boot: %s%s" % (
+        pw["mode"], _hms(pw["mode_time_s"]), pw["cause"], "on" if pw["network"] else "off",
+        ", ".join(inputs) or "none", pw["reset_cause"],
+        ", woken by " + pw["woken_by"] if pw["woken_by"] else ""))
     c = d["config"]
     lines.append("Config    %s, %.3f Ah, shunt %.3f mOhm, Modbus address %d at %d baud" % (
         c["chemistry"], c["capacity_ah"], c["shunt_mohm"], c["modbus_address"], c["modbus_baud"]))

@@ -100,6 +100,10 @@ APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "oc
               212: "config_save_failed", 213: "config_migrated_from_format", 214: "config_breaks_rule",
               215: "config_file_imported"}
 PARAM_BY_ADDR = {r[0]: r for r in PT.TABLE}
+MODE_NAMES = {0: "working", 1: "low-power", 2: "sleep"}
+CAUSE_NAMES = {1: "timer check", 2: "RS485 traffic", 3: "charger", 4: "ACC", 5: "button", 6: "idle",
+               7: "under-voltage", 8: "long button press", 9: "a check found work", 10: "boot"}
+RESET_NAMES = {1: "power-on", 2: "hard reset", 3: "watchdog", 4: "wake from deep sleep", 5: "software restart"}
 
 
 def param_change(code, value):
@@ -134,6 +138,13 @@ def event_text(code, value):
             return "pin changed"
         approx = "about " if code == 207 else ""
         return "%s set to %s%d" % (row[1], approx, x)
+    if code == 216:
+        mode, cause = value >> 8, value & 0xFF
+        return "%s mode (%s)" % (MODE_NAMES.get(mode, str(mode)), CAUSE_NAMES.get(cause, str(cause)))
+    if code == 217:
+        cause, wake = value >> 8, value & 0xFF
+        text = "reset cause: %s" % RESET_NAMES.get(cause, str(cause))
+        return text + (", woken by %s" % CAUSE_NAMES.get(wake, str(wake)) if wake else "")
     if code == 211:
         return "command %s" % {1: "restart", 2: "clear latched", 3: "factory reset"}.get(value, str(value))
     if code == 214:

@@ -1,0 +1,177 @@
+"""Carrying out the power modes (bms.power decides them), the LED bar, the
+button and the network module's power, for bms.app.
+
+WORKING -> LOW_POWER: FETs and bleeding off, network off; the main loop
+then light-sleeps between checks every lp_check_ms (in pieces of at most
+half the watchdog's timeout, feeding it between). A wake source other than
+the timer, or a check that finds work, goes back to WORKING.
+-> SLEEP: the state to flash, LEDs and network off, FETs off, the AFE
+shipped, the MCU in deep sleep: the next thing that runs is a boot.
+
+Allocation-free per pass (LEDs, button, inputs); a transition may allocate
+(it logs an event and, for sleep, saves).
+"""
+from micropython import const
+
+from bms import led as LED
+from bms import params as P
+from bms import power as PW
+from bms import protection as PR
+from bms import regmap as M
+from bms.boards import IN_BUTTON, WAKE_TIMER
+from bms.bq769x0 import CTRL1_LOAD_PRESENT
+from bms.button import LONG, SHORT, Button
+from bms.ticks import ticks_diff
+
+ANIMATE_MS = const(100)  # the LED bar's frame time while it moves (flashes are 200 ms)
+
+
+class Modes:
+    def __init__(self, app, now):
+        self.app = app
+        v = app.values
+        self.power = PW.Power(now)
+        self.button = Button(v[P.P_BUTTON_LONG_MS])
+        n = v[P.P_LED_COUNT]
+        self.led_out = bytearray(n)
+        self.led_on = (255 * v[P.P_LED_BRIGHTNESS_PCT] + 50) // 100
+        self.show_soc = False
+        self.show_since = now
+        self.long_press = False
+        self.comm_at = now  # the last request addressed to us
+        self.served = 0
+        self.inputs = 0
+        self.net_on = False
+        self.mode_start_s = 0  # uptime when the present mode began
+
+    def start(self, cause):
+        """At boot: the mode's cause (the boot, or what woke the MCU)."""
+        self.power.cause = cause
+        self.app.append(PW.EV_MODE, (PW.WORKING << 8) | cause, 0)
+        self.network()
+
+    def network(self):
+        on = self.power.mode == PW.WORKING and self.app.values[P.P_NET_ENABLE] != 0
+        if on != self.net_on:
+            self.net_on = on
+            self.app.board.network(on)
+
+    # -- every pass ---------------------------------------------------------------
+
+    def poll(self, now):
+        """Inputs, the button and Modbus activity; before the cycle."""
+        app = self.app
+        self.inputs = app.board.inputs()
+        n = app.modbus.server_messages
+        if n != self.served:
+            self.served = n
+            self.comm_at = now
+        ev = self.button.update(self.inputs & IN_BUTTON, now)
+        if ev == SHORT:
+            self.show_soc = True
+            self.show_since = now
+        elif ev == LONG:
+            self.long_press = True
+
+    def after_cycle(self, now):
+        """The mode WORKING should move to, judged on this cycle's values."""
+        app = self.app
+        pw = self.power
+        if pw.mode != PW.WORKING:
+            return
+        v = app.values
+        pr = app.protection
+        mode, cause = pw.working(now, app.meas.current_ma, pr.protect_flags | pr.warn_flags,
+                                 pr.protect_flags & app.UNDER_VOLTAGE_ROWS, self.inputs, self.comm_at,
+                                 self.long_press, v[P.P_LP_IDLE_MA], v[P.P_LP_IDLE_MS], v[P.P_SLEEP_UV_MS])
+        self.long_press = False
+        if mode == PW.LOW_POWER:
+            self._enter(PW.LOW_POWER, cause, now)
+            app.fets_and_bleeding_off()
+            self.network()
+        elif mode == PW.SLEEP:
+            self.sleep(now, cause)
+
+    def _enter(self, mode, cause, now):
+        app = self.app
+        self.power.enter(mode, cause, now)
+        self.mode_start_s = app.uptime_ms // 1000
+        app.append(PW.EV_MODE, (mode << 8) | cause, self.mode_start_s)
+
+    def wake(self, now, cause):
+        self._enter(PW.WORKING, cause, now)
+        self.comm_at = now  # awake for at least lp_idle_ms
+        self.network()
+
+    def sleep(self, now, cause):
+        app = self.app
+        self._enter(PW.SLEEP, cause, now)
+        app.save_state(now)
+        self.leds(now)
+        self.network()
+        app.fets_and_bleeding_off()
+        app.afe.enter_ship()
+        app.board.deep_sleep()  # does not return: the next thing is a boot
+
+    def low_power(self, now):
+        """One pass in LOW_POWER: sleep until the next check or a wake
+        source, or run the check. Returns the idle time for the board."""
+        app = self.app
+        v = app.values
+        due = v[P.P_LP_CHECK_MS] - ticks_diff(now, app.last_cycle)
+        if due > 0:
+            piece = v[P.P_WDT_MS] // 2
+            b = app.board
+            b.wdt_feed()
+            reason = b.light_sleep(due if due < piece else piece)
+            b.wdt_feed()
+            if reason != WAKE_TIMER:
+                self.wake(b.ticks_ms(), reason)
+            return 1
+        app.cycle(now)  # measured and judged: protection holds in low power too
+        pr = app.protection
+        attention = pr.protect_flags | pr.warn_flags | (app.meas.ctrl1 & CTRL1_LOAD_PRESENT)
+        if self.power.check(app.meas.current_ma, attention, self.inputs, v[P.P_LP_IDLE_MA]):
+            self.wake(now, PW.CAUSE_ATTENTION)
+        return 1
+
+    # -- the LED bar ------------------------------------------------------------------
+
+    def leds(self, now):
+        """Render and show the bar; True while it animates (the loop then
+        wakes often enough for the frames)."""
+        out = self.led_out
+        n = len(out)
+        if n == 0:
+            return False
+        app = self.app
+        v = app.values
+        pr = app.protection
+        reason = pr.dsg_reason if pr.dsg_reason else pr.chg_reason
+        blink = PR.ROWS[reason - 1][10] if reason else 0
+        if self.show_soc and ticks_diff(now, self.show_since) >= v[P.P_LED_SOC_SHOW_MS]:
+            self.show_soc = False
+        s = app.soc
+        soc = s.soc_dpct if s is not None and app.soc_started else 0
+        i = app.meas.current_ma
+        rest = v[P.P_REST_CURRENT_MA]
+        charging = i > rest
+        LED.render(out, n, now, self.power.mode, app.configured, blink, soc, charging, i < -rest,
+                   self.show_soc)
+        on = self.led_on
+        k = 0
+        while k < n:
+            if out[k]:
+                out[k] = on
+            k += 1
+        app.board.leds(out)
+        return (not app.configured or blink != 0 or charging or self.show_soc or
+                (i < -rest and soc < 100))
+
+    def publish(self, ir):
+        pw = self.power
+        ir.set_u16(M.IR_POWER_MODE, pw.mode)
+        ir.set_u16(M.IR_MODE_CAUSE, pw.cause)
+        ir.set_u32(M.IR_MODE_TIME_S, self.app.uptime_ms // 1000 - self.mode_start_s)
+        ir.set_u16(M.IR_IO_STATE, self.inputs | (0x100 if self.net_on else 0))
+
