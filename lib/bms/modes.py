@@ -97,6 +97,7 @@ class Modes:
         self.power.enter(mode, cause, now)
         self.mode_start_s = app.uptime_ms // 1000
         app.append(PW.EV_MODE, (mode << 8) | cause, self.mode_start_s)
+        self.publish(app.ir)  # a read before the next cycle sees the new mode
 
     def wake(self, now, cause):
         self._enter(PW.WORKING, cause, now)
