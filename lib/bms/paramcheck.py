@@ -13,6 +13,7 @@ Allocation-free: it walks bytes and the value array.
 from micropython import const
 
 from bms import params as P
+from bms.bq769x0 import cell_count
 
 LT = const(0)  # v[a] < v[b]
 CHEM_MAX = const(1)  # v[a] <= the chemistry's highest cell voltage
@@ -90,16 +91,8 @@ RULE_COUNT = const(39)
 
 def configured(v):
     """The pack keys are set: the whole set must then pass every rule."""
-    return (v[P.P_CHEMISTRY] != P.CHEM_NONE and _cells(v[P.P_CELL_CHANNELS]) >= 3
+    return (v[P.P_CHEMISTRY] != P.CHEM_NONE and cell_count(v[P.P_CELL_CHANNELS]) >= 3
             and v[P.P_CAPACITY_MAH] > 0 and v[P.P_TEMP_SENSORS] != 0)
-
-
-def _cells(mask):
-    n = 0
-    while mask:
-        n += mask & 1
-        mask >>= 1
-    return n
 
 
 def check(v, every=False):
@@ -111,7 +104,7 @@ def check(v, every=False):
     chem = v[P.P_CHEMISTRY]
     if chem < 0 or chem > 3:
         chem = 0
-    cells = _cells(v[P.P_CELL_CHANNELS])
+    cells = cell_count(v[P.P_CELL_CHANNELS])
     k = 0
     n = len(RULES)
     while k < n:
@@ -184,7 +177,7 @@ def channels_fit(mask, groups):
     g = 0
     while g < groups:
         part = (mask >> (5 * g)) & 0x1F
-        n = _cells(part)
+        n = cell_count(part)
         if n < 3 or n > 5 or not part & 0x10:
             return False
         g += 1
