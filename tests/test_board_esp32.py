@@ -12,7 +12,10 @@ from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_HA
                         WAKE_RS485, WAKE_TIMER)
 
 FAKES = os.path.join(os.path.dirname(__file__), "fakes")
-FAKE_MODULES = ("machine", "machine_hw", "esp32", "network", "bms.boards.esp32")
+FAKE_MODULES = ("machine", "machine_hw", "esp32", "network", "bms.boards.esp32", "board_pins")
+# the pin map bms.boards.esp32 imports (board_pins): on the device it is
+# lib/board_pins.mpy; here, the reference board's source
+PINS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "firmware", "boards", "reference")
 
 BUTTON, ACC, CHARGER, RX, DE, AFE_BOOT = 35, 34, 39, 26, 14, 13
 LEDS = (16, 17, 18, 19, 23)
@@ -47,6 +50,7 @@ def esp32():
     for name in FAKE_MODULES:
         sys.modules.pop(name, None)
     sys.path.insert(0, FAKES)
+    sys.path.insert(0, PINS_DIR)
     try:
         machine = importlib.import_module("machine")
         machine.reset_fake()
@@ -59,6 +63,7 @@ def esp32():
         yield mod, machine
     finally:
         sys.path.remove(FAKES)
+        sys.path.remove(PINS_DIR)
         for name in FAKE_MODULES:
             sys.modules.pop(name, None)
 

@@ -4,27 +4,10 @@
 Reference board: ESP32-WROOM-32, bq769x0 on I2C0 with its ALERT output on
 a GPIO, an RS485 transceiver on UART2 whose driver-enable (DE, with /RE
 tied to it) is a plain GPIO, since MicroPython on the ESP32 has no RS485
-mode. The pin map (PINS):
-
-    i2c_scl 22, i2c_sda 21   the bq769x0, 100 kHz
-    afe_alert 4              the bq769x0's ALERT (RTC pin)
-    rs485_tx 27, rs485_rx 26 UART2 to the transceiver; RX is an RTC pin: the
-                             light-sleep wake on bus traffic (a start bit
-                             pulls it low)
-    rs485_de 14              DE and /RE: high drives the bus, low listens;
-                             an RTC pad, so its hold keeps it low (listening)
-                             through deep sleep
-    button 35                push button to GND with an external pull-up
-                             (34-39 have no internal pulls): pressed = low
-    acc 34                   ignition / enable input, active high, external
-                             pull-down
-    charger 39               charger detect, active high, external pull-down
-    afe_boot 13              drives the bq769x0's TS1 through a diode: a
-                             high pulse boots an AFE that is in SHIP (RTC-
-                             capable output)
-    leds 16, 17, 18, 19, 23  the LED bar: PWM (LEDC) at 1 kHz, active high,
-                             each driver pulled low (off while the pads are
-                             unpowered in deep sleep)
+mode. The pin numbers live in one place, the board_pins module
+(firmware/boards/reference/board_pins.py for the reference board, with a
+comment per pin: the bq769x0 on I2C with ALERT, the RS485 UART and its DE
+pin, the button, ACC and charger inputs, the TS1 boot pulse, the LED bar).
 
 Why RTC pins: in deep sleep only the RTC domain still watches pads, through
 ext0 (one pin, one level) and ext1 (a set of pins, "any high" or "all low");
@@ -50,20 +33,9 @@ from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_HA
                         RESET_POWER_ON, RESET_SOFT, RESET_WDT, WAKE_ACC, WAKE_BUTTON,
                         WAKE_CHARGER, WAKE_NONE, WAKE_RS485, WAKE_TIMER)
 
-# Pin map of the reference board (see the module docstring).
-PINS = {
-    "i2c_scl": 22,
-    "i2c_sda": 21,
-    "afe_alert": 4,
-    "rs485_tx": 27,
-    "rs485_rx": 26,
-    "rs485_de": 14,
-    "button": 35,
-    "acc": 34,
-    "charger": 39,
-    "afe_boot": 13,
-    "leds": (16, 17, 18, 19, 23),
-}
+# Pin map: the board_pins module (firmware/boards/<board>/board_pins.py,
+# compiled to lib/board_pins.mpy or frozen) is the one place with the numbers.
+from board_pins import PINS
 I2C_FREQ = 100000  # the bq769x0 is a standard-mode (100 kHz) device
 UART_ID = 2
 # parameter modbus_parity (0 none, 1 even, 2 odd) -> machine.UART's parity
