@@ -604,7 +604,7 @@ class App:
         self.now = now
         self.modbus.poll(now)
         cf = self.config
-        if cf.pending or cf._ev_unlock:
+        if cf.pending or cf.ev_lock:  # work for after the reply
             self._after_writes(now)
         md = self.modes
         md.poll(now)

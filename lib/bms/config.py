@@ -86,7 +86,7 @@ class Config:
         self.save_failed = False
         self.restart_pending = False
         self.command = 0
-        self._ev_unlock = 0  # 1 unlocked, 2 locked, 3 wrong PIN, to log after the reply
+        self.ev_lock = 0  # 1 unlocked, 2 locked, 3 wrong PIN: to log after the reply
         hr.map(M.HR_UNLOCK, 2)
         self.publish_all()
 
@@ -113,7 +113,7 @@ class Config:
     def publish_state(self, now):
         if self.unlocked and ticks_diff(now, self.unlocked_at) >= self.v[P.P_UNLOCK_TIMEOUT_S] * 1000:
             self.unlocked = False
-            self._ev_unlock = 2
+            self.ev_lock = 2
         if self.locked_out and ticks_diff(now, self.lockout_at) >= _LOCKOUT_MS:
             self.locked_out = False
             self.bad_pins = 0
@@ -247,7 +247,7 @@ class Config:
     def _unlock(self, value, broadcast, now):
         if value == 0:
             if self.unlocked:
-                self._ev_unlock = 2
+                self.ev_lock = 2
             self.unlocked = False
             self.hr.set_u16(M.HR_UNLOCK, 0)
             if not broadcast:
@@ -261,14 +261,14 @@ class Config:
             return self._refuse(3, M.ERR_PIN_LOCKOUT, left if left < 255 else 255)
         if value != self.v[P.P_PIN]:
             self.bad_pins += 1
-            self._ev_unlock = 3
+            self.ev_lock = 3
             if self.bad_pins >= _MAX_BAD_PINS:
                 self.locked_out = True
                 self.lockout_at = now
             return self._refuse(3, M.ERR_BAD_PIN, _MAX_BAD_PINS - self.bad_pins)
         self.bad_pins = 0
         if not self.unlocked:
-            self._ev_unlock = 1
+            self.ev_lock = 1
         self.unlocked = True
         self.unlocked_at = now
         self._accepted()
@@ -300,9 +300,9 @@ class Config:
         """Save, log and report what the last writes changed. Returns the
         APPLY/COMM/RESTART/FACTORY_RESET/CLEAR_LATCHED work for the caller,
         which owns the hardware. Runs after the reply has gone out."""
-        ev = self._ev_unlock
+        ev = self.ev_lock
         if ev:
-            self._ev_unlock = 0
+            self.ev_lock = 0
             if ev == 1:
                 self.log(EV_UNLOCKED, 0, time_s)
             elif ev == 2:

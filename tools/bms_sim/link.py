@@ -177,6 +177,10 @@ class SimServer:
         self.mcu_state = "awake"  # "awake", "light_sleep" or "deep_sleep"
         self.hang_i2c = False  # fault injection: the next I2C transfer never ends
         self._inputs_seen = 0  # the input bits of the last reply
+        # send(), set_input() and stop() wake a paced wait at once
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.leds = b""  # the last duties, one byte per LED
         self.leds_history = []  # (sim ms, duties) at every change
         self.network_on = False
@@ -327,8 +331,18 @@ class SimServer:
         self._conn = conn
         return conn
 
+    def _poke(self):
+        w = self._wake_w
+        if w is None:
+            return
+        try:
+            os.write(w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already poked
+
     def stop(self):
         self._stop.set()
+        self._poke()
         with self._proc_lock:
             proc = self.proc
         if proc and proc.poll() is None:
@@ -362,6 +376,11 @@ class SimServer:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        if self._wake_w is not None:
+            fds = (self._wake_r, self._wake_w)
+            self._wake_w = None
+            for fd in fds:
+                os.close(fd)
 
     def __enter__(self):
         return self.start()
@@ -394,6 +413,7 @@ class SimServer:
         """Bytes arriving on the BMS's RS485 receiver (as a host would send)."""
         with self.lock:
             self.rxq += data
+        self._poke()
 
     def _drain_pty(self):
         if self._master is None:
@@ -433,6 +453,7 @@ class SimServer:
                 self.inputs |= bit
             else:
                 self.inputs &= ~bit
+        self._poke()
 
     def press_button(self, ms):
         """Press the button now and release it ms of simulated time later."""
@@ -584,13 +605,19 @@ class SimServer:
             due = self._wall_for(world.now_ms + piece)
         wait = due - now
         if wait > 0:
+            fds = [self._wake_r]
             if watch_rx and self._master is not None:
-                if select.select([self._master], [], [], wait)[0]:
-                    # bytes arrived early: advance only the time that really passed
-                    passed = int((time.monotonic() - self._wall_for(world.now_ms)) * 1000 * self.speed)
-                    piece = max(0, min(piece, passed))
-            elif self._stop.wait(wait):
-                return 0
+                fds.append(self._master)
+            if select.select(fds, [], [], wait)[0]:
+                try:
+                    os.read(self._wake_r, 64)
+                except (BlockingIOError, OSError):
+                    pass
+                if self._stop.is_set():
+                    return 0
+                # bytes or an input arrived early: advance only the time that really passed
+                passed = int((time.monotonic() - self._wall_for(world.now_ms)) * 1000 * self.speed)
+                piece = max(0, min(piece, passed))
         return piece
 
     def _idle(self, ms):
