@@ -96,3 +96,12 @@ def test_bench_target_in_makefile():
     with open(os.path.join(ROOT, "Makefile")) as f:
         mk = f.read()
     assert "\nbench: setup\n" in mk and "-m bench.perf" in mk
+
+
+def test_heap_map_lists_every_module_and_adds_up():
+    from bench import heapmap
+
+    rows, total = heapmap.measure()
+    assert [m for m, _ in rows] == list(heapmap.MODULES)
+    assert sum(b for _, b in rows) == total
+    assert total > 50000 and all(b >= 0 for _, b in rows)

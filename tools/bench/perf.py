@@ -25,8 +25,7 @@ tools/bms_sim/link.py DEFAULT_HEAP unless said otherwise:
 4. turnaround run: main.py at speed=1.0 with the control loop running; the
    simulator's on_transmit hook timestamps the first reply byte of each
    request; requests are written to the simulator's pseudo-terminal, as a
-   host does (SimServer.send() alone does not wake the firmware's paced
-   idle: the simulator watches the pty while it waits).
+   host does.
 5. 56wK run: main.py under -X heapsize=56wK for a few simulated seconds with
    Modbus requests: fits_56wk is whether it ran and answered without an error.
 """
