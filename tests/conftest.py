@@ -1,4 +1,5 @@
 """Shared test helpers: where things are, and running MicroPython scripts."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -59,3 +60,21 @@ def rtu_client(link_path, timeout=1, retries=2):
                            stopbits=2, timeout=timeout, retries=retries)
     assert c.connect(), "cannot open " + link_path
     return c
+
+
+@contextlib.contextmanager
+def lfp4_sim(state, link_path, speed=20.0, **world_kw):
+    """A provisioned 4-cell 10 Ah LFP pack, the firmware under MicroPython
+    serving it on a pty at link_path, 3 simulated seconds in; afterwards the
+    firmware's log must hold no traceback."""
+    from bms_sim.cli import provision
+    from bms_sim.link import SimServer
+    from bms_sim.world import World
+
+    provision(str(state), 4, "lfp", 10000, 1000)
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, **world_kw)
+    server = SimServer(world, str(state), speed=speed, link_path=str(link_path))
+    with server:
+        server.wait_sim_ms(3000, timeout=20)
+        yield server
+    assert "Traceback" not in server.log_tail(), server.log_tail()

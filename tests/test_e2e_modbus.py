@@ -12,7 +12,7 @@ from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
 from bmsctl import cli as ctl
-from conftest import rtu_client
+from conftest import lfp4_sim, rtu_client
 
 
 def frame(body):
@@ -23,13 +23,8 @@ def frame(body):
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     state = tmp_path_factory.mktemp("bms")
-    provision(str(state), 4, "lfp", 10000, 1000)
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, spread_mv=30, seed=3)
-    server = SimServer(world, str(state), speed=20.0, link_path=str(state / "ttyBMS"))
-    with server:
-        server.wait_sim_ms(3000, timeout=20)
+    with lfp4_sim(state, state / "ttyBMS", soc_pct=60.0, spread_mv=30, seed=3) as server:
         yield server
-    assert "Traceback" not in server.log_tail(), server.log_tail()
 
 
 @pytest.fixture

@@ -10,24 +10,15 @@ from bms import params as P
 from bms import paramtable as PT
 from bms import regmap as M
 from bms.store import Store
-from bms_sim.cli import provision
-from bms_sim.link import SimServer
-from bms_sim.world import World
-from conftest import rtu_client
+from conftest import lfp4_sim, rtu_client
 
 ADDR = {r[1]: r[0] for r in PT.TABLE}
 
 
 @pytest.fixture
 def sim(tmp_path):
-    state = tmp_path / "flash"
-    provision(str(state), 4, "lfp", 10000, 1000)
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=5)
-    server = SimServer(world, str(state), speed=20.0, link_path=str(tmp_path / "tty"))
-    with server:
-        server.wait_sim_ms(3000, timeout=20)
+    with lfp4_sim(tmp_path / "flash", tmp_path / "tty", soc_pct=60.0, seed=5) as server:
         yield server
-    assert "Traceback" not in server.log_tail(), server.log_tail()
 
 
 @pytest.fixture
