@@ -7,9 +7,12 @@ Imports the firmware's modules one at a time, in bms.start's order, and
 prints gc.mem_alloc() after each (collected), so the next round of heap
 work starts from measured figures: bytecode, constant tables and the
 module-level names of every module (a frozen image on the ESP32 keeps the
-bytecode in flash; the names and tables stay in RAM). A module's figure can
-carry a one-off cost it triggers (a built-in's first use, a heap block
-split), so compare totals and large figures, not a few hundred bytes.
+bytecode in flash; the names and tables stay in RAM). A module's figure
+carries the one-off costs it triggers: a growth of the interned-string
+(qstr) pool, which doubles as it fills, lands on whichever module needs the
+next chunk, so a module can show several KB more here than it costs alone.
+Trust the total; read a module's figure as "at most", and measure a module
+alone before acting.
 """
 import argparse
 import os
