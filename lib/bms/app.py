@@ -89,8 +89,6 @@ class App:
         self.config = CF.Config(prm, self.hr, self.ir, self.append)
         self.protection = PR.Protection(v, self)
         self.balancer = Balancer(v[P.P_CELL_CHANNELS])
-        self.balancer.configure(v[P.P_BAL_START_MV], v[P.P_BAL_DIFF_MV], v[P.P_BAL_AT_REST],
-                                v[P.P_BAL_MIN_IDLE_MS], v[P.P_BAL_MAX_CELLS], v[P.P_BAL_MAX_TEMP_DC])
         self.configured = prm.configured()
         self.soc = None
         self.soc_started = False
@@ -101,7 +99,8 @@ class App:
         self.life_store = Store(board.storage_dir, LIFE_STORE)
         self.ocv_rejected = False
         if self.configured:
-            self.soc = self._make_soc(v)
+            self.soc = Soc(v[P.P_CHEMISTRY], prm.cells(), v[P.P_CAPACITY_MAH], v[P.P_SHUNT_UOHM])
+        self._configure_live()
         self.afe_ok = False
         self.afe_stat = 0
         self.flags = 0  # this cycle's sensor and link faults, as Q_ flag quantities
@@ -120,23 +119,24 @@ class App:
         self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
         self.modes = Modes(self, now)
 
-    def _make_soc(self, v):
-        soc = Soc(v[P.P_CHEMISTRY], self.params.cells(), v[P.P_CAPACITY_MAH], v[P.P_SHUNT_UOHM])
-        k = 0
-        user = 0
-        while k < P.OCV_POINTS:
-            if v[P.P_OCV_0_MV + k]:
-                user += 1
-            k += 1
-        if user:
-            try:
-                soc.set_ocv_table([v[P.P_OCV_0_MV + k] for k in range(P.OCV_POINTS)])
-            except ValueError:
-                self.ocv_rejected = True  # logged at start(); the chemistry's table stays
-        soc.configure(v[P.P_FULL_CELL_MV], v[P.P_FULL_TAIL_MA], v[P.P_FULL_HOLD_MS],
-                      v[P.P_EMPTY_CELL_MV], v[P.P_EMPTY_HOLD_MS], v[P.P_REST_CURRENT_MA],
-                      v[P.P_RELAX_CHG_MS], v[P.P_RELAX_DSG_MS])
-        return soc
+    def _configure_live(self):
+        """The settings that take effect at once, at boot and after a write:
+        balancing, and the SOC estimator's tuning and OCV table."""
+        v = self.values
+        self.balancer.configure(v[P.P_BAL_START_MV], v[P.P_BAL_DIFF_MV], v[P.P_BAL_AT_REST],
+                                v[P.P_BAL_MIN_IDLE_MS], v[P.P_BAL_MAX_CELLS], v[P.P_BAL_MAX_TEMP_DC])
+        s = self.soc
+        if s is None:
+            return
+        s.configure(v[P.P_FULL_CELL_MV], v[P.P_FULL_TAIL_MA], v[P.P_FULL_HOLD_MS],
+                    v[P.P_EMPTY_CELL_MV], v[P.P_EMPTY_HOLD_MS], v[P.P_REST_CURRENT_MA],
+                    v[P.P_RELAX_CHG_MS], v[P.P_RELAX_DSG_MS])
+        # all zero: the chemistry's table (paramcheck allows nothing between)
+        table = [v[P.P_OCV_0_MV + k] for k in range(P.OCV_POINTS)] if v[P.P_OCV_0_MV] else None
+        try:
+            s.set_ocv_table(table)
+        except ValueError:
+            self.ocv_rejected = True  # logged at start(); the chemistry's table stays
 
     def _soc_state(self):
         """The stored SOC state, or None."""
@@ -275,19 +275,7 @@ class App:
     def _apply_params(self):
         """Live parameters take effect now; the pack's own keys (chemistry,
         cells, capacity, shunt, wiring) at the next restart."""
-        v = self.values
-        self.balancer.configure(v[P.P_BAL_START_MV], v[P.P_BAL_DIFF_MV], v[P.P_BAL_AT_REST],
-                                v[P.P_BAL_MIN_IDLE_MS], v[P.P_BAL_MAX_CELLS], v[P.P_BAL_MAX_TEMP_DC])
-        s = self.soc
-        if s is not None:
-            s.configure(v[P.P_FULL_CELL_MV], v[P.P_FULL_TAIL_MA], v[P.P_FULL_HOLD_MS],
-                        v[P.P_EMPTY_CELL_MV], v[P.P_EMPTY_HOLD_MS], v[P.P_REST_CURRENT_MA],
-                        v[P.P_RELAX_CHG_MS], v[P.P_RELAX_DSG_MS])
-            user = v[P.P_OCV_0_MV] != 0
-            try:
-                s.set_ocv_table([v[P.P_OCV_0_MV + k] for k in range(P.OCV_POINTS)] if user else None)
-            except ValueError:
-                pass  # paramcheck refused a table that does not rise: not reached
+        self._configure_live()
         if self.configured and self.afe_ok:
             # the hardware backstop follows its parameters; read back what the chip took
             self.afe_ok = self._arm_backstop()
