@@ -10,6 +10,16 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.path.join(ROOT, "lib")
 MPY_TESTS = os.path.join(ROOT, "tests", "mpy")
+# tests/mpy with the firmware's constants folded in, as the firmware is (bms_sim.constfold)
+MPY_TESTS_FOLDED = os.path.join(ROOT, "build", "mpy-tests")
+
+
+def mpy_tests():
+    """tests/mpy, folded against the firmware's constants: the directory to
+    run those scripts from."""
+    from bms_sim.build import fold_scripts
+
+    return fold_scripts(MPY_TESTS, MPY_TESTS_FOLDED)
 
 
 def micropython_binary():
@@ -41,9 +51,10 @@ def run_mpy(exe, script, *args, heap=None, path=None, timeout=60):
         from bms_sim.build import compile_lib
 
         path = compile_lib()
+    scripts = mpy_tests()
     env = dict(os.environ)
-    env["MICROPYPATH"] = path + ":" + MPY_TESTS
-    cmd = [exe, "-X", "heapsize=" + heap, os.path.join(MPY_TESTS, script)] + [str(a) for a in args]
+    env["MICROPYPATH"] = path + ":" + scripts
+    cmd = [exe, "-X", "heapsize=" + heap, os.path.join(scripts, script)] + [str(a) for a in args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         pytest.fail("MicroPython %s failed (%d):\n%s\n%s" % (script, proc.returncode, proc.stdout, proc.stderr))

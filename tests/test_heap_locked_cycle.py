@@ -11,7 +11,7 @@ from bms.crc import crc16
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
-from conftest import MPY_TESTS
+from conftest import mpy_tests
 
 
 ADDR = {r[1]: r[0] for r in PT.TABLE}
@@ -27,7 +27,7 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells):
     provision(str(tmp_path), cells, "nmc", 20000, 500)
     world = World(cells=cells, chemistry="nmc", capacity_mah=20000, soc_pct=50.0, shunt_uohm=500)
     server = SimServer(world, str(tmp_path), speed=50.0,
-                       main_py=os.path.join(MPY_TESTS, "mpy_cycle_alloc.py"))
+                       main_py=os.path.join(mpy_tests(), "mpy_cycle_alloc.py"))
     ov = ADDR["cell_ov_mv"]
     same = frame(bytes([1, 6, 0, ov]) + (4250).to_bytes(2, "big"))  # NMC's default: accepted, nothing to save
     requests = [frame(bytes([1, 4, 0, M.IR_BALANCE_MASK, 0, 2])),  # exception 02 (0x1D is a gap)

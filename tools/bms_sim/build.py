@@ -7,6 +7,15 @@
     lib/board_pins.mpy        the board's pin map (firmware/boards/BOARD/board_pins.py)
     FILES.txt                 every file above with its size and sha256: the
                               deploy plan (python -m bms_sim.deploy)
+    .folded/                  the source mpy-cross compiled (not deployed):
+                              lib/ with its named constants folded in
+                              (bms_sim.constfold); firmware/manifest.py
+                              freezes these files into a custom image
+
+The firmware is compiled from folded source: every public `NAME = const(n)`
+read anywhere in the firmware becomes the integer n (bms_sim.constfold),
+so the device keeps neither the names nor their dictionary slots in RAM;
+line numbers stay those of lib/.
 
 Host-only modules (HOST_ONLY: text for the host tools, never imported by the
 firmware) are left out. The simulator and the MicroPython tests load the
@@ -28,6 +37,8 @@ import shutil
 import subprocess
 import sys
 
+from bms_sim.constfold import FoldError, const_table, fold_source, fold_tree, module_name
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIB = os.path.join(ROOT, "lib")
 BOARDS = os.path.join(ROOT, "firmware", "boards")
@@ -42,6 +53,8 @@ PINS_MODULE = "board_pins"  # top-level module holding PINS, from firmware/board
 HOST_ONLY = ("bms/regdoc.py",)  # relative to lib/: never on the device
 ROOT_FILES = ("boot.py", "main.py")  # copied as source to the filesystem root
 MANIFEST = "FILES.txt"
+FOLDED = ".folded"  # beside the output directory: the folded source it was compiled from
+FOLD_VERSION = 1  # bump when constfold's output changes for the same input
 _STATE = ".build-state.json"  # what each .mpy was compiled from (dotfiles are not deployed)
 
 
@@ -112,12 +125,49 @@ def _write_atomic(path, data):
     os.replace(tmp, path)
 
 
+def folded_dir(out):
+    """Where the folded source of the .mpy files in out is kept."""
+    return os.path.join(os.path.dirname(os.path.abspath(out)), FOLDED)
+
+
+def fold_sources(sources):
+    """{path relative to the output, as .py: folded text} for firmware_sources()."""
+    texts = {}
+    for py, rel in sources:
+        with open(py, encoding="utf-8") as f:
+            texts[rel[:-4] + ".py"] = f.read()
+    try:
+        folded, _table = fold_tree(texts)
+    except (FoldError, SyntaxError) as e:
+        raise BuildError("cannot fold the firmware's constants: %s" % e)
+    return folded
+
+
+_done = {}  # (src, out, board) -> the sources' stat when this process last built them
+
+
+def _stat_key(paths):
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append((p, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
 def _compile_tree(src, out, board):
-    """Compile what changed (by source hash, mpy-cross version and flags)
-    into out, and delete what no longer has a source there."""
+    """Fold, then compile what changed (by folded-source hash, mpy-cross
+    version and flags) into out, and delete what no longer has a source
+    there."""
+    sources = firmware_sources(src, board)
+    memo = (os.path.abspath(src), os.path.abspath(out), board)
+    stat = _stat_key([py for py, _ in sources])
+    # the simulator asks for every run: skip the folding when nothing changed since
+    if _done.get(memo) == stat and all(os.path.exists(os.path.join(out, rel)) for _, rel in sources):
+        return out
     exe = find_mpy_cross()
     version = mpy_cross_version(exe)
-    sources = firmware_sources(src, board)
+    folded = fold_sources(sources)
+    fold_out = folded_dir(out)
     os.makedirs(out, exist_ok=True)
     state_path = os.path.join(out, _STATE)
     try:
@@ -125,20 +175,31 @@ def _compile_tree(src, out, board):
             state = json.load(f)
     except (OSError, ValueError):
         state = {}
-    if state.get("mpy_cross") != version or state.get("args") != list(MPY_CROSS_ARGS):
+    if (state.get("mpy_cross") != version or state.get("args") != list(MPY_CROSS_ARGS)
+            or state.get("fold") != FOLD_VERSION):
         state = {}
     done = dict(state.get("files", {}))
     files = {}
     for py, rel in sources:
         mpy = os.path.join(out, rel)
-        key = sha256_file(py)
+        name = rel[:-4] + ".py"  # as tracebacks name it: bms/app.py, board_pins.py
+        text = folded[name].encode("utf-8")
+        fpy = os.path.join(fold_out, name)
+        try:
+            with open(fpy, "rb") as f:
+                same = f.read() == text
+        except OSError:
+            same = False
+        if not same:
+            os.makedirs(os.path.dirname(fpy), exist_ok=True)
+            _write_atomic(fpy, text)
+        key = hashlib.sha256(text).hexdigest()
         files[rel] = key
         if done.get(rel) == key and os.path.exists(mpy):
             continue
         os.makedirs(os.path.dirname(mpy), exist_ok=True)
         tmp = "%s.%d.tmp" % (mpy, os.getpid())
-        name = os.path.relpath(py, src) if rel != PINS_MODULE + ".mpy" else PINS_MODULE + ".py"
-        proc = subprocess.run([exe, *MPY_CROSS_ARGS, "-o", tmp, "-s", name.replace(os.sep, "/"), py],
+        proc = subprocess.run([exe, *MPY_CROSS_ARGS, "-o", tmp, "-s", name, fpy],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             if os.path.exists(tmp):
@@ -155,8 +216,15 @@ def _compile_tree(src, out, board):
                 os.remove(os.path.join(dirpath, f))
         if dirpath != out and not os.listdir(dirpath):
             os.rmdir(dirpath)
+    # and no folded source of a module that is gone
+    for dirpath, dirs, names in os.walk(fold_out, topdown=False):
+        for f in names:
+            rel = os.path.relpath(os.path.join(dirpath, f), fold_out).replace(os.sep, "/")
+            if rel[:-3] + ".mpy" not in files:
+                os.remove(os.path.join(dirpath, f))
     _write_atomic(state_path, json.dumps({"mpy_cross": version, "args": list(MPY_CROSS_ARGS),
-                                          "files": files}, indent=1, sort_keys=True).encode())
+                                          "fold": FOLD_VERSION, "files": files}, indent=1, sort_keys=True).encode())
+    _done[memo] = stat
     return out
 
 
@@ -217,6 +285,43 @@ def compile_lib(src=LIB, out=OUT, board=DEFAULT_BOARD):
     if os.path.abspath(out) == OUT and os.path.abspath(src) == LIB:
         _finish_device(DEVICE)
     return out
+
+
+def fold_scripts(src_dir, out_dir, lib=LIB, board=DEFAULT_BOARD):
+    """Fold the firmware's constants (as compile_lib does) into every .py
+    script in src_dir, written to out_dir when changed; returns out_dir.
+
+    A MicroPython test script that reads `M.IR_SIZE` from the folded
+    firmware must be folded too: the name is not in the device's module."""
+    sources = firmware_sources(lib, board)
+    scripts = sorted(f for f in os.listdir(src_dir) if f.endswith(".py"))
+    memo = ("scripts", os.path.abspath(src_dir), os.path.abspath(out_dir), board)
+    key = _stat_key([py for py, _ in sources] + [os.path.join(src_dir, f) for f in scripts])
+    if _done.get(memo) == key and all(os.path.exists(os.path.join(out_dir, f)) for f in scripts):
+        return out_dir
+    texts = {}
+    for py, rel in sources:
+        with open(py, encoding="utf-8") as f:
+            texts[rel[:-4] + ".py"] = f.read()
+    table = const_table({module_name(r): t for r, t in texts.items()})
+    os.makedirs(out_dir, exist_ok=True)
+    for f in scripts:
+        with open(os.path.join(src_dir, f), encoding="utf-8") as fh:
+            text = fh.read()
+        try:
+            data = fold_source(text, None, table).encode("utf-8")
+        except (FoldError, SyntaxError) as e:
+            raise BuildError("cannot fold %s: %s" % (f, e))
+        target = os.path.join(out_dir, f)
+        try:
+            with open(target, "rb") as fh:
+                same = fh.read() == data
+        except OSError:
+            same = False
+        if not same:
+            _write_atomic(target, data)
+    _done[memo] = key
+    return out_dir
 
 
 def read_manifest(dest=DEVICE):
