@@ -19,7 +19,7 @@ import os
 include("$(PORT_DIR)/boards/manifest.py")
 
 # the bms package, less its host-only modules (tools/bms_sim/build.py HOST_ONLY)
-HOST_ONLY = ("regdoc.py",)
+HOST_ONLY = ("regdoc.py", "paramtable.py", "regmap.py", "protrules.py")
 _files = []
 for _dir, _subdirs, _names in os.walk("../lib/bms"):
     _subdirs[:] = sorted(d for d in _subdirs if d != "__pycache__")

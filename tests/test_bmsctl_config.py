@@ -48,8 +48,8 @@ class FakeBms:
         self._boot()
 
     def _boot(self):
-        self.hr = RegisterImage(None, M.HR_SIZE)
-        self.ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
+        self.hr = RegisterImage(M.HR_SIZE)
+        self.ir = RegisterImage(M.IR_SIZE, M.mapped_mask(M.INPUT_REGS, M.IR_SIZE))
         self.cfg = Config(self.prm, self.hr, self.ir, lambda c, v, t: self.events.append((c, v)))
 
     def _w(self, addr, words):

@@ -35,7 +35,7 @@ def lib_modules():
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for f in files:
             rel = os.path.relpath(os.path.join(dirpath, f), LIB).replace(os.sep, "/")
-            if f.endswith(".py") and rel != "bms/regdoc.py":
+            if f.endswith(".py") and rel not in ("bms/regdoc.py", "bms/paramtable.py", "bms/regmap.py", "bms/protrules.py"):
                 out.append(rel)
     return sorted(out)
 
@@ -69,6 +69,7 @@ def test_build_holds_every_firmware_module_as_mpy_and_no_host_only_one(built):
     want = {"lib/" + m[:-3] + ".mpy" for m in lib_modules()} | {"lib/board_pins.mpy", "boot.py", "main.py"}
     assert set(files) == want
     assert "lib/bms/regdoc.mpy" not in files and os.path.exists(os.path.join(LIB, "bms", "regdoc.py"))
+    assert "lib/bms/paramtable.mpy" not in files  # the firmware reads bms/packed.py
     # boot.py and main.py as source: MicroPython runs them from source
     for name in ("boot.py", "main.py"):
         with open(os.path.join(ROOT, name), "rb") as f:
@@ -392,7 +393,7 @@ def test_manifest_freezes_exactly_the_firmware_make_build_compiles():
         assert os.path.isfile(path), (target, path)
     want = {m for m in lib_modules()} | {"board_pins.py", "boot.py", "main.py"}
     assert set(frozen) == want
-    assert "bms/regdoc.py" not in frozen
+    assert "bms/regdoc.py" not in frozen and "bms/paramtable.py" not in frozen
     assert frozen["board_pins.py"] == os.path.join(B.board_dir(), "board_pins.py")
     # the same list as the build's (firmware_sources), module for module
     assert {rel[:-4] + ".py" for _, rel in B.firmware_sources()} == want - {"boot.py", "main.py"}

@@ -36,8 +36,8 @@ class Dev:
         self.prm = prm or pack()
         if directory is not None:
             self.prm.store = S.Store(directory, P.STORE_NAME)
-        self.hr = RegisterImage(None, M.HR_SIZE)
-        self.ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
+        self.hr = RegisterImage(M.HR_SIZE)
+        self.ir = RegisterImage(M.IR_SIZE, M.mapped_mask(M.INPUT_REGS, M.IR_SIZE))
         self.events = []
         self.cfg = CF.Config(self.prm, self.hr, self.ir, lambda c, v, t: self.events.append((c, v)))
         self.now = 1000

@@ -10,9 +10,9 @@ def test_protection_doc_is_current():
 
 def test_protection_doc_names_every_row():
     table = docs.protection_table()
-    from bms import protection as PR
+    from bms import protrules
 
-    for row in PR.ROWS:
+    for row in protrules.ROWS:
         assert "`%s`" % row[0] in table
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bms import params as P
 from bms import protection as PR
+from bms import protrules
 from bms import regmap as M
 from bms.app import EV_AFE_UP, EV_BOOT, EV_RESET
 from bms.power import EV_MODE
@@ -18,7 +19,7 @@ from bms_sim.direct import DirectSim
 from bms_sim.world import World
 
 CYCLE_MS = 250
-ROW = {r[0]: i for i, r in enumerate(PR.ROWS)}
+ROW = {r[0]: i for i, r in enumerate(protrules.ROWS)}
 
 
 def make(tmp_path, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, extra=None, **kw):
@@ -38,7 +39,7 @@ def _record(sim):
 
 
 def PR_names(bits):
-    return [r[0] for i, r in enumerate(PR.ROWS) if bits & (1 << i)]
+    return [r[0] for i, r in enumerate(protrules.ROWS) if bits & (1 << i)]
 
 
 def active(sim, name):
@@ -53,7 +54,7 @@ def value(sim, index):
 def cond_times(sim, name, trip):
     """(first time the row's trip (or release) condition held continuously up
     to the change, time of the change) from the recorded trace."""
-    r = PR.ROWS[ROW[name]]
+    r = protrules.ROWS[ROW[name]]
     bit = 1 << ROW[name]
     v = sim.app.values
     changed_at = None
@@ -87,7 +88,7 @@ def cond_times(sim, name, trip):
 def check_trip(sim, name, limit_ms, fets_reachable=True):
     took = sim.run_until(lambda s: active(s, name), limit_ms)
     assert took is not None, "%s did not trip within %d ms" % (name, limit_ms)
-    r = PR.ROWS[ROW[name]]
+    r = protrules.ROWS[ROW[name]]
     first, at = cond_times(sim, name, True)
     delay = value(sim, r[4]) if r[4] != PR.NONE else 0
     assert delay <= at - first <= delay + CYCLE_MS, (name, first, at, delay)
@@ -115,7 +116,7 @@ def check_trip(sim, name, limit_ms, fets_reachable=True):
 def check_release(sim, name, limit_ms):
     took = sim.run_until(lambda s: not active(s, name), limit_ms)
     assert took is not None, "%s did not release within %d ms" % (name, limit_ms)
-    r = PR.ROWS[ROW[name]]
+    r = protrules.ROWS[ROW[name]]
     first, at = cond_times(sim, name, False)
     delay = value(sim, r[6]) if r[6] != PR.NONE else 0
     assert delay <= at - first <= delay + CYCLE_MS, (name, first, at, delay)

@@ -4,6 +4,7 @@ import json
 
 from bms import paramtable as PT
 from bms import protection as PR
+from bms import protrules
 from bms import regdoc as D
 from bms import regmap as M
 from bmsctl import cli as ctl
@@ -26,7 +27,7 @@ def test_rows_do_not_overlap_and_fit_the_images():
 def test_every_name_has_its_words_and_no_more():
     assert set(D.INPUT) == {r[1] for r in M.INPUT_REGS}
     assert set(D.HOLDING) == {r[1] for r in PT.TABLE}
-    assert set(D.PROTECTION) == {r[0] for r in PR.ROWS}
+    assert set(D.PROTECTION) == {r[0] for r in protrules.ROWS}
     for text in list(D.INPUT.values()) + list(D.HOLDING.values()) + list(D.PROTECTION.values()):
         assert text and text[0] != " "
     for regs in (M.INPUT_REGS, PT.TABLE):
@@ -35,7 +36,7 @@ def test_every_name_has_its_words_and_no_more():
 
 
 def test_protection_rows_fit_small_int_flags():
-    assert len(PR.ROWS) == PR.ROW_COUNT <= 30
+    assert len(protrules.ROWS) == PR.ROW_COUNT <= 30
 
 
 def test_mapped_mask_marks_exactly_the_rows():

@@ -63,6 +63,26 @@ EV_RESET = const(217)  # value: the boot's reset cause << 8 | wake reason (bms.b
 _CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
 
 
+def _input_mapped():
+    """bytearray(IR_SIZE), 1 where bms.regmap.INPUT_REGS maps an input
+    register: from its packed spans (bms.packed), so the table's names and
+    units stay with the host tools."""
+    from bms import packed
+
+    m = bytearray(M.IR_SIZE)
+    s = packed.IR_SPANS
+    k = 0
+    while k < len(s):
+        a = s[k]
+        n = s[k + 1]
+        while n:
+            m[a] = 1
+            a += 1
+            n -= 1
+        k += 2
+    return m
+
+
 class App:
     UNDER_VOLTAGE_ROWS = _UNDER_VOLTAGE_ROWS
     def __init__(self, board, prm=None):
@@ -70,7 +90,6 @@ class App:
         this module, to keep the boot's peak heap low), or None to load here."""
         if prm is None:
             prm = P.load(board.storage_dir)
-            prm.release()  # the full table has done its work: free its heap
         gc.collect()  # start from a compact heap
         self.board = board
         self.params = prm
@@ -78,8 +97,8 @@ class App:
         groups = v[P.P_AFE_GROUPS] if v[P.P_AFE_GROUPS] else 1
         self.meas = Measurements(groups)
         self.afe = Bq769x0(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR])
-        self.ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
-        self.hr = RegisterImage(None, M.HR_SIZE)
+        self.ir = RegisterImage(M.IR_SIZE, _input_mapped())
+        self.hr = RegisterImage(M.HR_SIZE)
         self.now = board.ticks_ms()
         model = R.MODELS[groups - 1][0] if 0 < groups <= len(R.MODELS) else "bq769x0"
         self.modbus = ModbusSlave(board.serial, self, v[P.P_MODBUS_ADDRESS], v[P.P_MODBUS_BAUD],
@@ -118,6 +137,9 @@ class App:
         self.load_gone_since = now
         self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
         self.modes = Modes(self, now)
+        # the packed tables (bms.packed) have done their work: let them go
+        prm.release()
+        gc.collect()
 
     def _configure_live(self):
         """The settings that take effect at once, at boot and after a write:
@@ -187,7 +209,7 @@ class App:
     def append(self, code, value, time_s):
         self.log.append(code, value, time_s)
         self.events_dirty = True
-        if 0 < code <= PR.ROW_COUNT and PR.ROWS[code - 1][8] != PR.WARN and self.life.trips < 0xFFFF:
+        if 0 < code <= PR.ROW_COUNT and self.protection.level(code - 1) != PR.WARN and self.life.trips < 0xFFFF:
             self.life.trips += 1
 
     # -- start-up -----------------------------------------------------------

@@ -55,7 +55,7 @@ class Config:
         self.hr = hr
         self.ir = ir
         self.log = log
-        self.staged = array("l", [0] * P.COUNT)
+        self.staged = array("i", bytes(4 * P.COUNT))
         self.changed = bytearray(P.COUNT)
         self.first = bytearray(M.HR_SIZE)  # address -> parameter index
         k = 0

@@ -16,7 +16,6 @@ from micropython import const
 from bms import led as LED
 from bms import params as P
 from bms import power as PW
-from bms import protection as PR
 from bms import regmap as M
 from bms.boards import IN_BUTTON, WAKE_TIMER
 from bms.bq769x0 import CTRL1_LOAD_PRESENT
@@ -149,7 +148,7 @@ class Modes:
         v = app.values
         pr = app.protection
         reason = pr.dsg_reason if pr.dsg_reason else pr.chg_reason
-        blink = PR.ROWS[reason - 1][10] if reason else 0
+        blink = app.protection.blink(reason - 1) if reason else 0
         if self.show_soc and ticks_diff(now, self.show_since) >= v[P.P_LED_SOC_SHOW_MS]:
             self.show_soc = False
         s = app.soc

@@ -2,9 +2,11 @@
 compact per-parameter facts it needs at run time.
 
 The table itself (names, registers, ranges, per-chemistry defaults) is
-bms.paramtable; `Params` reads it once, keeps what the loop and the Modbus
-path need in small arrays (register address, width, range), and
-`release()` lets the table go so its tuples leave the heap.
+bms.paramtable, which the host tools read. The firmware reads it packed,
+from bms.packed (generated from the table by `python -m
+bms_sim.tablegen`): `Params` keeps what the loop and the Modbus path need
+in small arrays (register address, width, range), and `release()` lets the
+packed table go once the boot has applied it.
 
 Values live in an array('l') indexed by the P_ constants below (the row
 order of the table); the loop reads them as `values[P_X]`, never by name.
@@ -120,10 +122,6 @@ P_NET_ENABLE = const(115)  # the network module (Wi-Fi) is used: on while workin
 COUNT = const(116)
 
 
-_F_MIN = const(6)
-_F_MAX = const(7)
-_F_DEF = const(8)  # + chemistry - 1
-_F_SCALE = const(11)
 _SCALE_CELLS = const(1)
 _SCALE_AH = const(2)
 
@@ -136,49 +134,49 @@ class Params:
     address, width and range."""
 
     def __init__(self):
-        from bms import paramtable
+        from bms import packed
 
-        rows = paramtable.TABLE
-        self._rows = rows
-        self.values = array("l", [0] * COUNT)
-        self.addr = array("H", [0] * COUNT)
-        self.lo = array("l", [0] * COUNT)
-        self.hi = array("l", [0] * COUNT)
-        self.flags = bytearray(COUNT)
+        d = self._data = packed
+        self.values = array("i", bytes(4 * COUNT))  # int32: the same width on the ESP32 and the host
+        self.addr = array("H", d.ADDR)
+        self.lo = array("i", bytes(4 * COUNT))
+        self.hi = array("i", bytes(4 * COUNT))
+        self.flags = bytearray(d.FLAGS)
         self.errors = []
         self.store = None  # bms.store.Store the set is saved in
         self.migrated_from = 0  # the older format a stored set came in, if any
         self.imported_text = False  # a bms.cfg file was taken in at this boot
+        lim = array("i", d.LIMITS)
+        dfl = array("i", d.DEFAULTS)
         i = 0
-        for row in rows:
-            self.addr[i] = row[0]
-            self.flags[i] = (WIDE if row[2] == "uint32" else 0) | (SIGNED if row[2] == "int16" else 0)
-            self.lo[i] = row[_F_MIN]
-            self.hi[i] = row[_F_MAX]
-            self.values[i] = row[_F_DEF]
+        while i < COUNT:
+            self.lo[i] = lim[2 * i]
+            self.hi[i] = lim[2 * i + 1]
+            self.values[i] = dfl[3 * i]  # unconfigured: the first chemistry's column
             i += 1
 
     def release(self):
-        """Let the full table go (names, every chemistry's defaults): after
+        """Let the packed table go (names, every chemistry's defaults): after
         this only values and the compact arrays stay in the heap."""
-        import sys
+        from bms import release
 
-        import bms
+        self._data = None
+        release("packed")
 
-        self._rows = None
-        # the import left two references: sys.modules and the package's attribute
-        if "bms.paramtable" in sys.modules:
-            del sys.modules["bms.paramtable"]
-        if "paramtable" in bms.__dict__:
-            del bms.__dict__["paramtable"]
+    def _table(self):
+        if self._data is None:  # released: a host tool asks after boot
+            from bms import packed
+
+            self._data = packed
+        return self._data
+
+    def name_of(self, i):
+        return self._table().NAMES.split()[i]
 
     def index_of(self, name):
-        i = 0
-        for row in self._rows:
-            if row[1] == name:
-                return i
-            i += 1
-        return -1
+        names = self._table().NAMES
+        at = names.find(" " + name + " ")
+        return names.count(" ", 0, at) if at >= 0 else -1
 
     def cells(self):
         from bms.bq769x0 import cell_count
@@ -258,26 +256,28 @@ class Params:
         warning, balancing and state-of-charge parameter (the pack's own
         settings and the device's - Modbus framing, PIN - stay)."""
         v = self.values
-        rows = self._rows
+        d = self._table()
+        dfl = array("i", d.DEFAULTS)
+        scale = d.SCALE
+        col = chemistry - 1 if chemistry else 0
         for i in range(P_CELL_OV_MV, COUNT):
             if i in _DEVICE_KEYS:
                 continue  # the device's own settings are not the pack's
-            row = rows[i]
-            d = row[_F_DEF + chemistry - 1] if chemistry else row[_F_DEF]
-            s = row[_F_SCALE]
+            x = dfl[3 * i + col]
+            s = scale[i]
             if s == _SCALE_CELLS:
-                d *= cells
+                x *= cells
             elif s == _SCALE_AH:
-                d = d * capacity_mah // 1000
-            v[i] = d
+                x = x * capacity_mah // 1000
+            v[i] = x
 
     def check(self, i, value):
         """None when parameter i may take value, else what is wrong."""
         if value < self.lo[i] or value > self.hi[i]:
-            if self._rows is None:
+            if self._data is None:
                 return "parameter %d: %d is outside %d..%d" % (i, value, self.lo[i], self.hi[i])
-            row = self._rows[i]
-            return "%s=%d is outside %d..%d %s" % (row[1], value, self.lo[i], self.hi[i], _raw_unit(row[1]))
+            name = self.name_of(i)
+            return "%s=%d is outside %d..%d %s" % (name, value, self.lo[i], self.hi[i], _raw_unit(name))
         return None
 
     def set_value(self, i, value):
@@ -367,7 +367,7 @@ class Params:
             out.append("chemistry=%s\n" % CHEMISTRY_NAMES[v[P_CHEMISTRY]])
         for i in range(1, COUNT):
             if i < P_CELL_OV_MV or v[i] != d.values[i]:
-                out.append("%s=%d\n" % (self._rows[i][1], v[i]))
+                out.append("%s=%d\n" % (self.name_of(i), v[i]))
         return "".join(out)
 
 

@@ -14,8 +14,6 @@ from array import array
 
 from micropython import const
 
-from bms import params as P
-
 # Quantities
 Q_CELL_MAX_MV = const(0)
 Q_CELL_MIN_MV = const(1)
@@ -63,43 +61,22 @@ B_S = const(6)  # sensor, AFE or wiring
 
 NONE = const(-1)
 
-# Row: (name, quantity, comparison, trip, trip delay, release, release delay, fets, level, retries,
-#       blink)
-# trip/delay/release/retries are parameter indices (bms.params), NONE for none;
-# blink: the LED bar's fault code while the row holds a FET off (docs/LED.md).
-# fmt: off
-ROWS = (
-    ("cell_ov", Q_CELL_MAX_MV, ABOVE, P.P_CELL_OV_MV, P.P_CELL_OV_DELAY_MS, P.P_CELL_OV_RELEASE_MV, P.P_CELL_OV_RELEASE_MS, CHG, PROT, NONE, B_OV),
-    ("cell_uv", Q_CELL_MIN_MV, BELOW, P.P_CELL_UV_MV, P.P_CELL_UV_DELAY_MS, P.P_CELL_UV_RELEASE_MV, P.P_CELL_UV_RELEASE_MS, DSG, PROT, NONE, B_UV),
-    ("pack_ov", Q_PACK_MV, ABOVE, P.P_PACK_OV_MV, P.P_PACK_OV_DELAY_MS, P.P_PACK_OV_RELEASE_MV, P.P_PACK_OV_RELEASE_MS, CHG, PROT, NONE, B_OV),
-    ("pack_uv", Q_PACK_MV, BELOW, P.P_PACK_UV_MV, P.P_PACK_UV_DELAY_MS, P.P_PACK_UV_RELEASE_MV, P.P_PACK_UV_RELEASE_MS, DSG, PROT, NONE, B_UV),
-    ("chg_oc", Q_CHG_MA, ABOVE, P.P_CHG_OC_MA, P.P_CHG_OC_DELAY_MS, P.P_CHG_OC_MA, P.P_CHG_OC_RELEASE_MS, CHG, PROT, NONE, B_OC),
-    ("dsg_oc", Q_DSG_MA, ABOVE, P.P_DSG_OC_MA, P.P_DSG_OC_DELAY_MS, P.P_DSG_OC_MA, P.P_DSG_OC_RELEASE_MS, DSG, PROT, NONE, B_OC),
-    ("afe_scd", Q_AFE_SCD, FLAG, NONE, NONE, NONE, P.P_SCD_RETRY_MS, DSG, PROT, P.P_SCD_RETRIES, B_SC),
-    ("afe_ocd", Q_AFE_OCD, FLAG, NONE, NONE, NONE, P.P_DSG_OC_RELEASE_MS, DSG, PROT, NONE, B_OC),
-    ("afe_ov", Q_AFE_OV, FLAG, NONE, NONE, NONE, P.P_CELL_OV_RELEASE_MS, CHG, PROT, NONE, B_OV),
-    ("afe_uv", Q_AFE_UV, FLAG, NONE, NONE, NONE, P.P_CELL_UV_RELEASE_MS, DSG, PROT, NONE, B_UV),
-    ("chg_ot", Q_TEMP_MAX_DC, ABOVE, P.P_CHG_OT_DC, P.P_TEMP_DELAY_MS, P.P_CHG_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, CHG, PROT, NONE, B_T),
-    ("chg_ut", Q_TEMP_MIN_DC, BELOW, P.P_CHG_UT_DC, P.P_TEMP_DELAY_MS, P.P_CHG_UT_RELEASE_DC, P.P_TEMP_RELEASE_MS, CHG, PROT, NONE, B_T),
-    ("dsg_ot", Q_TEMP_MAX_DC, ABOVE, P.P_DSG_OT_DC, P.P_TEMP_DELAY_MS, P.P_DSG_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, DSG, PROT, NONE, B_T),
-    ("dsg_ut", Q_TEMP_MIN_DC, BELOW, P.P_DSG_UT_DC, P.P_TEMP_DELAY_MS, P.P_DSG_UT_RELEASE_DC, P.P_TEMP_RELEASE_MS, DSG, PROT, NONE, B_T),
-    ("fet_ot", Q_FET_TEMP_DC, ABOVE, P.P_FET_OT_DC, P.P_TEMP_DELAY_MS, P.P_FET_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, BOTH, PROT, NONE, B_T),
-    ("afe_comm", Q_AFE_COMM, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("afe_reset", Q_AFE_RESET, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("afe_stale", Q_AFE_STALE, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("temp_sensor", Q_TEMP_SENSOR, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("cell_implausible", Q_CELL_IMPLAUSIBLE, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("unconfigured", Q_UNCONFIGURED, FLAG, NONE, NONE, NONE, NONE, BOTH, PROT, NONE, 0),
-    ("afe_ovrd", Q_AFE_OVRD, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("cell_ov_warn", Q_CELL_MAX_MV, ABOVE_H, P.P_CELL_OV_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
-    ("cell_uv_warn", Q_CELL_MIN_MV, BELOW_H, P.P_CELL_UV_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
-    ("chg_oc_warn", Q_CHG_MA, ABOVE_H, P.P_CHG_OC_WARN_MA, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MA, NONE, 0, WARN, NONE, 0),
-    ("dsg_oc_warn", Q_DSG_MA, ABOVE_H, P.P_DSG_OC_WARN_MA, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MA, NONE, 0, WARN, NONE, 0),
-    ("temp_high_warn", Q_TEMP_MAX_DC, ABOVE_H, P.P_TEMP_HIGH_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0),
-    ("temp_low_warn", Q_TEMP_MIN_DC, BELOW_H, P.P_TEMP_LOW_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0),
-    ("spread_warn", Q_SPREAD_MV, ABOVE_H, P.P_SPREAD_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
-)
-# fmt: on
+# The rows themselves: bms.protrules.ROWS (name, quantity, comparison,
+# trip, trip delay, release, release delay, fets, level, retries, blink),
+# read here packed (bms.packed.PROT_ROWS): the same fields less the name,
+# one byte each, NONE as 255.
+_RB = const(10)  # bytes per packed row
+_QTY = const(0)
+_CMP = const(1)
+_TRIP = const(2)
+_TRIP_DELAY = const(3)
+_REL = const(4)
+_REL_DELAY = const(5)
+_FETS = const(6)
+_LEVEL = const(7)
+_RETRIES = const(8)
+_BLINK = const(9)
+_NONE8 = const(255)
 ROW_COUNT = const(29)  # at most 30: flags stay small ints on the ESP32 (31-bit)
 
 # Row indices the application refers to
@@ -122,6 +99,9 @@ _LATCHED = const(4)  # retries used up: stays until cleared
 
 class Protection:
     def __init__(self, values, events=None):
+        from bms import packed
+
+        self.rows = packed.PROT_ROWS  # ROW_COUNT rows of _RB bytes (bms.protrules)
         self.values = values  # the parameter array (bms.params)
         self.events = events  # object with append(code, value, time_s) or None
         self.q = array("l", [0] * Q_COUNT)
@@ -147,40 +127,44 @@ class Protection:
         chg_reason = 0
         dsg_reason = 0
         unconfigured = q[Q_UNCONFIGURED]
+        t = self.rows
         i = 0
-        for row in ROWS:
-            x = q[row[1]]
-            cmp = row[2]
+        o = 0  # row i's offset in t
+        while i < ROW_COUNT:
+            x = q[t[o + _QTY]]
+            cmp = t[o + _CMP]
             s = state[i]
             if unconfigured and cmp != FLAG:
                 # no pack, no thresholds: only the fault rows mean anything
                 state[i] = _IDLE
                 i += 1
+                o += _RB
                 continue
             if cmp == FLAG:
                 tripping = x != 0
                 releasing = x == 0
             else:
-                t = v[row[3]]
+                lim = v[t[o + _TRIP]]
+                rel = v[t[o + _REL]]
                 if cmp == ABOVE:
-                    tripping = x >= t
-                    releasing = x < v[row[5]]
+                    tripping = x >= lim
+                    releasing = x < rel
                 elif cmp == BELOW:
-                    tripping = x <= t
-                    releasing = x > v[row[5]]
+                    tripping = x <= lim
+                    releasing = x > rel
                 elif cmp == ABOVE_H:
-                    tripping = x >= t
-                    releasing = x < t - v[row[5]]
+                    tripping = x >= lim
+                    releasing = x < lim - rel
                 else:
-                    tripping = x <= t
-                    releasing = x > t + v[row[5]]
+                    tripping = x <= lim
+                    releasing = x > lim + rel
             if s == _IDLE or s == _PENDING:
                 if tripping:
                     if s == _IDLE:
                         state[i] = s = _PENDING
                         since[i] = now
-                    d = row[4]
-                    if d == NONE or _elapsed(now, since[i]) >= v[d]:
+                    d = t[o + _TRIP_DELAY]
+                    if d == _NONE8 or _elapsed(now, since[i]) >= v[d]:
                         state[i] = s = _ACTIVE
                         self._log(EV_TRIP + i + 1, x)
                 else:
@@ -194,13 +178,13 @@ class Protection:
                     if s == _ACTIVE:
                         state[i] = s = _RELEASING
                         since[i] = now
-                    if self._release_due(i, row, now):
-                        r = row[9]
-                        if r != NONE and self.retries[i] >= v[r]:
+                    if self._release_due(i, o, now):
+                        r = t[o + _RETRIES]
+                        if r != _NONE8 and self.retries[i] >= v[r]:
                             state[i] = s = _LATCHED
                             self._log(EV_LATCH + i + 1, self.retries[i])
                         else:
-                            if r != NONE:
+                            if r != _NONE8:
                                 self.retries[i] += 1
                             state[i] = s = _IDLE
                             since[i] = now
@@ -212,9 +196,9 @@ class Protection:
             if s == _LATCHED:
                 block |= BOTH
             if s >= _ACTIVE:
-                if row[8] == PROT:
+                if t[o + _LEVEL] == PROT:
                     prot |= 1 << i
-                    f = row[7]
+                    f = t[o + _FETS]
                     if f & CHG and not chg_reason:
                         chg_reason = i + 1
                     if f & DSG and not dsg_reason:
@@ -223,18 +207,20 @@ class Protection:
                 else:
                     warn |= 1 << i
             i += 1
+            o += _RB
         self.protect_flags = prot
         self.warn_flags = warn
         self.block = block
         self.chg_reason = chg_reason
         self.dsg_reason = dsg_reason
 
-    def _release_due(self, i, row, now):
-        d = row[6]
-        if d == NONE:
+    def _release_due(self, i, o, now):
+        t = self.rows
+        d = t[o + _REL_DELAY]
+        if d == _NONE8:
             return True
         wait = self.values[d]
-        if row[9] != NONE:
+        if t[o + _RETRIES] != _NONE8:
             wait <<= self.retries[i]  # back-off doubles with every retry
         return _elapsed(now, self.since[i]) >= wait
 
@@ -256,6 +242,14 @@ class Protection:
                 m |= 1 << i
             i += 1
         return m
+
+    def level(self, i):
+        """Row i's level: PROT or WARN."""
+        return self.rows[i * _RB + _LEVEL]
+
+    def blink(self, i):
+        """Row i's LED fault code (B_, 0 for none)."""
+        return self.rows[i * _RB + _BLINK]
 
     def _log(self, code, value):
         if self.events is not None:

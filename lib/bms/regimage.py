@@ -6,14 +6,13 @@ consistent snapshot. Nothing here allocates after construction.
 """
 from array import array
 
-from bms.regmap import mapped_mask
-
 
 class RegisterImage:
-    def __init__(self, table, size):
-        """table: register-map rows to map, or None to map ranges later."""
-        self.words = array("H", [0] * size)
-        self.mapped = mapped_mask(table, size) if table else bytearray(size)
+    def __init__(self, size, mapped=None):
+        """mapped: bytearray(size), 1 where a register is mapped
+        (bms.regmap.mapped_mask), or None to map ranges later."""
+        self.words = array("H", bytes(2 * size))
+        self.mapped = mapped if mapped is not None else bytearray(size)
         self.size = size
 
     def map(self, addr, count):

@@ -1,9 +1,9 @@
 """Boot order: the parameters first, then the rest of the firmware.
 
-Reading the parameter table needs its full tuples in the heap for a
-moment; doing that before the other modules are imported, and letting the
-table go right after, keeps the peak heap at boot well under what the
-ESP32 has.
+Reading the parameters needs the stored record, perhaps a bms.cfg text,
+and the packed tables (bms.packed) in the heap for a moment; doing that
+before the other modules are imported keeps the boot's peak heap low, and
+the App lets the packed tables go once it is built.
 """
 import gc
 
@@ -12,7 +12,6 @@ def start(board):
     from bms import params
 
     prm = params.load(board.storage_dir)
-    prm.release()
     gc.collect()
     from bms.app import run
 

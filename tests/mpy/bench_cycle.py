@@ -14,7 +14,6 @@ from bms.boards.sim import Board  # noqa: E402
 
 board = Board()
 prm = params.load(board.storage_dir)
-prm.release()
 gc.collect()
 from bms.app import App  # noqa: E402
 

@@ -12,9 +12,9 @@ from array import array
 import micropython
 
 from bms import params as P
-from bms import paramtable
 from bms import regmap as M
 from bms.config import APPLY, CLEAR_LATCHED, Config
+from bms.app import _input_mapped
 from bms.regimage import RegisterImage
 
 PIN = 1234
@@ -33,8 +33,9 @@ if prm.errors or not prm.configured():
 
 # holding addresses by name, found before the heap is locked
 HA = {}
-for _row in paramtable.TABLE:
-    HA[_row[1]] = _row[0]
+for _name in ("cell_ov_mv", "cell_ov_delay_ms", "cell_ov_release_mv", "cell_ov_warn_mv", "capacity_mah",
+              "chemistry", "chg_oc_ma", "cell_channels"):
+    HA[_name] = prm.addr[prm.index_of(_name)]
 A_CELL_OV = HA["cell_ov_mv"]
 A_CELL_OV_DELAY = HA["cell_ov_delay_ms"]
 A_CELL_OV_RELEASE = HA["cell_ov_release_mv"]
@@ -47,9 +48,9 @@ if A_CELL_OV_DELAY != A_CELL_OV + 1 or A_CELL_OV_RELEASE != A_CELL_OV + 3:
 if HA["cell_channels"] != A_CAPACITY - 1:
     fail("the table moved: cell_channels is not right before capacity_mah")
 UNMAPPED = 0x002C  # a gap in the holding map
-for _row in paramtable.TABLE:
-    _n = 2 if _row[2] == "uint32" else 1
-    if _row[0] <= UNMAPPED < _row[0] + _n:
+for _i in range(P.COUNT):
+    _n = 2 if prm.flags[_i] & P.WIDE else 1
+    if prm.addr[_i] <= UNMAPPED < prm.addr[_i] + _n:
         fail("0x002C is mapped now: pick another gap")
 
 
@@ -139,8 +140,8 @@ PIN_CASES = (
     (60040, data(PIN), 0, 0),
 )
 
-hr = RegisterImage(None, M.HR_SIZE)
-ir = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
+hr = RegisterImage(M.HR_SIZE)
+ir = RegisterImage(M.IR_SIZE, _input_mapped())
 logged = array("l", [0])
 
 
@@ -149,8 +150,8 @@ def log(code, value, time_s):
 
 
 cfg = Config(prm, hr, ir, log)
-hr2 = RegisterImage(None, M.HR_SIZE)
-ir2 = RegisterImage(M.INPUT_REGS, M.IR_SIZE)
+hr2 = RegisterImage(M.HR_SIZE)
+ir2 = RegisterImage(M.IR_SIZE, _input_mapped())
 cfg2 = Config(prm, hr2, ir2, log)
 
 got = array("l", [0] * (2 * (len(CASES) + len(PIN_CASES))))

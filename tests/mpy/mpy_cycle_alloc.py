@@ -35,7 +35,6 @@ def locked(app, board, sim_ms):
 
 board = Board()
 prm = params.load(board.storage_dir)  # as bms.start does: parameters first
-prm.release()
 gc.collect()
 from bms.app import App  # noqa: E402
 

@@ -50,11 +50,13 @@ MPY_VERSION = (6, 3)  # the .mpy format mpy-cross 1.28 writes: header b"M\x06"
 MPY_CROSS_ARGS = ("-march=xtensawin",)
 DEFAULT_BOARD = "reference"
 PINS_MODULE = "board_pins"  # top-level module holding PINS, from firmware/boards/BOARD/
-HOST_ONLY = ("bms/regdoc.py",)  # relative to lib/: never on the device
+HOST_ONLY = ("bms/regdoc.py", "bms/paramtable.py", "bms/regmap.py", "bms/protrules.py")  # never on the device:
+# text and tables for the host tools (the firmware reads the tables packed,
+# bms/packed.py, and the register map's constants folded into its code)
 ROOT_FILES = ("boot.py", "main.py")  # copied as source to the filesystem root
 MANIFEST = "FILES.txt"
 FOLDED = ".folded"  # beside the output directory: the folded source it was compiled from
-FOLD_VERSION = 1  # bump when constfold's output changes for the same input
+FOLD_VERSION = 2  # bump when constfold's output changes for the same input
 _STATE = ".build-state.json"  # what each .mpy was compiled from (dotfiles are not deployed)
 
 
@@ -130,14 +132,25 @@ def folded_dir(out):
     return os.path.join(os.path.dirname(os.path.abspath(out)), FOLDED)
 
 
-def fold_sources(sources):
+def _host_only_sources(src):
+    out = {}
+    for rel in HOST_ONLY:
+        path = os.path.join(src, rel)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                out[rel] = f.read()
+    return out
+
+
+def fold_sources(sources, src=LIB):
     """{path relative to the output, as .py: folded text} for firmware_sources()."""
     texts = {}
     for py, rel in sources:
         with open(py, encoding="utf-8") as f:
             texts[rel[:-4] + ".py"] = f.read()
     try:
-        folded, _table = fold_tree(texts)
+        # host-only modules stay off the device, but their constants fold in
+        folded, _table = fold_tree(texts, _host_only_sources(src))
     except (FoldError, SyntaxError) as e:
         raise BuildError("cannot fold the firmware's constants: %s" % e)
     return folded
@@ -160,13 +173,14 @@ def _compile_tree(src, out, board):
     there."""
     sources = firmware_sources(src, board)
     memo = (os.path.abspath(src), os.path.abspath(out), board)
-    stat = _stat_key([py for py, _ in sources])
+    stat = _stat_key([py for py, _ in sources] + [os.path.join(src, r) for r in HOST_ONLY
+                                                  if os.path.exists(os.path.join(src, r))])
     # the simulator asks for every run: skip the folding when nothing changed since
     if _done.get(memo) == stat and all(os.path.exists(os.path.join(out, rel)) for _, rel in sources):
         return out
     exe = find_mpy_cross()
     version = mpy_cross_version(exe)
-    folded = fold_sources(sources)
+    folded = fold_sources(sources, src)
     fold_out = folded_dir(out)
     os.makedirs(out, exist_ok=True)
     state_path = os.path.join(out, _STATE)
@@ -303,6 +317,7 @@ def fold_scripts(src_dir, out_dir, lib=LIB, board=DEFAULT_BOARD):
     for py, rel in sources:
         with open(py, encoding="utf-8") as f:
             texts[rel[:-4] + ".py"] = f.read()
+    texts.update(_host_only_sources(lib))
     table = const_table({module_name(r): t for r, t in texts.items()})
     os.makedirs(out_dir, exist_ok=True)
     for f in scripts:

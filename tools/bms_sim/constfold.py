@@ -231,6 +231,7 @@ def fold_source(src, module, table, modules=None):
         removed.append((a, b))
         edits.append((a, b, (text + "\n" * lines).encode()))
     # reads
+    folded_reads = {}  # module alias -> reads folded
     for node in ast.walk(tree):
         v = None
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
@@ -251,7 +252,35 @@ def fold_source(src, module, table, modules=None):
         a, b = span(node)
         if any(ra <= a and b <= rb for ra, rb in removed):
             continue
+        if isinstance(node, ast.Attribute):
+            folded_reads[node.value.id] = folded_reads.get(node.value.id, 0) + 1
         edits.append((a, b, _literal(v).encode()))
+    # a module imported only for constants that are now folded: its import
+    # goes too, so the module is not kept alive (or loaded) for nothing
+    uses = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in mods:
+            uses[node.id] = uses.get(node.id, 0) + 1
+    unused = {alias for alias, n in folded_reads.items() if uses.get(alias, 0) == n}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or any(ra <= span(node)[0] < rb for ra, rb in removed):
+            continue
+        drop = [x for x in node.names if (x.asname or x.name) in unused and (
+            isinstance(node, ast.Import) or (node.module + "." + x.name) in modules)]
+        if not drop:
+            continue
+        keep = [x for x in node.names if x not in drop]
+        a, b = span(node)
+        lines = node.end_lineno - node.lineno
+        if keep:
+            names_text = ", ".join(x.name + (" as " + x.asname if x.asname else "") for x in keep)
+            text = ("import " + names_text) if isinstance(node, ast.Import) else (
+                "from %s import %s" % (node.module, names_text))
+        else:
+            text = "" if isinstance(parents.get(id(node)), ast.Module) else "pass"
+        removed.append((a, b))
+        edits = [e for e in edits if not (a <= e[0] < b)]
+        edits.append((a, b, (text + "\n" * lines).encode()))
     edits.sort()
     out = []
     pos = 0
@@ -268,11 +297,14 @@ def fold_source(src, module, table, modules=None):
     return folded
 
 
-def fold_tree(files):
+def fold_tree(files, others=None):
     """{rel path: folded text} for {rel path: source text} of one tree
     (paths relative to the MICROPYPATH root, e.g. 'bms/app.py'), and the
-    constant table it used."""
+    constant table it used. others: {rel path: text} of modules that are
+    not on the device but whose constants the tree reads (bms/regmap.py)."""
     by_mod = {module_name(rel): (rel, text) for rel, text in files.items()}
-    table = const_table({m: t for m, (_r, t) in by_mod.items()})
-    modules = set(by_mod)
+    every = {m: t for m, (_r, t) in by_mod.items()}
+    every.update({module_name(rel): text for rel, text in (others or {}).items()})
+    table = const_table(every)
+    modules = set(every)
     return {rel: fold_source(text, m, table, modules) for m, (rel, text) in by_mod.items()}, table

@@ -22,9 +22,12 @@ from contextlib import contextmanager
 from bms import paramtable as PT
 from bms import params as P
 from bms import protection as PR
+from bms import protrules
 from bms import regdoc as D
 from bms import regmap as M
 from bmsctl import config as CF
+from bmsctl import hamodbus as HA
+from bmsctl import plot as PL
 from bmsctl import regs as RG
 
 DEFAULT_PORT = os.path.join("build", "ttyBMS")
@@ -315,7 +318,7 @@ def format_status(d, where=""):
     lines.append("FETs      charge %s, discharge %s" % (
         "ON" if d["charge_fet"] else "off (%s)" % (d["charge_off_reason"] or "-"),
         "ON" if d["discharge_fet"] else "off (%s)" % (d["discharge_off_reason"] or "-")))
-    desc = {row[0]: _row_text(row) for row in PR.ROWS}
+    desc = {row[0]: _row_text(row) for row in protrules.ROWS}
     for label, key in (("Protect", "protections"), ("Warnings", "warnings"), ("Latched", "latched")):
         names = d[key]
         if names or key == "protections":
@@ -1047,7 +1050,7 @@ def cmd_setup(args, out):
         if new_pin is None and pin == 1234:
             out.write("The PIN is still 1234: set your own with `bmsctl config set pin=NEW --pin 1234`.\n")
     else:
-        desc = {row[0]: _row_text(row) for row in PR.ROWS}
+        desc = {row[0]: _row_text(row) for row in protrules.ROWS}
         out.write("Setup written, but the BMS does not run yet:\n")
         if not st & M.CFG_CONFIGURED:
             out.write("  it runs unconfigured (see `bmsctl events` for why)\n")
@@ -1180,6 +1183,7 @@ def build_parser():
     s = cmd("events", cmd_events, "the newest event-log records (trips, releases, faults, boots, settings)")
     s.add_argument("--count", type=int, default=M.EVENT_WINDOW, help="how many (default and most: %(default)s)")
     cmd("registers", cmd_registers, "the Modbus register map (needs no port)")
+    HA.add_command(sub, cmd)
 
     s = sub.add_parser("config", help="read and write the parameters (holding registers)",
                        description="read and write the parameters (holding registers)")
@@ -1240,6 +1244,7 @@ def build_parser():
     g.add_argument("--duration", help="stop after this long: 30s, 10m, 1h")
     g.add_argument("--count", type=int, help="stop after this many samples")
     s.add_argument("--append", action="store_true", help="add rows to an existing file (its header stays)")
+    PL.add_command(sub, cmd)
     return p
 
 

@@ -11,6 +11,7 @@ import sys
 from bms import paramtable as PT
 from bms import params as P
 from bms import protection as PR
+from bms import protrules
 from bms import regdoc as D
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,7 +49,7 @@ def protection_table(chem=P.CHEM_LFP):
         "| bit | row | level | trips when | delay | releases when | release delay | FETs off | LED code | meaning |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, r in enumerate(PR.ROWS):
+    for i, r in enumerate(protrules.ROWS):
         name, q, cmp, trip, delay, rel, rel_delay, fets, level, retries, blink = r
         what = _QUANTITY[q]
         if cmp == PR.FLAG:

@@ -3,6 +3,7 @@ and decoding of register blocks into engineering values."""
 from bms import paramcheck as C
 from bms import paramtable as PT
 from bms import protection as PR
+from bms import protrules
 from bms import regdoc as D
 from bms import regmap as M
 
@@ -86,12 +87,12 @@ def scaled(regs, raw):
 
 def flag_names(bits):
     """Names of the protection-table rows whose bits are set."""
-    return [row[0] for i, row in enumerate(PR.ROWS) if bits & (1 << i)]
+    return [row[0] for i, row in enumerate(protrules.ROWS) if bits & (1 << i)]
 
 
 def reason_name(code):
     """An off-reason register (row + 1, 0 = none) as the row's name."""
-    return PR.ROWS[code - 1][0] if 0 < code <= len(PR.ROWS) else None
+    return protrules.ROWS[code - 1][0] if 0 < code <= len(protrules.ROWS) else None
 
 
 APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "ocv_table_rejected",
@@ -155,8 +156,8 @@ def event_text(code, value):
             return name + (" ok" if value else " FAILED")
         return "%s (%d)" % (name, value)
     kind, row = divmod(code, 64)
-    if 1 <= row <= len(PR.ROWS) and kind in (0, 1, 2):
-        r = PR.ROWS[row - 1]
+    if 1 <= row <= len(protrules.ROWS) and kind in (0, 1, 2):
+        r = protrules.ROWS[row - 1]
         what = ("warning" if r[8] == PR.WARN else "protection")
         verb = ("trip", "release", "latched")[kind]
         if kind == 2:

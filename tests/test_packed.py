@@ -1,0 +1,75 @@
+"""bms.packed (what the firmware reads) against the tables it is generated
+from: bms.paramtable, bms.regmap.INPUT_REGS and bms.protrules."""
+import subprocess
+import sys
+
+import pytest
+
+from bms import packed, params, paramtable, protrules
+from bms import protection as PR
+from bms import regmap as M
+from bms_sim import tablegen
+from conftest import ROOT
+
+
+def test_packed_is_generated_from_the_tables():
+    with open(tablegen.TARGET) as f:
+        assert f.read() == tablegen.render(), "lib/bms/packed.py is stale: run python -m bms_sim.tablegen"
+    proc = subprocess.run([sys.executable, "-m", "bms_sim.tablegen", "--check"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_params_read_from_packed_match_the_table():
+    p = params.Params()
+    assert packed.PARAM_COUNT == params.COUNT == len(paramtable.TABLE)
+    for i, row in enumerate(paramtable.TABLE):
+        assert p.name_of(i) == row[1]
+        assert p.index_of(row[1]) == i
+        assert p.addr[i] == row[0]
+        assert bool(p.flags[i] & params.WIDE) == (row[2] == "uint32")
+        assert bool(p.flags[i] & params.SIGNED) == (row[2] == "int16")
+        assert (p.lo[i], p.hi[i]) == (row[6], row[7])
+        assert p.values[i] == row[8]
+    assert p.index_of("cell_ov") == -1 and p.index_of("") == -1 and p.index_of("cell_ov_mv cell") == -1
+
+
+def test_chemistry_defaults_scale_as_the_table_says():
+    cells, cap = 13, 123456
+    for chem in (params.CHEM_LFP, params.CHEM_NMC, params.CHEM_LTO):
+        p = params.Params()
+        p.apply_defaults(chem, cells, cap)
+        for i, row in enumerate(paramtable.TABLE):
+            if i < params.P_CELL_OV_MV or i in params._DEVICE_KEYS:
+                continue
+            d = row[8 + chem - 1]
+            want = d * cells if row[11] == 1 else d * cap // 1000 if row[11] == 2 else d
+            assert p.values[i] == want, row[1]
+
+
+def test_input_register_spans_map_exactly_the_table():
+    from bms.app import _input_mapped
+
+    assert bytes(_input_mapped()) == bytes(M.mapped_mask(M.INPUT_REGS, M.IR_SIZE))
+
+
+def test_protection_reads_every_row_field_from_packed():
+    pr = PR.Protection(params.Params().values)
+    assert len(packed.PROT_ROWS) == PR.ROW_COUNT * packed.PROT_ROW_BYTES
+    for i, row in enumerate(protrules.ROWS):
+        assert tuple(-1 if b == 255 else b for b in
+                     packed.PROT_ROWS[i * packed.PROT_ROW_BYTES:(i + 1) * packed.PROT_ROW_BYTES]) == row[1:]
+        assert pr.level(i) == row[8] and pr.blink(i) == row[10]
+
+
+def test_a_row_that_does_not_fit_a_byte_is_refused():
+    with pytest.raises(ValueError, match="does not fit a byte"):
+        tablegen.pack_rule(("x", 0, 0, 300, -1, -1, -1, 1, 1, -1, 0))
+
+
+def test_stale_packed_is_reported(tmp_path, monkeypatch):
+    stale = tmp_path / "packed.py"
+    stale.write_text(tablegen.render().replace("PARAM_COUNT = ", "PARAM_COUNT = 1"))
+    monkeypatch.setattr(tablegen, "TARGET", str(stale))
+    assert tablegen.main(["--check"]) == 1
+    assert tablegen.main([]) == 0 and stale.read_text() == tablegen.render()
