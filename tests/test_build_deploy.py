@@ -114,8 +114,8 @@ def test_compile_lib_makes_exactly_what_make_build_makes(built):
     assert out == os.path.join(B.DEVICE, "lib")
     assert {p: d for p, _, d in B.read_manifest(built)} == before
     # and mpy-cross run by hand with the build's flags gives the same bytes
-    src = os.path.join(LIB, "bms", "crc.py")
-    proc = subprocess.run([B.find_mpy_cross(), *B.MPY_CROSS_ARGS, "-o", "-", "-s", "bms/crc.py", src],
+    src = os.path.join(B.folded_dir(out), "bms", "crc.py")
+    proc = subprocess.run([B.find_mpy_cross(), *B.MPY_CROSS_ARGS, "-o", "-", "-s", "bms.crc", src],
                           capture_output=True)
     assert proc.returncode == 0 and proc.stdout
     with open(os.path.join(out, "bms", "crc.mpy"), "rb") as f:
@@ -405,3 +405,29 @@ def test_manifest_options_pick_the_board_and_leave_main_to_the_filesystem(tmp_pa
     frozen, _, _ = run_manifest({"BMS_BOARD": "nope"})
     assert frozen["board_pins.py"].endswith(os.path.join("firmware", "boards", "nope", "board_pins.py"))
     assert not os.path.exists(frozen["board_pins.py"])  # the manifest tool then fails: "Cannot stat"
+
+
+def test_start_imports_every_module_the_app_needs(tmp_path):
+    """bms.start loads the firmware one module at a time (a collection after
+    each keeps the heap in one piece): its list must hold every module
+    bms.app pulls in beyond what the parameters loaded, dependencies first."""
+    from bms import start
+
+    probe = ("import sys\nimport bms.params, bms.store\nbefore = set(sys.modules)\nimport bms.app\n"
+             "print(' '.join(m for m in sys.modules if m.startswith('bms') and m not in before))\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=LIB, capture_output=True, text=True, check=True)
+    host_only = {r[:-3].replace("/", ".") for r in B.HOST_ONLY}
+    needed = set(out.stdout.split()) - host_only - {"bms.boards"}
+    assert needed == set(start.MODULES)
+    # each module after everything it imports at module level
+    import ast
+
+    for k, name in enumerate(start.MODULES):
+        path = os.path.join(LIB, *name.split(".")) + ".py"
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        deps = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bms"):
+                deps |= {node.module} | {node.module + "." + a.name for a in node.names}
+        assert not (deps & set(start.MODULES[k + 1:])), (name, deps & set(start.MODULES[k + 1:]))

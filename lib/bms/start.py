@@ -4,8 +4,19 @@ Reading the parameters needs the stored record, perhaps a bms.cfg text,
 and the packed tables (bms.packed) in the heap for a moment; doing that
 before the other modules are imported keeps the boot's peak heap low, and
 the App lets the packed tables go once it is built.
+
+Then the modules, one at a time with a collection after each (bms.app
+imports them all anyway): loading a module leaves garbage between the code
+it keeps, and collecting before the next one is laid down packs the code
+tight and keeps the free heap in pieces large enough for the App's buffers.
 """
 import gc
+
+# every module bms.app needs that bms.params has not loaded, leaves first
+# (tests/test_build_deploy.py checks the list is complete)
+MODULES = ("bms.ticks", "bms.bq769x0", "bms.paramcheck", "bms.measurements", "bms.afe_bq769x0",
+           "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.soc",
+           "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.modes", "bms.app")
 
 
 def start(board):
@@ -13,6 +24,9 @@ def start(board):
 
     prm = params.load(board.storage_dir)
     gc.collect()
+    for name in MODULES:
+        __import__(name)
+        gc.collect()
     from bms.app import run
 
     run(board, prm)

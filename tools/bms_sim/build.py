@@ -47,7 +47,11 @@ OUT = os.path.join(DEVICE, "lib")  # compile_lib()'s output: a MICROPYPATH direc
 
 TARGET = "1.28"  # the MicroPython release: mpy-cross, the unix port and the ESP32 image
 MPY_VERSION = (6, 3)  # the .mpy format mpy-cross 1.28 writes: header b"M\x06"
-MPY_CROSS_ARGS = ("-march=xtensawin",)
+# -O3: no line-number tables and no asserts in the bytecode; loaded from
+# .mpy that bytecode sits in RAM. A
+# traceback still names the module and the function; the frozen image
+# (firmware/manifest.py) keeps the line numbers, in flash.
+MPY_CROSS_ARGS = ("-march=xtensawin", "-O3")
 DEFAULT_BOARD = "reference"
 PINS_MODULE = "board_pins"  # top-level module holding PINS, from firmware/boards/BOARD/
 HOST_ONLY = ("bms/regdoc.py", "bms/paramtable.py", "bms/regmap.py", "bms/protrules.py")  # never on the device:
@@ -56,7 +60,7 @@ HOST_ONLY = ("bms/regdoc.py", "bms/paramtable.py", "bms/regmap.py", "bms/protrul
 ROOT_FILES = ("boot.py", "main.py")  # copied as source to the filesystem root
 MANIFEST = "FILES.txt"
 FOLDED = ".folded"  # beside the output directory: the folded source it was compiled from
-FOLD_VERSION = 2  # bump when constfold's output changes for the same input
+FOLD_VERSION = 3  # bump when constfold's output changes for the same input
 _STATE = ".build-state.json"  # what each .mpy was compiled from (dotfiles are not deployed)
 
 
@@ -125,6 +129,14 @@ def _write_atomic(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def source_name(rel):
+    """'bms/app.mpy' -> 'bms.app', 'bms/boards/__init__.mpy' -> 'bms.boards'."""
+    parts = rel[:-4].split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
 def folded_dir(out):
@@ -196,7 +208,7 @@ def _compile_tree(src, out, board):
     files = {}
     for py, rel in sources:
         mpy = os.path.join(out, rel)
-        name = rel[:-4] + ".py"  # as tracebacks name it: bms/app.py, board_pins.py
+        name = rel[:-4] + ".py"  # bms/app.py, board_pins.py
         text = folded[name].encode("utf-8")
         fpy = os.path.join(fold_out, name)
         try:
@@ -213,7 +225,9 @@ def _compile_tree(src, out, board):
             continue
         os.makedirs(os.path.dirname(mpy), exist_ok=True)
         tmp = "%s.%d.tmp" % (mpy, os.getpid())
-        proc = subprocess.run([exe, *MPY_CROSS_ARGS, "-o", tmp, "-s", name, fpy],
+        # the source name a traceback shows: the module's own name
+        # (bms.app), an interned string the import needs anyway
+        proc = subprocess.run([exe, *MPY_CROSS_ARGS, "-o", tmp, "-s", source_name(rel), fpy],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             if os.path.exists(tmp):
