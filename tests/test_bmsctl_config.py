@@ -12,6 +12,7 @@ import pytest
 
 from bms import paramcheck as C
 from bms import params as P
+from bms import paramload as PL
 from bms import regdoc as D
 from bms import regmap as M
 from bms.config import EV_PARAM_SET, Config
@@ -36,7 +37,7 @@ class FakeBms:
     def __init__(self, text=None):
         prm = P.Params()
         if text:
-            prm.load_text(text)
+            PL.load_text(prm, text)
             assert not prm.errors, prm.errors
         prm.store = _Store()
         self.prm = prm

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bms import config as CF
 from bms import paramcheck as C
 from bms import params as P
+from bms import paramload as PL
 from bms import paramtable as PT
 from bms import regmap as M
 from bms import store as S
@@ -24,7 +25,7 @@ PIN = 1234
 
 def pack(chem="lfp", cells=4, capacity_mah=100000):
     p = P.Params()
-    p.load_text("chemistry=%s\ncells=%d\ncapacity_mah=%d\n" % (chem, cells, capacity_mah))
+    PL.load_text(p, "chemistry=%s\ncells=%d\ncapacity_mah=%d\n" % (chem, cells, capacity_mah))
     assert p.configured(), p.errors
     return p
 
@@ -35,7 +36,7 @@ class Dev:
     def __init__(self, prm=None, directory=None):
         self.prm = prm or pack()
         if directory is not None:
-            self.prm.store = S.Store(directory, P.STORE_NAME)
+            self.prm.store = S.Store(directory, PL.STORE_NAME)
         self.hr = RegisterImage(M.HR_SIZE)
         self.ir = RegisterImage(M.IR_SIZE, M.mapped_mask(M.INPUT_REGS, M.IR_SIZE))
         self.events = []
@@ -86,7 +87,7 @@ def test_rule_count_matches_the_table():
 def test_every_chemistry_default_passes_every_rule(chem, cells):
     p = pack(chem, cells, 50000)
     assert C.check(p.values, True) == 0
-    assert all(p.check(i, p.values[i]) is None for i in range(P.COUNT))
+    assert all(PL.check(p, i, p.values[i]) is None for i in range(P.COUNT))
 
 
 @pytest.mark.parametrize("k", [k for k in range(1, C.RULE_COUNT + 1) if C.rule(k)[0] == C.LT])
@@ -140,7 +141,7 @@ def test_ocv_table_all_zero_or_rising():
 
 def test_unconfigured_checks_only_framing():
     p = P.Params()
-    p.load_text("")
+    PL.load_text(p, "")
     assert not C.configured(p.values)
     assert C.check(p.values) == 0
     p.values[P.P_MODBUS_BAUD] = 10000
@@ -267,7 +268,7 @@ def test_broadcast_never_writes_parameters_but_locks():
 
 def test_unconfigured_write_then_configure_checks_the_whole_set():
     p = P.Params()
-    p.load_text("")
+    PL.load_text(p, "")
     d = Dev(p)
     d.unlock()
     assert d.set(cell_ov_mv=3600) == [0]  # range only while unconfigured
@@ -337,7 +338,7 @@ def test_no_write_sequence_leaves_a_configured_set_breaking_a_rule(writes):
         if code:
             assert list(d.prm.values) == before
         assert C.check(d.prm.values) == 0
-        assert all(d.prm.check(i, d.prm.values[i]) is None for i in range(P.COUNT))
+        assert all(PL.check(d.prm, i, d.prm.values[i]) is None for i in range(P.COUNT))
 
 
 # -- the stored set ------------------------------------------------------------
@@ -351,13 +352,13 @@ def test_saved_set_loads_back(tmp_path):
     d.unlock()
     assert d.set(cell_ov_mv=3620, dsg_ut_dc=-250, capacity_mah=120000) == [0, 0, 0]
     d.service()
-    q = P.load(_dir(tmp_path))
+    q = PL.load(_dir(tmp_path))
     assert list(q.values) == list(d.prm.values) and not q.errors
 
 
 def test_unchanged_set_is_not_written_again(tmp_path):
     p = pack()
-    p.store = S.Store(_dir(tmp_path), P.STORE_NAME)
+    p.store = S.Store(_dir(tmp_path), PL.STORE_NAME)
     assert p.save()
     stamp = sorted((f, os.stat(os.path.join(tmp_path, f)).st_mtime_ns) for f in os.listdir(tmp_path))
     assert p.save()
@@ -389,7 +390,7 @@ class _CutFile:
 def test_power_cut_at_every_byte_of_a_parameter_save(tmp_path, monkeypatch):
     base = _dir(tmp_path)
     old = pack()
-    old.store = S.Store(base, P.STORE_NAME)
+    old.store = S.Store(base, PL.STORE_NAME)
     assert old.save()
     old_values = list(old.values)
     new = pack()
@@ -407,12 +408,12 @@ def test_power_cut_at_every_byte_of_a_parameter_save(tmp_path, monkeypatch):
             f = real_open(path, mode, *a)
             return _CutFile(f, budget) if "w" in mode else f
 
-        new.store = S.Store(base, P.STORE_NAME)
+        new.store = S.Store(base, PL.STORE_NAME)
         new.store.load()
         monkeypatch.setattr(S, "open", cut_open, raising=False)
         saved = new.save()
         monkeypatch.undo()
-        got = list(P.load(base).values)
+        got = list(PL.load(base).values)
         if k < size:
             assert not saved and got == old_values, k
         else:
@@ -421,12 +422,12 @@ def test_power_cut_at_every_byte_of_a_parameter_save(tmp_path, monkeypatch):
 
 def test_bms_cfg_is_taken_in_once_and_saved_as_the_record(tmp_path):
     base = _dir(tmp_path)
-    with open(base + P.CONFIG_FILE, "w") as f:
+    with open(base + PL.CONFIG_FILE, "w") as f:
         f.write("chemistry=nmc\ncells=5\ncapacity_mah=20000\ncell_ov_mv=4200\ncell_ov_warn_mv=4150\n")
-    p = P.load(base)
+    p = PL.load(base)
     assert p.imported_text and p.configured() and p.values[P.P_CELL_OV_MV] == 4200
-    assert not os.path.exists(base + P.CONFIG_FILE) and os.path.exists(base + P.CONFIG_FILE + ".imported")
-    q = P.load(base)
+    assert not os.path.exists(base + PL.CONFIG_FILE) and os.path.exists(base + PL.CONFIG_FILE + ".imported")
+    q = PL.load(base)
     assert not q.imported_text and list(q.values) == list(p.values)
 
 
@@ -443,8 +444,8 @@ def test_record_from_an_older_firmware_keeps_defaults_for_new_parameters(tmp_pat
     full.values[P.P_CELL_OV_WARN_MV] = 2780
     pairs = [(full.addr[i], full.values[i]) for i in range(P.COUNT)
              if i not in (P.P_MODBUS_PARITY, P.P_PIN, P.P_UNLOCK_TIMEOUT_S)]
-    S.Store(base, P.STORE_NAME).save(P.FORMAT, _record(pairs))
-    q = P.load(base)
+    S.Store(base, PL.STORE_NAME).save(P.FORMAT, _record(pairs))
+    q = PL.load(base)
     assert q.values[P.P_CELL_OV_MV] == 2800 and q.values[P.P_PIN] == 1234
     assert q.values[P.P_MODBUS_PARITY] == 1 and q.configured() and not q.errors
 
@@ -455,8 +456,8 @@ def test_record_with_unknown_and_out_of_range_values(tmp_path):
     pairs = [(full.addr[i], full.values[i]) for i in range(P.COUNT)]
     pairs.append((0x01FF, 7))  # a register a newer firmware had
     pairs[P.P_CELL_OV_MV] = (full.addr[P.P_CELL_OV_MV], 9999)
-    S.Store(base, P.STORE_NAME).save(P.FORMAT + 1, _record(pairs))
-    q = P.load(base)
+    S.Store(base, PL.STORE_NAME).save(P.FORMAT + 1, _record(pairs))
+    q = PL.load(base)
     assert len(q.errors) == 2 and q.migrated_from == P.FORMAT + 1
     assert q.values[P.P_CELL_OV_MV] == 3650  # the chemistry's default stays
 
@@ -464,7 +465,7 @@ def test_record_with_unknown_and_out_of_range_values(tmp_path):
 def test_factory_reset_erases_the_record(tmp_path):
     base = _dir(tmp_path)
     p = pack()
-    p.store = S.Store(base, P.STORE_NAME)
+    p.store = S.Store(base, PL.STORE_NAME)
     p.save()
     assert p.store.erase()
-    assert not P.load(base).configured()
+    assert not PL.load(base).configured()

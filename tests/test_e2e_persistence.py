@@ -6,7 +6,7 @@ import os
 import struct
 
 import pytest
-from bms import params as P
+from bms import paramload as PL
 from bms import paramtable as PT
 from bms import regmap as M
 from bms.store import Store
@@ -54,9 +54,9 @@ def restart(sim, client):
 
 def test_provisioning_file_is_taken_in_once(sim):
     state = sim.state_dir + "/"
-    assert not os.path.exists(state + P.CONFIG_FILE)
-    assert os.path.exists(state + P.CONFIG_FILE + ".imported")
-    assert Store(state, P.STORE_NAME).load() is not None
+    assert not os.path.exists(state + PL.CONFIG_FILE)
+    assert os.path.exists(state + PL.CONFIG_FILE + ".imported")
+    assert Store(state, PL.STORE_NAME).load() is not None
 
 
 def test_a_written_parameter_survives_a_restart(sim, client):
@@ -104,4 +104,4 @@ def test_factory_reset_leaves_the_bms_unconfigured(sim, client):
     assert hr(client, "chemistry") == 0
     assert ir(client, M.IR_CONFIG_STATE)[0] & M.CFG_CONFIGURED == 0
     assert ir(client, M.IR_FET_FLAGS)[0] == 0
-    assert Store(sim.state_dir + "/", P.STORE_NAME).load() is None
+    assert Store(sim.state_dir + "/", PL.STORE_NAME).load() is None

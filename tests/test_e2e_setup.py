@@ -10,6 +10,8 @@ import time
 import pytest
 
 from bms import params as P
+
+from bms import paramload as PL
 from bms import regmap as M
 from bms_sim.link import SimServer
 from bms_sim.world import World
@@ -21,7 +23,7 @@ from bmsctl import regs as RG
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     state = tmp_path_factory.mktemp("fresh-bms")
-    assert not (state / P.CONFIG_FILE).exists(), "a fresh BMS: nothing provisioned"
+    assert not (state / PL.CONFIG_FILE).exists(), "a fresh BMS: nothing provisioned"
     world = World(cells=4, chemistry="lfp", capacity_mah=100000, soc_pct=60.0, spread_mv=20, seed=5)
     server = SimServer(world, str(state), speed=20.0, link_path=str(state / "ttyBMS"))
     with server:

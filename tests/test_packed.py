@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-from bms import packed, params, paramtable, protrules
+from bms import packed, paramdata, params, paramtable, protrules
+
+from bms import paramload as PL
 from bms import protection as PR
 from bms import regmap as M
 from bms_sim import tablegen
@@ -13,8 +15,9 @@ from conftest import ROOT
 
 
 def test_packed_is_generated_from_the_tables():
-    with open(tablegen.TARGET) as f:
-        assert f.read() == tablegen.render(), "lib/bms/packed.py is stale: run python -m bms_sim.tablegen"
+    for path, text in tablegen.outputs():
+        with open(path) as f:
+            assert f.read() == text, "%s is stale: run python -m bms_sim.tablegen" % path
     proc = subprocess.run([sys.executable, "-m", "bms_sim.tablegen", "--check"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -22,25 +25,25 @@ def test_packed_is_generated_from_the_tables():
 
 def test_params_read_from_packed_match_the_table():
     p = params.Params()
-    assert packed.PARAM_COUNT == params.COUNT == len(paramtable.TABLE)
+    assert paramdata.PARAM_COUNT == params.COUNT == len(paramtable.TABLE)
     for i, row in enumerate(paramtable.TABLE):
-        assert p.name_of(i) == row[1]
-        assert p.index_of(row[1]) == i
+        assert PL.name_of(i) == row[1]
+        assert PL.index_of(row[1]) == i
         assert p.addr[i] == row[0]
         assert bool(p.flags[i] & params.WIDE) == (row[2] == "uint32")
         assert bool(p.flags[i] & params.SIGNED) == (row[2] == "int16")
         assert (p.lo[i], p.hi[i]) == (row[6], row[7])
         assert p.values[i] == row[8]
-    assert p.index_of("cell_ov") == -1 and p.index_of("") == -1 and p.index_of("cell_ov_mv cell") == -1
+    assert PL.index_of("cell_ov") == -1 and PL.index_of("") == -1 and PL.index_of("cell_ov_mv cell") == -1
 
 
 def test_chemistry_defaults_scale_as_the_table_says():
     cells, cap = 13, 123456
     for chem in (params.CHEM_LFP, params.CHEM_NMC, params.CHEM_LTO):
         p = params.Params()
-        p.apply_defaults(chem, cells, cap)
+        PL.apply_defaults(p, chem, cells, cap)
         for i, row in enumerate(paramtable.TABLE):
-            if i < params.P_CELL_OV_MV or i in params._DEVICE_KEYS:
+            if i < params.P_CELL_OV_MV or i in params.DEVICE_KEYS:
                 continue
             d = row[8 + chem - 1]
             want = d * cells if row[11] == 1 else d * cap // 1000 if row[11] == 2 else d
@@ -68,8 +71,12 @@ def test_a_row_that_does_not_fit_a_byte_is_refused():
 
 
 def test_stale_packed_is_reported(tmp_path, monkeypatch):
-    stale = tmp_path / "packed.py"
-    stale.write_text(tablegen.render().replace("PARAM_COUNT = ", "PARAM_COUNT = 1"))
-    monkeypatch.setattr(tablegen, "TARGET", str(stale))
+    stale = tmp_path / "paramdata.py"
+    stale.write_text(tablegen.render_params().replace("PARAM_COUNT = ", "PARAM_COUNT = 1"))
+    fresh = tmp_path / "packed.py"
+    fresh.write_text(tablegen.render())
+    monkeypatch.setattr(tablegen, "PARAMS_TARGET", str(stale))
+    monkeypatch.setattr(tablegen, "TARGET", str(fresh))
     assert tablegen.main(["--check"]) == 1
-    assert tablegen.main([]) == 0 and stale.read_text() == tablegen.render()
+    assert tablegen.main([]) == 0 and stale.read_text() == tablegen.render_params()
+    assert tablegen.main(["--check"]) == 0

@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 
 from bms import paramtable as PT
 from bms import params as P
+from bms import paramload as PL
 from bms.ticks import TICKS_PERIOD, ticks_add, ticks_diff
 
 
@@ -31,7 +32,7 @@ def test_table_rows_are_consistent():
 
 def test_chemistry_defaults_scale_to_the_pack():
     p = P.Params()
-    p.load_text("chemistry=nmc\ncells=13\ncapacity_mah=50000\n")
+    PL.load_text(p, "chemistry=nmc\ncells=13\ncapacity_mah=50000\n")
     v = p.values
     assert p.errors == [] and p.configured() and p.cells() == 13
     assert v[P.P_CELL_OV_MV] == 4250 and v[P.P_PACK_OV_MV] == 13 * 4225
@@ -40,26 +41,26 @@ def test_chemistry_defaults_scale_to_the_pack():
 
 def test_parameters_round_trip_through_their_text():
     p = P.Params()
-    p.load_text("chemistry=lfp\ncells=4\ncapacity_mah=10000\ncell_ov_mv=3600\nbal_diff_mv=15\n")
+    PL.load_text(p, "chemistry=lfp\ncells=4\ncapacity_mah=10000\ncell_ov_mv=3600\nbal_diff_mv=15\n")
     q = P.Params()
-    q.load_text(p.to_text())
+    PL.load_text(q, PL.to_text(p))
     assert q.errors == [] and list(q.values) == list(p.values)
 
 
 def test_parameter_errors_name_the_problem_and_the_range():
     p = P.Params()
-    assert "lfp, nmc, lto" in p.set_text("chemistry", "lead")
-    assert "3-15" in p.set_text("cells", "20")
-    assert "whole number" in p.set_text("capacity_mah", "ten")
-    err = p.set_text("cell_ov_mv", "9999")
+    assert "lfp, nmc, lto" in PL.set_text(p, "chemistry", "lead")
+    assert "3-15" in PL.set_text(p, "cells", "20")
+    assert "whole number" in PL.set_text(p, "capacity_mah", "ten")
+    err = PL.set_text(p, "cell_ov_mv", "9999")
     assert "cell_ov_mv=9999" in err and "1500..5000 mv" in err
     assert p.values[P.P_CELL_OV_MV] == 3650, "a rejected value changes nothing"
-    p.load_text("capacity_mah=ten\nfoo=1\n")
+    PL.load_text(p, "capacity_mah=ten\nfoo=1\n")
     assert len(p.errors) == 2 and not p.configured()
 
 
 def test_no_file_means_unconfigured(tmp_path):
-    p = P.load(str(tmp_path) + "/")
+    p = PL.load(str(tmp_path) + "/")
     assert not p.configured() and p.values[P.P_CELL_CHANNELS] == 0
 
 
@@ -74,7 +75,7 @@ def test_index_constants_name_their_rows():
 
 def test_release_keeps_what_the_firmware_needs():
     p = P.Params()
-    p.load_text("chemistry=lfp\ncells=4\ncapacity_mah=10000\n")
+    PL.load_text(p, "chemistry=lfp\ncells=4\ncapacity_mah=10000\n")
     p.release()
-    assert p.check(P.P_CELL_OV_MV, 9999) and p.check(P.P_CELL_OV_MV, 3600) is None
+    assert PL.check(p, P.P_CELL_OV_MV, 9999) and PL.check(p, P.P_CELL_OV_MV, 3600) is None
     assert p.addr[P.P_CELL_OV_MV] == 0x0010 and p.flags[P.P_CAPACITY_MAH] & P.WIDE

@@ -8,7 +8,7 @@ import gc
 
 from micropython import const
 
-from bms import VERSION
+from bms import VERSION, release
 from bms import bq769x0 as R
 from bms import config as CF
 from bms import params as P
@@ -89,7 +89,9 @@ class App:
         """prm: the loaded parameters (bms.start loads them before importing
         this module, to keep the boot's peak heap low), or None to load here."""
         if prm is None:
-            prm = P.load(board.storage_dir)
+            from bms import paramload
+
+            prm = paramload.load(board.storage_dir)
         gc.collect()  # start from a compact heap
         self.board = board
         self.params = prm
@@ -138,7 +140,8 @@ class App:
         self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
         self.modes = Modes(self, now)
         # the packed tables (bms.packed) have done their work: let them go
-        prm.release()
+        release("packed")
+        prm.release()  # a no-op after bms.start's
         gc.collect()
 
     def _configure_live(self):

@@ -3,12 +3,13 @@ compact per-parameter facts it needs at run time.
 
 The table itself (names, registers, ranges, per-chemistry defaults) is
 bms.paramtable, which the host tools read. The firmware reads it packed,
-from bms.packed (generated from the table by `python -m
+from bms.paramdata (generated from the table by `python -m
 bms_sim.tablegen`): `Params` keeps what the loop and the Modbus path need
 in small arrays (register address, width, range), and `release()` lets the
-packed table go once the boot has applied it.
+packed table go once the boot has applied it. Reading the set in (the
+stored record, a bms.cfg text, the chemistry's defaults) is bms.paramload.
 
-Values live in an array('l') indexed by the P_ constants below (the row
+Values live in an array('i') indexed by the P_ constants below (the row
 order of the table); the loop reads them as `values[P_X]`, never by name.
 """
 from array import array
@@ -122,32 +123,29 @@ P_NET_ENABLE = const(115)  # the network module (Wi-Fi) is used: on while workin
 COUNT = const(116)
 
 
-_SCALE_CELLS = const(1)
-_SCALE_AH = const(2)
-
 WIDE = const(1)  # flag: two registers (uint32)
 SIGNED = const(2)  # flag: int16
 
 
 class Params:
     """The parameter values, and per parameter its holding-register
-    address, width and range."""
+    address, width and range. Reading them in (the stored record, a
+    bms.cfg text, chemistry defaults) is bms.paramload, a boot-time module."""
 
     def __init__(self):
-        from bms import packed
+        from bms import paramdata
 
-        d = self._data = packed
         self.values = array("i", bytes(4 * COUNT))  # int32: the same width on the ESP32 and the host
-        self.addr = array("H", d.ADDR)
+        self.addr = array("H", paramdata.ADDR)
         self.lo = array("i", bytes(4 * COUNT))
         self.hi = array("i", bytes(4 * COUNT))
-        self.flags = bytearray(d.FLAGS)
+        self.flags = bytearray(paramdata.FLAGS)
         self.errors = []
         self.store = None  # bms.store.Store the set is saved in
         self.migrated_from = 0  # the older format a stored set came in, if any
         self.imported_text = False  # a bms.cfg file was taken in at this boot
-        lim = array("i", d.LIMITS)
-        dfl = array("i", d.DEFAULTS)
+        lim = array("i", paramdata.LIMITS)
+        dfl = array("i", paramdata.DEFAULTS)
         i = 0
         while i < COUNT:
             self.lo[i] = lim[2 * i]
@@ -156,27 +154,13 @@ class Params:
             i += 1
 
     def release(self):
-        """Let the packed table go (names, every chemistry's defaults): after
-        this only values and the compact arrays stay in the heap."""
+        """Let the boot-time modules go (bms.paramload and the packed
+        parameter table): after this only values and the compact arrays
+        stay. bms.start does it before the rest of the firmware loads."""
         from bms import release
 
-        self._data = None
-        release("packed")
-
-    def _table(self):
-        if self._data is None:  # released: a host tool asks after boot
-            from bms import packed
-
-            self._data = packed
-        return self._data
-
-    def name_of(self, i):
-        return self._table().NAMES.split()[i]
-
-    def index_of(self, name):
-        names = self._table().NAMES
-        at = names.find(" " + name + " ")
-        return names.count(" ", 0, at) if at >= 0 else -1
+        release("paramload")
+        release("paramdata")
 
     def cells(self):
         from bms.bq769x0 import cell_count
@@ -195,7 +179,8 @@ class Params:
 
         return paramcheck.check(self.values)
 
-    # -- flash ---------------------------------------------------------------
+    def in_range(self, i, value):
+        return self.lo[i] <= value <= self.hi[i]
 
     def encode(self):
         """The set as a store payload: (address u16, value i32) per
@@ -209,38 +194,6 @@ class Params:
             i += 1
         return buf
 
-    def load_record(self, version, payload):
-        """A stored set: the pack keys, the chemistry's defaults for that
-        pack, then every stored value over them. A parameter the record
-        lacks (it came from an older firmware) keeps its default; a value
-        out of range or an address this firmware does not know is noted in
-        `errors` and skipped."""
-        import struct
-
-        self.migrated_from = version if version != FORMAT else 0
-        n = len(payload) // 6
-        for pack in (True, False):
-            k = 0
-            while k < n:
-                a, x = struct.unpack_from("<Hi", payload, 6 * k)
-                i = self._index_at(a)
-                if i < 0:
-                    if not pack:
-                        self.errors.append("stored value for unknown register 0x%04X dropped" % a)
-                elif (i in _PACK_INDICES) == pack:
-                    self._note(self.set_value(i, x))
-                k += 1
-            if pack:
-                self._pack_defaults()
-
-    def _index_at(self, a):
-        i = 0
-        while i < COUNT:
-            if self.addr[i] == a:
-                return i
-            i += 1
-        return -1
-
     def save(self):
         """Store the set (unless flash already holds it). False on a failed
         write: the previous set is still what flash holds."""
@@ -251,182 +204,8 @@ class Params:
     def save_errors(self):
         return self.store.write_errors if self.store is not None else 0
 
-    def apply_defaults(self, chemistry, cells, capacity_mah):
-        """The chemistry's defaults scaled to this pack, for every protection,
-        warning, balancing and state-of-charge parameter (the pack's own
-        settings and the device's - Modbus framing, PIN - stay)."""
-        v = self.values
-        d = self._table()
-        dfl = array("i", d.DEFAULTS)
-        scale = d.SCALE
-        col = chemistry - 1 if chemistry else 0
-        for i in range(P_CELL_OV_MV, COUNT):
-            if i in _DEVICE_KEYS:
-                continue  # the device's own settings are not the pack's
-            x = dfl[3 * i + col]
-            s = scale[i]
-            if s == _SCALE_CELLS:
-                x *= cells
-            elif s == _SCALE_AH:
-                x = x * capacity_mah // 1000
-            v[i] = x
 
-    def check(self, i, value):
-        """None when parameter i may take value, else what is wrong."""
-        if value < self.lo[i] or value > self.hi[i]:
-            if self._data is None:
-                return "parameter %d: %d is outside %d..%d" % (i, value, self.lo[i], self.hi[i])
-            name = self.name_of(i)
-            return "%s=%d is outside %d..%d %s" % (name, value, self.lo[i], self.hi[i], _raw_unit(name))
-        return None
-
-    def set_value(self, i, value):
-        """Set parameter i if within its range; an error message or None."""
-        err = self.check(i, value)
-        if err is None:
-            self.values[i] = value
-        return err
-
-    def set_text(self, key, text):
-        """Set a parameter from `key=value` text; an error message or None."""
-        if key == "chemistry":
-            if text not in CHEMISTRY_NAMES[1:]:
-                return "chemistry must be one of lfp, nmc, lto"
-            self.values[P_CHEMISTRY] = CHEMISTRY_NAMES.index(text)
-            return None
-        if key == "cells":
-            # shorthand: the default wiring for that many cells
-            from bms.bq769x0 import default_cell_channels, model_groups
-
-            try:
-                n = int(text)
-            except ValueError:
-                return "cells must be a whole number"
-            groups = self.values[P_AFE_GROUPS] or model_groups(n)
-            mask = default_cell_channels(n, groups)
-            if not mask:
-                return "cells must be 3-15 and fit the AFE (3-5 per group)"
-            self.values[P_CELL_CHANNELS] = mask
-            self.values[P_AFE_GROUPS] = groups
-            return None
-        i = self.index_of(key)
-        if i < 0:
-            return "unknown parameter " + key
-        try:
-            value = int(text, 0)
-        except ValueError:
-            return key + " must be a whole number"
-        return self.set_value(i, value)
-
-    def load_lines(self, lines):
-        """`key=value` lines (any iterable; a file is read twice): the pack
-        keys first, then the chemistry's defaults for that pack, then every
-        other setting over them. Line by line, to spare the heap at boot."""
-        for line in lines:
-            kv = _pair(line)
-            if kv and kv[0] in _PACK_KEYS:
-                self._note(self.set_text(kv[0], kv[1]))
-        self._pack_defaults()
-
-    def _pack_defaults(self):
-        v = self.values
-        if v[P_CELL_CHANNELS] and not v[P_AFE_GROUPS]:
-            from bms.bq769x0 import model_groups
-
-            v[P_AFE_GROUPS] = model_groups(self.cells())
-        self.apply_defaults(v[P_CHEMISTRY], self.cells(), v[P_CAPACITY_MAH])
-
-    def load_rest(self, lines):
-        for line in lines:
-            kv = _pair(line)
-            if kv is None:
-                if line.strip() and line.strip()[0] != "#":
-                    self.errors.append("not key=value: " + line.strip())
-            elif kv[0] not in _PACK_KEYS:
-                self._note(self.set_text(kv[0], kv[1]))
-
-    def load_text(self, text):
-        lines = text.split("\n")
-        self.load_lines(lines)
-        self.load_rest(lines)
-
-    def _note(self, err):
-        if err:
-            self.errors.append(err)
-
-    def to_text(self):
-        """The pack keys, then every parameter that differs from the
-        chemistry's default for this pack."""
-        v = self.values
-        d = Params()
-        d.values[P_CHEMISTRY] = v[P_CHEMISTRY]
-        d.values[P_CELL_CHANNELS] = v[P_CELL_CHANNELS]
-        d.apply_defaults(v[P_CHEMISTRY], self.cells(), v[P_CAPACITY_MAH])
-        out = []
-        if v[P_CHEMISTRY]:
-            out.append("chemistry=%s\n" % CHEMISTRY_NAMES[v[P_CHEMISTRY]])
-        for i in range(1, COUNT):
-            if i < P_CELL_OV_MV or v[i] != d.values[i]:
-                out.append("%s=%d\n" % (self.name_of(i), v[i]))
-        return "".join(out)
-
-
-_PACK_KEYS = ("chemistry", "cells", "afe_groups", "cell_channels", "capacity_mah")
-
-
-def _pair(line):
-    line = line.strip()
-    if not line or line[0] == "#":
-        return None
-    kv = line.split("=", 1)
-    if len(kv) != 2:
-        return None
-    return kv[0].strip(), kv[1].strip()
-
-
-def _raw_unit(name):
-    # the raw unit is in the name (cell_ov_mv is mV)
-    k = name.rfind("_")
-    return name[k + 1:] if k >= 0 else ""
-
-
-_PACK_INDICES = (P_CHEMISTRY, P_CELL_CHANNELS, P_CAPACITY_MAH, P_AFE_GROUPS)
 # Settings of the device, not of the pack: a chemistry's defaults leave them.
-_DEVICE_KEYS = (P_MODBUS_PARITY, P_PIN, P_UNLOCK_TIMEOUT_S, P_LED_COUNT, P_LED_BRIGHTNESS_PCT,
-                P_LED_SOC_SHOW_MS, P_BUTTON_LONG_MS, P_WDT_MS, P_NET_ENABLE)
-
-CONFIG_FILE = "bms.cfg"  # key=value text: a whole set, taken in at boot (provisioning)
-STORE_NAME = "params"  # the A/B record pair: params.a, params.b
-FORMAT = const(1)  # of the stored record; bump with a migration in load_record
-
-
-def load(directory):
-    """The stored parameters, or the unconfigured defaults when none are
-    stored. A `bms.cfg` file found beside them is a whole new set (how a
-    pack is provisioned by copying one file): it is taken in, saved as the
-    record, and renamed to bms.cfg.imported so it is taken only once. Its
-    older layout (firmware 0.3) is how earlier releases stored the set."""
-    import os
-
-    from bms.store import Store
-
-    p = Params()
-    p.store = Store(directory, STORE_NAME)
-    rec = p.store.load()
-    if rec is not None:
-        p.load_record(rec[0], rec[1])
-    path = directory + CONFIG_FILE
-    try:
-        with open(path) as f:
-            p.load_lines(f)
-        with open(path) as f:
-            p.load_rest(f)
-        p.imported_text = True
-    except OSError:
-        pass
-    if p.imported_text and p.save():
-        try:
-            os.rename(path, path + ".imported")
-        except OSError:
-            pass  # taken in again next boot: the same set, no harm
-    return p
+DEVICE_KEYS = (P_MODBUS_PARITY, P_PIN, P_UNLOCK_TIMEOUT_S, P_LED_COUNT, P_LED_BRIGHTNESS_PCT,
+               P_LED_SOC_SHOW_MS, P_BUTTON_LONG_MS, P_WDT_MS, P_NET_ENABLE)
+FORMAT = const(1)  # of the stored record; bump with a migration in bms.paramload.load_record

@@ -1,9 +1,9 @@
 """Boot order: the parameters first, then the rest of the firmware.
 
-Reading the parameters needs the stored record, perhaps a bms.cfg text,
-and the packed tables (bms.packed) in the heap for a moment; doing that
-before the other modules are imported keeps the boot's peak heap low, and
-the App lets the packed tables go once it is built.
+Reading the parameters needs the loader (bms.paramload), the packed
+parameter table, the stored record and perhaps a bms.cfg text in the heap
+for a moment; doing that before the other modules are imported, and letting
+it all go right after, keeps the boot's peak heap low.
 
 Then the modules, one at a time with a collection after each (bms.app
 imports them all anyway): loading a module leaves garbage between the code
@@ -19,10 +19,15 @@ MODULES = ("bms.ticks", "bms.bq769x0", "bms.paramcheck", "bms.measurements", "bm
            "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.modes", "bms.app")
 
 
-def start(board):
-    from bms import params
+def _load_params(board):
+    from bms import paramload  # boot-only: the App lets it go (no reference kept here)
 
-    prm = params.load(board.storage_dir)
+    return paramload.load(board.storage_dir)
+
+
+def start(board):
+    prm = _load_params(board)
+    prm.release()
     gc.collect()
     for name in MODULES:
         __import__(name)

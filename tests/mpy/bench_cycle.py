@@ -9,11 +9,13 @@ _T0_MS = time.ticks_ms()  # the start of main: the firmware's own boot clock
 
 import gc  # noqa: E402
 
-from bms import params  # noqa: E402
+from bms import paramload as PL  # noqa: E402
 from bms.boards.sim import Board  # noqa: E402
 
 board = Board()
-prm = params.load(board.storage_dir)
+prm = PL.load(board.storage_dir)
+del PL
+prm.release()  # as bms.start does
 gc.collect()
 from bms.app import App  # noqa: E402
 

@@ -12,6 +12,8 @@ from array import array
 import micropython
 
 from bms import params as P
+
+from bms import paramload as PL
 from bms import regmap as M
 from bms.config import APPLY, CLEAR_LATCHED, Config
 from bms.app import _input_mapped
@@ -27,7 +29,7 @@ def fail(*why):
 
 
 prm = P.Params()
-prm.load_text("chemistry=lfp\ncells=4\ncapacity_mah=100000\n")
+PL.load_text(prm, "chemistry=lfp\ncells=4\ncapacity_mah=100000\n")
 if prm.errors or not prm.configured():
     fail("the pack is not configured:", prm.errors, prm.rule_error())
 
@@ -35,7 +37,7 @@ if prm.errors or not prm.configured():
 HA = {}
 for _name in ("cell_ov_mv", "cell_ov_delay_ms", "cell_ov_release_mv", "cell_ov_warn_mv", "capacity_mah",
               "chemistry", "chg_oc_ma", "cell_channels"):
-    HA[_name] = prm.addr[prm.index_of(_name)]
+    HA[_name] = prm.addr[PL.index_of(_name)]
 A_CELL_OV = HA["cell_ov_mv"]
 A_CELL_OV_DELAY = HA["cell_ov_delay_ms"]
 A_CELL_OV_RELEASE = HA["cell_ov_release_mv"]

@@ -8,7 +8,7 @@ import gc
 
 import micropython
 
-from bms import params
+from bms import paramload as PL
 from bms.boards.sim import Board
 from bms.ticks import ticks_diff  # the board clock wraps at 2**30
 
@@ -34,7 +34,9 @@ def locked(app, board, sim_ms):
 
 
 board = Board()
-prm = params.load(board.storage_dir)  # as bms.start does: parameters first
+prm = PL.load(board.storage_dir)  # as bms.start does: parameters first
+del PL
+prm.release()  # as bms.start does
 gc.collect()
 from bms.app import App  # noqa: E402
 

@@ -11,8 +11,10 @@ for name in sys.argv[1:]:
 
 from bms import params as P
 
+from bms import paramload as PL
+
 c = P.Params()
-c.load_text("chemistry=lfp\ncells=4\ncapacity_mah=10000\nafe_addr=0x18\nbogus\ncell_ov_mv=3620\n")
+PL.load_text(c, "chemistry=lfp\ncells=4\ncapacity_mah=10000\nafe_addr=0x18\nbogus\ncell_ov_mv=3620\n")
 v = c.values
 if not (c.configured() and v[P.P_CELL_CHANNELS] == 0x17 and v[P.P_AFE_ADDR] == 0x18 and len(c.errors) == 1
         and v[P.P_CELL_OV_MV] == 3620 and v[P.P_PACK_OV_MV] == 4 * 3625 and v[P.P_CHG_OC_MA] == 10000):

@@ -24,7 +24,7 @@ from bms_sim.link import find_micropython
 
 # bms.start's order: the parameters (and their table, let go after boot), then the rest
 MODULES = ("bms", "bms.ticks", "bms.crc", "bms.boards", "bms.boards.sim", "bms.bq769x0",
-           "bms.params", "bms.packed", "bms.paramcheck", "bms.regmap", "bms.regimage",
+           "bms.params", "bms.paramdata", "bms.paramload", "bms.paramcheck", "bms.regmap", "bms.regimage",
            "bms.store", "bms.measurements", "bms.afe_bq769x0", "bms.modbus_rtu", "bms.eventlog",
            "bms.protection", "bms.balancing", "bms.soc", "bms.lifetime", "bms.config", "bms.led",
            "bms.button", "bms.power", "bms.modes", "bms.app")

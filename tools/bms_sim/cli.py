@@ -10,6 +10,8 @@ import sys
 import time
 
 from bms import params as P
+
+from bms import paramload as PL
 from bms.bq769x0 import model_groups
 from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
 from bms_sim.world import World
@@ -74,12 +76,12 @@ def provision(state_dir, cells, chemistry, capacity_mah, shunt_uohm, groups=None
     lines.append("temp_sensors=%d" % ((1 << g) - 1))
     for k, v in (extra or {}).items():
         lines.append("%s=%s" % (k, v))
-    prm.load_text("\n".join(lines))
+    PL.load_text(prm, "\n".join(lines))
     if prm.errors:
         raise SimError("cannot configure %d %s cells: %s" % (cells, chemistry, "; ".join(prm.errors)))
     os.makedirs(state_dir, exist_ok=True)
-    with open(os.path.join(state_dir, P.CONFIG_FILE), "w") as f:
-        f.write(prm.to_text())
+    with open(os.path.join(state_dir, PL.CONFIG_FILE), "w") as f:
+        f.write(PL.to_text(prm))
     return prm
 
 
@@ -89,13 +91,13 @@ def stored_pack_matches(state_dir, args):
     changed over Modbus since. Another pack gets a fresh provisioning."""
     from bms.store import Store
 
-    if os.path.exists(os.path.join(state_dir, P.CONFIG_FILE)):
+    if os.path.exists(os.path.join(state_dir, PL.CONFIG_FILE)):
         return False  # not taken in yet: write it again for these options
-    rec = Store(state_dir.rstrip("/") + "/", P.STORE_NAME).load()
+    rec = Store(state_dir.rstrip("/") + "/", PL.STORE_NAME).load()
     if rec is None:
         return False
     stored = P.Params()
-    stored.load_record(*rec)
+    PL.load_record(stored, *rec)
     v = stored.values
     return (stored.configured() and v[P.P_CHEMISTRY] == P.CHEMISTRY_NAMES.index(args.chemistry)
             and stored.cells() == args.cells and v[P.P_CAPACITY_MAH] == args.capacity_mah
@@ -112,7 +114,7 @@ def make_server(args, link_path=None, profile=True):
     state = os.path.abspath(args.state)
     if args.unconfigured:
         # the factory state: no provisioning file, no stored set
-        for name in (P.CONFIG_FILE, P.STORE_NAME + ".a", P.STORE_NAME + ".b"):
+        for name in (PL.CONFIG_FILE, PL.STORE_NAME + ".a", PL.STORE_NAME + ".b"):
             try:
                 os.remove(os.path.join(state, name))
             except FileNotFoundError:

@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 
 from bms import paramcheck as C
 from bms import params as P
+from bms import paramload as PL
 from bms import paramtable as PT
 from bms import regdoc as D
 from bms import regmap as M
@@ -237,7 +238,7 @@ def parse_value(name, text, values=None):
         prm = P.Params()
         if values is not None:
             prm.values[P.P_AFE_GROUPS] = values[P.P_AFE_GROUPS]
-        err = prm.set_text("cells", text)
+        err = PL.set_text(prm, "cells", text)
         if err:
             groups = prm.values[P.P_AFE_GROUPS]
             if groups and text.strip().isdigit() and 3 <= int(text) <= 15:
@@ -301,7 +302,7 @@ def parse_assignments(items, values):
     pending.sort(key=lambda kv: 0 if kv[0].strip().lower() == "afe_groups" else 1)
     for k, v in pending:
         for i, raw in parse_value(k, v, target):
-            err = _PRM.check(i, raw)
+            err = PL.check(_PRM, i, raw)
             if err:
                 raise ConfigError(range_message(i, raw))
             target[i] = raw
@@ -316,7 +317,7 @@ def range_message(i, raw):
 # -- the whole set -----------------------------------------------------------
 
 def _in_range(i, raw):
-    return _PRM.check(i, raw) is None
+    return PL.check(_PRM, i, raw) is None
 
 
 def rule_values(k, v):
@@ -726,17 +727,17 @@ def setup_target(cur, chemistry, cells, capacity_mah, shunt_uohm=1000, thermisto
         v[i] = cur[i]
     v[P.P_AFE_GROUPS] = groups
     for key, text in (("chemistry", chemistry), ("cells", str(cells))):
-        err = prm.set_text(key, text)
+        err = PL.set_text(prm, key, text)
         if err:
             raise ConfigError(err)
     for i, raw in ((P.P_CAPACITY_MAH, capacity_mah), (P.P_SHUNT_UOHM, shunt_uohm),
                    (P.P_TEMP_SENSORS, (1 << thermistors) - 1), (P.P_FET_TEMP_SENSOR, 0)):
         if i == P.P_CAPACITY_MAH and raw <= 0:
             raise ConfigError("capacity must be more than 0 Ah (at most %s)" % eng_text(i, _PRM.hi[i]))
-        err = prm.set_value(i, raw)
+        err = PL.set_value(prm, i, raw)
         if err:
             raise ConfigError(range_message(i, raw))
-    prm.apply_defaults(v[P.P_CHEMISTRY], cells, capacity_mah)
+    PL.apply_defaults(prm, v[P.P_CHEMISTRY], cells, capacity_mah)
     for i in KEEP_ON_SETUP:
         v[i] = cur[i]
     return list(v)

@@ -1,0 +1,121 @@
+"""`bmsctl dashboard`: a live web dashboard of the BMS on this computer.
+
+    bmsctl --port /dev/ttyUSB0 dashboard          # then open http://127.0.0.1:8080/
+    bmsctl dashboard --sim                        # a simulated pack, started here
+
+Importing this module imports no web server, no simulator and no browser:
+they load in the command's handler, so `bmsctl status` stays fast.
+"""
+import argparse
+import contextlib
+import json
+import os
+
+HELP = "a live web dashboard of the BMS (cells, charge, current, events, settings) on this computer until Ctrl-C"
+SIM_LINK = os.path.join("build", "ttyBMS-dashboard")
+SIM_STATE = os.path.join("build", "sim-dashboard")
+
+
+def _interval(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = 0
+    if not 0.2 <= v <= 60:
+        raise argparse.ArgumentTypeError("%r: give seconds between reads, 0.2 to 60" % text)
+    return v
+
+
+def _port(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError("%r: give a TCP port 1-65535 (0 = any free one)" % text)
+    return v
+
+
+def add_command(sub, cmd=None):
+    """Register `dashboard` on bmsctl's subparsers: through build_parser's
+    cmd() helper when given (it adds --json and the handler), else directly."""
+    if cmd is not None:
+        s = cmd("dashboard", cmd_dashboard, HELP)
+    else:
+        s = sub.add_parser("dashboard", help=HELP, description=HELP)
+        s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.set_defaults(func=cmd_dashboard)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default %(default)s: this computer only; 0.0.0.0 opens it to "
+                        "the network, with no password but the PIN for writes)")
+    s.add_argument("--http-port", type=_port, default=8080, help="TCP port of the web page (default %(default)s)")
+    s.add_argument("--interval", type=_interval, default=1.0, help="seconds between reads of the BMS (default 1)")
+    s.add_argument("--history", default="1h", help="how much the charts keep: 10m, 1h, 6h (default %(default)s)")
+    s.add_argument("--sim", action="store_true",
+                   help="start a simulated 4-cell LFP pack with the firmware under MicroPython and show it "
+                        "(ignores --port; its flash is kept in %s)" % SIM_STATE)
+    s.add_argument("--sim-speed", type=float, default=60.0,
+                   help="simulated seconds per wall second with --sim (default %(default)s)")
+    s.add_argument("--verbose", action="store_true", help="log every HTTP request on stderr")
+    return s
+
+
+def start_sim(speed=60.0, link=SIM_LINK, state=SIM_STATE, argv=()):
+    """A simulated pack as `make demo` runs it (bms_sim: the firmware under
+    MicroPython, a charge/discharge cycle), serving Modbus on `link`.
+    Returns the started SimServer; stop() it."""
+    from bms_sim import cli as simcli
+
+    p = argparse.ArgumentParser()
+    simcli.add_pack_args(p)
+    a = p.parse_args(list(argv))
+    a.speed = speed
+    a.state = state
+    server = simcli.make_server(a, link_path=link)
+    return server.start()
+
+
+def cmd_dashboard(args, out):
+    from bmsctl.cli import CtlError
+    from bmsctl.config import ConfigError, parse_duration
+    from bmsctl.dashboard.server import DashboardServer
+    from bmsctl.dashboard.source import ModbusSource
+
+    try:
+        history_s = parse_duration(args.history)
+    except ConfigError as e:
+        raise CtlError("--history: %s" % e)
+    with contextlib.ExitStack() as stack:
+        if args.sim:
+            from bms_sim.link import SimError
+
+            try:
+                sim = start_sim(args.sim_speed)
+            except SimError as e:
+                raise CtlError("the simulated pack did not start: %s" % e)
+            stack.callback(sim.stop)
+            args.port = sim.link_path
+            if not args.json:
+                out.write("dashboard: simulated 4-cell LFP pack at %gx speed on %s\n" % (args.sim_speed, args.port))
+        src = ModbusSource.connect(args, interval=args.interval, history_s=history_s)
+        stack.callback(src.close)
+        first = src.poll()
+        if not first["ok"] and not args.json:
+            out.write("dashboard: warning: %s (the page shows it and keeps trying)\n" % first["error"])
+        src.start()
+        try:
+            httpd = DashboardServer(src, args.host, args.http_port, verbose=args.verbose)
+        except OSError as e:
+            raise CtlError("cannot serve on %s port %d: %s; another program may use it: pick another with "
+                           "--http-port" % (args.host, args.http_port, e.strerror or e))
+        stack.callback(httpd.server_close)
+        if args.json:
+            out.write(json.dumps({"url": httpd.url, "port": args.port}) + "\n")
+        else:
+            out.write("dashboard: %s  (BMS on %s; Ctrl-C stops)\n" % (httpd.url, args.port))
+        out.flush()
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
