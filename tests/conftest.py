@@ -38,6 +38,12 @@ def micropython():
     return exe
 
 
+# A test script runs from source: MicroPython compiles it in the heap at
+# start, on top of the firmware (which the end-to-end tests run alone, at
+# the ESP32's 56wK, tools/bms_sim/link.py DEFAULT_HEAP).
+SCRIPT_HEAP = "96wK"
+
+
 def run_mpy(exe, script, *args, heap=None, path=None, timeout=60):
     """Run a script from tests/mpy under MicroPython with the firmware on its
     path, compiled to .mpy as the device loads it (path= to override).
@@ -46,7 +52,7 @@ def run_mpy(exe, script, *args, heap=None, path=None, timeout=60):
     script exits non-zero.
     """
     if heap is None:
-        from bms_sim.link import DEFAULT_HEAP as heap
+        heap = SCRIPT_HEAP
     if path is None:
         from bms_sim.build import compile_lib
 

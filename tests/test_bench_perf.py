@@ -46,13 +46,13 @@ def test_every_key_with_a_measured_value(quick):
     assert r["boot_ms"] > 0 and r["boot_fw_ms"] >= 0
     assert r["esp32_cycle_ms_p99_est"] == round(r["cycle_us_p99"] * perf.ESP32_FACTOR / 1000.0, 1)
     # the heap: at the simulator's default size, the firmware's figures within it
-    assert r["heap_size_used"] == DEFAULT_HEAP
+    assert r["heap_size_used"] == perf.PROBE_HEAP and r["heap_small"] == DEFAULT_HEAP == "56wK"
     total = r["heap_total_bytes"]
     assert 0 < r["heap_after_import_bytes"] < r["heap_after_start_bytes"] < total
     assert r["heap_after_import_bytes"] < r["heap_peak_bytes"] < total
     assert r["heap_live_max_bytes"] <= r["heap_peak_bytes"]
     assert r["bench_probe_bytes"] > 0
-    assert isinstance(r["fits_56wk"], bool) and r["fits_56wk_detail"]
+    assert r["fits_56wk"] is True, r["fits_56wk_detail"]
     # the scenario did what it is there for
     s = r["scenario"]
     assert s["cells"] == perf.CELLS and s["soc_started"]

@@ -25,13 +25,20 @@ def _load_params(board):
     return paramload.load(board.storage_dir)
 
 
-def start(board):
+def load(board):
+    """The parameters, then every module of the firmware: ready to build
+    the App (bms.app.App(board, prm)) with the returned parameters."""
     prm = _load_params(board)
     prm.release()
     gc.collect()
     for name in MODULES:
         __import__(name)
         gc.collect()
+    return prm
+
+
+def start(board):
+    prm = load(board)
     from bms.app import run
 
     run(board, prm)

@@ -64,9 +64,16 @@ class Store:
         self.write_errors = 0
 
     def _read(self, path):
+        """The record's bytes as the file holds them (decode() judges them).
+        The header first, then exactly the length it gives: a read of the
+        largest possible record would ask the heap for 4 KB in one piece."""
         try:
             with open(path, "rb") as f:
-                return f.read(MAX_PAYLOAD + _HEAD + 2)
+                head = f.read(_HEAD)
+                if len(head) < _HEAD or head[0:4] != MAGIC:
+                    return head
+                n = head[10] | (head[11] << 8)
+                return head + f.read(min(n, MAX_PAYLOAD) + 2)
         except OSError:
             return None
 

@@ -9,14 +9,11 @@ _T0_MS = time.ticks_ms()  # the start of main: the firmware's own boot clock
 
 import gc  # noqa: E402
 
-from bms import paramload as PL  # noqa: E402
 from bms.boards.sim import Board  # noqa: E402
+from bms.start import load  # noqa: E402
 
 board = Board()
-prm = PL.load(board.storage_dir)
-del PL
-prm.release()  # as bms.start does
-gc.collect()
+prm = load(board)  # as bms.start does: the parameters, then the modules
 from bms.app import App  # noqa: E402
 
 gc.collect()

@@ -8,7 +8,7 @@ import gc
 
 import micropython
 
-from bms import paramload as PL
+from bms.start import load
 from bms.boards.sim import Board
 from bms.ticks import ticks_diff  # the board clock wraps at 2**30
 
@@ -34,9 +34,7 @@ def locked(app, board, sim_ms):
 
 
 board = Board()
-prm = PL.load(board.storage_dir)  # as bms.start does: parameters first
-del PL
-prm.release()  # as bms.start does
+prm = load(board)  # as bms.start does: the parameters, then the modules
 gc.collect()
 from bms.app import App  # noqa: E402
 

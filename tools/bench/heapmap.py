@@ -19,15 +19,16 @@ import os
 import subprocess
 import sys
 
+from bms.start import MODULES as START_MODULES
 from bms_sim.build import compile_lib
 from bms_sim.link import find_micropython
 
-# bms.start's order: the parameters (and their table, let go after boot), then the rest
-MODULES = ("bms", "bms.ticks", "bms.crc", "bms.boards", "bms.boards.sim", "bms.bq769x0",
-           "bms.params", "bms.paramdata", "bms.paramload", "bms.paramcheck", "bms.regmap", "bms.regimage",
-           "bms.store", "bms.measurements", "bms.afe_bq769x0", "bms.modbus_rtu", "bms.eventlog",
-           "bms.protection", "bms.balancing", "bms.soc", "bms.lifetime", "bms.config", "bms.led",
-           "bms.button", "bms.power", "bms.modes", "bms.app")
+# bms.start's order: the parameters (their loader and packed table are let go
+# before the rest loads: BOOT_ONLY), then the firmware a module at a time
+BOOT = ("bms", "bms.crc", "bms.boards", "bms.boards.sim", "bms.bq769x0", "bms.params", "bms.paramdata",
+        "bms.store", "bms.paramload")
+BOOT_ONLY = ("bms.paramdata", "bms.paramload")
+MODULES = BOOT + tuple(m for m in START_MODULES if m not in BOOT)
 
 _PROBE = """
 import gc, sys
@@ -67,7 +68,8 @@ def main(argv=None):
     rows, total = measure(args.heap)
     width = max(len(m) for m, _ in rows)
     for m, b in sorted(rows, key=lambda r: -r[1]):
-        print("%-*s %7d B  %5.1f %%" % (width, m, b, 100.0 * b / total))
+        print("%-*s %7d B  %5.1f %%%s" % (width, m, b, 100.0 * b / total,
+                                          "  (boot only: let go before the rest loads)" if m in BOOT_ONLY else ""))
     print("%-*s %7d B  (the unix port's 64-bit objects; 56wK = 114,688 B)" % (width, "total", total))
     return 0
 

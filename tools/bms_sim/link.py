@@ -70,11 +70,10 @@ from bms_sim.build import compile_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TICKS_MASK = 0x3FFFFFFF
 # MicroPython heap for the firmware: -X heapsize=56wK is the ESP32's initial
-# 56 KiB heap in the unix port's 64-bit objects. Loading every module's
-# bytecode from .mpy into the heap, the firmware needs more than that today
-# (`make bench` measures it: fits_56wk); 96wK until the frozen, compacted
-# image (issue 7: bytecode in flash) brings it back under 56wK.
-DEFAULT_HEAP = "96wK"
+# 56 KiB heap in the unix port's 64-bit objects. Every run of the firmware
+# (the simulator, the end-to-end tests) gets that much, bytecode loaded
+# from .mpy into it as `make deploy` leaves it on a board.
+DEFAULT_HEAP = "56wK"
 # Start the firmware's clock 5 s before the 2**30 wrap, so every run crosses it.
 TICKS_START = 0x40000000 - 5000
 # An MCU reset (OP_RESET, machine.reset() on the device) costs this much

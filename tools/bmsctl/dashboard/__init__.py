@@ -72,10 +72,16 @@ def start_sim(speed=60.0, link=SIM_LINK, state=SIM_STATE, argv=()):
     a.speed = speed
     a.state = state
     server = simcli.make_server(a, link_path=link)
-    return server.start()
+    server.start()
+    try:
+        server.wait_sim_ms(server.world.now_ms + 2000, timeout=20)  # booted and measuring: the first read answers
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
-def cmd_dashboard(args, out):
+def _serve(args, out):
     from bmsctl.cli import CtlError
     from bmsctl.config import ConfigError, parse_duration
     from bmsctl.dashboard.server import DashboardServer
@@ -114,8 +120,12 @@ def cmd_dashboard(args, out):
         else:
             out.write("dashboard: %s  (BMS on %s; Ctrl-C stops)\n" % (httpd.url, args.port))
         out.flush()
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
+        httpd.serve_forever()
+
+
+def cmd_dashboard(args, out):
+    try:
+        _serve(args, out)
+    except KeyboardInterrupt:  # Ctrl-C: the way to stop it, at any point
+        pass
     return 0

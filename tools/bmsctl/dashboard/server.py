@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -29,9 +30,9 @@ MAX_BODY = 64 * 1024
 
 
 def _clean(x):
-    """JSON-safe: NaN/inf as null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
+    """JSON-safe (NaN/inf as null), without float noise (2.3040000000000003)."""
+    if isinstance(x, float):
+        return round(x, 6) if math.isfinite(x) else None
     if isinstance(x, dict):
         return {k: _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -96,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
                 st = src.latest()
                 if st is None:
                     return self._json({"ok": False, "error": "no reading from the BMS yet", "where": src.where})
-                return self._json(st)
+                return self._json(dict(st, age_s=round(time.time() - st.get("t", 0), 2)))
             if path == "/api/history":
                 q = parse_qs(url.query)
                 try:
@@ -110,6 +111,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(src.read_config())
         except CtlError as e:
             return self._error(HTTPStatus.BAD_GATEWAY, str(e))
+        except NotImplementedError as e:
+            return self._error(HTTPStatus.NOT_IMPLEMENTED, str(e) or "this data source cannot do that")
         self._error(HTTPStatus.NOT_FOUND, "no such page: %s" % self.path)
 
     def do_POST(self):
@@ -147,6 +150,8 @@ class Handler(BaseHTTPRequestHandler):
         except CtlError as e:
             # code 2: refused before anything was sent; 3: the BMS did not answer or refused
             return self._error(HTTPStatus.BAD_REQUEST if e.code == 2 else HTTPStatus.BAD_GATEWAY, str(e))
+        except NotImplementedError as e:
+            return self._error(HTTPStatus.NOT_IMPLEMENTED, str(e) or "this data source cannot write")
         r["ok"] = True
         self._json(r)
 

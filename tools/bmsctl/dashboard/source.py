@@ -10,11 +10,13 @@ offers. `decode_state` turns raw register values (as `Bms.read_live()` and
 so a source that receives register values can reuse it.
 """
 import collections
+import contextlib
 import math
 import threading
 import time
 
 from bms import params as P
+from bms import protection as PR
 from bms import protrules
 from bms import regdoc as D
 from bms import regmap as M
@@ -27,6 +29,9 @@ EVENT_ROW = next(r for r in M.INPUT_REGS if r[2] == "event")
 # events kept beyond the BMS's own window of the newest EVENT_WINDOW
 EVENTS_KEPT = 500
 _DESC = {row[0]: cli._row_text(row) for row in protrules.ROWS}
+_EFFECT = {PR.CHG: "charging is off", PR.DSG: "discharging is off", PR.BOTH: "charging and discharging are off",
+           0: "reported only: the FETs stay as they are"}
+_ROW = {row[0]: row for row in protrules.ROWS}
 
 
 def _round(x, nd=4):
@@ -37,15 +42,18 @@ def decode_state(live, holding, where=""):
     """/api/state from raw input registers (all but the event window) and
     the raw holding registers: `bmsctl status --json` plus what the page
     shows directly (cells with their balancing mark, alerts in words)."""
-    d = cli.status_dict({"input": live, "holding": holding})
+    d = cli.status_dict({"input": dict(live, events=[]), "holding": holding})
     n = d["cell_count"]
     bal = set(d["balancing_cells"])
     cells = [{"n": i + 1, "v": _round(v), "balancing": (i + 1) in bal} for i, v in enumerate(d["cells_v"])]
     alerts = []
     for kind, key in (("protection", "protections"), ("latched", "latched"), ("warning", "warnings")):
         for name in d[key]:
-            alerts.append({"kind": kind, "name": name, "text": D.PROTECTION.get(name, name),
-                           "detail": _DESC.get(name, name)})
+            effect = _EFFECT.get(_ROW[name][7], "") if name in _ROW else ""
+            if kind == "latched":
+                effect += " until cleared (`bmsctl clear-latched`) or the load is removed"
+            text = D.PROTECTION.get(name, name)
+            alerts.append({"kind": kind, "name": name, "text": text[:1].upper() + text[1:], "detail": effect})
     cs = live["config_state"]
     chem = holding["chemistry"]
 
@@ -69,9 +77,6 @@ def decode_state(live, holding, where=""):
             "bal_start_v": limit("bal_start_mv"),
         },
         "chemistry": P.CHEMISTRY_NAMES[chem] if 0 <= chem < len(P.CHEMISTRY_NAMES) else str(chem),
-        "life": {"charged_ah": _round(live["life_chg_mah"] / 1000.0, 3),
-                 "discharged_ah": _round(live["life_dsg_mah"] / 1000.0, 3),
-                 "trips": live["life_trips"]},
     })
     for k in ("pack_v", "current_a", "power_w", "cell_min_v", "cell_max_v", "cell_spread_v", "soc_pct",
               "remaining_ah", "full_capacity_ah", "soh_pct", "cycles", "remaining_wh"):
@@ -114,6 +119,8 @@ def config_table(values, state_word, unlock_left_s=0):
             "raw": None if i == P.P_PIN else values[i], "unit": row[5], "raw_unit": CF.raw_unit(i),
             "min": CF.eng(i, CF._PRM.lo[i]), "max": CF.eng(i, CF._PRM.hi[i]), "range": CF.range_text(i),
             "description": D.HOLDING.get(name, ""), "restart": i in CF.PACK_KEYS,
+            # the short name stands for two parameters (V and s): a value needs its unit
+            "ambiguous": len(CF.SHORT.get(CF._short(name), ())) > 1,
         })
     return {"parameters": params, "state": {
         "configured": bool(state_word & M.CFG_CONFIGURED), "unlocked": bool(state_word & M.CFG_UNLOCKED),
@@ -178,6 +185,10 @@ class DataSource:
             if state.get("ok", True):
                 self._ring.append(history_sample(state))
 
+    def _clear_events(self):
+        with self._data_lock:
+            self._events.clear()
+
     def _add_events(self, records):
         with self._data_lock:
             for r in records:
@@ -228,7 +239,20 @@ class ModbusSource(DataSource):
         with self.lock:
             self.bms.close()
 
+    @contextlib.contextmanager
+    def paused(self):
+        """Let go of the serial port (pymodbus opens it exclusively) while
+        another master uses it; the poller waits, then takes it back."""
+        with self.lock:
+            self.bms.client.close()
+            try:
+                yield
+            finally:
+                self.bms.client.connect()
+
     def _run(self):
+        if self.latest() is not None:  # read once already (the command checks the link first)
+            self._stop.wait(self.interval)
         while not self._stop.is_set():
             t0 = time.monotonic()
             self.poll()
@@ -241,23 +265,27 @@ class ModbusSource(DataSource):
         try:
             with self.lock:
                 live = self.bms.read_live()
-                if self._holding is None or live["event_seq"] != self._seq:
+                seq = live["event_seq"]
+                if self._holding is None or seq != self._seq:
                     # every parameter write and boot logs an event: the holding
                     # registers only need reading again then
                     self._holding = self.bms.read_table("holding")
+                    if self._seq is not None and seq < self._seq:
+                        self._clear_events()  # a factory reset starts the log again
                     self._add_events(self._read_events())
-                    self._seq = live["event_seq"]
+                    self._seq = seq
                 holding = self._holding
-        except CtlError as e:
+            state = decode_state(live, holding, self.where)
+        except Exception as e:  # the poller must not die: the page shows why
             self.errors += 1
+            msg = str(e) if isinstance(e, CtlError) else "reading the BMS failed: %s: %s" % (type(e).__name__, e)
             last = self.latest()
             state = dict(last) if last else {}
-            state.update({"ok": False, "error": str(e), "t": time.time(), "where": self.where})
+            state.update({"ok": False, "error": msg, "t": round(time.time(), 3), "where": self.where})
             self._record(state)
             return state
         self.polls += 1
-        state = decode_state(live, holding, self.where)
-        state.update({"ok": True, "error": None, "t": time.time()})
+        state.update({"ok": True, "error": None, "t": round(time.time(), 3)})  # ms: exact through JSON (since=)
         self._record(state)
         return state
 
