@@ -25,9 +25,10 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 # CPython unit and property tests, then the firmware under the MicroPython
-# unix port (imports, heap-locked paths, end-to-end over the simulated link).
+# unix port (imports, heap-locked paths, end-to-end over the simulated link),
+# on two workers (pytest-xdist): the CI machine's two cores.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 demo: setup
 	$(BIN)/python -m bms_sim.demo --cells $(DEMO_CELLS) --speed $(DEMO_SPEED) --seconds $(DEMO_SECONDS)

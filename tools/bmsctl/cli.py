@@ -26,6 +26,7 @@ from bms import protrules
 from bms import regdoc as D
 from bms import regmap as M
 from bmsctl import config as CF
+from bmsctl import dashboard as DB
 from bmsctl import hamodbus as HA
 from bmsctl import plot as PL
 from bmsctl import regs as RG
@@ -678,28 +679,6 @@ def _changed_rows(before, after):
     return rows
 
 
-def _report_changes(out, rows, state, target_diff, pin_changed, json_out, extra=None):
-    pending = [r["name"] for r in rows if CF.INDEX[r["name"]] in CF.PACK_KEYS]
-    if json_out:
-        d = {"changed": rows, "pin_changed": pin_changed, "restart_pending": bool(state & M.CFG_RESTART_PENDING),
-             "configured": bool(state & M.CFG_CONFIGURED), "mismatch": target_diff}
-        d.update(extra or {})
-        out.write(json.dumps(d, indent=2) + "\n")
-        return
-    if rows:
-        w = max(len(r["name"]) for r in rows)
-        out.write("changed:\n")
-        for r in rows:
-            out.write("  %-*s %s -> %s\n" % (w, r["name"], r["old_text"], r["new_text"]))
-    if pin_changed:
-        out.write("  pin changed (it is never read back)\n")
-    for name in target_diff:
-        out.write("warning: %s reads back %s, not what was written\n" % (name, target_diff[name]))
-    if state & M.CFG_RESTART_PENDING:
-        out.write("restart needed: %s take%s effect when the BMS restarts: run `bmsctl restart`\n" % (
-            ", ".join(pending) or "the pack settings", "s" if len(pending) == 1 else ""))
-
-
 def _apply(bms, pin, cur, target):
     """Open writes, write `target` over `cur`, lock again if they were
     locked, read back. Returns a dict for _report_changes."""
@@ -1245,6 +1224,7 @@ def build_parser():
     g.add_argument("--count", type=int, help="stop after this many samples")
     s.add_argument("--append", action="store_true", help="add rows to an existing file (its header stays)")
     PL.add_command(sub, cmd)
+    DB.add_command(sub, cmd)
     return p
 
 

@@ -50,7 +50,7 @@ def add_command(sub, cmd=None):
                         "the network, with no password but the PIN for writes)")
     s.add_argument("--http-port", type=_port, default=8080, help="TCP port of the web page (default %(default)s)")
     s.add_argument("--interval", type=_interval, default=1.0, help="seconds between reads of the BMS (default 1)")
-    s.add_argument("--history", default="1h", help="how much the charts keep: 10m, 1h, 6h (default %(default)s)")
+    s.add_argument("--history", default="1h", help="how much history to keep: 10m, 1h, 6h (default %(default)s; the chart shows up to 1 h)")
     s.add_argument("--sim", action="store_true",
                    help="start a simulated 4-cell LFP pack with the firmware under MicroPython and show it "
                         "(ignores --port; its flash is kept in %s)" % SIM_STATE)
