@@ -75,7 +75,7 @@ SPREAD_MV = 40
 # faster than an ESP32 (pystone ~110,000 vs ~1,700); estimates use 80x
 ESP32_FACTOR = 80
 PERIOD_MS = 250  # the control cycle's period (the AFE's coulomb-counter window)
-SMALL_HEAP = "56wK"  # the ESP32's initial heap in the unix port's 64-bit objects
+SMALL_HEAP = DEFAULT_HEAP  # 56wK: the ESP32's initial heap in the unix port's 64-bit objects
 # The cycle runs carry the measuring probe (bench_probe.py, its code and
 # sample buffers) beside the firmware, so they get this much; the firmware
 # alone runs in SMALL_HEAP (the 56wK day run, and every end-to-end test).
