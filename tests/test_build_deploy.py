@@ -387,6 +387,7 @@ def run_manifest(env=None):
 
 
 def test_manifest_freezes_exactly_the_firmware_make_build_compiles():
+    B.compile_lib()  # the manifest freezes the build's folded source
     frozen, includes, required = run_manifest()
     assert includes == ["$(PORT_DIR)/boards/manifest.py"] and required == []
     for target, path in frozen.items():
@@ -395,11 +396,16 @@ def test_manifest_freezes_exactly_the_firmware_make_build_compiles():
     assert set(frozen) == want
     assert "bms/regdoc.py" not in frozen and "bms/paramtable.py" not in frozen
     assert frozen["board_pins.py"] == os.path.join(B.board_dir(), "board_pins.py")
+    # the very source the build compiled: lib/ with its constants folded in
+    assert frozen["bms/app.py"] == os.path.join(B.folded_dir(B.OUT), "bms", "app.py")
+    with open(frozen["bms/app.py"]) as f:
+        assert "M.IR_" not in f.read()
     # the same list as the build's (firmware_sources), module for module
     assert {rel[:-4] + ".py" for _, rel in B.firmware_sources()} == want - {"boot.py", "main.py"}
 
 
 def test_manifest_options_pick_the_board_and_leave_main_to_the_filesystem(tmp_path):
+    B.compile_lib()
     frozen, _, _ = run_manifest({"BMS_FROZEN_MAIN": "0"})
     assert "main.py" not in frozen and "boot.py" not in frozen and "bms/app.py" in frozen
     frozen, _, _ = run_manifest({"BMS_BOARD": "nope"})

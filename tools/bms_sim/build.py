@@ -240,7 +240,8 @@ def _compile_tree(src, out, board):
             rel = os.path.relpath(os.path.join(dirpath, f), out).replace(os.sep, "/")
             if f.startswith(".") or rel in files:
                 continue
-            if f.endswith((".mpy", ".py", ".tmp")):
+            # not .tmp: another process (a parallel test) may be writing it
+            if f.endswith((".mpy", ".py")):
                 os.remove(os.path.join(dirpath, f))
         if dirpath != out and not os.listdir(dirpath):
             os.rmdir(dirpath)
