@@ -131,6 +131,19 @@ def _write_atomic(path, data):
     os.replace(tmp, path)
 
 
+def _write_if_changed(path, data):
+    """Write data (bytes) unless path holds it already: unchanged files keep
+    their time stamps, and a parallel reader never sees a half-written one."""
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_atomic(path, data)
+
+
 def source_name(rel):
     """'bms/app.mpy' -> 'bms.app', 'bms/boards/__init__.mpy' -> 'bms.boards'."""
     parts = rel[:-4].split("/")
@@ -211,14 +224,7 @@ def _compile_tree(src, out, board):
         name = rel[:-4] + ".py"  # bms/app.py, board_pins.py
         text = folded[name].encode("utf-8")
         fpy = os.path.join(fold_out, name)
-        try:
-            with open(fpy, "rb") as f:
-                same = f.read() == text
-        except OSError:
-            same = False
-        if not same:
-            os.makedirs(os.path.dirname(fpy), exist_ok=True)
-            _write_atomic(fpy, text)
+        _write_if_changed(fpy, text)
         key = hashlib.sha256(text).hexdigest()
         files[rel] = key
         if done.get(rel) == key and os.path.exists(mpy):
@@ -278,14 +284,7 @@ def _finish_device(dest):
         src = os.path.join(ROOT, name)
         with open(src, "rb") as f:
             data = f.read()
-        target = os.path.join(dest, name)
-        try:
-            with open(target, "rb") as f:
-                same = f.read() == data
-        except OSError:
-            same = False
-        if not same:
-            _write_atomic(target, data)
+        _write_if_changed(os.path.join(dest, name), data)
     # no other module at the root of the image (one left from an older build)
     for name in os.listdir(dest):
         p = os.path.join(dest, name)
@@ -342,14 +341,7 @@ def fold_scripts(src_dir, out_dir, lib=LIB, board=DEFAULT_BOARD):
             data = fold_source(text, None, table).encode("utf-8")
         except (FoldError, SyntaxError) as e:
             raise BuildError("cannot fold %s: %s" % (f, e))
-        target = os.path.join(out_dir, f)
-        try:
-            with open(target, "rb") as fh:
-                same = fh.read() == data
-        except OSError:
-            same = False
-        if not same:
-            _write_atomic(target, data)
+        _write_if_changed(os.path.join(out_dir, f), data)
     _done[memo] = key
     return out_dir
 

@@ -260,16 +260,11 @@ def cmd_ha_modbus(args, out):
     return 0
 
 
-def add_command(sub, cmd=None):
+def add_command(sub, cmd):
     """Register `ha-modbus` on bmsctl's subparsers; `cmd` is build_parser's helper."""
     help = ("a Home Assistant Modbus configuration (YAML) for polling this BMS over RS485, from "
             "--port/--unit/--baud/--parity and the register map (needs no port)")
-    if cmd is not None:
-        s = cmd("ha-modbus", cmd_ha_modbus, help)
-    else:
-        s = sub.add_parser("ha-modbus", help=help, description=help)
-        s.add_argument("--json", action="store_true", help="machine-readable output")
-        s.set_defaults(func=cmd_ha_modbus)
+    s = cmd("ha-modbus", cmd_ha_modbus, help)
     s.add_argument("--cells", type=_cells_arg, required=True, metavar="N", help=CELLS_HELP)
     s.add_argument("--name", default="bms",
                    help="hub name and entity name prefix (default %(default)s: sensor.bms_pack_voltage, ...)")

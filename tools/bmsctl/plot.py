@@ -308,15 +308,10 @@ def cmd_plot(args, out):
 HELP = "draw a `bmsctl log` CSV as a picture: cells, spread, SOC, current, temperatures (needs no port)"
 
 
-def add_command(sub, cmd=None):
-    """Register `plot` on bmsctl's subparsers: through build_parser's cmd()
-    helper when given (it adds --json and the handler), else directly."""
-    if cmd is not None:
-        s = cmd("plot", cmd_plot, HELP)
-    else:
-        s = sub.add_parser("plot", help=HELP, description=HELP)
-        s.add_argument("--json", action="store_true", help="machine-readable output")
-        s.set_defaults(func=cmd_plot)
+def add_command(sub, cmd):
+    """Register `plot` on bmsctl's subparsers through build_parser's cmd()
+    helper (it adds --json and the handler)."""
+    s = cmd("plot", cmd_plot, HELP)
     s.add_argument("log", metavar="LOG.csv", help="the CSV `bmsctl log --out` wrote")
     s.add_argument("--out", required=True, metavar="FILE.png", help="the picture: .png, .svg or .pdf (replaced whole)")
     s.add_argument("--title", help="the figure title (default: the file name and its time span)")

@@ -36,15 +36,10 @@ def _port(text):
     return v
 
 
-def add_command(sub, cmd=None):
-    """Register `dashboard` on bmsctl's subparsers: through build_parser's
-    cmd() helper when given (it adds --json and the handler), else directly."""
-    if cmd is not None:
-        s = cmd("dashboard", cmd_dashboard, HELP)
-    else:
-        s = sub.add_parser("dashboard", help=HELP, description=HELP)
-        s.add_argument("--json", action="store_true", help="machine-readable output")
-        s.set_defaults(func=cmd_dashboard)
+def add_command(sub, cmd):
+    """Register `dashboard` on bmsctl's subparsers through build_parser's
+    cmd() helper (it adds --json and the handler)."""
+    s = cmd("dashboard", cmd_dashboard, HELP)
     s.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default %(default)s: this computer only; 0.0.0.0 opens it to "
                         "the network, with no password but the PIN for writes)")

@@ -67,15 +67,6 @@ def screenshot(path, seconds=40.0, width=1280, height=1060, settings_path=None):
     return path
 
 
-class _One:
-    """add_command's `sub` for a parser that is the one command."""
-
-    def __init__(self, parser):
-        self.parser = parser
-
-    def add_parser(self, name, **kw):
-        return self.parser
-
 
 def main(argv=None):
     from bmsctl import cli
@@ -92,7 +83,13 @@ def main(argv=None):
     p.add_argument("--baud", type=int, default=19200, help="baud rate (default 19200)")
     p.add_argument("--parity", choices=("E", "O", "N"), default="E", help="default E")
     p.add_argument("--timeout", type=float, default=1.0, help="reply timeout in seconds (default 1)")
-    add_command(_One(p))
+
+    def one(name, func, help):  # build_parser's cmd(): here the parser is the one command
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    add_command(None, one)
     args = p.parse_args(argv)
     if args.screenshot:
         print("dashboard: wrote %s" % screenshot(args.screenshot, args.seconds, settings_path=args.settings_screenshot))
