@@ -545,10 +545,10 @@ def test_parameter_change_events_in_words():
     dev.unlock()
     run_plan(dev, with_changes(dev.read_values(), cell_ov_mv=3700, chg_ot_dc=500))
     texts = [ctl.event_text(c, v) for c, v in dev.events if c == EV_PARAM_SET]
-    assert "parameter cell_ov_mv set to 3700 (3.700 V)" in texts
-    assert "parameter chg_ot_dc set to 500 (50.0 degC)" in texts
-    assert ctl.event_text(208, 0) == "parameter writes unlocked"
-    assert ctl.event_text(211, 1) == "command restart"
+    assert "Setting cell_ov_mv changed to 3.700 V" in texts
+    assert "Setting chg_ot_dc changed to 50.0 degC" in texts
+    assert ctl.event_text(208, 0) == "Settings unlocked"
+    assert ctl.event_text(211, 1) == "Host command: restart"
 
 
 # -- log ------------------------------------------------------------------------------

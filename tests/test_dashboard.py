@@ -115,7 +115,7 @@ def test_state_is_plausible_and_follows_the_charger(dash):
     assert newer and all(x["t"] > t0 for x in newer)
     ev = dash.get("/api/events")["events"]
     assert ev and all(e["text"] for e in ev) and ev[0]["seq"] > ev[-1]["seq"]
-    assert any("reset cause: power-on" in e["text"] for e in ev)
+    assert any("Reset cause: power-on" in e["text"] for e in ev)
     assert dash.src.errors == 0
 
 

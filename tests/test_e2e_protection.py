@@ -63,7 +63,7 @@ def test_over_voltage_trip_and_release_read_over_modbus(sim):
     out = Out()
     assert ctl.main(["--port", link, "events"], out=out) == 0
     text = out.getvalue()
-    assert "cell_ov protection trip" in text and "boot" in text
+    assert "Cell over-voltage: protection tripped at " in text and "Firmware started (boot " in text
     with sim.lock:
         sim.world.charger.off()
         sim.world.load.set(5000)
@@ -71,7 +71,7 @@ def test_over_voltage_trip_and_release_read_over_modbus(sim):
     out = Out()
     assert ctl.main(["--port", link, "events", "--json"], out=out) == 0
     texts = [e["text"] for e in json.loads(out.getvalue())]
-    assert any("cell_ov protection release" in t for t in texts)
+    assert any(t.startswith("Cell over-voltage released at ") for t in texts)
 
 
 def test_thermistor_fault_under_micropython(sim):
@@ -96,9 +96,9 @@ def test_afe_reset_and_crc_storm_under_micropython(sim):
     with sim.lock:
         sim.world.chip.power_on_reset()
     # the reset and its recovery take a few simulated seconds: the log keeps them
-    wait_for(link, lambda d: any("afe_reset protection release" in t for t in events(link)), sim)
+    wait_for(link, lambda d: any("AFE reset itself: protection released" in t for t in events(link)), sim)
     texts = events(link)
-    assert any("afe_reset protection trip" in t for t in texts)
+    assert any("AFE reset itself: protection tripped" in t for t in texts)
     d = wait_for(link, lambda d: not d["protections"] and d["charge_fet"], sim)
     with sim.lock:
         assert sim.world.chip.reg(0x0B) == 0x19, "the firmware configured the chip again"

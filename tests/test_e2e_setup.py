@@ -135,7 +135,7 @@ def test_export_change_import_survives_a_restart(configured, tmp_path, capsys):
         ir = bms.read_live()
     assert ir["config_state"] & M.CFG_CONFIGURED and not ir["config_state"] & M.CFG_UNLOCKED
     rc, out = bmsctl(sim, "events")
-    assert rc == 0 and "parameter cell_ov_mv set to 3650 (3.650 V)" in out and "command restart" in out
+    assert rc == 0 and "Setting cell_ov_mv changed to 3.650 V" in out and "Host command: restart" in out
 
 
 def test_log_writes_a_header_and_rows(configured, tmp_path):

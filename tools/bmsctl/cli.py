@@ -381,25 +381,7 @@ def cmd_status(args, out):
 
 
 def event_text(code, value):
-    """An event-log record in words: regs.event_text, with parameter changes
-    in engineering units and the configuration events spelled out."""
-    if code in (206, 207):
-        row, x = RG.param_change(code, value)
-        if row is not None and row[1] != "pin":
-            i = CF.INDEX[row[1]]
-            approx = "about " if code == 207 else ""
-            return "parameter %s set to %s%d (%s%s)" % (row[1], approx, x, approx, CF.display(i, x))
-        return RG.event_text(code, value)
-    words = {
-        208: "parameter writes unlocked",
-        209: "parameter writes locked",
-        210: "wrong PIN (%d in a row)" % value,
-        212: "saving the parameters to flash failed (%d write errors so far): the previous set stays stored" % value,
-        213: "stored parameters converted from format %d" % value,
-        215: "bms.cfg taken in as the stored parameter set",
-    }
-    if code in words:
-        return words[code]
+    """An event-log record in words (bmsctl.regs.event_text)."""
     return RG.event_text(code, value)
 
 

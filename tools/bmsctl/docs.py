@@ -92,6 +92,8 @@ def event_codes():
         "| 213 | the stored parameters came in another format and were migrated | that format |",
         "| 214 | the stored parameters break a consistency rule: running unconfigured | the rule |",
         "| 215 | a `bms.cfg` file was taken in as the stored parameters | 0 |",
+        "| 216 | the power mode changed (docs/POWER.md) | new mode << 8 \\| cause (0 working, 1 low power, 2 sleep) |",
+        "| 217 | why this boot happened | reset cause << 8 \\| wake reason |",
     ])
 
 

@@ -95,6 +95,7 @@ def reason_name(code):
     return protrules.ROWS[code - 1][0] if 0 < code <= len(protrules.ROWS) else None
 
 
+# The application's event codes by their machine-readable names (event_text words them).
 APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "ocv_table_rejected",
               204: "soc_started_at_dpct", 205: "cc_offset_calibrated_dlsb",
               208: "unlocked", 209: "locked", 210: "wrong_pin", 211: "command",
@@ -129,38 +130,174 @@ def config_error_text(word):
     return fmt.format(param=param, rule=rule, detail=detail)
 
 
+# -- the event log in words ----------------------------------------------------------
+# Every code the firmware logs (a protection row's trip, release and latch,
+# bms.protection; 200.. bms.app, bms.config, bms.power) reads as one short
+# sentence for a pack builder, a measurement in engineering units. The
+# words are bms.regdoc's.
+
+# What an event calls each protection-table row: a protection by its
+# setting's name in bms.regdoc.HOLDING ("Cell over-voltage: charge off at
+# or above") or, for a fault flag, bms.regdoc.PROTECTION's words; a
+# warning by the quantity it watches ("Warning: cell spread 100 mV").
+ROW_TITLES = {
+    "cell_ov": "Cell over-voltage",
+    "cell_uv": "Cell under-voltage",
+    "pack_ov": "Pack over-voltage",
+    "pack_uv": "Pack under-voltage",
+    "chg_oc": "Charge over-current",
+    "dsg_oc": "Discharge over-current",
+    "afe_scd": "Short circuit",
+    "afe_ocd": "Discharge over-current (AFE hardware)",
+    "afe_ov": "Cell over-voltage (AFE hardware backstop)",
+    "afe_uv": "Cell under-voltage (AFE hardware backstop)",
+    "chg_ot": "Charge over-temperature",
+    "chg_ut": "Charge under-temperature",
+    "dsg_ot": "Discharge over-temperature",
+    "dsg_ut": "Discharge under-temperature",
+    "fet_ot": "MOSFET/board over-temperature",
+    "afe_comm": "AFE not answering or failing CRC",
+    "afe_reset": "AFE reset itself",
+    "afe_stale": "No fresh measurement from the AFE",
+    "temp_sensor": "Thermistor open or shorted",
+    "cell_implausible": "Implausible cell reading (sense wire open?)",
+    "unconfigured": "No pack configuration stored",
+    "afe_ovrd": "AFE ALERT line forced high",
+    "cell_ov_warn": "high cell voltage",
+    "cell_uv_warn": "low cell voltage",
+    "chg_oc_warn": "high charge current",
+    "dsg_oc_warn": "high discharge current",
+    "temp_high_warn": "high temperature",
+    "temp_low_warn": "low temperature",
+    "spread_warn": "cell spread",
+}
+_STOPPED = {PR.CHG: "charging stopped", PR.DSG: "discharging stopped", PR.BOTH: "charging and discharging stopped"}
+_COMMANDS = {1: "restart", 2: "clear latched protections", 3: "factory reset (stored settings erased)"}
+MAX_BAD_PINS = 5  # wrong PINs in a row before a one-minute lockout (bms.config)
+NO_READING = "no reading"
+
+
+def quantity_text(q, x):
+    """A protection quantity (bms.protection Q_*) in engineering units:
+    '3.712 V', '12.50 A', '46.2 degC', '100 mV'; None for a flag."""
+    if q in (PR.Q_CELL_MAX_MV, PR.Q_CELL_MIN_MV):
+        return "%.3f V" % (x / 1000.0)
+    if q == PR.Q_PACK_MV:
+        return "%.2f V" % (x / 1000.0)
+    if q in (PR.Q_CHG_MA, PR.Q_DSG_MA):
+        return "%.2f A" % (x / 1000.0)
+    if q in (PR.Q_TEMP_MAX_DC, PR.Q_TEMP_MIN_DC, PR.Q_FET_TEMP_DC):
+        # bms.app: -32768 no sensor, 32767 no cell sensor, -32767/-32766 open/short
+        return NO_READING if x <= -32766 or x >= 0x7FFF else "%.1f degC" % (x / 10.0)
+    if q == PR.Q_SPREAD_MV:
+        return "%d mV" % x
+    return None
+
+
+def _plural(n, one, many):
+    return "%d %s" % (n, one if n == 1 else many)
+
+
+def _row_event(kind, r, value):
+    """A trip (kind 0), release (1) or latch (2) of protection row r."""
+    name, q, fets, level, retries = r[0], r[1], r[7], r[8], r[9]
+    title = ROW_TITLES.get(name, name)
+    x = quantity_text(q, value)
+    if kind == 2:
+        after = "after " + _plural(value, "retry", "retries") if value else "at once"
+        return "%s: latched %s (clear with bmsctl clear-latched)" % (title[:1].upper() + title[1:], after)
+    if level == PR.WARN:
+        shown = "" if x is None else " (%s)" % x if x == NO_READING else " " + x
+        return ("Warning: " if kind == 0 else "Warning cleared: ") + title + shown
+    if kind == 0:
+        at = "" if x is None else ", " + x if x == NO_READING else " at " + x
+        return "%s: protection tripped%s (%s)" % (title, at, _STOPPED.get(fets, "reported only"))
+    if x is None:  # a fault flag: value 1 is a latch cleared by taking the load away
+        return title + (": protection released (load removed)" if value == 1 and retries != PR.NONE
+                        else ": protection released")
+    return title + (" released (%s)" % x if x == NO_READING else " released at " + x)
+
+
+def _setting_event(code, value):
+    """A parameter change (206, 207): its name, which users look up, and
+    the new value as `bmsctl config get` shows it."""
+    from bmsctl import config as CF
+
+    row, x = param_change(code, value)
+    if row is None:
+        return "Unknown setting at register 0x%03X changed to %d" % ((value >> 20) & 0x7FF, x)
+    if row[1] == "pin":
+        return "PIN changed"
+    return "Setting %s changed to %s%s" % (row[1], "about " if code == 207 else "",
+                                           CF.display(CF.INDEX[row[1]], x))
+
+
+def _rule_text(k):
+    try:
+        return D.rule_text(k)
+    except (IndexError, KeyError, ValueError):
+        return "consistency rule %d" % k
+
+
 def event_text(code, value):
-    """A plain-language line for an event-log record."""
+    """A plain-language sentence for an event-log record (code, value)."""
     if code in (206, 207):
-        row, x = param_change(code, value)
-        if row is None:
-            return "parameter at 0x%03X set to %d" % ((value >> 20) & 0x7FF, x)
-        if row[1] == "pin":
-            return "pin changed"
-        approx = "about " if code == 207 else ""
-        return "%s set to %s%d" % (row[1], approx, x)
-    if code == 216:
-        mode, cause = value >> 8, value & 0xFF
-        return "%s mode (%s)" % (MODE_NAMES.get(mode, str(mode)), CAUSE_NAMES.get(cause, str(cause)))
-    if code == 217:
-        cause, wake = value >> 8, value & 0xFF
-        text = "reset cause: %s" % RESET_NAMES.get(cause, str(cause))
-        return text + (", woken by %s" % CAUSE_NAMES.get(wake, str(wake)) if wake else "")
-    if code == 211:
-        return "command %s" % {1: "restart", 2: "clear latched", 3: "factory reset"}.get(value, str(value))
-    if code == 214:
-        return "stored configuration breaks a rule (%s): running unconfigured" % D.rule_text(value)
-    if code in APP_EVENTS:
-        name = APP_EVENTS[code]
-        if code == 201:
-            return name + (" ok" if value else " FAILED")
-        return "%s (%d)" % (name, value)
+        return _setting_event(code, value)
     kind, row = divmod(code, 64)
     if 1 <= row <= len(protrules.ROWS) and kind in (0, 1, 2):
-        r = protrules.ROWS[row - 1]
-        what = ("warning" if r[8] == PR.WARN else "protection")
-        verb = ("trip", "release", "latched")[kind]
-        if kind == 2:
-            return "%s %s %s after %d retries" % (r[0], what, verb, value)
-        return "%s %s %s at %d" % (r[0], what, verb, value)
-    return "code %d value %d" % (code, value)
+        return _row_event(kind, protrules.ROWS[row - 1], value)
+    if code == 200:
+        return "Firmware started (boot %d)" % value
+    if code == 201:
+        return "AFE configured" if value else "AFE configuration failed"
+    if code == 202:
+        return "Stored settings rejected at start: %d (defaults used)" % value
+    if code == 203:
+        return "Stored OCV table rejected (it does not rise): the chemistry's table is used"
+    if code == 204:
+        return "State of charge started at %.1f %%" % (value / 10.0)
+    if code == 205:
+        return "Coulomb-counter offset calibrated: %g LSB" % (value / 16.0)
+    if code == 208:
+        return "Settings unlocked"
+    if code == 209:
+        return "Settings locked"
+    if code == 210:
+        left = MAX_BAD_PINS - value
+        if left > 0:
+            return "Wrong PIN (%s left)" % _plural(left, "try", "tries")
+        return "Wrong PIN: unlocking refused for a minute"
+    if code == 211:
+        return "Host command: %s" % _COMMANDS.get(value, "unknown (%d)" % value)
+    if code == 212:
+        return "Saving settings to flash failed (%s so far): the previous settings stay stored" % (
+            _plural(value, "write error", "write errors"))
+    if code == 213:
+        return "Stored settings converted from format %d" % value
+    if code == 214:
+        return "Stored settings break a rule (%s): running unconfigured" % _rule_text(value)
+    if code == 215:
+        return "Settings imported from bms.cfg"
+    if code == 216:
+        mode, cause = value >> 8, value & 0xFF
+        text = "Entered %s mode" % MODE_NAMES.get(mode, "power %d" % mode)
+        return text + (" (%s)" % CAUSE_NAMES.get(cause, "cause %d" % cause) if cause else "")
+    if code == 217:
+        cause, wake = value >> 8, value & 0xFF
+        text = "Reset cause: %s" % RESET_NAMES.get(cause, "unknown (%d)" % cause)
+        return text + (", woken by %s" % CAUSE_NAMES.get(wake, "wake %d" % wake) if wake else "")
+    return "event %d (value %d)" % (code, value)
+
+
+def event_kind(code, value):
+    """How a display marks an event: 'trip' (a protection trips or latches,
+    something failed), 'warn' (a warning trips), 'release' (a row releases)
+    or ''. The dashboard colours its event rows by this."""
+    kind, row = divmod(code, 64)
+    if 1 <= row <= len(protrules.ROWS) and kind in (0, 1, 2):
+        if kind == 1:
+            return "release"
+        return "warn" if kind == 0 and protrules.ROWS[row - 1][8] == PR.WARN else "trip"
+    if (code == 201 and not value) or code in (210, 212, 214):
+        return "trip"
+    return ""

@@ -94,7 +94,7 @@ def history_sample(state):
 
 def event_dict(rec):
     t = rec["time_s"]
-    return dict(rec, text=cli.event_text(rec["code"], rec["value"]),
+    return dict(rec, text=cli.event_text(rec["code"], rec["value"]), kind=RG.event_kind(rec["code"], rec["value"]),
                 uptime="%d:%02d:%02d" % (t // 3600, t // 60 % 60, t % 60))
 
 

@@ -234,8 +234,7 @@
     const tb = $("events");
     tb.textContent = "";
     for (const e of r.events.slice(0, 200)) {
-      const cls = / warning trip\b/.test(e.text) ? "warn" : / trip\b|latched|FAILED|wrong PIN|breaks/.test(e.text) ? "trip"
-        : / release\b/.test(e.text) ? "release" : "";
+      const cls = e.kind || "";
       const tr = el("tr", cls);
       tr.append(el("td", "", String(e.seq)), el("td", "", String(e.boot)), el("td", "", e.uptime), el("td", "", e.text));
       tb.append(tr);
