@@ -384,7 +384,7 @@ def test_serial_settings_go_last():
 @pytest.fixture
 def fake(monkeypatch):
     box = {"dev": configured()}
-    monkeypatch.setattr(ctl, "_connect", lambda args: box["dev"])
+    monkeypatch.setattr(ctl, "connect", lambda args: box["dev"])
     return box
 
 

@@ -227,7 +227,7 @@ def test_write_config_answers_as_bmsctl_config_set(assignments, monkeypatch, cap
     from test_bmsctl_config import configured
 
     cli_dev, dash_dev = configured(), configured()
-    monkeypatch.setattr(cli, "_connect", lambda args: cli_dev)
+    monkeypatch.setattr(cli, "connect", lambda args: cli_dev)
     rc = cli.main(["config", "set"] + assignments + ["--pin", "1234", "--json"], out=io.StringIO())
     cli_err = capsys.readouterr().err
     src = ModbusSource(dash_dev, where="fake")

@@ -319,7 +319,7 @@ def format_status(d, where=""):
     lines.append("FETs      charge %s, discharge %s" % (
         "ON" if d["charge_fet"] else "off (%s)" % (d["charge_off_reason"] or "-"),
         "ON" if d["discharge_fet"] else "off (%s)" % (d["discharge_off_reason"] or "-")))
-    desc = {row[0]: _row_text(row) for row in protrules.ROWS}
+    desc = {row[0]: row_text(row) for row in protrules.ROWS}
     for label, key in (("Protect", "protections"), ("Warnings", "warnings"), ("Latched", "latched")):
         names = d[key]
         if names or key == "protections":
@@ -342,7 +342,7 @@ def format_status(d, where=""):
     return "\n".join(lines)
 
 
-def _row_text(row):
+def row_text(row):
     fets = {PR.CHG: "charge off", PR.DSG: "discharge off", PR.BOTH: "both FETs off", 0: "reported only"}[row[7]]
     return "%s (%s)" % (D.PROTECTION[row[0]], fets)
 
@@ -366,12 +366,12 @@ def cmd_registers(args, out):
     return 0
 
 
-def _connect(args):
+def connect(args):
     return Bms(args.port, unit=args.unit, baud=args.baud, parity=args.parity, timeout=args.timeout)
 
 
 def cmd_status(args, out):
-    bms = _connect(args)
+    bms = connect(args)
     try:
         d = status_dict(bms.status())
     finally:
@@ -395,7 +395,7 @@ def format_events(records):
 
 
 def cmd_events(args, out):
-    bms = _connect(args)
+    bms = connect(args)
     try:
         raw = bms.read_table("input")
     finally:
@@ -412,7 +412,7 @@ def cmd_events(args, out):
 
 
 def cmd_watch(args, out):
-    bms = _connect(args)
+    bms = connect(args)
     clear = out.isatty() and not args.json
     end = time.monotonic() + args.seconds if args.seconds else None
     try:
@@ -495,7 +495,7 @@ def _open_writes(bms, pin):
 
 def cmd_unlock(args, out):
     pin = _pin_value(args.pin) if args.pin is not None else _ask_pin()
-    bms = _connect(args)
+    bms = connect(args)
     try:
         _unlock(bms, pin)
         left = bms.read_input(M.IR_UNLOCK_LEFT_S, 1)[0]
@@ -510,7 +510,7 @@ def cmd_unlock(args, out):
 
 
 def cmd_lock(args, out):
-    bms = _connect(args)
+    bms = connect(args)
     try:
         code = bms.write_control(M.HR_UNLOCK, 0)
         if code:
@@ -565,7 +565,7 @@ def restart_and_wait(bms, pin, wait_s, cmd=M.CMD_RESTART):
 
 
 def cmd_restart(args, out):
-    bms = _connect(args)
+    bms = connect(args)
     try:
         took = restart_and_wait(bms, args.pin, args.wait)
         state = bms.config_state()
@@ -581,7 +581,7 @@ def cmd_restart(args, out):
 
 
 def cmd_clear_latched(args, out):
-    bms = _connect(args)
+    bms = connect(args)
     try:
         relock = _command(bms, M.CMD_CLEAR_LATCHED, args.pin)
         if relock:
@@ -600,7 +600,7 @@ def cmd_factory_reset(args, out):
         if not _confirm("Erase every stored setting and restart unconfigured (FETs off until `bmsctl setup`)?"):
             out.write("nothing was done\n")
             return 1
-    bms = _connect(args)
+    bms = connect(args)
     try:
         took = restart_and_wait(bms, args.pin, args.wait, cmd=M.CMD_FACTORY_RESET)
     finally:
@@ -712,7 +712,7 @@ def cmd_config_get(args, out):
     except CF.ConfigError as e:
         raise CtlError(str(e))
     idx = idx or list(range(CF.COUNT))
-    bms = _connect(args)
+    bms = connect(args)
     try:
         v = bms.read_values()
     finally:
@@ -723,7 +723,7 @@ def cmd_config_get(args, out):
             row = CF.ROWS[i]
             d[row[1]] = {"value": None if i == P.P_PIN else CF.eng(i, v[i]), "unit": row[5], "raw": v[i],
                          "raw_unit": CF.raw_unit(i), "address": row[0],
-                         "min": CF.eng(i, CF._PRM.lo[i]), "max": CF.eng(i, CF._PRM.hi[i])}
+                         "min": CF.eng(i, CF.PRM.lo[i]), "max": CF.eng(i, CF.PRM.hi[i])}
         out.write(json.dumps(d, indent=2) + "\n")
         return 0
     w = max(len(CF.NAMES[i]) for i in idx)
@@ -734,29 +734,41 @@ def cmd_config_get(args, out):
     return 0
 
 
-def cmd_config_set(args, out):
-    bms = _connect(args)
+def config_set(bms, assignments, pin=None):
+    """`config set`: NAME=VALUE items parsed against the BMS's values, the
+    whole resulting set judged, then unlock (with pin), write in a safe
+    order, lock again and read back. The write's result (_apply), or None
+    when the BMS already holds the values; CtlError when refused, and then
+    nothing was written."""
+    cur = bms.read_values()
     try:
-        cur = bms.read_values()
-        try:
-            target, named = CF.parse_assignments(args.assignments, cur)
-        except CF.ConfigError as e:
-            raise CtlError("%s; nothing was written" % e)
-        err = CF.validate(cur, target)
-        if err:
-            raise CtlError("%s; nothing was written" % err)
-        if not CF.changes(cur, target):
+        target, _ = CF.parse_assignments(assignments, cur)
+    except CF.ConfigError as e:
+        raise CtlError("%s; nothing was written" % e)
+    err = CF.validate(cur, target)
+    if err:
+        raise CtlError("%s; nothing was written" % err)
+    if not CF.changes(cur, target):
+        return None
+    return _apply(bms, pin, cur, target)
+
+
+def cmd_config_set(args, out):
+    bms = connect(args)
+    try:
+        r = config_set(bms, args.assignments, args.pin)
+        if r is None:
             out.write((json.dumps({"changed": [], "restart_pending": False}) if args.json else
                        "nothing to change: the BMS already holds these values") + "\n")
             return 0
-        _report_changes(out, _apply(bms, args.pin, cur, target), args.json)
+        _report_changes(out, r, args.json)
     finally:
         bms.close()
     return 0
 
 
 def cmd_config_export(args, out):
-    bms = _connect(args)
+    bms = connect(args)
     try:
         v = bms.read_values()
         fw = bms.device_id()
@@ -787,7 +799,7 @@ def cmd_config_import(args, out):
     except CF.ConfigError as e:
         msg = str(e)
         raise CtlError(msg if msg.endswith("nothing was written") else msg + "; nothing was written")
-    bms = _connect(args)
+    bms = connect(args)
     try:
         cur = bms.read_values()
         target = list(cur)
@@ -942,7 +954,7 @@ def cmd_setup(args, out):
     o, _ = setup_options(args)
     pin = o["pin"] if o["pin"] is not None else 1234
     new_pin = _pin_value(o["new_pin"]) if o["new_pin"] is not None else None
-    bms = _connect(args)
+    bms = connect(args)
     try:
         cur = bms.read_values()
         state = bms.config_state()
@@ -1011,7 +1023,7 @@ def cmd_setup(args, out):
         if new_pin is None and pin == 1234:
             out.write("The PIN is still 1234: set your own with `bmsctl config set pin=NEW --pin 1234`.\n")
     else:
-        desc = {row[0]: _row_text(row) for row in protrules.ROWS}
+        desc = {row[0]: row_text(row) for row in protrules.ROWS}
         out.write("Setup written, but the BMS does not run yet:\n")
         if not st & M.CFG_CONFIGURED:
             out.write("  it runs unconfigured (see `bmsctl events` for why)\n")
@@ -1062,7 +1074,7 @@ def cmd_log(args, out):
     if args.count is not None and args.count < 1:
         raise CtlError("--count must be 1 or more")
     cols = log_columns()
-    bms = _connect(args)
+    bms = connect(args)
     try:
         fresh = not (args.append and os.path.exists(args.out) and os.path.getsize(args.out) > 0)
         try:

@@ -33,7 +33,7 @@ WIDTH = [M.WORDS[r[2]] for r in ROWS]
 MAX_WRITE_REGS = 123  # FC16 carries at most 123 registers
 
 # The same range facts the firmware builds from the table (bms.params.Params).
-_PRM = P.Params()
+PRM = P.Params()
 
 # What a change needs (bms.config): the pack keys take effect at a restart,
 # the serial settings right after the reply.
@@ -51,7 +51,7 @@ class ConfigError(ValueError):
     """Bad input: the message names the problem and what to do."""
 
 
-def _short(name):
+def short_name(name):
     k = name.rfind("_")
     if k > 0 and name[k + 1:] in _RAW_SUFFIXES:
         return name[:k]
@@ -60,7 +60,7 @@ def _short(name):
 
 SHORT = {}
 for _i, _n in enumerate(NAMES):
-    _s = _short(_n)
+    _s = short_name(_n)
     if _s:
         SHORT.setdefault(_s, []).append(_i)
 
@@ -130,7 +130,7 @@ def eng_text(i, raw, unit=True):
 
 
 def range_text(i):
-    return "%s..%s" % (eng_text(i, _PRM.lo[i], unit=False), eng_text(i, _PRM.hi[i]))
+    return "%s..%s" % (eng_text(i, PRM.lo[i], unit=False), eng_text(i, PRM.hi[i]))
 
 
 def value_text(i, raw):
@@ -274,7 +274,7 @@ def parse_value(name, text, values=None):
         if number != number.to_integral_value():
             raise ConfigError("%s=%s: %s is a whole number of %s; e.g. %s, or %s=%s in %s" % (
                 name, text, NAMES[i], raw_unit(i) or "units", _example(i, True),
-                _short(NAMES[i]) or NAMES[i], text, ROWS[i][5]))
+                short_name(NAMES[i]) or NAMES[i], text, ROWS[i][5]))
         return [(i, int(number))]
     return [(i, _to_raw(i, number, Decimal(1), text, name))]
 
@@ -284,7 +284,7 @@ def _example(i, full):
     d = row[8]
     if full or not (row[4] or row[5]):
         return "%s=%d" % (row[1], d)
-    return "%s=%s" % (_short(row[1]) or row[1], eng_text(i, d).replace(" ", ""))
+    return "%s=%s" % (short_name(row[1]) or row[1], eng_text(i, d).replace(" ", ""))
 
 
 def parse_assignments(items, values):
@@ -302,7 +302,7 @@ def parse_assignments(items, values):
     pending.sort(key=lambda kv: 0 if kv[0].strip().lower() == "afe_groups" else 1)
     for k, v in pending:
         for i, raw in parse_value(k, v, target):
-            err = PL.check(_PRM, i, raw)
+            err = PL.check(PRM, i, raw)
             if err:
                 raise ConfigError(range_message(i, raw))
             target[i] = raw
@@ -317,7 +317,7 @@ def range_message(i, raw):
 # -- the whole set -----------------------------------------------------------
 
 def _in_range(i, raw):
-    return PL.check(_PRM, i, raw) is None
+    return PL.check(PRM, i, raw) is None
 
 
 def rule_values(k, v):
@@ -733,7 +733,7 @@ def setup_target(cur, chemistry, cells, capacity_mah, shunt_uohm=1000, thermisto
     for i, raw in ((P.P_CAPACITY_MAH, capacity_mah), (P.P_SHUNT_UOHM, shunt_uohm),
                    (P.P_TEMP_SENSORS, (1 << thermistors) - 1), (P.P_FET_TEMP_SENSOR, 0)):
         if i == P.P_CAPACITY_MAH and raw <= 0:
-            raise ConfigError("capacity must be more than 0 Ah (at most %s)" % eng_text(i, _PRM.hi[i]))
+            raise ConfigError("capacity must be more than 0 Ah (at most %s)" % eng_text(i, PRM.hi[i]))
         err = PL.set_value(prm, i, raw)
         if err:
             raise ConfigError(range_message(i, raw))

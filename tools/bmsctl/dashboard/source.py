@@ -28,7 +28,7 @@ CtlError = cli.CtlError
 EVENT_ROW = next(r for r in M.INPUT_REGS if r[2] == "event")
 # events kept beyond the BMS's own window of the newest EVENT_WINDOW
 EVENTS_KEPT = 500
-_DESC = {row[0]: cli._row_text(row) for row in protrules.ROWS}
+_DESC = {row[0]: cli.row_text(row) for row in protrules.ROWS}
 _EFFECT = {PR.CHG: "charging is off", PR.DSG: "discharging is off", PR.BOTH: "charging and discharging are off",
            0: "reported only: the FETs stay as they are"}
 _ROW = {row[0]: row for row in protrules.ROWS}
@@ -114,13 +114,13 @@ def config_table(values, state_word, unlock_left_s=0):
     for i, row in enumerate(CF.ROWS):
         name = row[1]
         params.append({
-            "name": name, "short": CF._short(name) or name, "address": row[0],
+            "name": name, "short": CF.short_name(name) or name, "address": row[0],
             "value": None if i == P.P_PIN else CF.eng(i, values[i]), "text": CF.display(i, values[i]),
             "raw": None if i == P.P_PIN else values[i], "unit": row[5], "raw_unit": CF.raw_unit(i),
-            "min": CF.eng(i, CF._PRM.lo[i]), "max": CF.eng(i, CF._PRM.hi[i]), "range": CF.range_text(i),
+            "min": CF.eng(i, CF.PRM.lo[i]), "max": CF.eng(i, CF.PRM.hi[i]), "range": CF.range_text(i),
             "description": D.HOLDING.get(name, ""), "restart": i in CF.PACK_KEYS,
             # the short name stands for two parameters (V and s): a value needs its unit
-            "ambiguous": len(CF.SHORT.get(CF._short(name), ())) > 1,
+            "ambiguous": len(CF.SHORT.get(CF.short_name(name), ())) > 1,
         })
     return {"parameters": params, "state": {
         "configured": bool(state_word & M.CFG_CONFIGURED), "unlocked": bool(state_word & M.CFG_UNLOCKED),
@@ -224,7 +224,7 @@ class ModbusSource(DataSource):
     @classmethod
     def connect(cls, args, **kw):
         """From bmsctl's global options (--port, --unit, --baud, --parity, --timeout)."""
-        return cls(cli._connect(args), where=args.port, **kw)
+        return cls(cli.connect(args), where=args.port, **kw)
 
     def start(self):
         if self._thread is None:
@@ -311,21 +311,13 @@ class ModbusSource(DataSource):
             raise CtlError("no parameter given; nothing was written")
         pin = None if pin in (None, "") else pin
         with self.lock:
-            cur = self.bms.read_values()
             try:
-                target, _ = CF.parse_assignments(items, cur)
-            except CF.ConfigError as e:
-                raise CtlError("%s; nothing was written" % e)
-            err = CF.validate(cur, target)
-            if err:
-                raise CtlError("%s; nothing was written" % err)
-            if not CF.changes(cur, target):
-                return {"changed": [], "pin_changed": False, "requests": 0, "restart_pending": False,
-                        "mismatch": {}, "message": "nothing to change: the BMS already holds these values"}
-            try:
-                r = cli._apply(self.bms, pin, cur, target)
+                r = cli.config_set(self.bms, items, pin)
             finally:
                 self._dirty()
+        if r is None:
+            return {"changed": [], "pin_changed": False, "requests": 0, "restart_pending": False,
+                    "mismatch": {}, "message": "nothing to change: the BMS already holds these values"}
         state = r["state"]
         return {"changed": r["rows"], "pin_changed": r["pin_changed"], "requests": r["requests"],
                 "restart_pending": bool(state & M.CFG_RESTART_PENDING),
