@@ -1,0 +1,175 @@
+"""The telemetry state message: one JSON document of the pack's state,
+written from the input-register image into a preallocated buffer.
+
+It reads what a Modbus master reads (bms.regimage, filled once a cycle by
+App.publish), so a message is one cycle's consistent snapshot in the units
+the register map gives, and it allocates nothing: numbers are formatted
+digit by digit into the buffer, keys are bytes constants. The network code
+(issue 8: MQTT) sends the first `StateWriter.state(words)` bytes of
+`StateWriter.buf` as they are.
+
+    {"uptime_s": 754, "mode": "working", "pack_v": 13.281, "current_a": -4.988,
+     "power_w": -66.2, "soc_pct": 58.3, "remaining_ah": 5.83, "remaining_wh": 74.8,
+     "soh_pct": 100.0, "cycles": 0.11, "cells_v": [3.225, 3.229, 3.231, 3.232],
+     "cell_min_v": 3.225, "cell_max_v": 3.232, "cell_delta_mv": 7,
+     "temps_c": [25.0, null, null], "chg_fet": true, "dsg_fet": true,
+     "balancing": 0, "warnings": 0, "protections": 0, "latched": 0}
+
+Flags are the register map's bit masks (docs/registers.md): a row of
+bms.protrules is bit (row number - 1).
+"""
+from micropython import const
+
+from bms import regmap as M
+
+SIZE = const(640)  # the longest message (15 cells, three sensors) with room to spare
+_MODES = (b"working", b"low_power", b"sleep")
+
+
+class StateWriter:
+    def __init__(self, size=SIZE):
+        self.buf = bytearray(size)
+        self._digits = bytearray(20)  # any 64-bit integer
+        self.n = 0
+
+    # -- the pieces, none of which allocates ------------------------------
+
+    def _lit(self, s):
+        b = self.buf
+        n = self.n
+        k = 0
+        m = len(s)
+        while k < m:
+            b[n] = s[k]
+            n += 1
+            k += 1
+        self.n = n
+
+    def _int(self, v):
+        b = self.buf
+        n = self.n
+        if v < 0:
+            b[n] = 0x2D  # -
+            n += 1
+            v = -v
+        d = self._digits
+        k = 0
+        while True:
+            d[k] = 0x30 + v % 10
+            k += 1
+            v //= 10
+            if not v:
+                break
+        while k:
+            k -= 1
+            b[n] = d[k]
+            n += 1
+        self.n = n
+
+    def _fixed(self, v, places):
+        """v / 10**places with exactly `places` decimals (v an integer)."""
+        if v < 0:
+            self.buf[self.n] = 0x2D
+            self.n += 1
+            v = -v
+        scale = 10 ** places
+        self._int(v // scale)
+        self.buf[self.n] = 0x2E  # .
+        self.n += 1
+        f = v % scale
+        while places:
+            places -= 1
+            scale //= 10
+            self.buf[self.n] = 0x30 + (f // scale) % 10
+            self.n += 1
+
+    # -- the message ------------------------------------------------------
+
+    def state(self, words):
+        """Write the state document from the input-register words (an
+        array('H') indexed by register address) into buf; its length."""
+        w = words
+        self.n = 0
+        self._lit(b'{"uptime_s":')
+        self._int(_u32(w, M.IR_UPTIME_S))
+        self._lit(b',"mode":"')
+        mode = w[M.IR_POWER_MODE]
+        self._lit(_MODES[mode] if mode < 3 else b"unknown")
+        pack_mv = _u32(w, M.IR_PACK_MV)
+        current_ma = _i32(w, M.IR_CURRENT_MA)
+        self._lit(b'","pack_v":')
+        self._fixed(pack_mv, 3)
+        self._lit(b',"current_a":')
+        self._fixed(current_ma, 3)
+        # mW to the mW in two products that stay small integers on the ESP32
+        # (mV x mA would pass 2**30), then 0.1 W rounded
+        a = current_ma if current_ma >= 0 else -current_ma
+        p_mw = pack_mv * (a // 1000) + pack_mv * (a % 1000) // 1000
+        p_dw = (p_mw + 50) // 100
+        if current_ma < 0:
+            p_dw = -p_dw
+        self._lit(b',"power_w":')
+        self._fixed(p_dw, 1)
+        self._lit(b',"soc_pct":')
+        self._fixed(w[M.IR_SOC_DPCT], 1)
+        self._lit(b',"remaining_ah":')
+        self._fixed(_u32(w, M.IR_REMAINING_MAH), 3)
+        self._lit(b',"remaining_wh":')
+        self._fixed(_u32(w, M.IR_REMAINING_DWH), 1)
+        self._lit(b',"soh_pct":')
+        self._fixed(w[M.IR_SOH_DPCT], 1)
+        self._lit(b',"cycles":')
+        self._fixed(_u32(w, M.IR_CYCLES_DC), 2)
+        self._lit(b',"cells_v":[')
+        cells = w[M.IR_CELL_COUNT]
+        i = 0
+        while i < cells:
+            if i:
+                self._lit(b",")
+            self._fixed(w[M.IR_CELL_MV + i], 3)
+            i += 1
+        self._lit(b'],"cell_min_v":')
+        self._fixed(w[M.IR_CELL_MIN_MV], 3)
+        self._lit(b',"cell_max_v":')
+        self._fixed(w[M.IR_CELL_MAX_MV], 3)
+        self._lit(b',"cell_delta_mv":')
+        self._int(w[M.IR_CELL_SPREAD_MV])
+        self._lit(b',"temps_c":[')
+        i = 0
+        while i < 3:
+            if i:
+                self._lit(b",")
+            t = w[M.IR_TEMP_DC + i]
+            t = t - 0x10000 if t & 0x8000 else t
+            if t == M.TEMP_INVALID:
+                self._lit(b"null")
+            else:
+                self._fixed(t, 1)
+            i += 1
+        fets = w[M.IR_FET_FLAGS]
+        self._lit(b'],"chg_fet":')
+        self._lit(b"true" if fets & M.FET_CHG else b"false")
+        self._lit(b',"dsg_fet":')
+        self._lit(b"true" if fets & M.FET_DSG else b"false")
+        self._lit(b',"balancing":')
+        self._int(w[M.IR_BALANCE_MASK])
+        self._lit(b',"warnings":')
+        self._int(_u32(w, M.IR_WARN_FLAGS))
+        self._lit(b',"protections":')
+        self._int(_u32(w, M.IR_PROTECT_FLAGS))
+        self._lit(b',"latched":')
+        self._int(_u32(w, M.IR_LATCHED_FLAGS))
+        self._lit(b"}")
+        return self.n
+
+
+def _u32(w, a):
+    # high word first; the values here stay under 2**30 (no big int on the ESP32)
+    return (w[a] << 16) | w[a + 1]
+
+
+def _i32(w, a):
+    hi = w[a]
+    if hi & 0x8000:
+        return -((((~hi) & 0xFFFF) << 16) | ((~w[a + 1]) & 0xFFFF)) - 1
+    return (hi << 16) | w[a + 1]

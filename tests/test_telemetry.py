@@ -1,0 +1,65 @@
+"""The telemetry state message (lib/bms/telemetry.py): what a Modbus master
+reads, as JSON, written without allocating."""
+import json
+from array import array
+
+from bms import regmap as M
+from bms.telemetry import SIZE, StateWriter
+from bms_sim.cli import provision
+from bms_sim.direct import DirectSim
+from bms_sim.world import World
+from bmsctl import regs as RG
+from conftest import run_mpy
+
+
+def _message(words):
+    sw = StateWriter()
+    n = sw.state(words)
+    assert n <= SIZE
+    return json.loads(bytes(sw.buf[:n]))
+
+
+def test_the_message_says_what_the_registers_say(tmp_path):
+    provision(str(tmp_path), 4, "lfp", 10000, 1000)
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0)
+    world.load.set(5000)
+    sim = DirectSim(world, str(tmp_path))
+    sim.run(20000)
+    words = sim.app.ir.words
+    raw = RG.decode(M.INPUT_REGS, words)
+    got = _message(words)
+    assert got["pack_v"] == raw["pack_mv"] / 1000 and got["current_a"] == raw["current_ma"] / 1000
+    assert got["current_a"] < -4.9  # discharging at 5 A
+    assert abs(got["power_w"] - got["pack_v"] * got["current_a"]) < 0.15
+    assert got["cells_v"] == [v / 1000 for v in raw["cell_mv"][:4]]
+    assert (got["cell_min_v"], got["cell_max_v"], got["cell_delta_mv"]) == (
+        raw["cell_min_mv"] / 1000, raw["cell_max_mv"] / 1000, raw["cell_spread_mv"])
+    assert got["soc_pct"] == raw["soc_dpct"] / 10 and got["remaining_ah"] == raw["remaining_mah"] / 1000
+    assert got["remaining_wh"] == raw["remaining_dwh"] / 10 and got["soh_pct"] == raw["soh_dpct"] / 10
+    assert got["temps_c"] == [raw["temp_dc"][0] / 10, None, None]  # one thermistor fitted
+    assert got["chg_fet"] is True and got["dsg_fet"] is True
+    assert got["mode"] == "working" and got["uptime_s"] == raw["uptime_s"]
+    assert (got["balancing"], got["warnings"], got["protections"]) == (
+        raw["balance_mask"], raw["warn_flags"], raw["protect_flags"])
+
+
+def test_the_longest_message_fits_and_parses():
+    # every register at its widest (whatever the firmware could put there)
+    for fill in (0xFFFF, 0x7FFF, 0x8000):
+        w = array("H", [fill] * M.IR_SIZE)
+        w[M.IR_CELL_COUNT] = 15
+        w[M.IR_POWER_MODE] = 7
+        got = _message(w)
+        assert len(got["cells_v"]) == 15 and got["cells_v"][0] == fill / 1000 and got["mode"] == "unknown"
+
+
+def test_written_with_the_heap_locked_under_micropython(micropython):
+    out = run_mpy(micropython, "mpy_telemetry_alloc.py").stdout
+    got = json.loads(out)
+    assert got["pack_v"] == 55.123 and got["current_a"] == -123.456
+    assert got["power_w"] == -6805.3  # 55.123 V x -123.456 A = -6805.26 W
+    assert got["cells_v"] == [(3600 + i) / 1000 for i in range(15)]
+    assert got["temps_c"] == [25.1, -5.5, None]
+    assert got["chg_fet"] is False and got["dsg_fet"] is True and got["mode"] == "low_power"
+    assert (got["protections"], got["warnings"], got["latched"], got["balancing"]) == (1 << 28, 1 << 22, 64, 0x4001)
+    assert got["uptime_s"] == 86400 * 400 and got["cycles"] == 0.11
