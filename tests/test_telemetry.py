@@ -54,8 +54,8 @@ def test_the_longest_message_fits_and_parses():
 
 
 def test_written_with_the_heap_locked_under_micropython(micropython):
-    out = run_mpy(micropython, "mpy_telemetry_alloc.py").stdout
-    got = json.loads(out)
+    out = run_mpy(micropython, "mpy_telemetry_alloc.py").stdout.splitlines()
+    got = json.loads(out[0])
     assert got["pack_v"] == 55.123 and got["current_a"] == -123.456
     assert got["power_w"] == -6805.3  # 55.123 V x -123.456 A = -6805.26 W
     assert got["cells_v"] == [(3600 + i) / 1000 for i in range(15)]
@@ -63,3 +63,32 @@ def test_written_with_the_heap_locked_under_micropython(micropython):
     assert got["chg_fet"] is False and got["dsg_fet"] is True and got["mode"] == "low_power"
     assert (got["protections"], got["warnings"], got["latched"], got["balancing"]) == (1 << 28, 1 << 22, 64, 0x4001)
     assert got["uptime_s"] == 86400 * 400 and got["cycles"] == 0.11
+    # the ring kept the newest 8 of 20 samples; the oldest kept one went out first
+    assert out[1] == "RING 7 12"
+    stored = json.loads(out[2])
+    assert stored["stored"] is True and stored["uptime_s"] == 1012
+    for k in ("mode", "pack_v", "current_a", "power_w", "soc_pct", "cell_min_v", "cell_max_v", "temps_c",
+              "chg_fet", "dsg_fet", "warnings", "protections"):
+        assert stored[k] == got[k], k
+
+
+def test_a_sample_keeps_the_main_values_of_the_state(tmp_path):
+    import random
+
+    from bms.telemetry import SAMPLE_SIZE, sample_into
+
+    rnd = random.Random(7)
+    for _ in range(200):
+        w = array("H", [rnd.randrange(0x10000) for _ in range(M.IR_SIZE)])
+        w[M.IR_CELL_COUNT] = rnd.randrange(16)
+        w[M.IR_CURRENT_MA] = rnd.choice((0, 0xFFFF, 0x0012, 0xFFED))  # currents of either sign
+        w[M.IR_PACK_MV] = 0
+        w[M.IR_UPTIME_S] &= 0x3FFF
+        full = _message(w)
+        rec = bytearray(SAMPLE_SIZE)
+        sample_into(w, rec)
+        sw = StateWriter()
+        got = json.loads(bytes(sw.buf[:sw.sample(rec)]))
+        for k in ("uptime_s", "mode", "pack_v", "current_a", "power_w", "soc_pct", "cell_min_v", "cell_max_v",
+                  "temps_c", "chg_fet", "dsg_fet", "warnings", "protections"):
+            assert got[k] == full[k], k

@@ -52,3 +52,25 @@ finally:
     micropython.heap_unlock()
 sys.stdout.write(bytes(sw.buf[:n]).decode())
 sys.stdout.write("\n")
+
+# store and forward: samples packed, kept and sent back with the heap locked
+from bms.sfring import Ring  # noqa: E402
+from bms.telemetry import SAMPLE_SIZE, sample_into  # noqa: E402
+
+ring = Ring(SAMPLE_SIZE, 8)
+rec = bytearray(SAMPLE_SIZE)
+out = bytearray(SAMPLE_SIZE)
+micropython.heap_lock()
+try:
+    for k in range(20):  # 12 more than it holds: the oldest 12 go
+        put32(M.IR_UPTIME_S, 1000 + k)
+        sample_into(w, rec)
+        ring.push(rec)
+    ring.oldest_into(out)
+    ring.pop()
+    n = sw.sample(out)
+finally:
+    micropython.heap_unlock()
+sys.stdout.write("RING %d %d\n" % (ring.count, ring.dropped))
+sys.stdout.write(bytes(sw.buf[:n]).decode())
+sys.stdout.write("\n")
