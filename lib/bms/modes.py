@@ -148,7 +148,7 @@ class Modes:
         v = app.values
         pr = app.protection
         reason = pr.dsg_reason if pr.dsg_reason else pr.chg_reason
-        blink = app.protection.blink(reason - 1) if reason else 0
+        blink = pr.blink(reason - 1) if reason else 0
         if self.show_soc and ticks_diff(now, self.show_since) >= v[P.P_LED_SOC_SHOW_MS]:
             self.show_soc = False
         s = app.soc

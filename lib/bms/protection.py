@@ -1,4 +1,5 @@
-"""Protection: every diagnosis is one row of a declarative table.
+"""Protection: every diagnosis is one row of a declarative table
+(bms.protrules, read here packed: bms.packed).
 
 A row names a measured quantity, how it compares with its thresholds, the
 parameters holding the trip threshold, trip delay, release threshold and
