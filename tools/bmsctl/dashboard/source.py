@@ -197,14 +197,6 @@ class DataSource:
                 del self._events[k]
 
 
-class MqttSource(DataSource):
-    """The seam for the MQTT link (not written yet): same interface as
-    ModbusSource, fed from the BMS's published messages."""
-
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("the MQTT source is not written yet: use the Modbus link (--port)")
-
-
 class ModbusSource(DataSource):
     """Polls one BMS over Modbus RTU in a background thread. The poller and
     the config writes share the one `Bms` (one serial master) under `lock`."""
