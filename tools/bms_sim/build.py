@@ -47,10 +47,10 @@ OUT = os.path.join(DEVICE, "lib")  # compile_lib()'s output: a MICROPYPATH direc
 
 TARGET = "1.28"  # the MicroPython release: mpy-cross, the unix port and the ESP32 image
 MPY_VERSION = (6, 3)  # the .mpy format mpy-cross 1.28 writes: header b"M\x06"
-# -O3: no line-number tables and no asserts in the bytecode; loaded from
-# .mpy that bytecode sits in RAM. A
-# traceback still names the module and the function; the frozen image
-# (firmware/manifest.py) keeps the line numbers, in flash.
+# -O3: no line-number tables and no asserts in the bytecode, which loaded
+# from .mpy sits in RAM. A traceback still names the module and the
+# function; the frozen image (firmware/manifest.py) keeps the line numbers,
+# in flash.
 MPY_CROSS_ARGS = ("-march=xtensawin", "-O3")
 DEFAULT_BOARD = "reference"
 PINS_MODULE = "board_pins"  # top-level module holding PINS, from firmware/boards/BOARD/
@@ -144,14 +144,6 @@ def _write_if_changed(path, data):
     _write_atomic(path, data)
 
 
-def source_name(rel):
-    """'bms/app.mpy' -> 'bms.app', 'bms/boards/__init__.mpy' -> 'bms.boards'."""
-    parts = rel[:-4].split("/")
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
 def folded_dir(out):
     """Where the folded source of the .mpy files in out is kept."""
     return os.path.join(os.path.dirname(os.path.abspath(out)), FOLDED)
@@ -167,12 +159,18 @@ def _host_only_sources(src):
     return out
 
 
-def fold_sources(sources, src=LIB):
-    """{path relative to the output, as .py: folded text} for firmware_sources()."""
+def _texts(sources):
+    """{path relative to the output, as .py: source text} for firmware_sources()."""
     texts = {}
     for py, rel in sources:
         with open(py, encoding="utf-8") as f:
             texts[rel[:-4] + ".py"] = f.read()
+    return texts
+
+
+def fold_sources(sources, src=LIB):
+    """{path relative to the output, as .py: folded text} for firmware_sources()."""
+    texts = _texts(sources)
     try:
         # host-only modules stay off the device, but their constants fold in
         folded, _table = fold_tree(texts, _host_only_sources(src))
@@ -233,7 +231,7 @@ def _compile_tree(src, out, board):
         tmp = "%s.%d.tmp" % (mpy, os.getpid())
         # the source name a traceback shows: the module's own name
         # (bms.app), an interned string the import needs anyway
-        proc = subprocess.run([exe, *MPY_CROSS_ARGS, "-o", tmp, "-s", source_name(rel), fpy],
+        proc = subprocess.run([exe, *MPY_CROSS_ARGS, "-o", tmp, "-s", module_name(name), fpy],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             if os.path.exists(tmp):
@@ -327,10 +325,7 @@ def fold_scripts(src_dir, out_dir, lib=LIB, board=DEFAULT_BOARD):
     key = _stat_key([py for py, _ in sources] + [os.path.join(src_dir, f) for f in scripts])
     if _done.get(memo) == key and all(os.path.exists(os.path.join(out_dir, f)) for f in scripts):
         return out_dir
-    texts = {}
-    for py, rel in sources:
-        with open(py, encoding="utf-8") as f:
-            texts[rel[:-4] + ".py"] = f.read()
+    texts = _texts(sources)
     texts.update(_host_only_sources(lib))
     table = const_table({module_name(r): t for r, t in texts.items()})
     os.makedirs(out_dir, exist_ok=True)
