@@ -600,9 +600,10 @@ def fits_run(cfg, state, lib, heap=SMALL_HEAP):
         ok = False
         detail = "no Modbus reply"
     if ok:
-        detail = "ran %.1f h simulated (%s), answered %d of %d requests" % (
-            cfg["fits_ms"] / 3600000.0, "used, rested, charged, rested, used, rested" if day else "under load",
-            replies, sent[0])
+        ran = ("%.1f h" % (cfg["fits_ms"] / 3600000.0) if cfg["fits_ms"] >= 3600000
+               else "%.1f s" % (cfg["fits_ms"] / 1000.0))
+        detail = "ran %s simulated (%s), answered %d of %d requests" % (
+            ran, "used, rested, charged, rested, used, rested" if day else "under load", replies, sent[0])
     return ok, detail
 
 
