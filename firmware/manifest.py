@@ -45,4 +45,6 @@ if os.environ.get("BMS_FROZEN_MAIN", "1") != "0":
     module("boot.py", base_path="..")
     module("main.py", base_path="..")
 
-# when the firmware gets MQTT: require("umqtt.simple")
+# MQTT telemetry (bms.uplink): micropython-lib's client, from the MicroPython
+# tree's lib/micropython-lib
+require("umqtt.simple")

@@ -11,15 +11,17 @@ from bms import paramtable as PT
 from bms import power as PW
 from bms import protection as PR
 from bms import protrules
+from bms import netcfg as NC
+from bms import uplink as UP
 from bmsctl import regs as RG
 
 
 def firmware_codes():
     """{code: where it comes from} for every event code the firmware defines:
-    the EV_ constants of bms.app, bms.config and bms.power, and each
+    the EV_ constants of bms.app, bms.config, bms.power, bms.netcfg and bms.uplink, and each
     protection row's trip, release and latch."""
     codes = {}
-    for mod in (APP, FWCF, PW):
+    for mod in (APP, FWCF, PW, NC, UP):
         for name, v in vars(mod).items():
             if name.startswith("EV_") and isinstance(v, int):
                 codes[v] = "%s.%s" % (mod.__name__, name)
@@ -45,6 +47,8 @@ def values_for(code):
         return tuple((m << 8) | c for m in (0, 1, 2) for c in range(11))
     if code == APP.EV_RESET:
         return tuple((c << 8) | w for c in range(1, 6) for w in range(6))
+    if code == UP.EV_NET_DOWN:
+        return tuple((r << 8) | d for r in range(1, 9) for d in (0, 5, 111))
     if code == APP.EV_CONFIG_RULE:
         return tuple(range(1, len(C.RULES) // 3 + 1))
     return (0, 1, 2, 3, 5, 950, -40)
@@ -55,8 +59,8 @@ def cases():
 
 
 def test_the_firmware_defines_the_codes_we_word():
-    assert len(CODES) == 3 * len(protrules.ROWS) + 18, sorted(CODES)
-    assert set(range(200, 218)) <= set(CODES)
+    assert len(CODES) == 3 * len(protrules.ROWS) + 21, sorted(CODES)
+    assert set(range(200, 221)) <= set(CODES)
     assert set(RG.ROW_TITLES) == {r[0] for r in protrules.ROWS}
     assert RG.MAX_BAD_PINS == FWCF._MAX_BAD_PINS
 

@@ -60,6 +60,7 @@ EV_CONFIG_RULE = const(214)  # value: the consistency rule the stored set breaks
 EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
 # 216: bms.power EV_MODE (a power-mode change: mode << 8 | cause)
 EV_RESET = const(217)  # value: the boot's reset cause << 8 | wake reason (bms.boards RESET_, WAKE_)
+_NET_BUSY_MS = const(10)  # messages wait to go out: back this soon
 _CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
 
 
@@ -139,6 +140,8 @@ class App:
         self.load_gone_since = now
         self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
         self.modes = Modes(self, now)
+        self.uplink = None  # MQTT (bms.uplink), when net.cfg and net_enable ask for it
+        self.net_config_error = False
         # the packed tables (bms.packed) have done their work: let them go
         release("packed")
         prm.release()  # a no-op after bms.start's
@@ -221,6 +224,7 @@ class App:
         v = self.values
         self.board.set_serial(v[P.P_MODBUS_BAUD], v[P.P_MODBUS_PARITY])
         self.log.load()
+        self.boot_seq = self.log.next_seq  # this boot's first event (MQTT sends from here)
         rec = self.life_store.load()
         if rec is not None:
             self.life.decode(rec[1])
@@ -250,6 +254,11 @@ class App:
         self.append(EV_AFE_UP, 1 if self.afe_ok else 0, 0)
         self.modes.start(wake if cause == RESET_DEEPSLEEP else CAUSE_BOOT)
         self.board.wdt_start(self.values[P.P_WDT_MS])
+        if self.values[P.P_NET_ENABLE]:
+            from bms import netcfg
+
+            netcfg.start(self)  # MQTT, when net.cfg asks for it
+            release("netcfg")
 
     def _bring_up_afe(self):
         afe = self.afe
@@ -578,6 +587,8 @@ class App:
         ir.set_u16(M.IR_LIFE_TEMP_MIN_DC, life.temp_min_dc)
         ir.set_u16(M.IR_LIFE_TRIPS, life.trips)
         self.modes.publish(ir)
+        if self.uplink is not None:
+            self.uplink.publish(ir)
         if self.events_dirty:
             self._publish_events()
 
@@ -621,7 +632,10 @@ class App:
             self._after_writes(now)
         md = self.modes
         md.poll(now)
+        up = self.uplink
         if md.power.mode != WORKING:
+            if up is not None:
+                up.step(now, False)  # the network goes off: close the session
             return 1 if self.modbus.receiving() else md.low_power(now)
         since = ticks_diff(now, self.last_cycle)
         if (b.alert() and since >= _MIN_GAP_MS) or since >= _FALLBACK_MS:
@@ -629,8 +643,13 @@ class App:
             since = 0
         if self.modbus.receiving():
             return 1
+        if up is not None:
+            # after the cycle and the Modbus reply: at most timeout_ms per network call
+            up.step(now, True)
         md.poll(now)  # again: a press that began during the cycle is seen before the idle
         wait = _FALLBACK_MS - since
+        if up is not None and up.busy() and wait > _NET_BUSY_MS:
+            wait = _NET_BUSY_MS
         if (md.leds(now) or md.button.busy()) and wait > ANIMATE_MS:
             wait = ANIMATE_MS
         return wait if wait > 1 else 1

@@ -62,6 +62,13 @@ INPUT = {
     'mode_time_s': "Seconds in the present mode",
     'reset_cause': "Why this boot happened: cause << 8 | wake reason; cause 1 power-on, 2 hard reset, 3 watchdog, 4 deep sleep, 5 software restart; wake reason as in mode_cause",
     'io_state': "Inputs and outputs: bit 0 button pressed, bit 1 ACC, bit 2 charger detected, bit 8 network module on",
+    'net_state': "MQTT link: 0 off, 1 joining Wi-Fi, 2 connecting to the broker, 3 online, 4 waiting to retry (net_error says why), 5 net.cfg is wrong (the event log names the line)",
+    'net_error': "Why the MQTT link last failed: reason << 8 | detail. 1 no Wi-Fi, 2 broker name did not resolve, 3 nothing answers at the broker's address (detail: errno), 4 the broker did not answer in time, 5 the broker refused the user name or password (detail: CONNACK code), 6 the broker refused the connection (CONNACK code), 7 connection lost, 8 TLS handshake failed; 0 none",
+    'net_connects': "MQTT connections made since boot",
+    'net_stored': "State samples kept while the broker is away, waiting to be sent (store and forward)",
+    'net_dropped': "State samples the full store-and-forward ring let go since boot (the oldest go first)",
+    'net_sent': "MQTT messages the broker acknowledged since boot",
+    'net_block_max_ms': "The longest one network call held the control loop since boot (bounded by timeout_ms in net.cfg)",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 

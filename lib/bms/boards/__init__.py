@@ -7,6 +7,11 @@ the codes they share with the core.
     inputs() -> IN_ bits              button, ACC (ignition/enable), charger detect
     leds(duties)                      bytearray of 0..255 PWM duties, one per LED
     network(on)                       the network module's power (Wi-Fi)
+    net_join(ssid, password)          start joining a Wi-Fi network (returns at once)
+    net_ready()                       joined, with an address: sockets may connect
+    device_id() -> str                this board's name for MQTT topics (from its MAC)
+    wall_us()                         real microseconds (wrapping like ticks_ms), to
+                                      measure how long a call held the loop
     wdt_start(timeout_ms), wdt_feed() the watchdog (cannot be stopped)
     light_sleep(ms) -> WAKE_          RAM kept; back on a wake source or the timer
     deep_sleep()                      never returns: the MCU restarts on ACC,

@@ -250,6 +250,29 @@ class Board:
         network.WLAN(network.STA_IF).active(on)
         self._net = on
 
+    def net_join(self, ssid, password):
+        """Start joining (the Wi-Fi driver connects in the background)."""
+        import network
+
+        w = network.WLAN(network.STA_IF)
+        try:
+            w.connect(ssid, password)
+        except OSError:
+            pass  # interface not up yet: net_ready() stays False, the uplink retries
+
+    def net_ready(self):
+        import network
+
+        return network.WLAN(network.STA_IF).isconnected()
+
+    def device_id(self):
+        import binascii
+
+        return "bms-" + binascii.hexlify(machine.unique_id()).decode()
+
+    def wall_us(self):
+        return time.ticks_us()
+
     def wdt_start(self, timeout_ms):
         """Start the watchdog. It cannot be stopped, nor its timeout changed:
         a second call keeps the first timeout."""

@@ -267,6 +267,23 @@ class Board:
             self._net = v
             self._link.call(OP_NET, v, 0, 0, 0)
 
+    def net_join(self, ssid, password):
+        pass  # the unix port's own network stack: always joined
+
+    def net_ready(self):
+        """The network module is on: the host's loopback is the Wi-Fi."""
+        return self._net == 1
+
+    def device_id(self):
+        return "sim-" + self.storage_dir.rstrip("/").split("/")[-1][-8:].replace(".", "")
+
+    def wall_us(self):
+        """Real time, not the simulator's: a blocking network call takes
+        real time on the ESP32 too."""
+        import time
+
+        return time.ticks_us() & 0x3FFFFFFF
+
     def wdt_start(self, timeout_ms):
         """Start the watchdog: the MCU resets when it is not fed for timeout_ms."""
         self._link.call(OP_WDT, 0, 0, 0, timeout_ms)

@@ -1,0 +1,113 @@
+"""The network settings: `net.cfg` in the board's storage directory.
+
+Wi-Fi and broker credentials live here, not in the parameter table: a
+Modbus master can read every holding register, and a password must never
+be one of them. The file is put on the board with the firmware's other
+files (`mpremote cp net.cfg :net.cfg`, docs/MQTT.md); the `net_enable`
+parameter switches the network on and off.
+
+    # one `key = value` a line; '#' starts a comment
+    wifi_ssid = workshop
+    wifi_password = ...
+    host = 192.168.1.10
+    user = bms-17
+    password = ...
+
+Read once at boot (boot-only, like bms.paramload): `load()` returns a dict of
+every key in KEYS, or raises ValueError naming the line and the fix;
+`start(app)` reads it and, when it is right, starts bms.uplink.
+"""
+from micropython import const
+
+from bms import regmap as M
+
+EV_NET_CONFIG = const(220)  # value: the net.cfg line that is wrong (0: the whole file): the network stays off
+
+# key: default (an int default makes the value an integer)
+KEYS = {
+    "wifi_ssid": "", "wifi_password": "",
+    "host": "", "port": 0,  # 0: 1883, or 8883 with tls
+    "user": "", "password": "",
+    "tls": 0, "ca_file": "",  # tls = 1: TLS; ca_file: the CA certificate (PEM or DER) to check the broker's
+    "prefix": "bms", "device_id": "",  # topics: <prefix>/<device_id>/state|event|status
+    "state_s": 10,  # a state message this often
+    "store_s": 60,  # while the broker is away: a sample kept this often
+    "store_max": 64,  # samples kept at most (34 bytes each); the oldest go first
+    "timeout_ms": 500,  # the longest one network call may hold the control loop
+    "discovery": 1, "discovery_prefix": "homeassistant",  # Home Assistant MQTT discovery
+}
+FILE = "net.cfg"
+_RANGES = {"port": (0, 65535), "tls": (0, 1), "state_s": (1, 3600), "store_s": (1, 86400),
+           "store_max": (1, 1000), "timeout_ms": (50, 10000), "discovery": (0, 1)}
+
+
+def parse(text):
+    """The settings from net.cfg's text; ValueError says which line is wrong."""
+    cfg = dict(KEYS)
+    n = 0
+    for line in text.split("\n"):
+        n += 1
+        line = line.strip()
+        if not line or line[0] == "#":
+            continue
+        eq = line.find("=")
+        if eq < 1:
+            raise ValueError("net.cfg line %d: expected `key = value`, got %r" % (n, line), n)
+        key = line[:eq].strip()
+        val = line[eq + 1:].strip()
+        if key not in KEYS:
+            raise ValueError("net.cfg line %d: unknown key %r (keys: %s)" % (n, key, ", ".join(sorted(KEYS))), n)
+        if isinstance(KEYS[key], int):
+            try:
+                val = int(val)
+            except ValueError:
+                raise ValueError("net.cfg line %d: %s must be a whole number, not %r" % (n, key, val), n)
+            lo, hi = _RANGES[key]
+            if not lo <= val <= hi:
+                raise ValueError("net.cfg line %d: %s = %d is outside %d..%d" % (n, key, val, lo, hi), n)
+        cfg[key] = val
+    if not cfg["host"]:
+        raise ValueError("net.cfg: no `host = ...`: name the MQTT broker (an IP address or a host name)")
+    for key in ("prefix", "device_id"):
+        v = cfg[key]
+        if len(v) > 32:
+            raise ValueError("net.cfg: %s is %d characters: 32 at most" % (key, len(v)))
+        for c in "+#/ ":
+            if c in v:
+                raise ValueError("net.cfg: %s %r may not hold %r (it is part of the MQTT topic)" % (key, v, c))
+    if not cfg["port"]:
+        cfg["port"] = 8883 if cfg["tls"] else 1883
+    return cfg
+
+
+def load(storage_dir):
+    """The settings, or None when there is no net.cfg (the network stays
+    off). ValueError: the file is there but wrong."""
+    try:
+        with open(storage_dir + FILE) as f:
+            text = f.read()
+    except OSError:
+        return None
+    return parse(text)
+
+
+def start(app):
+    """At boot, with net_enable 1: the uplink on app.uplink when net.cfg is
+    there and right; a wrong file is logged (the line) and printed (what is
+    wrong), and the network stays off."""
+    try:
+        cfg = load(app.board.storage_dir)
+    except ValueError as e:
+        print(e.args[0])  # the board's console: what is wrong and where
+        app.ir.set_u16(M.IR_NET_STATE, M.NET_CONFIG_ERROR)
+        app.append(EV_NET_CONFIG, e.args[1] if len(e.args) > 1 else 0, 0)
+        return
+    if cfg is None:
+        return
+    import gc
+
+    gc.collect()
+    from bms.uplink import Uplink
+
+    app.uplink = Uplink(app.board, cfg, app.ir.words, app.log, app.append, app.board.ticks_ms(),
+                        app.boot_seq, app.params.cells() if app.configured else 0)
