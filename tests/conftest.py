@@ -95,3 +95,4 @@ def lfp4_sim(state, link_path, speed=20.0, **world_kw):
         server.wait_sim_ms(3000, timeout=20)
         yield server
     assert "Traceback" not in server.log_tail(), server.log_tail()
+from mqtt_broker import mqtt_broker  # noqa: E402,F401  (the real-broker fixture: tests/mqtt_broker.py)

@@ -44,6 +44,9 @@ class FakeTime:
     def sleep_us(self, us):
         self.events.append(("sleep_us", us))
 
+    def ticks_us(self):
+        return (self.ms * 1000) & 0x3FFFFFFF
+
 
 @pytest.fixture
 def esp32():
@@ -219,6 +222,26 @@ def test_network_switches_the_station_interface_once_each_way(esp32):
     board.network(0)
     assert machine.EVENTS == [("network.WLAN", 0), ("wlan.active", 0, True),
                               ("network.WLAN", 0), ("wlan.active", 0, False)]
+
+
+def test_wifi_joins_only_when_on_and_reports_ready(esp32):
+    mod, machine = esp32
+    import network
+
+    board = mod.Board()
+    network.set_connected(True)
+    board.net_join("workshop", "secret")  # the interface is off: refused, no exception
+    assert not board.net_ready()
+    board.network(True)
+    machine.clear_events()
+    board.net_join("workshop", "secret")
+    assert of(machine.EVENTS, "wlan.connect") == [("wlan.connect", 0, "workshop")]
+    assert board.net_ready()
+    network.set_connected(False)
+    assert not board.net_ready()
+    assert board.device_id() == "bms-240ac4123456"
+    a = board.wall_us()
+    assert isinstance(a, int) and 0 <= a < 2 ** 30
 
 
 def test_watchdog_is_created_once_with_its_timeout_and_fed(esp32):

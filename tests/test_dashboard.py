@@ -385,3 +385,69 @@ def test_the_page_in_chromium(dash, tmp_path):
         [u for u in requests if not u.startswith(origin + "/")]
     # the one refused write answers 400, which Chromium logs; nothing else may go wrong
     assert [p for p in problems if "status of 400" not in p] == [] and len(problems) == 1, problems
+
+
+def test_the_page_over_mqtt_in_chromium(mqtt_broker, tmp_path):
+    """`bmsctl dashboard --mqtt`: the firmware's own messages through a real
+    broker; what the messages lack shows as --, offline as the link down,
+    and the settings say they need the RS485 link."""
+    why = browser.available()
+    if why:
+        pytest.skip(why)
+    from test_dashboard_mqtt import MqttDash, event_message, pack_run
+
+    run = pack_run(tmp_path / "pack")  # charging until a cell trips over-voltage
+    d = MqttDash(mqtt_broker)
+    origin = d.url.rstrip("/")
+    requests, problems = [], []
+    try:
+        d.publish("status", b"online", retain=True)
+        for rec in run.events:
+            d.publish("event", event_message(rec))
+        # and one without its boot number
+        lock = dict(run.events[-1], seq=run.events[-1]["seq"] + 1, code=209, value=0)
+        d.publish("event", event_message(lock, keys=("seq", "time_s", "code", "value")))
+        for msg in run.states[-3:]:
+            d.publish("state", msg)
+        d.wait("/api/state", lambda s: s.get("ok") and s["event_seq"] == lock["seq"])
+        with browser.chromium(str(tmp_path / "profile")) as ctx:
+            ctx.on("request", lambda r: requests.append(r.url))
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(d.url)
+            page.wait_for_function("() => document.getElementById('soc').textContent.endsWith('%')")
+            page.wait_for_selector(".cell:nth-child(4) .fill")
+            page.wait_for_selector("#events tr.trip")
+            assert page.inner_text("#link-text").startswith("live")
+            assert page.text_content("#soc") == "100.0%" and page.inner_text("#full-ah") == "--"
+            assert page.inner_text("#fet-chg") == "OFF" and page.inner_text("#fet-dsg") == "ON"
+            assert "Protection: A cell is over-voltage" in page.inner_text("#alerts")
+            assert page.inner_text("#inputs") == "network on" and page.inner_text("#mode") == "working"
+            assert page.inner_text("#where") == "on bms/dev1 via MQTT 127.0.0.1:%d" % mqtt_broker.port
+            assert "the cells' own range" in page.inner_text(".legend")
+            rows = [page.inner_text("#events tr:nth-child(%d)" % i).split("\t") for i in (1, 2)]
+            assert rows[0] == [str(lock["seq"]), "--", "0:02:13", "Settings locked"]
+            assert rows[1] == ["8", "0", "0:02:13",
+                               "Cell over-voltage: protection tripped at 3.655 V (charging stopped)"]
+            body = page.inner_text("body")
+            assert not [w for w in ("null", "undefined", "NaN") if w in body], body
+
+            # the BMS drops off: the broker publishes its will, the page shows the link down
+            d.device.loop_stop()
+            d.device.socket().close()
+            d.device = None
+            page.wait_for_function("() => document.getElementById('link-text').textContent"
+                                   " === 'no reply from the BMS'", timeout=10000)
+            assert "the BMS is offline" in page.inner_text("#banner")
+            assert page.text_content("#soc") == "100.0%", "the last values stay"
+
+            page.click("#tab-btn-settings")
+            page.wait_for_selector("#cf-result.err", timeout=10000)
+            assert "only watches" in page.inner_text("#cf-result") and "RS485" in page.inner_text("#cf-result")
+    finally:
+        d.close()
+    assert requests and all(u.startswith(origin + "/") for u in requests), \
+        [u for u in requests if not u.startswith(origin + "/")]
+    # the settings' refused read answers 502, which Chromium logs; nothing else may go wrong
+    assert [p for p in problems if "status of 502" not in p] == [], problems

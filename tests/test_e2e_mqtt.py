@@ -216,7 +216,7 @@ def test_broker_restart_loses_no_sample(tmp_path):
         before = max(u for u in live if u <= ups[0])
         after = min(u for u in live if u >= ups[-1])
         assert ups[0] - before <= 5 and after - ups[-1] <= 5, (before, ups, after)
-        assert st["block_max_ms"] <= 300 + 50, st
+        assert st["block_max_ms"] <= 300 + 250, st  # timeout_ms, plus scheduling on a busy host
     finally:
         server.stop()
         keeper.loop_stop()
@@ -260,7 +260,7 @@ def test_half_open_broker_never_hangs_the_loop(tmp_path):
         counted = (ir(client, M.IR_MEAS_COUNT)[0] - count0) & 0xFFFF
         assert counted > 20, counted  # Modbus answered and the cycles went on throughout
         st = net_status(client)
-        assert st["block_max_ms"] <= 300 + 100, st  # timeout_ms, plus scheduling slack
+        assert st["block_max_ms"] <= 300 + 250, st  # timeout_ms, plus scheduling on a busy host
         broker.resume()
         wait_net(client, lambda s: s["state"] == M.NET_ONLINE, server, timeout=90)
     finally:

@@ -6,6 +6,11 @@ STA_IF = 0
 AP_IF = 1
 
 _ACTIVE = [False, False]
+_JOINED = [False]  # the access point accepted us (tests set it: set_connected)
+
+
+def set_connected(on):
+    _JOINED[0] = bool(on)
 
 
 class WLAN:
@@ -20,3 +25,14 @@ class WLAN:
             return _ACTIVE[self.interface]
         _ACTIVE[self.interface] = bool(on)
         machine.EVENTS.append(("wlan.active", self.interface, bool(on)))
+
+    def connect(self, ssid=None, key=None):
+        # the ESP32 port refuses a connect on an interface that is not active
+        if not _ACTIVE[self.interface]:
+            raise OSError("Wifi Not Started")
+        if not isinstance(ssid, str) or not isinstance(key, str):
+            raise TypeError("ssid and key must be str")
+        machine.EVENTS.append(("wlan.connect", self.interface, ssid))
+
+    def isconnected(self):
+        return _ACTIVE[self.interface] and _JOINED[0]

@@ -2,7 +2,9 @@
 one static page (static/) and a JSON API over a DataSource.
 
     GET  /api/state             the newest decoded values
-    GET  /api/history?since=T   samples newer than T (unix seconds), oldest first
+    GET  /api/history?since=T   samples newer than T (unix seconds), oldest first; the
+                                source's "interval" (the page's refresh) and "period"
+                                (seconds between readings)
     GET  /api/events            the event log, newest first
     GET  /api/config            every parameter: value, unit, range
     POST /api/config            {"set": {"cell_ov": "3.60V"}, "pin": "1234"}
@@ -97,14 +99,14 @@ class Handler(BaseHTTPRequestHandler):
                 st = src.latest()
                 if st is None:
                     return self._json({"ok": False, "error": "no reading from the BMS yet", "where": src.where})
-                return self._json(dict(st, age_s=round(time.time() - st.get("t", 0), 2)))
+                return self._json(dict(st, age_s=round(time.time() - st.get("t", 0), 2), period_s=src.period))
             if path == "/api/history":
                 q = parse_qs(url.query)
                 try:
                     since = float(q["since"][0]) if "since" in q else None
                 except ValueError:
                     return self._error(HTTPStatus.BAD_REQUEST, "since: give unix seconds, e.g. since=1700000000.5")
-                return self._json({"interval": src.interval, "samples": src.history(since)})
+                return self._json({"interval": src.interval, "period": src.period, "samples": src.history(since)})
             if path == "/api/events":
                 return self._json({"events": src.events()})
             if path == "/api/config":

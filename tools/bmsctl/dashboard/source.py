@@ -1,17 +1,20 @@
 """Where the dashboard's data comes from.
 
-`DataSource` is the interface the web server uses; `ModbusSource` implements
-it over the RS485 link with bmsctl's `Bms`. An MQTT source (the BMS
-publishing over its network module) is to come: subclass `DataSource`,
-feed `_record()` / `_add_events()` from the messages, and implement
-`read_config`, `write_config` and `restart` over whatever the MQTT side
-offers. `decode_state` turns raw register values (as `Bms.read_live()` and
-`Bms.read_table("holding")` return them) into the JSON `/api/state` serves,
-so a source that receives register values can reuse it.
+`DataSource` is the interface the web server uses. `ModbusSource`
+implements it over the RS485 link with bmsctl's `Bms`: `decode_state` turns
+raw register values (as `Bms.read_live()` and `Bms.read_table("holding")`
+return them) into the JSON `/api/state` serves. `MqttSource` watches a BMS
+that publishes over its network module (paho-mqtt, imported only there):
+`mqtt_state` turns its state message (bms.telemetry) into the same JSON,
+with None where the message says nothing; it cannot change settings.
 """
+import bisect
 import collections
 import contextlib
+import json
 import math
+import os
+import ssl
 import threading
 import time
 
@@ -38,12 +41,9 @@ def _round(x, nd=4):
     return None if x is None else round(x, nd)
 
 
-def decode_state(live, holding, where=""):
-    """/api/state from raw input registers (all but the event window) and
-    the raw holding registers: `bmsctl status --json` plus what the page
-    shows directly (cells with their balancing mark, alerts in words)."""
-    d = cli.status_dict({"input": dict(live, events=[]), "holding": holding})
-    n = d["cell_count"]
+def _cells_alerts(d):
+    """The page's cells (with their balancing mark) and alerts in words,
+    from a status dict's cells_v, balancing_cells and flag names."""
     bal = set(d["balancing_cells"])
     cells = [{"n": i + 1, "v": _round(v), "balancing": (i + 1) in bal} for i, v in enumerate(d["cells_v"])]
     alerts = []
@@ -54,6 +54,16 @@ def decode_state(live, holding, where=""):
                 effect += " until cleared (`bmsctl clear-latched`) or the load is removed"
             text = D.PROTECTION.get(name, name)
             alerts.append({"kind": kind, "name": name, "text": text[:1].upper() + text[1:], "detail": effect})
+    return cells, alerts
+
+
+def decode_state(live, holding, where=""):
+    """/api/state from raw input registers (all but the event window) and
+    the raw holding registers: `bmsctl status --json` plus what the page
+    shows directly (cells with their balancing mark, alerts in words)."""
+    d = cli.status_dict({"input": dict(live, events=[]), "holding": holding})
+    n = d["cell_count"]
+    cells, alerts = _cells_alerts(d)
     cs = live["config_state"]
     chem = holding["chemistry"]
 
@@ -82,6 +92,69 @@ def decode_state(live, holding, where=""):
               "remaining_ah", "full_capacity_ah", "soh_pct", "cycles", "remaining_wh"):
         d[k] = _round(d[k])
     d["cells_v"] = [_round(v) for v in d["cells_v"][:n]]
+    return d
+
+
+# the state message's power modes (bms.telemetry) as decode_state names them (bmsctl.regs.MODE_NAMES)
+MQTT_MODES = {"working": "working", "low_power": "low-power", "sleep": "sleep"}
+
+
+def _num(x):
+    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _mask(x):
+    return x if isinstance(x, int) and not isinstance(x, bool) and x >= 0 else 0
+
+
+def mqtt_state(msg, where="", event_seq=None):
+    """/api/state from the state message the firmware publishes over MQTT
+    (bms.telemetry `StateWriter.state`, or the fewer keys of a stored
+    sample): the keys decode_state gives, None (or empty) for what the
+    message does not carry: off reasons, time to full or empty, full
+    capacity, the settings and their limits, counters, inputs."""
+    def num(key):
+        return _round(_num(msg.get(key)))
+
+    cells_v = [_round(_num(v)) for v in msg.get("cells_v") or ()]
+    n = len(cells_v)
+    bal = _mask(msg.get("balancing"))
+    delta = _num(msg.get("cell_delta_mv"))
+    mode = msg.get("mode")
+    fet = msg.get("chg_fet"), msg.get("dsg_fet")
+    d = {
+        "pack_v": num("pack_v"), "current_a": num("current_a"), "power_w": num("power_w"),
+        "cell_count": n, "cells_v": cells_v, "cell_min_v": num("cell_min_v"), "cell_max_v": num("cell_max_v"),
+        "cell_spread_v": None if delta is None else _round(delta / 1000.0),
+        "temps_c": [_num(t) for t in msg.get("temps_c") or ()],
+        "charge_fet": fet[0] if isinstance(fet[0], bool) else None,
+        "discharge_fet": fet[1] if isinstance(fet[1], bool) else None,
+        "charge_off_reason": None, "discharge_off_reason": None,
+        "protections": RG.flag_names(_mask(msg.get("protections"))),
+        "warnings": RG.flag_names(_mask(msg.get("warnings"))),
+        "latched": RG.flag_names(_mask(msg.get("latched"))),
+        "balancing_cells": [i + 1 for i in range(n) if bal >> i & 1],
+        "afe_stat": None, "meas_count": None, "uptime_s": _num(msg.get("uptime_s")),
+        "afe_crc_errors": None, "afe_bus_errors": None,
+        "mqtt": {"state": "online", "error": None, "connects": None, "stored": None, "dropped": None, "sent": None,
+                 "block_max_s": None},
+        # it publishes, so its network is on; the message carries no inputs
+        "power": {"mode": MQTT_MODES.get(mode, mode), "cause": None, "mode_time_s": None, "reset_cause": None,
+                  "woken_by": None, "button": None, "acc": None, "charger": None, "network": True},
+        "hardware_protection": dict.fromkeys(("ov_v", "uv_v", "ocd_a", "ocd_delay_s", "scd_a", "scd_delay_s")),
+        "soc_pct": num("soc_pct"), "remaining_ah": num("remaining_ah"), "full_capacity_ah": None,
+        "soh_pct": num("soh_pct"), "cycles": num("cycles"), "remaining_wh": num("remaining_wh"),
+        "time_to_empty_min": None, "time_to_full_min": None, "cc_offset_lsb": None, "event_seq": event_seq,
+        "config": dict.fromkeys(("chemistry", "cell_channels", "capacity_ah", "shunt_mohm", "modbus_address",
+                                 "modbus_baud")),
+    }
+    cells, alerts = _cells_alerts(d)
+    d.update({
+        "where": where, "cells": cells, "alerts": alerts, "charge_off_text": None, "discharge_off_text": None,
+        "config_state": None,
+        "limits": dict.fromkeys(("cell_ov_v", "cell_uv_v", "cell_ov_warn_v", "cell_uv_warn_v", "bal_start_v")),
+        "chemistry": None,
+    })
     return d
 
 
@@ -145,6 +218,7 @@ class DataSource:
 
     def __init__(self, interval=1.0, history_s=3600.0):
         self.interval = interval
+        self.history_s = history_s
         self._ring = collections.deque(maxlen=max(10, int(math.ceil(history_s / interval))))
         self._events = {}
         self._latest = None
@@ -155,6 +229,12 @@ class DataSource:
 
     def close(self):
         pass
+
+    @property
+    def period(self):
+        """Seconds between two readings (/api/history's "period": the page
+        draws a longer gap as a gap, and calls older data stale)."""
+        return self.interval
 
     def latest(self):
         with self._data_lock:
@@ -184,6 +264,24 @@ class DataSource:
             self._latest = state
             if state.get("ok", True):
                 self._ring.append(history_sample(state))
+                while self._ring[0]["t"] < state["t"] - self.history_s:
+                    self._ring.popleft()
+
+    def _insert_sample(self, sample):
+        """A sample from the past (a stored one) into the history, in time order."""
+        with self._data_lock:
+            ring = self._ring
+            newest = ring[-1]["t"] if ring else sample["t"]
+            if sample["t"] < newest - self.history_s:
+                return False
+            i = bisect.bisect_right(ring, sample["t"], key=lambda x: x["t"])
+            if len(ring) == ring.maxlen:
+                if i == 0:
+                    return False
+                ring.popleft()
+                i -= 1
+            ring.insert(i, sample)
+            return True
 
     def _clear_events(self):
         with self._data_lock:
@@ -326,3 +424,267 @@ class ModbusSource(DataSource):
             finally:
                 self._dirty()
         return {"restarted": True, "seconds": round(took, 2), "configured": bool(st & M.CFG_CONFIGURED)}
+
+
+READ_ONLY = ("over MQTT the dashboard only watches: reading or changing the settings, and restarting, need the "
+             "RS485 link (`bmsctl --port /dev/ttyUSB0 dashboard`)")
+PAHO_MISSING = ("the MQTT source needs the paho-mqtt package: `make setup`, or "
+                "`.venv/bin/pip install paho-mqtt==2.2.0` (requirements.txt pins it)")
+
+
+class MqttSource(DataSource):
+    """Watches one BMS through an MQTT broker: subscribes (QoS 1) to
+    `<prefix>/<device>/state`, `/history`, `/event` and `/status` as the
+    firmware publishes them (docs/FLEET.md) and feeds the same state,
+    history and event store as ModbusSource. Read-only: the settings need
+    the RS485 link.
+
+    A state message is one reading (its receipt time is its `t`). A stored
+    sample ("stored": true, on `history` or `state`: kept while the link was
+    down) carries only the BMS's uptime: it waits for the next live message
+    (the firmware sends its stored samples first) and goes into the history
+    at that message's time less the uptime between them. `status` "offline"
+    (the BMS's last will, or its goodbye) marks the link down, as a BMS that
+    stops answering does over Modbus.
+    """
+
+    DEFAULT_PERIOD = 10.0  # the firmware's default state period, until two messages tell
+    PENDING_MAX = 1000  # stored samples waiting for a live message (net.cfg store_max is at most this)
+
+    def __init__(self, host, port=1883, device="", prefix="bms", username=None, password=None, interval=1.0,
+                 history_s=3600.0, where=None, keepalive=30, timeout=5.0, tls=False, ca_file=None):
+        super().__init__(interval, history_s)
+        if not device or any(c in device for c in "/+#"):
+            raise CtlError("--device: give the BMS's device id, as in its topics <prefix>/<device>/state "
+                           "(no / + or #)")
+        if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+            raise CtlError("--prefix: give the topic prefix the BMS publishes under, e.g. bms or site1/bms")
+        self.host, self.port, self.device, self.prefix = host, port, device, prefix
+        self.username, self.password = username, password
+        self.tls = tls or ca_file is not None  # a CA file: TLS checked against it; else the system's CAs
+        self.ca_file = ca_file
+        self.keepalive, self.timeout = keepalive, timeout
+        self.base = "%s/%s/" % (prefix, device)
+        self.broker = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+        self.where = where if where is not None else "%s via MQTT%s %s" % (
+            self.base.rstrip("/"), " (TLS)" if self.tls else "", self.broker)
+        self.online = None  # the BMS's status topic: True, False, or None before one arrives
+        self.connected = False
+        self.counts = collections.Counter()  # state, stored, event, status, placed, bad
+        self.last_bad = None
+        self._lock = threading.RLock()  # the fields above and below; paho's thread and the server's
+        self._client = None
+        self._closing = False
+        self._connack = threading.Event()
+        self._refused = None
+        self._ref = None  # (t, uptime_s) of the newest live state message
+        self._gaps = collections.deque(maxlen=5)  # uptime between live messages, s
+        self._pending = []
+        self._seq = None  # the newest event seq received
+
+    @property
+    def period(self):
+        with self._lock:
+            return float(min(self._gaps)) if self._gaps else self.DEFAULT_PERIOD
+
+    # -- the connection ------------------------------------------------------------
+
+    def start(self):
+        """Connect and subscribe; a CtlError when the broker cannot be reached
+        or refuses. paho's thread then reconnects by itself."""
+        if self._client is not None:
+            return self
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise CtlError(PAHO_MISSING)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bmsctl-dashboard-" + os.urandom(4).hex(),
+                        clean_session=True)
+        if self.username is not None:
+            c.username_pw_set(self.username, self.password)
+        if self.tls:
+            try:
+                c.tls_set(ca_certs=self.ca_file)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                raise CtlError("--mqtt-ca %s: cannot load it as a CA certificate: %s" % (self.ca_file, e))
+        c.connect_timeout = self.timeout
+        c.reconnect_delay_set(1, 10)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        try:
+            c.connect(self.host, self.port, self.keepalive)
+        except ssl.SSLError as e:
+            raise CtlError("the TLS handshake with the MQTT broker at %s failed: %s; check --mqtt-ca (the CA that "
+                           "signed the broker's certificate) and the host name" % (self.broker, e.reason or e),
+                           code=3)
+        except (OSError, ValueError) as e:
+            raise CtlError("cannot reach the MQTT broker at %s: %s; check --mqtt HOST[:PORT] and that the broker "
+                           "runs" % (self.broker, getattr(e, "strerror", None) or e), code=3)
+        self._client = c
+        c.loop_start()
+        if not self._connack.wait(self.timeout):
+            self.close()
+            raise CtlError("the MQTT broker at %s did not answer the connection in %g s" % (self.broker, self.timeout),
+                           code=3)
+        if self._refused is not None:
+            why = self._refused
+            self.close()
+            hint = "; check --mqtt-user and --mqtt-password" if why.value in (134, 135) else ""
+            raise CtlError("the MQTT broker at %s refused the connection: %s%s" % (self.broker, why, hint), code=3)
+        return self
+
+    def close(self):
+        with self._lock:
+            self._closing = True
+            c, self._client = self._client, None
+        if c is not None:
+            c.disconnect()
+            c.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            with self._lock:
+                self._refused = reason_code
+            self._connack.set()
+            self._link_down("the MQTT broker at %s refused the connection: %s" % (self.broker, reason_code))
+            return
+        client.subscribe([(self.base + k, 1) for k in ("state", "history", "event", "status")])
+        with self._lock:
+            self.connected = True
+        self._connack.set()
+        last = self.latest()
+        if last is not None and not last.get("ok"):
+            self._link_down("connected to the MQTT broker again: waiting for the BMS's status and state")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        with self._lock:
+            self.connected = False
+            if self._closing:
+                return
+        self._link_down("lost the MQTT broker at %s (%s): reconnecting" % (self.broker, reason_code))
+
+    def _link_down(self, error):
+        """Keep the last values, say why they are not live (as ModbusSource
+        does when the BMS stops answering)."""
+        last = self.latest()
+        state = dict(last) if last else {}
+        state.update({"ok": False, "error": error, "t": round(time.time(), 3), "where": self.where,
+                      "online": self.online})
+        self._record(state)
+
+    # -- the messages --------------------------------------------------------------
+
+    def _on_message(self, client, userdata, msg):
+        kind = msg.topic[len(self.base):] if msg.topic.startswith(self.base) else None
+        try:
+            if kind == "status":
+                self._on_status(bytes(msg.payload).decode("utf-8", "replace").strip())
+                return
+            doc = json.loads(bytes(msg.payload))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            if kind == "state":
+                self._on_state(doc)
+            elif kind == "history":
+                self._on_state(dict(doc, stored=True))
+            elif kind == "event":
+                self._on_event(doc)
+        except Exception as e:  # a bad message must not stop paho's thread
+            with self._lock:
+                self.counts["bad"] += 1
+                self.last_bad = "%s: %s: %s" % (msg.topic, type(e).__name__, e)
+
+    def _on_status(self, text):
+        if text not in ("online", "offline"):
+            raise ValueError("status %r: not online or offline" % text[:40])
+        with self._lock:
+            self.counts["status"] += 1
+            self.online = text == "online"
+        if text == "offline":
+            self._link_down("the BMS is offline: its status on %sstatus says so (it disconnected, or lost "
+                            "power or its network)" % self.base)
+        else:
+            last = self.latest()
+            if last is None or not last.get("ok"):
+                self._link_down("the BMS is online: waiting for its next state message")
+
+    def _on_state(self, doc):
+        now = round(time.time(), 3)
+        up = _num(doc.get("uptime_s"))
+        if doc.get("stored") is True:
+            with self._lock:
+                self.counts["stored"] += 1
+                if len(self._pending) < self.PENDING_MAX:
+                    self._pending.append(doc)
+            return
+        with self._lock:
+            self.counts["state"] += 1
+            if self._ref is not None and up is not None and up > self._ref[1]:
+                self._gaps.append(up - self._ref[1])
+            elif self._ref is not None and up is not None and up < self._ref[1]:
+                self._gaps.clear()  # a new boot
+            if up is not None:
+                self._ref = (now, up)
+            self.online = True  # it publishes: whatever an older status said
+            pending, self._pending = self._pending, []
+            seq = self._seq
+        state = mqtt_state(doc, self.where, seq)
+        state.update({"ok": True, "error": None, "t": now, "online": True})
+        self._record(state)
+        for p in pending:
+            self._place(p, now)
+
+    def _place(self, doc, now):
+        """A stored sample into the history, at now less the uptime between
+        it and the live message just received; not when that is in the
+        future (a sample from before a restart) or older than the history."""
+        up = _num(doc.get("uptime_s"))
+        with self._lock:
+            ref = self._ref
+        if up is None or ref is None:
+            return
+        t = round(ref[0] - (ref[1] - up), 3)
+        if not now - self.history_s <= t <= now:
+            return
+        state = mqtt_state(doc, self.where)
+        state["t"] = t
+        sample = dict(history_sample(state), stored=True)
+        if self._insert_sample(sample):
+            with self._lock:
+                self.counts["placed"] += 1
+
+    def _on_event(self, doc):
+        rec = {}
+        for k in ("seq", "code", "value", "time_s"):
+            v = doc.get(k)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError("event without an integer %r" % k)
+            rec[k] = v
+        boot = doc.get("boot")  # None when the message has none: the page shows --
+        rec["boot"] = boot if isinstance(boot, int) and not isinstance(boot, bool) else None
+        with self._lock:
+            self.counts["event"] += 1
+            with self._data_lock:
+                old = self._events.get(rec["seq"])
+            if (self._seq is not None and rec["seq"] < self._seq and old is not None
+                    and (old["code"], old["value"], old["time_s"]) != (rec["code"], rec["value"], rec["time_s"])):
+                self._clear_events()  # a factory reset starts the log again
+                self._seq = None
+            self._add_events([rec])
+            self._seq = rec["seq"] if self._seq is None else max(self._seq, rec["seq"])
+            seq = self._seq
+            with self._data_lock:
+                if self._latest is not None:  # the page reads the events again when event_seq moves
+                    self._latest = dict(self._latest, event_seq=seq)
+
+    # -- read-only --------------------------------------------------------------------
+
+    def read_config(self):
+        raise CtlError(READ_ONLY, code=3)
+
+    def write_config(self, assignments, pin=None):
+        raise CtlError(READ_ONLY + "; nothing was written")
+
+    def restart(self, pin=None):
+        raise CtlError(READ_ONLY + "; nothing was sent")

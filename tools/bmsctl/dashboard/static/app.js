@@ -5,7 +5,8 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const state = {
-    interval: 1,          // seconds between BMS reads (from /api/history)
+    interval: 1,          // seconds between refreshes of the page (from /api/history)
+    period: 1,            // seconds between readings of the BMS (over MQTT: its state period)
     samples: [],          // history, oldest first
     lastT: null,          // newest sample time (server unix s)
     span: 300,            // chart window, s
@@ -73,7 +74,8 @@
   // -- live values -------------------------------------------------------------
   function renderLink(s) {
     const link = $("link");
-    const fresh = s.ok && (none(s.age_s) || s.age_s < 3 * state.interval + 2);
+    const period = none(s.period_s) ? state.period : s.period_s;
+    const fresh = s.ok && (none(s.age_s) || s.age_s < 3 * period + 2);
     link.classList.toggle("live", !!fresh);
     link.classList.toggle("down", !fresh);
     setText("link-text", s.offline ? "dashboard server stopped" : fresh ? `live · ${clock(s.t)}` : "no reply from the BMS");
@@ -133,10 +135,12 @@
     pill("fet-dsg", s.discharge_fet, "fet-dsg-why", s.discharge_off_text || s.discharge_off_reason);
     const pw = s.power || {};
     setText("mode", pw.mode || "--");
-    setText("mode-why", pw.mode ? `since ${hms(pw.mode_time_s)} (${pw.cause})` : "");
-    const ins = ["charger", "acc", "button"].filter((k) => pw[k]).map((k) => (k === "acc" ? "ACC" : k));
+    setText("mode-why", pw.mode && !none(pw.mode_time_s) ? `since ${hms(pw.mode_time_s)} (${pw.cause})` : "");
+    const inputs = ["charger", "acc", "button"];
+    const ins = inputs.filter((k) => pw[k]).map((k) => (k === "acc" ? "ACC" : k));
     if (pw.network) ins.push("network on");
-    setText("inputs", ins.length ? ins.join(", ") : "none");
+    // over MQTT the inputs are not known: "--", not "none"
+    setText("inputs", ins.length ? ins.join(", ") : inputs.every((k) => none(pw[k])) ? "--" : "none");
   }
 
   function renderCells(s) {
@@ -156,11 +160,15 @@
       state.cellCount = cells.length;
     }
     const lim = s.limits || {};
-    const lo = lim.cell_uv_v, hi = lim.cell_ov_v;
-    setText("lim-uv", lo ? `${fmt(lo, 2)} V` : "--");
-    setText("lim-ov", hi ? `${fmt(hi, 2)} V` : "--");
-    const pos = (v) => (hi > lo ? Math.max(0, Math.min(1, (v - lo) / (hi - lo))) : 0.5);
     const vmin = Math.min(...cells.map((c) => c.v)), vmax = Math.max(...cells.map((c) => c.v));
+    setText("lim-uv", lim.cell_uv_v ? `${fmt(lim.cell_uv_v, 2)} V` : "--");
+    setText("lim-ov", lim.cell_ov_v ? `${fmt(lim.cell_ov_v, 2)} V` : "--");
+    // without the trip limits (over MQTT) the bars span the cells' own range
+    const known = !!(lim.cell_uv_v && lim.cell_ov_v);
+    $("span-limits").hidden = !known;
+    $("span-cells").hidden = known;
+    const lo = known ? lim.cell_uv_v : vmin - 0.1, hi = known ? lim.cell_ov_v : vmax + 0.1;
+    const pos = (v) => (hi > lo ? Math.max(0, Math.min(1, (v - lo) / (hi - lo))) : 0.5);
     cells.forEach((c, i) => {
       const col = box.children[i];
       col.classList.toggle("balancing", c.balancing);
@@ -211,8 +219,12 @@
 
   function renderFoot(s) {
     const pw = s.power || {};
-    setText("foot", `measurement #${s.meas_count} · uptime ${hms(s.uptime_s)} · ${(s.chemistry || "").toUpperCase()}`
-      + ` ${fmt(s.full_capacity_ah, 1)} Ah · this boot: ${pw.reset_cause || "--"}`);
+    const parts = [];
+    if (!none(s.meas_count)) parts.push(`measurement #${s.meas_count}`);
+    parts.push(`uptime ${hms(s.uptime_s)}`);
+    if (s.chemistry) parts.push(`${s.chemistry.toUpperCase()} ${fmt(s.full_capacity_ah, 1)} Ah`);
+    if (pw.reset_cause) parts.push(`this boot: ${pw.reset_cause}`);
+    setText("foot", parts.join(" · "));
     setText("where", s.where ? `on ${s.where}` : "");
   }
 
@@ -236,7 +248,8 @@
     for (const e of r.events.slice(0, 200)) {
       const cls = e.kind || "";
       const tr = el("tr", cls);
-      tr.append(el("td", "", String(e.seq)), el("td", "", String(e.boot)), el("td", "", e.uptime), el("td", "", e.text));
+      tr.append(el("td", "", String(e.seq)), el("td", "", none(e.boot) ? "--" : String(e.boot)), el("td", "", e.uptime),
+        el("td", "", e.text));
       tb.append(tr);
     }
     if (!r.events.length) {
@@ -257,7 +270,7 @@
   }
 
   function drawPanel(ctx, x0, y0, w, h, t0, t1, key, color, title, unit) {
-    const pts = state.samples.filter((s) => s.t >= t0 - state.interval && !none(s[key]));
+    const pts = state.samples.filter((s) => s.t >= t0 - state.period && !none(s[key]));
     let lo = Math.min(0, ...pts.map((p) => p[key])), hi = Math.max(0, ...pts.map((p) => p[key]));
     if (hi - lo < 1e-6) { lo -= 1; hi += 1; }
     const pad = (hi - lo) * 0.12;
@@ -286,7 +299,7 @@
     ctx.font = "600 12px system-ui, sans-serif";
     ctx.fillText(`${title} (${unit})`, x0 + 6, y0 + 2);
     if (!pts.length) return;
-    const gap = Math.max(3 * state.interval, 3);
+    const gap = Math.max(3 * state.period, 3);
     // area to zero, then the line; a gap in the readings breaks both
     const runs = [];
     let run = [];
@@ -360,6 +373,7 @@
     const r = await api(url);
     if (!r.samples) return;
     state.interval = r.interval || state.interval;
+    state.period = r.period || state.interval;
     if (r.samples.length) {
       state.samples.push(...r.samples);
       state.lastT = state.samples[state.samples.length - 1].t;
