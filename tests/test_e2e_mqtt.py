@@ -30,9 +30,11 @@ from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
 from conftest import rtu_client
-from mqtt_broker import MISSING, Broker, Subscriber, mosquitto_binary
+from mqtt_broker import MISSING, Broker, Subscriber, make_tls_files, mosquitto_binary
 
 NET_HEAP = "72wK"
+# TLS: the unix port's mbedTLS takes its buffers from the MicroPython heap
+TLS_HEAP = "80wK"
 CELLS = 4
 # 15 named sensors, 3 temperatures, a voltage per cell, 2 FET binary sensors
 DISCOVERY = 15 + 3 + CELLS + 2
@@ -40,7 +42,7 @@ DISCOVERY = 15 + 3 + CELLS + 2
 pytestmark = pytest.mark.skipif(not mosquitto_binary(), reason=MISSING)
 
 
-def start_pack(tmp_path, port, speed=20.0, net=None, **prm):
+def start_pack(tmp_path, port, speed=20.0, net=None, heap=NET_HEAP, **prm):
     state = tmp_path / "flash"
     provision(str(state), CELLS, "lfp", 10000, 1000, extra=dict({"net_enable": 1}, **prm))
     cfg = {"host": "127.0.0.1", "port": port, "device_id": "pack1", "state_s": 2, "store_s": 4,
@@ -51,7 +53,7 @@ def start_pack(tmp_path, port, speed=20.0, net=None, **prm):
         for k, v in cfg.items():
             f.write("%s = %s\n" % (k, v))
     world = World(cells=CELLS, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=8)
-    server = SimServer(world, str(state), speed=speed, link_path=str(tmp_path / "tty"), heap=NET_HEAP)
+    server = SimServer(world, str(state), speed=speed, link_path=str(tmp_path / "tty"), heap=heap)
     server.start()
     return server
 
@@ -314,3 +316,52 @@ def test_wrong_net_cfg_keeps_the_network_off(tmp_path):
     finally:
         server.stop()
     assert not os.path.exists(str(state / "net.cfg.bad"))
+
+
+def test_user_password_and_tls_checked_against_a_ca(tmp_path):
+    files = make_tls_files(tmp_path / "tls")
+    if files is None:
+        pytest.skip("no openssl here to make a test CA")
+    extra = ["certfile " + files["cert"], "keyfile " + files["key"]]
+    with Broker(tmp_path, users={"bms": "right"}, extra=extra) as broker:
+        broker.start()
+        with Subscriber(broker.port, "bms/#", username="bms", password="right", ca=files["ca"]) as sub:
+            server = start_pack(tmp_path, broker.port, net={"user": "bms", "password": "right", "tls": 1,
+                                                            "ca_file": files["ca"], "timeout_ms": 2000}, heap=TLS_HEAP)
+            try:
+                client = rtu_client(server.link_path)
+                sub.wait_for(lambda m: m.topic == "bms/pack1/state", timeout=30)
+                st = net_status(client)
+                assert st["state"] == M.NET_ONLINE and st["error"] == 0
+            finally:
+                server.stop()
+        # a CA that did not sign the broker's certificate: the handshake fails, and says so
+        other = make_tls_files(tmp_path / "other")
+        server = start_pack(tmp_path / "b", broker.port, net={"user": "bms", "password": "right", "tls": 1,
+                                                               "ca_file": other["ca"], "timeout_ms": 2000}, heap=TLS_HEAP)
+        try:
+            client = rtu_client(server.link_path)
+            st = wait_net(client, lambda s: s["state"] == M.NET_BACKOFF, server, timeout=30)
+            assert st["error"] >> 8 == M.NERR_TLS, st
+        finally:
+            server.stop()
+
+
+def test_low_power_ends_the_session_and_working_mode_brings_it_back(tmp_path):
+    with Broker(tmp_path) as broker:
+        broker.start()
+        with Subscriber(broker.port, "bms/pack1/status") as sub:
+            # idle (no current, no RS485 traffic: nothing polls Modbus here) for lp_idle_ms: low power
+            server = start_pack(tmp_path, broker.port, lp_idle_ms=20000, lp_check_ms=5000)
+            try:
+                sub.wait_for(lambda m: m.payload == b"online", timeout=20)
+                # a planned stop says "offline" itself (retained), then the network goes off
+                sub.wait_for(lambda m: m.payload == b"offline", timeout=30)
+                assert not server.network_on
+                n = len([m for m in sub.messages if m.payload == b"online"])
+                server.set_input("charger", True)  # a wake source: working mode, the network on
+                sub.wait_for(lambda m: len([x for x in sub.messages if x.payload == b"online"]) > n or None,
+                             timeout=30)
+                assert server.network_on
+            finally:
+                server.stop()

@@ -85,10 +85,13 @@ class _Socket:
     newer releases pass connect()'s `timeout` (None: forever); here
     "blocking" always means "for at most timeout_ms"."""
 
-    def __init__(self, sock, timeout_s):
-        self.s = sock
+    def __init__(self, stream, raw, timeout_s):
+        """stream: what to read and write (the TLS socket, or raw); raw: the
+        TCP socket under it, which holds the timeout."""
+        self.s = stream
+        self.raw = raw
         self.t = timeout_s
-        sock.settimeout(timeout_s)
+        raw.settimeout(timeout_s)
 
     def connect(self, addr):
         pass  # connected already
@@ -98,7 +101,9 @@ class _Socket:
 
     def setblocking(self, flag):
         if flag:
-            self.s.settimeout(self.t)
+            if self.s is not self.raw:
+                self.s.setblocking(True)
+            self.raw.settimeout(self.t)
         else:
             self.s.setblocking(False)
 
@@ -165,6 +170,7 @@ class Uplink:
         self.block_max_ms = 0
         self.client = None
         self.sock = None
+        self.tls = None  # the TLS layer over sock, when tls = 1
         self.poll = None
         self.addr = None
         self.since = now  # when the present state began
@@ -304,19 +310,23 @@ class Uplink:
         """TCP is up: TLS if asked for, then MQTT's CONNECT/CONNACK, then
         "online" (retained) and the discovery messages."""
         cfg = self.cfg
-        sock = self.sock
+        sock = raw = self.sock
         if cfg["tls"]:
             try:
-                sock.setblocking(True)
-                sock.settimeout(self.timeout_s)
-                sock = _tls(sock, cfg)
-                self.sock = sock
+                raw.setblocking(True)
+                raw.settimeout(self.timeout_s)
+                sock = _tls(raw, cfg)
+                self.tls = sock
+            except MemoryError:
+                # MicroPython's TLS takes its buffers from the heap on some ports
+                self._fail(now, M.NERR_TLS, errno.ENOMEM)
+                return
             except Exception as e:  # OSError, ValueError: a bad CA file or certificate
                 self._fail(now, M.NERR_TLS, _errno(e))
                 return
         from umqtt import simple
 
-        conn = _Socket(sock, self.timeout_s)
+        conn = _Socket(sock, raw, self.timeout_s)
         c = simple.MQTTClient(self.device, cfg["host"], cfg["port"], cfg["user"] or None,
                               cfg["password"] or None, self.state_ms * 3 // 1000 + 30)
         c.set_last_will(self.t_status, b"offline", True, 1)
@@ -409,6 +419,13 @@ class Uplink:
                 pass
         self.client = None
         self.poll = None
+        t = self.tls
+        self.tls = None
+        if t is not None:
+            try:
+                t.close()
+            except OSError:
+                pass
         s = self.sock
         self.sock = None
         if s is not None:
@@ -556,9 +573,21 @@ def _tls(sock, cfg):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca = cfg["ca_file"]
     if ca:
-        with open(ca, "rb") as f:
-            ctx.load_verify_locations(cadata=f.read())
+        ctx.load_verify_locations(cadata=_der(ca))
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
         ctx.verify_mode = ssl.CERT_NONE  # encrypted, the broker unchecked: docs/MQTT.md says why not to
     return ctx.wrap_socket(sock, server_hostname=cfg["host"])
+
+
+def _der(path):
+    """The CA certificate as DER, from a DER or PEM file: MicroPython's TLS
+    (mbedTLS) takes DER as cadata."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"-----BEGIN"):
+        return data
+    import binascii
+
+    body = b"".join(line for line in data.split(b"\n") if line and not line.startswith(b"-----"))
+    return binascii.a2b_base64(body)

@@ -224,7 +224,9 @@ class SimServer:
         listener.settimeout(0.2)
         self._listener = listener
         env = dict(os.environ)
-        env["MICROPYPATH"] = self.lib_dir
+        # the firmware's files first, then the port's frozen modules (ssl,
+        # asyncio...), as on the ESP32, whose path is ['', '.frozen', '/lib']
+        env["MICROPYPATH"] = self.lib_dir + ":.frozen"
         env[P.ENV_SOCKET] = sock_path
         env[P.ENV_STATE] = self.state_dir
         self._env = env
