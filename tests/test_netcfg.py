@@ -45,3 +45,11 @@ def test_no_file_means_no_network(tmp_path):
     assert netcfg.load(str(tmp_path) + "/") is None
     (tmp_path / "net.cfg").write_text("host = 127.0.0.1\n")
     assert netcfg.load(str(tmp_path) + "/")["host"] == "127.0.0.1"
+
+
+def test_every_key_is_documented():
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "MQTT.md")) as f:
+        doc = f.read()
+    assert [k for k in netcfg.KEYS if "`%s`" % k not in doc] == []

@@ -52,6 +52,9 @@ class Modes:
     def network(self):
         on = self.power.mode == PW.WORKING and self.app.values[P.P_NET_ENABLE] != 0
         if on != self.net_on:
+            up = getattr(self.app, "uplink", None)
+            if not on and up is not None:
+                up.stop()  # the goodbye goes out before the radio does
             self.net_on = on
             self.app.board.network(on)
 

@@ -190,10 +190,7 @@ class Uplink:
         """One pass: at most timeout_ms of blocking per network call, and
         sending stops after the pass's budget."""
         if not working:
-            if self.state != M.NET_OFF:
-                self._close(True)
-                self._set(M.NET_OFF, now)
-                self.joined = False
+            self.stop()
             return
         self._sample(now)
         t0 = self.board.wall_us()
@@ -218,6 +215,14 @@ class Uplink:
         held = ticks_diff(self.board.wall_us(), t0) // 1000
         if held > self.block_max_ms:
             self.block_max_ms = held
+
+    def stop(self):
+        """Low power or sleep: "offline" (retained), DISCONNECT, and the
+        session closed; the next working pass starts again from Wi-Fi."""
+        if self.state != M.NET_OFF:
+            self._close(True)
+            self.state = M.NET_OFF
+            self.joined = False
 
     def busy(self):
         """Messages wait to go out: the loop should come back soon."""
