@@ -79,6 +79,13 @@ def rtu_client(link_path, timeout=1, retries=2):
     return c
 
 
+def ir(client, addr, count=1):
+    """Input registers addr.. from the BMS at address 1 (a pymodbus client)."""
+    rr = client.read_input_registers(addr, count=count, device_id=1)
+    assert not rr.isError(), rr
+    return rr.registers
+
+
 @contextlib.contextmanager
 def lfp4_sim(state, link_path, speed=20.0, **world_kw):
     """A provisioned 4-cell 10 Ah LFP pack, the firmware under MicroPython

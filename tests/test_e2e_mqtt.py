@@ -29,7 +29,7 @@ from bms.uplink import EV_NET_DOWN, EV_NET_UP
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
-from conftest import rtu_client
+from conftest import ir, rtu_client
 from mqtt_broker import MISSING, Broker, Subscriber, make_tls_files, mosquitto_binary
 
 NET_HEAP = "72wK"
@@ -56,12 +56,6 @@ def start_pack(tmp_path, port, speed=20.0, net=None, heap=NET_HEAP, **prm):
     server = SimServer(world, str(state), speed=speed, link_path=str(tmp_path / "tty"), heap=heap)
     server.start()
     return server
-
-
-def ir(client, addr, count=1):
-    rr = client.read_input_registers(addr, count=count, device_id=1)
-    assert not rr.isError(), rr
-    return rr.registers
 
 
 def net_status(client):

@@ -10,7 +10,7 @@ from bms import paramload as PL
 from bms import paramtable as PT
 from bms import regmap as M
 from bms.store import Store
-from conftest import lfp4_sim, rtu_client
+from conftest import ir, lfp4_sim, rtu_client
 
 ADDR = {r[1]: r[0] for r in PT.TABLE}
 
@@ -26,12 +26,6 @@ def client(sim):
     c = rtu_client(sim.link_path, retries=2)
     yield c
     c.close()
-
-
-def ir(client, addr, count=1):
-    rr = client.read_input_registers(addr, count=count, device_id=1)
-    assert not rr.isError(), rr
-    return rr.registers
 
 
 def hr(client, name):

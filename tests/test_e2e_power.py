@@ -15,7 +15,7 @@ from bms.power import (CAUSE_ATTENTION, CAUSE_IDLE, CAUSE_LONG_PRESS, CAUSE_UNDE
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
-from conftest import rtu_client
+from conftest import ir, rtu_client
 
 FAST = {"lp_idle_ms": 30000, "lp_check_ms": 5000, "sleep_uv_ms": 10000, "net_enable": 1, "led_count": 5}
 
@@ -27,12 +27,6 @@ def start(tmp_path, soc_pct=60.0, speed=20.0, **extra):
     server = SimServer(world, str(state), speed=speed, link_path=str(tmp_path / "tty"))
     server.start()
     return server
-
-
-def ir(client, addr, count=1):
-    rr = client.read_input_registers(addr, count=count, device_id=1)
-    assert not rr.isError(), rr
-    return rr.registers
 
 
 def modes_logged(client):
