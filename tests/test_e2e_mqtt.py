@@ -227,6 +227,8 @@ def test_full_ring_drops_the_oldest_and_counts(tmp_path):
     try:
         client = rtu_client(server.link_path)
         wait_net(client, lambda s: s["state"] == M.NET_ONLINE, server)
+        w = ir(client, M.IR_UPTIME_S, 2)
+        stopped_s = (w[0] << 16) | w[1]
         broker.stop()
         st = wait_net(client, lambda s: s["dropped"] >= 2, server)
         assert st["stored"] == 3
@@ -234,8 +236,11 @@ def test_full_ring_drops_the_oldest_and_counts(tmp_path):
             st = wait_net(client, lambda s: s["state"] == M.NET_ONLINE and s["stored"] == 0, server, timeout=60)
             sub.wait_for(lambda m: len(sub.messages) >= 3 or None, timeout=10)
             ups = [json.loads(m.payload)["uptime_s"] for m in sub.messages]
-        # the three newest of the outage, oldest first: the older ones were dropped
+        # the newest of the outage, oldest first: the first samples it kept
+        # (one every store_s = 2 s from the stop; the state that failed to go
+        # may sit closer to the first) were dropped
         assert ups == sorted(ups) and len(ups) >= 3
+        assert ups[0] >= stopped_s + 2 * (st["dropped"] - 1), (stopped_s, st, ups)
     finally:
         server.stop()
         broker.stop()

@@ -141,7 +141,6 @@ class App:
         self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
         self.modes = Modes(self, now)
         self.uplink = None  # MQTT (bms.uplink), when net.cfg and net_enable ask for it
-        self.net_config_error = False
         # the packed tables (bms.packed) have done their work: let them go
         release("packed")
         prm.release()  # a no-op after bms.start's

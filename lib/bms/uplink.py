@@ -44,7 +44,7 @@ from bms import VERSION
 from bms import regmap as M
 from bms.sfring import Ring
 from bms.telemetry import SAMPLE_SIZE, StateWriter, sample_into
-from bms.ticks import ticks_diff
+from bms.ticks import ticks_add, ticks_diff
 
 EV_NET_UP = const(218)  # value: connections since boot
 EV_NET_DOWN = const(219)  # value: NERR_ << 8 | detail (a change of error, not every retry)
@@ -399,7 +399,7 @@ class Uplink:
     def _fail(self, now, reason, detail):
         self._close(False)
         self._report(reason, detail)
-        self.retry_at = now + self.backoff_ms
+        self.retry_at = ticks_add(now, self.backoff_ms)
         self.backoff_ms = self.backoff_ms * 2 if self.backoff_ms < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS
         self._set(M.NET_BACKOFF, now)
         if reason == M.NERR_DNS or reason == M.NERR_REFUSED or reason == M.NERR_TIMEOUT:
@@ -498,23 +498,17 @@ class Uplink:
         w._lit(b"/")
         w._lit(self.device_b)
         w._lit(b"/")
-        w._lit(key)
-        if idx >= 0:
-            w._int(idx + 1)
+        _numbered(w, key, idx)
         w._lit(b"/config")
         t = w.n
         self.topic[:t] = self.mv[:t]
         w.n = 0
         w._lit(b'{"name":"')
-        w._lit(name)
-        if idx >= 0:
-            w._int(idx + 1)
+        _numbered(w, name, idx)
         w._lit(b'","unique_id":"')
         w._lit(self.device_b)
         w._lit(b"_")
-        w._lit(key)
-        if idx >= 0:
-            w._int(idx + 1)
+        _numbered(w, key, idx)
         w._lit(b'","state_topic":"')
         w._lit(self.t_state)
         w._lit(b'","availability_topic":"')
@@ -548,6 +542,13 @@ class Uplink:
         w._lit(self.version_b)
         w._lit(b'"}}')
         return w.n, t
+
+
+def _numbered(w, s, idx):
+    """s, and the sensor's number (idx + 1) for a cell or temperature."""
+    w._lit(s)
+    if idx >= 0:
+        w._int(idx + 1)
 
 
 def _errno(e):
