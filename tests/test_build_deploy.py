@@ -1,5 +1,6 @@
-"""`make build`, `make deploy`, `make repl`, `make flash-micropython` and the
-freeze manifest: what goes on a real board, checked as far as the host goes.
+"""`make build`, `make deploy`, `make repl` and `make flash-micropython`:
+what goes on a real board, checked as far as the host goes (the freeze
+manifest: tests/test_twin.py).
 
 `make deploy` runs for real: mpremote (the pinned one) copies build/device
 over a pseudo-terminal to tests/mpy/mpy_raw_repl_board.py, a stand-in board
@@ -340,80 +341,6 @@ def test_make_deploy_copies_the_build_to_a_board_over_mpremote_and_it_runs(board
         finally:
             client.close()
     assert "Traceback" not in server.log_tail(), server.log_tail()
-
-
-# -- firmware/manifest.py ---------------------------------------------------------------------------
-
-
-def run_manifest(env=None):
-    """Execute firmware/manifest.py as MicroPython's manifest tool does (from
-    its own directory), with stand-ins that record what it freezes."""
-    frozen, includes, required = {}, [], []
-    here = os.path.join(ROOT, "firmware")
-
-    def resolve(base):
-        assert "$(" not in base, base
-        return os.path.abspath(os.path.join(here, base))
-
-    def package(name, files=None, base_path=".", opt=None):
-        base = resolve(base_path)
-        if files is None:
-            files = []
-            for dirpath, _, names in os.walk(os.path.join(base, name)):
-                files += [os.path.relpath(os.path.join(dirpath, n), os.path.join(base, name))
-                          for n in names if n.endswith(".py")]
-        for f in files:
-            frozen[name + "/" + f.replace(os.sep, "/")] = os.path.join(base, name, f)
-
-    def module(path, base_path=".", opt=None):
-        assert path.endswith(".py")
-        frozen[path] = os.path.join(resolve(base_path), path)
-
-    def freeze(path, script=None, opt=None):
-        raise AssertionError("the manifest uses package()/module(), not freeze()")
-
-    g = {"include": includes.append, "require": required.append, "package": package, "module": module,
-         "freeze": freeze, "options": None}
-    old_env = dict(os.environ)
-    os.environ.update(env or {})
-    cwd = os.getcwd()
-    os.chdir(here)
-    try:
-        with open("manifest.py") as f:
-            exec(compile(f.read(), "manifest.py", "exec"), g)
-    finally:
-        os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(old_env)
-    return frozen, includes, required
-
-
-def test_manifest_freezes_exactly_the_firmware_make_build_compiles():
-    B.compile_lib()  # the manifest freezes the build's folded source
-    frozen, includes, required = run_manifest()
-    # micropython-lib's MQTT client, from the MicroPython tree's micropython-lib
-    assert includes == ["$(PORT_DIR)/boards/manifest.py"] and required == ["umqtt.simple"]
-    for target, path in frozen.items():
-        assert os.path.isfile(path), (target, path)
-    want = {m for m in lib_modules()} | {"board_pins.py", "boot.py", "main.py"}
-    assert set(frozen) == want
-    assert "bms/regdoc.py" not in frozen and "bms/paramtable.py" not in frozen
-    assert frozen["board_pins.py"] == os.path.join(B.board_dir(), "board_pins.py")
-    # the very source the build compiled: lib/ with its constants folded in
-    assert frozen["bms/app.py"] == os.path.join(B.folded_dir(B.OUT), "bms", "app.py")
-    with open(frozen["bms/app.py"]) as f:
-        assert "M.IR_" not in f.read()
-    # the same list as the build's (firmware_sources), module for module
-    assert {rel[:-4] + ".py" for _, rel in B.firmware_sources()} == want - {"boot.py", "main.py"}
-
-
-def test_manifest_options_pick_the_board_and_leave_main_to_the_filesystem(tmp_path):
-    B.compile_lib()
-    frozen, _, _ = run_manifest({"BMS_FROZEN_MAIN": "0"})
-    assert "main.py" not in frozen and "boot.py" not in frozen and "bms/app.py" in frozen
-    frozen, _, _ = run_manifest({"BMS_BOARD": "nope"})
-    assert frozen["board_pins.py"].endswith(os.path.join("firmware", "boards", "nope", "board_pins.py"))
-    assert not os.path.exists(frozen["board_pins.py"])  # the manifest tool then fails: "Cannot stat"
 
 
 def test_start_imports_every_module_the_app_needs(tmp_path):

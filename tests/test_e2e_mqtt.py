@@ -13,8 +13,11 @@ Mosquitto on loopback, watched by a real subscriber (paho-mqtt).
   Modbus and in the event log;
 - a wrong net.cfg: the network stays off and the log names the line.
 
-The network code is loaded from .mpy files here, so the firmware runs at
-NET_HEAP (docs/MQTT.md, "Heap"): more than the 56wK it needs without it.
+On the ESP32 twin the network code is frozen with the rest, and the
+firmware runs at the twin's 56K. TLS runs on the 64-bit pip port (TLS_HEAP,
+.mpy files): the twin is built without SSL (no mbedTLS in the MicroPython
+source it builds from), and the unix port's mbedTLS takes its buffers from
+the MicroPython heap (docs/MQTT.md, "Heap").
 """
 import json
 import os
@@ -28,11 +31,11 @@ from bms.netcfg import EV_NET_CONFIG
 from bms.uplink import EV_NET_DOWN, EV_NET_UP
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
+from bms_sim.target import Target, pip_micropython
 from bms_sim.world import World
 from conftest import ir, rtu_client
 from mqtt_broker import MISSING, Broker, Subscriber, make_tls_files, mosquitto_binary
 
-NET_HEAP = "72wK"
 # TLS: the unix port's mbedTLS takes its buffers from the MicroPython heap
 TLS_HEAP = "80wK"
 CELLS = 4
@@ -42,7 +45,12 @@ DISCOVERY = 15 + 3 + CELLS + 2
 pytestmark = pytest.mark.skipif(not mosquitto_binary(), reason=MISSING)
 
 
-def start_pack(tmp_path, port, speed=20.0, net=None, heap=NET_HEAP, **prm):
+def tls_target():
+    """The 64-bit pip port, which has SSL (the twin has none)."""
+    return Target(pip_micropython(), "pip64", why="MQTT over TLS: the twin is built without SSL")
+
+
+def start_pack(tmp_path, port, speed=20.0, net=None, heap=None, target=None, **prm):
     state = tmp_path / "flash"
     provision(str(state), CELLS, "lfp", 10000, 1000, extra=dict({"net_enable": 1}, **prm))
     cfg = {"host": "127.0.0.1", "port": port, "device_id": "pack1", "state_s": 2, "store_s": 4,
@@ -53,7 +61,7 @@ def start_pack(tmp_path, port, speed=20.0, net=None, heap=NET_HEAP, **prm):
         for k, v in cfg.items():
             f.write("%s = %s\n" % (k, v))
     world = World(cells=CELLS, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=8)
-    server = SimServer(world, str(state), speed=speed, link_path=str(tmp_path / "tty"), heap=heap)
+    server = SimServer(world, str(state), speed=speed, link_path=str(tmp_path / "tty"), heap=heap, target=target)
     server.start()
     return server
 
@@ -302,7 +310,7 @@ def test_wrong_net_cfg_keeps_the_network_off(tmp_path):
     with open(state / "net.cfg", "w") as f:
         f.write("host = 127.0.0.1\nprot = 1883\n")
     world = World(cells=CELLS, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=8)
-    server = SimServer(world, str(state), speed=20.0, link_path=str(tmp_path / "tty"), heap=NET_HEAP)
+    server = SimServer(world, str(state), speed=20.0, link_path=str(tmp_path / "tty"))
     server.start()
     try:
         client = rtu_client(server.link_path)
@@ -326,7 +334,8 @@ def test_user_password_and_tls_checked_against_a_ca(tmp_path):
         broker.start()
         with Subscriber(broker.port, "bms/#", username="bms", password="right", ca=files["ca"]) as sub:
             server = start_pack(tmp_path, broker.port, net={"user": "bms", "password": "right", "tls": 1,
-                                                            "ca_file": files["ca"], "timeout_ms": 2000}, heap=TLS_HEAP)
+                                                            "ca_file": files["ca"], "timeout_ms": 2000},
+                                heap=TLS_HEAP, target=tls_target())
             try:
                 client = rtu_client(server.link_path)
                 sub.wait_for(lambda m: m.topic == "bms/pack1/state", timeout=30)
@@ -337,7 +346,8 @@ def test_user_password_and_tls_checked_against_a_ca(tmp_path):
         # a CA that did not sign the broker's certificate: the handshake fails, and says so
         other = make_tls_files(tmp_path / "other")
         server = start_pack(tmp_path / "b", broker.port, net={"user": "bms", "password": "right", "tls": 1,
-                                                               "ca_file": other["ca"], "timeout_ms": 2000}, heap=TLS_HEAP)
+                                                               "ca_file": other["ca"], "timeout_ms": 2000},
+                            heap=TLS_HEAP, target=tls_target())
         try:
             client = rtu_client(server.link_path)
             st = wait_net(client, lambda s: s["state"] == M.NET_BACKOFF, server, timeout=30)

@@ -22,12 +22,16 @@ def frame(body):
     return bytes(body) + bytes((c & 0xFF, c >> 8))
 
 
-@pytest.mark.parametrize("cells", [4, 15])
-def test_cycle_and_modbus_allocate_nothing(tmp_path, cells):
+@pytest.mark.parametrize("cells,aged", [(4, False), (15, False), (15, True)])
+def test_cycle_and_modbus_allocate_nothing(tmp_path, cells, aged):
+    """aged: uptime, lifetime charge and time start where 13 days of service
+    leave them (past 2**30 ms): on the ESP32 twin's 31-bit small ints any
+    value the cycle makes from them at 2**30 or more would allocate."""
     provision(str(tmp_path), cells, "nmc", 20000, 500)
     world = World(cells=cells, chemistry="nmc", capacity_mah=20000, soc_pct=50.0, shunt_uohm=500)
     server = SimServer(world, str(tmp_path), speed=50.0,
-                       main_py=os.path.join(mpy_tests(), "mpy_cycle_alloc.py"))
+                       main_py=os.path.join(mpy_tests(), "mpy_cycle_alloc.py"),
+                       main_args=["20000", "aged"] if aged else [])
     ov = ADDR["cell_ov_mv"]
     same = frame(bytes([1, 6, 0, ov]) + (4250).to_bytes(2, "big"))  # NMC's default: accepted, nothing to save
     requests = [frame(bytes([1, 4, 0, M.IR_BALANCE_MASK, 0, 2])),  # exception 02 (0x1D is a gap)
@@ -61,6 +65,7 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells):
     assert int(stats["cycles"]) >= 70  # 20 simulated seconds of 250 ms windows
     assert int(stats["modbus"]) >= 30
     assert stats["faults"] == "0"
+    assert int(stats["uptime_s"]) > (13 * 86400 if aged else 20)
     assert server.tx.count(bytes([1, 0x84, 2])) >= 5 and server.tx.count(bytes([1, 0x81, 1])) >= 5
     assert server.tx.count(bytes([1, 3, 24])) >= 5 and server.tx.count(bytes([1, 4, 30])) >= 5
     assert server.tx.count(same) >= 5  # a write answered (FC 06 echo)

@@ -127,7 +127,10 @@ class App:
         self.afe_stat = 0
         self.flags = 0  # this cycle's sensor and link faults, as Q_ flag quantities
         self.meas_count = 0
-        self.uptime_ms = 0
+        # seconds, plus the milliseconds towards the next: uptime in ms would
+        # pass 2**30 after 12.4 days and allocate on every cycle on the ESP32
+        self.uptime_s = 0
+        self._uptime_ms = 0
         self.events_dirty = True
         now = board.ticks_ms()
         self.last_cycle = now
@@ -196,7 +199,7 @@ class App:
                 s.start(now, m, self._soc_state())
                 self.soc_started = True
                 self.soc_saved = now
-                self.append(EV_SOC_START, s.soc_dpct, self.uptime_ms // 1000)
+                self.append(EV_SOC_START, s.soc_dpct, self.uptime_s)
             return
         s.update(now, m, cc, m.fets == 0)
 
@@ -287,7 +290,7 @@ class App:
     # -- parameter changes (after the reply that accepted them) --------------
 
     def _after_writes(self, now):
-        work = self.config.service(now, self.uptime_ms // 1000)
+        work = self.config.service(now, self.uptime_s)
         if work & CF.APPLY:
             self._apply_params()
         if work & CF.COMM:
@@ -320,8 +323,13 @@ class App:
         m = self.meas
         afe = self.afe
         dt = ticks_diff(now, self.last_cycle)
-        self.uptime_ms += dt
         self.last_cycle = now
+        if dt > 0:
+            t = self._uptime_ms + dt
+            while t >= 1000:
+                t -= 1000
+                self.uptime_s += 1
+            self._uptime_ms = t
         flags = 0
         stat = 0
         if not self.afe_ok:
@@ -375,7 +383,7 @@ class App:
                              q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
         if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
             self.save_state(now)
-        pr.time_s = self.uptime_ms // 1000
+        pr.time_s = self.uptime_s
         pr.evaluate(now)
         s = self.soc
         if s is not None and self.soc_started:
@@ -470,7 +478,7 @@ class App:
             if ticks_diff(now, self.cal_start) >= _CAL_MS or self.protection.protect_flags:
                 self.cal_active = False
                 self.cal_last = now
-                self.append(EV_CC_CAL, self.soc.offset_dlsb, self.uptime_ms // 1000)
+                self.append(EV_CC_CAL, self.soc.offset_dlsb, self.uptime_s)
             return
         every = v[P.P_CC_CAL_EVERY_MS]
         if (every and self.soc is not None and self.soc_started and self.afe_ok
@@ -559,7 +567,7 @@ class App:
         ir.set_u16(M.IR_CHG_OFF_REASON, pr.chg_reason)
         ir.set_u16(M.IR_DSG_OFF_REASON, pr.dsg_reason)
         ir.set_u32(M.IR_LATCHED_FLAGS, pr.latched())
-        ir.set_u32(M.IR_UPTIME_S, self.uptime_ms // 1000)
+        ir.set_u32(M.IR_UPTIME_S, self.uptime_s)
         ir.set_u16(M.IR_MEAS_COUNT, self.meas_count)
         ir.set_u16(M.IR_AFE_CRC_ERRORS, min(self.afe.crc_errors, 0xFFFF))
         ir.set_u16(M.IR_AFE_BUS_ERRORS, min(self.afe.bus_errors, 0xFFFF))

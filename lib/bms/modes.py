@@ -97,7 +97,7 @@ class Modes:
     def _enter(self, mode, cause, now):
         app = self.app
         self.power.enter(mode, cause, now)
-        self.mode_start_s = app.uptime_ms // 1000
+        self.mode_start_s = app.uptime_s
         app.append(PW.EV_MODE, (mode << 8) | cause, self.mode_start_s)
         self.publish(app.ir)  # a read before the next cycle sees the new mode
 
@@ -175,6 +175,6 @@ class Modes:
         pw = self.power
         ir.set_u16(M.IR_POWER_MODE, pw.mode)
         ir.set_u16(M.IR_MODE_CAUSE, pw.cause)
-        ir.set_u32(M.IR_MODE_TIME_S, self.app.uptime_ms // 1000 - self.mode_start_s)
+        ir.set_u32(M.IR_MODE_TIME_S, self.app.uptime_s - self.mode_start_s)
         ir.set_u16(M.IR_IO_STATE, self.inputs | (0x100 if self.net_on else 0))
 

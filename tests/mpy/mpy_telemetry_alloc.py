@@ -13,8 +13,8 @@ w = array("H", bytes(2 * M.IR_SIZE))
 
 
 def put32(a, v):
-    v &= 0xFFFFFFFF
-    w[a] = v >> 16
+    # no 0xFFFFFFFF mask: on a 32-bit port that is a long int, and allocates
+    w[a] = (v >> 16) & 0xFFFF
     w[a + 1] = v & 0xFFFF
 
 

