@@ -185,6 +185,12 @@ def test_broker_restart_loses_no_sample(tmp_path):
     try:
         client = rtu_client(server.link_path)
         wait_net(client, lambda s: s["state"] == M.NET_ONLINE and s["sent"] > DISCOVERY + 2, server)
+        # the subscriber has a live state before the outage (on a busy host
+        # its subscription can come after the first states went out)
+        deadline = time.monotonic() + 20
+        while not [t for t, p in got if t == "bms/pack1/state"]:
+            assert time.monotonic() < deadline, got[-5:]
+            time.sleep(0.05)
         count0 = ir(client, M.IR_MEAS_COUNT)[0]
         up0 = server.world.now_ms
         broker.stop()

@@ -14,6 +14,7 @@ from bms import params as P
 from bms import paramload as PL
 from bms.bq769x0 import model_groups
 from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
+from bms_sim.target import TargetError, find_target
 from bms_sim.world import World
 
 DEFAULT_LINK = os.path.join("build", "ttyBMS")
@@ -104,7 +105,16 @@ def stored_pack_matches(state_dir, args):
             and v[P.P_SHUNT_UOHM] == args.shunt_uohm)
 
 
-def make_server(args, link_path=None, profile=True):
+def target_of(args, say=None):
+    """The MicroPython the firmware runs on (bms_sim.target): --micropython,
+    else the ESP32 twin (built on first use), --mpy for its .mpy files."""
+    try:
+        return find_target(args.micropython, mpy=args.mpy or None, say=say)
+    except TargetError as e:
+        raise SimError(str(e)) from None
+
+
+def make_server(args, link_path=None, profile=True, say=None):
     if not 3 <= args.cells <= 15:
         raise SimError("--cells must be 3 to 15 (the bq769x0 family's range), not %d" % args.cells)
     if args.capacity_mah <= 0:
@@ -123,7 +133,7 @@ def make_server(args, link_path=None, profile=True):
         provision(state, args.cells, args.chemistry, args.capacity_mah, args.shunt_uohm)
     speed = args.speed if args.speed > 0 else None
     return SimServer(world, state, speed=speed, link_path=link_path, heap=args.heap,
-                     micropython=args.micropython,
+                     target=target_of(args, say),
                      on_advance=CycleProfile(args.chemistry, args.capacity_mah) if profile else None)
 
 
@@ -136,20 +146,32 @@ def add_pack_args(p):
     p.add_argument("--shunt-uohm", type=int, default=1000, help="current shunt in micro-ohm (default 1000)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the pack model")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second; 0 = as fast as possible (default 1)")
-    p.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython heap, as -X heapsize= (default %(default)s; 56wK is the ESP32's initial heap)")
+    add_target_args(p)
     p.add_argument("--state", default=DEFAULT_STATE, help="the simulated board's flash, a directory (default %(default)s)")
     p.add_argument("--unconfigured", action="store_true", help="boot without a stored pack configuration (factory state)")
-    p.add_argument("--micropython", default=None, help="path of the MicroPython unix port (default: the one in .venv)")
+
+
+def add_target_args(p):
+    p.add_argument("--heap", default=DEFAULT_HEAP,
+                   help="MicroPython heap, as -X heapsize= (default: 56K on the ESP32 twin, its initial heap; "
+                        "110000 for its .mpy files; 72wK on the 64-bit pip port)")
+    p.add_argument("--mpy", action="store_true",
+                   help="the twin loads the firmware's .mpy files (build/device/lib, as make deploy leaves them "
+                        "on a board) instead of its frozen copy")
+    p.add_argument("--micropython", default=None,
+                   help="path of a MicroPython unix port to run instead (loads the .mpy files; default: the "
+                        "ESP32 twin, make twin, or the 64-bit pip port where the twin cannot be built)")
 
 
 def cmd_run(args):
-    server = make_server(args, link_path=args.link)
+    server = make_server(args, link_path=args.link, say=lambda s: print("bms-sim: " + s, flush=True))
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     with server:
-        print("bms-sim: %d-cell %s pack, %d mAh, firmware running under MicroPython (heap %s), speed %s"
-              % (args.cells, args.chemistry, args.capacity_mah, args.heap,
+        print("bms-sim: %d-cell %s pack, %d mAh, heap %s, speed %s"
+              % (args.cells, args.chemistry, args.capacity_mah, server.heap,
                  "max" if not server.speed else "%gx" % server.speed))
+        print("bms-sim: firmware on %s" % server.target.describe())
         print("bms-sim: RS485 link at %s  (try: bmsctl --port %s watch)" % (args.link, args.link))
         print("bms-sim: firmware log at %s; Ctrl-C stops" % server.log_path, flush=True)
         end = time.monotonic() + args.seconds if args.seconds else None
@@ -172,7 +194,7 @@ def cmd_replay(args):
     if args.record_every_s <= 0:
         raise SimError("--record-every-s must be positive")
     replay(args.trace, args.chemistry, args.capacity_mah, args.out, ocv_table=args.ocv_table,
-           record_every_s=args.record_every_s, micropython=args.micropython, heap=args.heap)
+           record_every_s=args.record_every_s, target=target_of(args), heap=args.heap)
     return 0
 
 
@@ -191,8 +213,7 @@ def build_parser():
     r.add_argument("--ocv-table", help="OCV.csv: soc_pct,ocv_mv, the cell's rested OCV curve (replaces the chemistry's)")
     r.add_argument("--out", required=True, help="OUT.csv: t_s,soc_pct,... as the firmware reports them")
     r.add_argument("--record-every-s", type=float, default=10.0, help="simulated seconds between rows (default 10)")
-    r.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython heap (default %(default)s)")
-    r.add_argument("--micropython", default=None, help="path of the MicroPython unix port")
+    add_target_args(r)
     r.set_defaults(func=cmd_replay)
     return p
 

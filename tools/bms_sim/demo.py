@@ -17,10 +17,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     link = os.path.join("build", "ttyBMS-demo")
     try:
-        server = simcli.make_server(args, link_path=link)
+        server = simcli.make_server(args, link_path=link, say=lambda s: print("demo: " + s, flush=True))
         with server:
-            print("demo: %d-cell %s pack at %gx speed, firmware under MicroPython; RS485 link %s"
-                  % (args.cells, args.chemistry, args.speed, link), flush=True)
+            print("demo: %d-cell %s pack at %gx speed; RS485 link %s" % (args.cells, args.chemistry, args.speed, link))
+            print("demo: firmware on %s" % server.target.describe(), flush=True)
             rc = ctl.main(["--port", link, "watch", "--interval", "1", "--seconds", str(args.seconds)])
             if server.exited.is_set():
                 print("demo: the firmware stopped:\n" + server.log_tail(), file=sys.stderr)

@@ -229,7 +229,7 @@ class Recorder:
 
 
 def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_every_s=10.0,
-           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr):
+           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr, target=None):
     from bms_sim.cli import provision
 
     times, currents, temps, cells = read_trace(trace)
@@ -247,7 +247,7 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
         with open(out_path, "w", newline="") as out:
             rec = Recorder(out, int(record_every_s * 1000), times[0])
-            server = SimServer(world, state, speed=None, heap=heap, micropython=micropython,
+            server = SimServer(world, state, speed=None, heap=heap, micropython=micropython, target=target,
                                on_advance=rec.on_advance)
             server.on_transmit = rec.on_transmit
             rec.server = server
