@@ -8,12 +8,12 @@ import sys
 import pytest
 
 from bench import perf
-from bms_sim.link import DEFAULT_HEAP
 from conftest import ROOT
 
 REQUIRED = ("cycle_alloc_bytes", "modbus_alloc_bytes", "cycle_us_p50", "cycle_us_p99", "modbus_turnaround_ms_p50",
-            "modbus_turnaround_ms_p99", "heap_after_import_bytes", "heap_peak_bytes", "boot_ms", "fits_56wk",
-            "heap_size_used", "machine")
+            "modbus_turnaround_ms_p99", "heap_after_import_bytes", "heap_after_start_bytes", "heap_peak_bytes",
+            "heap_min_frozen_bytes", "heap_min_day_frozen_bytes", "fits_day_40k", "margin_day_40k_bytes",
+            "margin_e2e_56k_bytes", "heap_min_mpy_bytes", "boot_ms", "heap_size_used", "machine")
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +45,26 @@ def test_every_key_with_a_measured_value(quick):
     assert r["modbus_turnaround_failures"] == 0 and r["modbus_turnaround_requests"] >= 30
     assert r["boot_ms"] > 0 and r["boot_fw_ms"] >= 0
     assert r["esp32_cycle_ms_p99_est"] == round(r["cycle_us_p99"] * perf.ESP32_FACTOR / 1000.0, 1)
-    # the heap: at the simulator's default size, the firmware's figures within it
-    assert r["heap_size_used"] == perf.PROBE_HEAP and r["heap_small"] == DEFAULT_HEAP == "56wK"
+    # the heap, on the twin with the firmware frozen: the figures within the probe's heap
+    assert "ESP32 twin" in r["target"] and "frozen" in r["target"]
+    assert r["heap_size_used"] == perf.PROBE_HEAP and r["heap_small"] == "56K" and r["heap_day"] == "40K"
     total = r["heap_total_bytes"]
     assert 0 < r["heap_after_import_bytes"] < r["heap_after_start_bytes"] < total
     assert r["heap_after_import_bytes"] < r["heap_peak_bytes"] < total
     assert r["heap_live_max_bytes"] <= r["heap_peak_bytes"]
     assert r["bench_probe_bytes"] > 0
-    assert r["fits_56wk"] is True, r["fits_56wk_detail"]
+    # the targets and their margins, measured: the smallest heaps are below the targets, the
+    # frozen firmware needs less than its .mpy files, which need less on 32 bits than on 64
+    assert r["fits_day_40k"] is True, r["fits_day_40k_detail"]
+    assert r["heap_min_frozen_bytes"] <= r["heap_min_day_frozen_bytes"] < r["heap_day_total_bytes"]
+    assert r["margin_day_40k_bytes"] == r["heap_day_total_bytes"] - r["heap_min_day_frozen_bytes"] > 0
+    assert r["margin_e2e_56k_bytes"] == r["heap_small_total_bytes"] - r["heap_min_day_frozen_bytes"] > 0
+    assert r["heap_min_frozen_bytes"] < r["heap_min_mpy_bytes"] < r["heap_min_64bit_mpy_bytes"]
+    assert r["heap_peak_bytes"] < r["heap_min_frozen_bytes"]
+    # the 64-bit pip port beside it: the same run, twice the object sizes and the bytecode in the heap
+    b = r["bits64"]
+    assert b["cycle_alloc_bytes"] == 0 and b["modbus_alloc_bytes"] == 0
+    assert b["heap_after_start_bytes"] > 2 * r["heap_after_start_bytes"]
     # the scenario did what it is there for
     s = r["scenario"]
     assert s["cells"] == perf.CELLS and s["soc_started"]
@@ -61,18 +73,18 @@ def test_every_key_with_a_measured_value(quick):
     assert r["modbus_requests_measured"] > 0 and r["cycles_measured"] > 0 and r["samples_dropped"] == 0
     # the machine
     m = r["machine"]
-    assert m["cpu_model"] and m["python"] and "MicroPython" in m["micropython"]
+    assert m["cpu_model"] and m["python"] and "MicroPython" in m["micropython"] and "MicroPython" in m["micropython_64bit"]
     # the table
-    assert "cycle_us_p99" in stdout and "fits_56wk" in stdout
+    assert "cycle_us_p99" in stdout and "fits_day_40k" in stdout and "64-bit heap_peak_bytes" in stdout
 
 
 def test_the_doc_section_comes_from_the_json(quick, tmp_path):
     r, _ = quick
     doc = tmp_path / "PERFORMANCE.md"
-    doc.write_text("# x\n\nbefore\n\n%s\nold\n%s\n\nafter\n" % (perf.DOC_BEGIN, perf.DOC_END))
+    doc.write_text("# x\n\nbefore\n\n%s\nOLD-SECTION\n%s\n\nafter\n" % (perf.DOC_BEGIN, perf.DOC_END))
     text = perf.write_doc(r, str(doc))
     assert text.startswith("# x\n\nbefore\n\n" + perf.DOC_BEGIN) and text.endswith(perf.DOC_END + "\n\nafter\n")
-    assert "old" not in text
+    assert "OLD-SECTION" not in text
     assert "| `cycle_us_p99` | %d us |" % r["cycle_us_p99"] in text
     assert "| `heap_peak_bytes` | %d B |" % r["heap_peak_bytes"] in text
     assert r["machine"]["cpu_model"] in text
@@ -100,8 +112,14 @@ def test_bench_target_in_makefile():
 
 def test_heap_map_lists_every_module_and_adds_up():
     from bench import heapmap
+    from bms_sim.target import find_target
 
-    rows, total = heapmap.measure()
+    rows, total = heapmap.measure()  # the twin's .mpy files (or the 64-bit port's where no twin)
     assert [m for m, _ in rows] == list(heapmap.MODULES)
     assert sum(b for _, b in rows) == total
-    assert total > 50000 and all(b >= 0 for _, b in rows)
+    assert total > 30000 and all(b >= 0 for _, b in rows)
+    twin = find_target()
+    if twin.kind == "twin":
+        # frozen, the bytecode stays out of the heap: a fraction of the .mpy figure
+        rows_f, total_f = heapmap.measure(target=twin)
+        assert [m for m, _ in rows_f] == list(heapmap.MODULES) and 0 < total_f < total // 2

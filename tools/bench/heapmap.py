@@ -1,7 +1,8 @@
-"""Where the firmware's heap goes: each module's import cost under the
-MicroPython unix port, loaded from .mpy as the simulator runs it.
+"""Where the firmware's heap goes: each module's import cost under
+MicroPython, on the ESP32 twin, loaded from .mpy files as `make deploy`
+leaves them on a board, or frozen (--frozen) as in a custom image.
 
-    python -m bench.heapmap [--heap 400wK]
+    python -m bench.heapmap [--frozen] [--pip64] [--heap 400K]
 
 Imports the firmware's modules one at a time, in bms.start's order, and
 prints gc.mem_alloc() after each (collected), so the next round of heap
@@ -21,7 +22,10 @@ import sys
 
 from bms.start import MODULES as START_MODULES
 from bms_sim.build import compile_lib
-from bms_sim.link import find_micropython
+from bms_sim.target import Target, find_target, pip_micropython
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROBE_DIR = os.path.join(ROOT, "build", "bench")
 
 # bms.start's order: the parameters (their loader and packed table are let go
 # before the rest loads: BOOT_ONLY), then the firmware a module at a time
@@ -45,14 +49,17 @@ print("total", prev - base)
 """
 
 
-def measure(heap="400wK"):
-    """[(module, bytes)] and the total, measured."""
+def measure(heap="400wK", target=None):
+    """[(module, bytes)] and the total, measured on target (default: the
+    twin loading .mpy files)."""
     lib = compile_lib()
-    probe = os.path.join(os.path.dirname(lib), "heapmap_probe.py")
+    target = target or find_target(mpy=True)
+    os.makedirs(PROBE_DIR, exist_ok=True)
+    probe = os.path.join(PROBE_DIR, "heapmap_probe.py")
     with open(probe, "w") as f:
         f.write(_PROBE)
-    env = dict(os.environ, MICROPYPATH=lib)
-    out = subprocess.run([find_micropython(), "-X", "heapsize=" + heap, probe] + list(MODULES),
+    env = dict(os.environ, MICROPYPATH=target.path(lib))
+    out = subprocess.run([target.exe, "-X", "heapsize=" + heap, probe] + list(MODULES),
                          env=env, capture_output=True, text=True, timeout=60)
     if out.returncode:
         raise RuntimeError("heap map failed:\n" + out.stdout + out.stderr)
@@ -64,13 +71,19 @@ def measure(heap="400wK"):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--heap", default="400wK", help="-X heapsize for the run (default %(default)s)")
+    ap.add_argument("--frozen", action="store_true", help="the twin's frozen modules, not the .mpy files")
+    ap.add_argument("--pip64", action="store_true", help="the 64-bit pip port (.mpy), for comparison")
     args = ap.parse_args(argv)
-    rows, total = measure(args.heap)
+    if args.pip64:
+        target = Target(pip_micropython(), "pip64")
+    else:
+        target = find_target(mpy=not args.frozen)
+    rows, total = measure(args.heap, target)
     width = max(len(m) for m, _ in rows)
     for m, b in sorted(rows, key=lambda r: -r[1]):
         print("%-*s %7d B  %5.1f %%%s" % (width, m, b, 100.0 * b / total,
                                           "  (boot only: let go before the rest loads)" if m in BOOT_ONLY else ""))
-    print("%-*s %7d B  (the unix port's 64-bit objects; 56wK = 114,688 B)" % (width, "total", total))
+    print("%-*s %7d B  (%s)" % (width, "total", total, target.describe()))
     return 0
 
 
