@@ -25,6 +25,7 @@ LFP_4S = "chemistry=lfp\ncells=4\ncapacity_mah=100000\n"
 
 class _Store:
     write_errors = 0
+    failing = 0
 
     def save(self, version, payload):
         return True

@@ -49,6 +49,8 @@ def values_for(code):
         return tuple((c << 8) | w for c in range(1, 6) for w in range(6))
     if code == UP.EV_NET_DOWN:
         return tuple((r << 8) | d for r in range(1, 9) for d in (0, 5, 111))
+    if code == FWCF.EV_STORE_SAVE:
+        return tuple((s << 8) | w for s in (1, 2, 3, 4) for w in (0, 1, 2, 3))
     if code == APP.EV_CONFIG_RULE:
         return tuple(range(1, len(C.RULES) // 3 + 1))
     return (0, 1, 2, 3, 5, 950, -40)
@@ -59,8 +61,8 @@ def cases():
 
 
 def test_the_firmware_defines_the_codes_we_word():
-    assert len(CODES) == 3 * len(protrules.ROWS) + 21, sorted(CODES)
-    assert set(range(200, 221)) <= set(CODES)
+    assert len(CODES) == 3 * len(protrules.ROWS) + 22, sorted(CODES)
+    assert set(range(200, 222)) <= set(CODES)
     assert set(RG.ROW_TITLES) == {r[0] for r in protrules.ROWS}
     assert RG.MAX_BAD_PINS == FWCF._MAX_BAD_PINS
 
@@ -128,6 +130,11 @@ def row_code(name, base):
     (FWCF.EV_COMMAND, 2, "Host command: clear latched protections"),
     (FWCF.EV_SAVE_FAILED, 2,
      "Saving settings to flash failed (2 write errors so far): the previous settings stay stored"),
+    (FWCF.EV_STORE_SAVE, (FWCF.SAVE_PARAMS << 8) | 1,
+     "Saving the settings to flash failed (out of memory): the previous record stays stored, retried later"),
+    (FWCF.EV_STORE_SAVE, (FWCF.SAVE_SOC << 8) | 2,
+     "Saving the SOC state to flash failed (filesystem error): the previous record stays stored, retried later"),
+    (FWCF.EV_STORE_SAVE, FWCF.SAVE_LIFE << 8, "Saving the lifetime counters to flash works again"),
     (FWCF.EV_PARAMS_MIGRATED, 1, "Stored settings converted from format 1"),
     (APP.EV_CONFIG_IMPORTED, 0, "Settings imported from bms.cfg"),
     (PW.EV_MODE, (PW.LOW_POWER << 8) | PW.CAUSE_IDLE, "Entered low-power mode (idle)"),
@@ -150,6 +157,8 @@ def test_representative_texts(code, value, text):
     (APP.EV_AFE_UP, 0, "trip"),
     (APP.EV_AFE_UP, 1, ""),
     (FWCF.EV_BAD_PIN, 1, "trip"),
+    (FWCF.EV_STORE_SAVE, (FWCF.SAVE_SOC << 8) | 1, "trip"),
+    (FWCF.EV_STORE_SAVE, FWCF.SAVE_SOC << 8, ""),
     (APP.EV_BOOT, 1, ""),
     (250, 7, ""),
 ])

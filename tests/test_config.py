@@ -321,7 +321,94 @@ def test_a_failed_save_says_so_and_keeps_the_old_set(tmp_path):
     assert d.set(cell_ov_mv=3620) == [0]
     d.service()
     assert d.ir.words[M.IR_CONFIG_STATE] & M.CFG_SAVE_FAILED
-    assert any(c == CF.EV_SAVE_FAILED for c, _ in d.events)
+    assert (CF.EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | S.FAIL_FLASH) in d.events
+    assert d.prm.values[P.P_CELL_OV_MV] == 3620  # the values in RAM stay
+
+
+class FlashFault:
+    """bms.store's open() refusing writes (raising `exc`) while `on`."""
+
+    def __init__(self, monkeypatch, exc):
+        self.on = False
+        self.exc = exc
+        self.tries = 0
+        monkeypatch.setattr(S, "open", self.open, raising=False)
+
+    def open(self, path, mode="r"):
+        if self.on and "w" in mode:
+            self.tries += 1
+            raise self.exc
+        return open(path, mode)
+
+
+def stored_value(directory, name):
+    rec = S.Store(directory, PL.STORE_NAME).load()
+    payload = rec[1]
+    for i in range(len(payload) // 6):
+        a, v = struct.unpack_from("<Hi", payload, 6 * i)
+        if a == ADDR[name]:
+            return v
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("exc, why", [(OSError(28, "ENOSPC"), S.FAIL_FLASH), (MemoryError(), S.FAIL_MEMORY)])
+def test_a_failed_save_is_retried_with_a_back_off_and_logged_once(tmp_path, monkeypatch, exc, why):
+    directory = str(tmp_path) + "/"
+    d = Dev(directory=directory)
+    d.unlock()
+    assert d.set(cell_ov_mv=3620) == [0]
+    d.service()
+    assert stored_value(directory, "cell_ov_mv") == 3620 and not d.cfg.save_failed
+    fault = FlashFault(monkeypatch, exc)
+    fault.on = True
+    assert d.set(cell_ov_mv=3610) == [0]
+    assert d.service() & CF.APPLY  # the change is applied although it is not stored
+    assert fault.tries == 1 and d.cfg.save_failed
+    assert d.ir.words[M.IR_CONFIG_STATE] & M.CFG_SAVE_FAILED
+    assert d.prm.values[P.P_CELL_OV_MV] == 3610 and d.read("cell_ov_mv") == 3610
+    assert stored_value(directory, "cell_ov_mv") == 3620  # the old set still loads
+    failed = [(c, v) for c, v in d.events if c == CF.EV_STORE_SAVE]
+    assert failed == [(CF.EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | why)]
+    # retries: 1 s after the failure, then 2 s, 4 s, ... up to 64 s; none between
+    tries = [d.now]
+    for _ in range(600):  # 150 s
+        d.now += 250
+        before = fault.tries
+        assert d.service() == 0
+        if fault.tries != before:
+            tries.append(d.now)
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert gaps == [1000, 2000, 4000, 8000, 16000, 32000, 64000], gaps
+    assert d.prm.save_errors() == len(tries) and d.cfg.save_failed
+    assert [c for c, _ in d.events].count(CF.EV_STORE_SAVE) == 1  # once, not per retry
+    assert stored_value(directory, "cell_ov_mv") == 3620
+    # the flash works again: the next retry stores the set and says so
+    fault.on = False
+    d.now += 64000
+    d.service()
+    assert not d.cfg.save_failed and not d.ir.words[M.IR_CONFIG_STATE] & M.CFG_SAVE_FAILED
+    assert stored_value(directory, "cell_ov_mv") == 3610
+    assert [(c, v) for c, v in d.events if c == CF.EV_STORE_SAVE][1:] == [(CF.EV_STORE_SAVE, CF.SAVE_PARAMS << 8)]
+    d.now += 100000
+    assert d.service() == 0 and fault.tries == len(tries)  # nothing left to retry
+
+
+def test_a_set_that_cannot_be_encoded_is_a_failed_save(tmp_path, monkeypatch):
+    d = Dev(directory=str(tmp_path) + "/")
+    d.unlock()
+
+    def no_heap():
+        raise MemoryError()
+
+    monkeypatch.setattr(d.prm, "encode", no_heap)
+    assert d.set(cell_ov_mv=3620) == [0]
+    d.service()
+    assert d.cfg.save_failed and d.prm.save_errors() == 1 and d.prm.save_failing() == S.FAIL_MEMORY
+    assert (CF.EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | S.FAIL_MEMORY) in d.events
+    monkeypatch.undo()
+    d.now += 1000
+    d.service()
+    assert not d.cfg.save_failed and S.Store(str(tmp_path) + "/", PL.STORE_NAME).load() is not None
 
 
 @settings(max_examples=200, deadline=None)

@@ -304,6 +304,27 @@ def test_write_failure_is_counted_not_raised(tmp_path):
     assert [r[0] for r in newest_all(log)] == [1, 0]
 
 
+def test_no_heap_for_the_file_is_counted_not_raised(tmp_path, monkeypatch):
+    from bms import eventlog as E
+
+    log = new_log(tmp_path, "ev.bin", capacity=8)
+    log.append(1, 1, 1)
+
+    def no_heap(*a):
+        raise MemoryError()
+
+    monkeypatch.setattr(E, "open", no_heap, raising=False)
+    assert log.append(2, 2, 2) == 1 and log.write_errors == 1
+    assert log.newest(0) == (1, log.boot, 2, 2, 2)  # in the RAM cache all the same
+    # not loaded yet, and no heap for the load: nothing raised, the file left alone
+    fresh = EventLog(str(tmp_path / "ev.bin"), capacity=8)
+    assert fresh.append(3, 3, 3) == 0 and fresh.write_errors == 1 and not fresh._loaded
+    monkeypatch.undo()
+    assert log.append(4, 4, 4) == 2 and log.write_errors == 1
+    again = EventLog(str(tmp_path / "ev.bin"), capacity=8)
+    assert again.load() == 2 and again.newest(0)[3] == 4  # the first record was not overwritten
+
+
 def test_write_failure_on_readonly_file(tmp_path):
     path = tmp_path / "ev.bin"
     log = new_log(tmp_path, "ev.bin", capacity=4)

@@ -4,7 +4,10 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bms.store import Store, decode, encode
+import pytest
+
+from bms import store as S
+from bms.store import FAIL_FLASH, FAIL_MEMORY, Store, decode, encode
 from conftest import run_mpy
 
 
@@ -88,6 +91,87 @@ def test_an_older_version_is_returned_for_migration(tmp_path):
 def test_a_failed_write_keeps_the_old_record(tmp_path):
     s = Store(d(tmp_path) + "missing/", "p")
     assert s.save(1, b"x") is False and s.write_errors == 1 and s.slot == -1
+
+
+class Faults:
+    """The store's open() with a fault to inject: `where` is "open" (the open
+    itself raises), "write" (the file is truncated, half the record written,
+    then the write raises) or "short" (the write stops half way and says so);
+    `exc` is the exception raised."""
+
+    def __init__(self, monkeypatch):
+        self.where = None
+        self.exc = OSError(28, "ENOSPC")
+        self.opens = 0
+        monkeypatch.setattr(S, "open", self.open, raising=False)
+
+    def open(self, path, mode="r"):
+        if "w" not in mode or self.where is None:
+            return open(path, mode)
+        self.opens += 1
+        if self.where == "open":
+            raise self.exc
+        f = open(path, mode)
+        faults = self
+
+        class Broken:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+            def write(self, data):
+                f.write(data[:len(data) // 2])
+                if faults.where == "short":
+                    return len(data) // 2
+                raise faults.exc
+
+        return Broken()
+
+
+@pytest.mark.parametrize("where, exc, why", [
+    ("open", OSError(28, "ENOSPC"), FAIL_FLASH),
+    ("write", OSError(5, "EIO"), FAIL_FLASH),
+    ("short", None, FAIL_FLASH),
+    ("open", MemoryError(), FAIL_MEMORY),
+    ("write", MemoryError(), FAIL_MEMORY),
+    ("encode", MemoryError(), FAIL_MEMORY),
+])
+def test_a_failed_save_keeps_the_newest_record_counts_and_a_later_save_works(
+        tmp_path, monkeypatch, where, exc, why):
+    faults = Faults(monkeypatch)
+    s = Store(d(tmp_path), "p")
+    assert s.save(1, b"one") and s.save(1, b"two")
+    newest = s.slot
+    if where == "encode":
+        def no_heap(*a):
+            raise exc
+        monkeypatch.setattr(S, "encode", no_heap)
+    else:
+        faults.where = where
+        if exc is not None:
+            faults.exc = exc
+    for n in (1, 2, 3):  # every retry fails the same way and is counted
+        assert s.save(1, b"three") is False
+        assert s.write_errors == n and s.failing == why
+        # the newest record, in RAM and in flash, is what it was
+        assert (s.slot, s.seq, s.payload, s.version) == (newest, 2, b"two", 1)
+        assert Store(d(tmp_path), "p").load() == (1, b"two")
+    assert s.save(1, b"two") is True and s.failing == 0  # flash already holds it
+    monkeypatch.setattr(S, "encode", encode)
+    faults.where = None
+    assert s.save(1, b"three") is True
+    assert s.failing == 0 and s.write_errors == 3 and s.slot == 1 - newest
+    t = Store(d(tmp_path), "p")
+    assert t.load() == (1, b"three") and t.seq == 3
+
+
+def test_fail_counts_a_callers_failure(tmp_path):
+    s = Store(d(tmp_path), "p")
+    assert s.fail(FAIL_MEMORY) is False
+    assert s.write_errors == 1 and s.failing == FAIL_MEMORY
+    assert s.save(1, b"x") and s.failing == 0 and s.write_errors == 1
 
 
 @given(st.integers(0, 0xFFFFFFFF), st.binary(max_size=300), st.integers(0, 0xFFFF))

@@ -25,7 +25,7 @@ from bms.power import CAUSE_BOOT, WORKING
 from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
 from bms.soc import STATE_SIZE, Soc
-from bms.store import Store
+from bms.store import FAIL_MEMORY, Store
 from bms.ticks import ticks_diff
 
 PERIOD_MS = const(250)  # the AFE's coulomb-counter window
@@ -55,7 +55,7 @@ EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
 EV_OCV_TABLE_REJECTED = const(203)  # the stored OCV table does not rise: the chemistry's is used
 EV_SOC_START = const(204)  # value: the SOC the estimate started from, 0.1 %
 EV_CC_CAL = const(205)  # value: the coulomb-counter offset after a calibration, 1/16 LSB
-# 206..213: bms.config (parameter changes, unlocking, commands, saves)
+# 206..213: bms.config (parameter changes, unlocking, commands, saves); 221: bms.config EV_STORE_SAVE
 EV_CONFIG_RULE = const(214)  # value: the consistency rule the stored set breaks: it runs unconfigured
 EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
 # 216: bms.power EV_MODE (a power-mode change: mode << 8 | cause)
@@ -182,14 +182,39 @@ class App:
     def save_state(self, now):
         """The SOC state and the lifetime counters to flash (A/B records: a
         power cut mid-save leaves the previous ones; an unchanged record is
-        not written again). Periodic, and before a restart or sleep."""
+        not written again). Periodic, and before a restart or sleep; a
+        settings save that is still failing is tried again with them.
+
+        A failed save (MemoryError, OSError) never raises: its store counts
+        it (IR_SAVE_ERRORS) and keeps the previous record, the values here
+        stay, and the next periodic save tries again. EV_STORE_SAVE is
+        logged when a store starts failing and when it works again."""
         self.soc_saved = now
-        # a failed write is counted in its store; the next save tries again
-        self.life_store.save(1, self.life.encode())
-        if self.soc is None or not self.soc_started:
-            return
-        n = self.soc.save_state(self.soc_buf)
-        self.soc_store.save(STATE_SIZE, self.soc_buf if n == STATE_SIZE else self.soc_buf[:n])
+        t = self.uptime_s
+        cf = self.config
+        if cf.save_failed:
+            cf.save(now, t)
+        st = self.life_store
+        was = st.failing
+        try:
+            st.save(1, self.life.encode())
+        except MemoryError:
+            st.fail(FAIL_MEMORY)
+        CF.log_save(cf.log, CF.SAVE_LIFE, was, st.failing, t)
+        if self.soc is not None and self.soc_started:
+            st = self.soc_store
+            was = st.failing
+            try:
+                n = self.soc.save_state(self.soc_buf)
+                st.save(STATE_SIZE, self.soc_buf if n == STATE_SIZE else self.soc_buf[:n])
+            except MemoryError:
+                st.fail(FAIL_MEMORY)
+            CF.log_save(cf.log, CF.SAVE_SOC, was, st.failing, t)
+        self._publish_save_errors()
+
+    def _publish_save_errors(self):
+        n = self.params.save_errors() + self.soc_store.write_errors + self.life_store.write_errors
+        self.ir.set_u16(M.IR_SAVE_ERRORS, n if n < 0xFFFF else 0xFFFF)
 
     def _track_soc(self, now, cc):
         s = self.soc
@@ -584,6 +609,7 @@ class App:
             ir.set_u32(M.IR_CYCLES_DC, s.cycles_dc)
             ir.set_u16(M.IR_CC_OFFSET, s.offset_dlsb)
         self.config.publish_state(self.last_cycle)
+        self._publish_save_errors()
         life = self.life
         ir.set_u32(M.IR_LIFE_CHG_MAH, life.chg_mah)
         ir.set_u32(M.IR_LIFE_DSG_MAH, life.dsg_mah)
@@ -635,7 +661,7 @@ class App:
         self.now = now
         self.modbus.poll(now)
         cf = self.config
-        if cf.pending or cf.ev_lock:  # work for after the reply
+        if cf.pending or cf.ev_lock or cf.save_failed:  # work for after the reply, a save to retry
             self._after_writes(now)
         md = self.modes
         md.poll(now)

@@ -32,6 +32,8 @@ _SECOND = const(0xFE)  # the low word of a 32-bit parameter
 _RESERVED = const(0xFD)  # reads 0, takes only 0 (bms.regmap HR_RESERVED)
 _MAX_BAD_PINS = const(5)
 _LOCKOUT_MS = const(60000)
+_RETRY_MIN_MS = const(1000)  # a failed save is tried again after this, doubling
+_RETRY_MAX_MS = const(64000)  # up to this: a lasting failure does not wear the flash
 
 # What a change needs before it takes effect.
 _RESTART_KEYS = (P.P_CHEMISTRY, P.P_CELL_CHANNELS, P.P_CAPACITY_MAH, P.P_SHUNT_UOHM,
@@ -83,7 +85,11 @@ class Config:
         self.error = 0
         self.pending = 0  # service() work: bits below
         self.saves = 0
-        self.save_failed = False
+        # the stored set is behind the values (a save failed): service()
+        # tries again after retry_ms, which doubles while it keeps failing
+        self.save_failed = prm.save_failing() != 0  # bms.cfg taken in, not stored
+        self.retry_at = 0
+        self.retry_ms = 0
         self.restart_pending = False
         self.command = 0
         self.ev_lock = 0  # 1 unlocked, 2 locked, 3 wrong PIN: to log after the reply
@@ -311,6 +317,9 @@ class Config:
                 self.log(EV_BAD_PIN, self.bad_pins, time_s)
         work = self.pending
         if not work:
+            if self.save_failed and ticks_diff(now, self.retry_at) >= self.retry_ms:
+                self.save(now, time_s)
+                self.publish_state(now)
             return 0
         self.pending = 0
         if self.command:
@@ -329,18 +338,33 @@ class Config:
                     if i in _RESTART_KEYS:
                         restart = True
                 i += 1
-            if self.prm.save():
-                self.saves += 1
-                self.save_failed = False
-            else:
-                self.save_failed = True
-                self.log(EV_SAVE_FAILED, self.prm.save_errors(), time_s)
+            self.save(now, time_s)
             if restart or (not self.running_configured and self.prm.configured()):
                 self.restart_pending = True
             if comm:
                 work |= COMM
         self.publish_state(now)
         return work
+
+    def save(self, now, time_s):
+        """The set to flash. A failure (no heap, the filesystem refused)
+        never raises: the store counts it and keeps the old record, the
+        values stay, CFG_SAVE_FAILED is set, and service() tries again
+        after a back-off (1 s doubling to 64 s). EV_STORE_SAVE is logged
+        when saving starts failing and when it works again, not per retry."""
+        prm = self.prm
+        was = prm.save_failing()
+        if prm.save():
+            self.saves += 1
+            self.save_failed = False
+            self.retry_ms = 0
+        else:
+            self.save_failed = True
+            self.retry_at = now
+            r = self.retry_ms * 2
+            self.retry_ms = _RETRY_MIN_MS if r < _RETRY_MIN_MS else (_RETRY_MAX_MS if r > _RETRY_MAX_MS else r)
+        log_save(self.log, SAVE_PARAMS, was, prm.save_failing(), time_s)
+        return not self.save_failed
 
     def _log_change(self, i, time_s):
         # value: the register address above bit 20, the new value below
@@ -361,5 +385,18 @@ EV_UNLOCKED = const(208)
 EV_LOCKED = const(209)  # by a write of 0 or the timeout
 EV_BAD_PIN = const(210)  # value: wrong PINs in a row
 EV_COMMAND = const(211)  # value: the command
-EV_SAVE_FAILED = const(212)  # value: save errors so far; the old set stays stored
+EV_SAVE_FAILED = const(212)  # older firmware, per failed settings save (value: errors so far); now EV_STORE_SAVE
 EV_PARAMS_MIGRATED = const(213)  # value: the format version the stored set came from
+EV_STORE_SAVE = const(221)  # value: SAVE_ store << 8 | why (bms.store FAIL_), 0 when saving works again
+
+# The stores a save goes to (EV_STORE_SAVE's high byte)
+SAVE_PARAMS = const(1)  # the parameter set (params.a/b)
+SAVE_SOC = const(2)  # the SOC state (soc.a/b)
+SAVE_LIFE = const(3)  # the lifetime counters (life.a/b)
+
+
+def log_save(log, which, was, failing, time_s):
+    """Log EV_STORE_SAVE when a store starts failing (was 0, failing a
+    FAIL_ code) or works again, not on every retry."""
+    if (was == 0) != (failing == 0):
+        log(EV_STORE_SAVE, (which << 8) | failing, time_s)

@@ -19,7 +19,8 @@ writes (a power cut leaves at most the record being written invalid; the
 next append simply overwrites it) and corrupt records (skipped).
 
 Appending opens, seeks, writes 16 bytes and closes (LittleFS makes each
-file operation power-fail safe). A failed write (OSError) is counted in
+file operation power-fail safe). A failed write (OSError, or MemoryError
+opening the file) is counted in
 `write_errors`; the record still goes into the RAM cache of the newest
 records, which `newest()` serves without touching the filesystem.
 """
@@ -193,9 +194,14 @@ class EventLog:
     # -- runtime ------------------------------------------------------------
 
     def append(self, code, value, time_s):
-        """Log one event; returns its seq. Never raises on a filesystem error."""
+        """Log one event; returns its seq. Never raises on a filesystem
+        error or a full heap (MemoryError: the file could not be opened):
+        the write is counted as failed, the record stays in the cache."""
         if not self._loaded:
-            self.load()  # never overwrite an existing log from seq 0
+            try:
+                self.load()  # never overwrite an existing log from seq 0
+            except MemoryError:
+                self._loaded = False  # the file is left alone until a load works
         seq = self.next_seq
         buf = self._buf
         encode(buf, seq, self.boot, time_s, code, value)
@@ -203,19 +209,25 @@ class EventLog:
         self._push(buf)
         slot = seq % self.capacity
         ok = False
-        try:
+        # separate except clauses: `except (A, B)` builds a tuple, which an
+        # exhausted heap cannot give. Not loaded (no heap for the load):
+        # where the records are is unknown, so the file is left alone.
+        if self._loaded:
             try:
-                f = open(self.path, "r+b")
+                try:
+                    f = open(self.path, "r+b")
+                except OSError:
+                    f = open(self.path, "wb")
+                try:
+                    f.seek(slot * RECORD_SIZE)
+                    n = f.write(buf)
+                finally:
+                    f.close()
+                ok = n is None or n == RECORD_SIZE
+            except MemoryError:
+                pass
             except OSError:
-                f = open(self.path, "wb")
-            try:
-                f.seek(slot * RECORD_SIZE)
-                n = f.write(buf)
-            finally:
-                f.close()
-            ok = n is None or n == RECORD_SIZE
-        except OSError:
-            pass
+                pass
         if not ok:
             self.write_errors += 1
         # the slot's old record leaves the log either way

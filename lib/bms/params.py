@@ -196,13 +196,24 @@ class Params:
 
     def save(self):
         """Store the set (unless flash already holds it). False on a failed
-        write: the previous set is still what flash holds."""
-        if self.store is None:
+        save (no heap for the record, the filesystem refused): counted in
+        the store, the previous set is still what flash holds, the values
+        here are untouched. Never raises MemoryError or OSError."""
+        st = self.store
+        if st is None:
             return False
-        return self.store.save(FORMAT, self.encode())
+        try:
+            payload = self.encode()
+        except MemoryError:
+            return st.fail(1)  # bms.store.FAIL_MEMORY
+        return st.save(FORMAT, payload)
 
     def save_errors(self):
         return self.store.write_errors if self.store is not None else 0
+
+    def save_failing(self):
+        """Why the last save failed (bms.store FAIL_), 0 when it did not."""
+        return self.store.failing if self.store is not None else 0
 
 
 # Settings of the device, not of the pack: a chemistry's defaults leave them.

@@ -45,7 +45,7 @@ INPUT = {
     'remaining_dwh': "Remaining energy, 0.1 Wh: the open-circuit voltage curve integrated from empty to the present SOC",
     'cycles_dc': "Equivalent full cycles x 100 (discharged charge / full capacity)",
     'cc_offset_dlsb': "Coulomb-counter offset learned at rest with the FETs off, 1/16 LSB (subtracted from every reading)",
-    'config_state': "Configuration state: bit 0 configured (running with a pack set, FETs may close), bit 1 writes unlocked, bit 2 a stored change waits for a restart (command 1), bit 3 the last save to flash failed (the previous set is still stored), bit 4 unlocking refused for a minute after 5 wrong PINs",
+    'config_state': "Configuration state: bit 0 configured (running with a pack set, FETs may close), bit 1 writes unlocked, bit 2 a stored change waits for a restart (command 1), bit 3 the last save to flash failed (the previous set is still stored; retried after 1 s, doubling to 64 s), bit 4 unlocking refused for a minute after 5 wrong PINs",
     'config_error': "Why the last write was refused: reason << 8 | detail (bmsctl names it); 0 after an accepted write",
     'unlock_left_s': "Seconds the write unlock has left (each accepted write renews it); 0 = locked",
     'param_saves': "Parameter sets saved to flash since start (a save happens only when a value changed)",
@@ -69,6 +69,7 @@ INPUT = {
     'net_dropped': "State samples the full store-and-forward ring let go since boot (the oldest go first)",
     'net_sent': "MQTT messages the broker acknowledged since boot",
     'net_block_max_ms': "The longest one network call held the control loop since boot (bounded by timeout_ms in net.cfg)",
+    'save_errors': "Saves to flash that failed since boot (settings, SOC state, lifetime counters; out of memory or a filesystem error), every retry counted; the previous record stays stored and the event log says when saving starts failing and works again (saturates at 65535)",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 

@@ -10,6 +10,13 @@ Record: magic b"BMSR", version u16, seq u32, length u16, payload, CRC-16
 over all of it (little-endian). A record from an older firmware version is
 returned with its version so the caller migrates it rather than dropping it.
 
+A failed save (MemoryError: the record could not be built or the file
+opened; OSError: the filesystem refused, or wrote short) never raises: it
+returns False, counts itself in `write_errors`, says why in `failing` (FAIL_),
+and leaves the newest record in flash and in RAM (`payload`, `seq`,
+`slot`) as it was, so the next save simply tries the same slot again.
+A later successful save clears `failing`.
+
 Not in the control loop: saves and loads allocate (files, buffers).
 """
 from micropython import const
@@ -19,6 +26,10 @@ from bms.crc import crc16
 MAGIC = b"BMSR"
 _HEAD = const(12)  # magic 4, version 2, seq 4, length 2
 MAX_PAYLOAD = const(4096)
+
+# Store.failing: why the last save failed (0: it did not)
+FAIL_MEMORY = const(1)  # MemoryError: no heap for the record or the file
+FAIL_FLASH = const(2)  # OSError, or a short write: the filesystem refused
 
 
 def encode(version, seq, payload):
@@ -61,7 +72,15 @@ class Store:
         self.slot = -1  # which slot holds it (-1: none)
         self.payload = None  # what the newest record holds
         self.version = 0
-        self.write_errors = 0
+        self.write_errors = 0  # failed saves since boot (any cause)
+        self.failing = 0  # FAIL_ of the last save, 0 when it worked
+
+    def fail(self, why):
+        """Count a failed save (the caller's own, say building the payload
+        ran out of memory). Allocation-free. Returns False."""
+        self.write_errors += 1
+        self.failing = why
+        return False
 
     def _read(self, path):
         """The record's bytes as the file holds them (decode() judges them).
@@ -96,23 +115,35 @@ class Store:
 
     def save(self, version, payload):
         """Write a new record unless the newest one already holds this.
-        True when the record is in flash (written now or before)."""
-        payload = bytes(payload)
-        if self.slot >= 0 and self.version == version and self.payload == payload:
-            return True
-        seq = (self.seq + 1) & 0xFFFFFFFF
-        slot = 1 - self.slot if self.slot >= 0 else 0
-        rec = encode(version, seq, payload)
+        True when the record is in flash (written now or before). False
+        when it failed (counted, `failing` says why): the newest record,
+        in flash and here, stays what it was. Never raises MemoryError or
+        OSError. (Separate except clauses: `except (A, B)` builds a tuple,
+        which an exhausted heap cannot give.)"""
         try:
+            payload = bytes(payload)
+            if self.slot >= 0 and self.version == version and self.payload == payload:
+                self.failing = 0
+                return True
+            seq = (self.seq + 1) & 0xFFFFFFFF
+            # never the newest record's slot: a failure from here on (no
+            # heap for the record, a refused or short write, a power cut)
+            # damages at most the older slot
+            slot = 1 - self.slot if self.slot >= 0 else 0
+            rec = encode(version, seq, payload)
             with open(self.paths[slot], "wb") as f:
-                f.write(rec)
+                n = f.write(rec)
+            if n is not None and n != len(rec):
+                return self.fail(FAIL_FLASH)
+        except MemoryError:
+            return self.fail(FAIL_MEMORY)
         except OSError:
-            self.write_errors += 1
-            return False
+            return self.fail(FAIL_FLASH)
         self.seq = seq
         self.slot = slot
         self.payload = payload
         self.version = version
+        self.failing = 0
         return True
 
     def erase(self):

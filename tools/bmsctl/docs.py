@@ -88,12 +88,15 @@ def event_codes():
         "| 209 | parameter writes locked (a write of 0, or the timeout) | 0 |",
         "| 210 | a wrong PIN | wrong PINs in a row (5: a one-minute lockout) |",
         "| 211 | a command (1 restart, 2 clear latched, 3 factory reset) | the command |",
-        "| 212 | saving the parameters failed: the previous set stays stored | save errors so far |",
+        "| 212 | saving the parameters failed (older firmware; now 221) | save errors so far |",
         "| 213 | the stored parameters came in another format and were migrated | that format |",
         "| 214 | the stored parameters break a consistency rule: running unconfigured | the rule |",
         "| 215 | a `bms.cfg` file was taken in as the stored parameters | 0 |",
         "| 216 | the power mode changed (docs/POWER.md) | new mode << 8 \\| cause (0 working, 1 low power, 2 sleep) |",
         "| 217 | why this boot happened | reset cause << 8 \\| wake reason |",
+        "| 221 | saving to flash started failing (the previous record stays stored; retried later), "
+        "or works again | store << 8 \\| why: store 1 settings, 2 SOC state, 3 lifetime counters; "
+        "why 1 out of memory, 2 filesystem error, 0 saved again |",
     ])
 
 

@@ -101,8 +101,10 @@ APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "oc
               208: "unlocked", 209: "locked", 210: "wrong_pin", 211: "command",
               212: "config_save_failed", 213: "config_migrated_from_format", 214: "config_breaks_rule",
               215: "config_file_imported", 218: "mqtt_connected", 219: "mqtt_link_down",
-              220: "net_cfg_rejected_at_line"}
+              220: "net_cfg_rejected_at_line", 221: "store_save"}
 PARAM_BY_ADDR = {r[0]: r for r in PT.TABLE}
+SAVE_STORES = {1: "settings", 2: "SOC state", 3: "lifetime counters"}  # bms.config SAVE_
+SAVE_FAILURES = {1: "out of memory", 2: "filesystem error"}  # bms.store FAIL_
 MODE_NAMES = {0: "working", 1: "low-power", 2: "sleep"}
 CAUSE_NAMES = {1: "timer check", 2: "RS485 traffic", 3: "charger", 4: "ACC", 5: "button", 6: "idle",
                7: "under-voltage", 8: "long button press", 9: "a check found work", 10: "boot"}
@@ -300,6 +302,13 @@ def event_text(code, value):
     if code == 212:
         return "Saving settings to flash failed (%s so far): the previous settings stay stored" % (
             _plural(value, "write error", "write errors"))
+    if code == 221:
+        what = SAVE_STORES.get(value >> 8, "store %d" % (value >> 8))
+        why = value & 0xFF
+        if not why:
+            return "Saving the %s to flash works again" % what
+        return "Saving the %s to flash failed (%s): the previous record stays stored, retried later" % (
+            what, SAVE_FAILURES.get(why, "error %d" % why))
     if code == 213:
         return "Stored settings converted from format %d" % value
     if code == 214:
@@ -333,7 +342,7 @@ def event_kind(code, value):
         if kind == 1:
             return "release"
         return "warn" if kind == 0 and protrules.ROWS[row - 1][8] == PR.WARN else "trip"
-    if (code == 201 and not value) or code in (210, 212, 214):
+    if (code == 201 and not value) or code in (210, 212, 214) or (code == 221 and value & 0xFF):
         return "trip"
     if code in (219, 220):
         return "warn"
