@@ -39,8 +39,14 @@ def firmware_target():
     return _target[0]
 
 
-def pytest_report_header(config):
-    return "MicroPython: " + firmware_target().describe()
+def pytest_sessionstart(session):
+    """Say once, at the top (even under -q, which hides the header), which
+    MicroPython the firmware tests run on, and why when it is not the twin."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller says it
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line("MicroPython: " + firmware_target().describe())
 
 
 def micropython_binary():
