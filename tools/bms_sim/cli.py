@@ -154,7 +154,7 @@ def add_pack_args(p):
 def add_target_args(p):
     p.add_argument("--heap", default=DEFAULT_HEAP,
                    help="MicroPython heap, as -X heapsize= (default: 56K on the ESP32 twin, its initial heap; "
-                        "110000 for its .mpy files; 72wK on the 64-bit pip port)")
+                        "110000 for its .mpy files; 96wK on the 64-bit pip port)")
     p.add_argument("--mpy", action="store_true",
                    help="the twin loads the firmware's .mpy files (build/device/lib, as make deploy leaves them "
                         "on a board) instead of its frozen copy")
