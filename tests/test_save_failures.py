@@ -9,9 +9,12 @@ tests/test_config.py.)"""
 import os
 
 from bms import config as CF
+from bms import paramload as PL
 from bms import paramtable as PT
 from bms import regmap as M
+from bms import store as S
 from bms_sim.cli import provision
+from bms_sim.direct import DirectSim
 from bms_sim.link import SimServer
 from bms_sim.world import World
 from conftest import mpy_tests
@@ -34,3 +37,44 @@ def test_failed_saves_never_end_the_firmware(tmp_path):
     assert int(stats["cycles"]) >= 300  # about 90 simulated seconds of 250 ms windows
     assert int(stats["param_tries"]) >= 3
     assert int(stats["save_errors"]) >= int(stats["tries"]) + 3  # the heap-locked save counted too
+
+
+def test_a_set_taken_in_at_boot_that_cannot_be_stored_is_logged_and_retried_at_once(tmp_path, monkeypatch):
+    """bms.cfg is taken in at boot but the flash refuses the record: the
+    App says so once, runs with the set, and the first pass retries the
+    save (no waiting on a back-off that has not started)."""
+    provision(str(tmp_path), 4, "nmc", 20000, 500)
+    refuse = [True]
+    real_open = open
+
+    def flash(path, mode="r", *a):
+        if refuse[0] and "w" in mode:
+            raise OSError(28, "ENOSPC")
+        return real_open(path, mode, *a)
+
+    monkeypatch.setattr(S, "open", flash, raising=False)
+    sim = DirectSim(World(cells=4, chemistry="nmc", capacity_mah=20000, shunt_uohm=500), str(tmp_path))
+    app = sim.app
+
+    def store_events():
+        return [r[4] for r in app.log.read(0, 256) if r[3] == CF.EV_STORE_SAVE]
+
+    assert app.params.imported_text and app.configured and app.config.save_failed
+    assert store_events() == [(CF.SAVE_PARAMS << 8) | S.FAIL_FLASH]
+    sim.run(300)  # the first pass retries: it fails too, and is not logged again
+    assert app.params.save_errors() == 2 and store_events() == [(CF.SAVE_PARAMS << 8) | S.FAIL_FLASH]
+    assert app.ir.words[M.IR_SAVE_ERRORS] == 2
+    assert "Flash     2 failed save(s) since boot" in status_text(app)
+    refuse[0] = False
+    sim.run(1500)  # the next retry, 1 s after the last
+    assert not app.config.save_failed and store_events()[1:] == [CF.SAVE_PARAMS << 8]
+    assert list(PL.load(str(tmp_path) + "/").values) == list(app.params.values)
+    assert "Flash     2 failed save(s) since boot" in status_text(app)  # since boot: it stays
+
+
+def status_text(app):
+    from bmsctl import cli
+    from bmsctl import regs as RG
+
+    st = {"input": RG.decode(M.INPUT_REGS, list(app.ir.words)), "holding": RG.decode(PT.TABLE, list(app.hr.words))}
+    return cli.format_status(cli.status_dict(st), "sim")

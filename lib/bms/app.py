@@ -263,6 +263,8 @@ class App:
             self.append(CF.EV_PARAMS_MIGRATED, prm.migrated_from, 0)
         if prm.imported_text:
             self.append(EV_CONFIG_IMPORTED, 0, 0)
+        # the set taken in could not be stored: say so once; Config retries it
+        CF.log_save(self.append, CF.SAVE_PARAMS, 0, prm.save_failing(), 0)
         rule = prm.rule_error()
         if rule:
             self.append(EV_CONFIG_RULE, rule, 0)

@@ -317,7 +317,8 @@ class Config:
                 self.log(EV_BAD_PIN, self.bad_pins, time_s)
         work = self.pending
         if not work:
-            if self.save_failed and ticks_diff(now, self.retry_at) >= self.retry_ms:
+            # retry_ms 0: failed at boot (a bms.cfg taken in), not yet here: try now
+            if self.save_failed and (not self.retry_ms or ticks_diff(now, self.retry_at) >= self.retry_ms):
                 self.save(now, time_s)
                 self.publish_state(now)
             return 0

@@ -75,14 +75,14 @@ def crc8_byte(crc, b):
     return _CRC8_TABLE[crc ^ b]
 
 
-def crc16(buf, start, end):
+def crc16(buf, start, end, crc=0xFFFF):
     """Modbus CRC-16 (poly 0xA001 reflected, init 0xFFFF) over buf[start:end].
+    Pass a previous result as `crc` to continue it over another buffer.
 
     The result goes on the wire low byte first.
     """
     lo = _CRC16_LO
     hi = _CRC16_HI
-    crc = 0xFFFF
     i = start
     while i < end:
         k = (crc ^ buf[i]) & 0xFF

@@ -28,6 +28,7 @@ class Lifetime:
         self._chg_mas = 0
         self._dsg_mas = 0
         self._on_ms = 0
+        self._record = bytearray(SIZE)  # encode()'s: a save needs no heap for it
 
     def update(self, dt_ms, current_ma, cc, cell_min_mv, cell_max_mv, temp_min_dc, temp_max_dc):
         """One cycle: dt_ms since the last, the window's current when cc
@@ -60,9 +61,12 @@ class Lifetime:
             self.temp_min_dc = temp_min_dc
 
     def encode(self):
-        return struct.pack(_FMT, self.chg_mah, self.dsg_mah, self.on_s, self.cell_max_mv,
-                           self.cell_min_mv, self.temp_max_dc if self.temp_max_dc != _NO_TEMP else -32768,
-                           self.temp_min_dc if self.temp_min_dc != 0x7FFF else 32767, self.trips, 0)
+        """The stored form, in the same buffer each time."""
+        buf = self._record
+        struct.pack_into(_FMT, buf, 0, self.chg_mah, self.dsg_mah, self.on_s, self.cell_max_mv,
+                         self.cell_min_mv, self.temp_max_dc if self.temp_max_dc != _NO_TEMP else -32768,
+                         self.temp_min_dc if self.temp_min_dc != 0x7FFF else 32767, self.trips, 0)
+        return buf
 
     def decode(self, payload):
         """Take a stored record; False when it does not fit (kept as is)."""

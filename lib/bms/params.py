@@ -144,6 +144,8 @@ class Params:
         self.store = None  # bms.store.Store the set is saved in
         self.migrated_from = 0  # the older format a stored set came in, if any
         self.imported_text = False  # a bms.cfg file was taken in at this boot
+        # the stored form, made at boot: a save later needs no heap for it
+        self._record = bytearray(6 * COUNT)
         lim = array("i", paramdata.LIMITS)
         dfl = array("i", paramdata.DEFAULTS)
         i = 0
@@ -184,10 +186,11 @@ class Params:
 
     def encode(self):
         """The set as a store payload: (address u16, value i32) per
-        parameter, so a later firmware finds each value by its register."""
+        parameter, so a later firmware finds each value by its register.
+        Always the same buffer (the store copies what it keeps)."""
         import struct
 
-        buf = bytearray(6 * COUNT)
+        buf = self._record
         i = 0
         while i < COUNT:
             struct.pack_into("<Hi", buf, 6 * i, self.addr[i], self.values[i])
@@ -203,7 +206,7 @@ class Params:
         if st is None:
             return False
         try:
-            payload = self.encode()
+            payload = self.encode()  # allocation-free; the catch is the guarantee
         except MemoryError:
             return st.fail(1)  # bms.store.FAIL_MEMORY
         return st.save(FORMAT, payload)

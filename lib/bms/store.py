@@ -10,14 +10,21 @@ Record: magic b"BMSR", version u16, seq u32, length u16, payload, CRC-16
 over all of it (little-endian). A record from an older firmware version is
 returned with its version so the caller migrates it rather than dropping it.
 
-A failed save (MemoryError: the record could not be built or the file
-opened; OSError: the filesystem refused, or wrote short) never raises: it
+A failed save (MemoryError: no heap for the file or a first buffer;
+OSError: the filesystem refused, or wrote short) never raises: it
 returns False, counts itself in `write_errors`, says why in `failing` (FAIL_),
 and leaves the newest record in flash and in RAM (`payload`, `seq`,
 `slot`) as it was, so the next save simply tries the same slot again.
 A later successful save clears `failing`.
 
-Not in the control loop: saves and loads allocate (files, buffers).
+A save needs little heap: the record is never built whole. The header and
+the CRC go from two small preallocated buffers, the payload straight from
+the caller's, and `payload` is copied over in place (the same length as
+before). What is left is the file object. Whatever may allocate happens
+before the file is opened.
+
+Not in the control loop: loads allocate (files, buffers), and so does
+opening the file for a save.
 """
 from micropython import const
 
@@ -28,22 +35,33 @@ _HEAD = const(12)  # magic 4, version 2, seq 4, length 2
 MAX_PAYLOAD = const(4096)
 
 # Store.failing: why the last save failed (0: it did not)
-FAIL_MEMORY = const(1)  # MemoryError: no heap for the record or the file
+FAIL_MEMORY = const(1)  # MemoryError: no heap for the file (or a payload's first buffer)
 FAIL_FLASH = const(2)  # OSError, or a short write: the filesystem refused
 
 
-def encode(version, seq, payload):
-    n = len(payload)
-    rec = bytearray(_HEAD + n + 2)
-    rec[0:4] = MAGIC
-    rec[4] = version & 0xFF
-    rec[5] = (version >> 8) & 0xFF
+# A save's header and CRC: saves never overlap, so every store shares them.
+_head = bytearray(MAGIC + bytes(_HEAD - 4))
+_tail = bytearray(2)
+
+
+def _header(rec, version, seq, n):
     k = 0
     while k < 4:
+        rec[k] = MAGIC[k]
         rec[6 + k] = (seq >> (8 * k)) & 0xFF
         k += 1
+    rec[4] = version & 0xFF
+    rec[5] = (version >> 8) & 0xFF
     rec[10] = n & 0xFF
     rec[11] = n >> 8
+
+
+def encode(version, seq, payload):
+    """The whole record in one new buffer (the tests' and tools' form:
+    Store.save writes the same bytes without building it)."""
+    n = len(payload)
+    rec = bytearray(_HEAD + n + 2)
+    _header(rec, version, seq, n)
     rec[_HEAD:_HEAD + n] = payload
     c = crc16(rec, 0, _HEAD + n)
     rec[_HEAD + n] = c & 0xFF
@@ -51,8 +69,14 @@ def encode(version, seq, payload):
     return rec
 
 
+def _whole(n, want):
+    # a file's write() returns the count written (None: all of it)
+    return n is None or n == want
+
+
 def decode(rec):
-    """(version, seq, payload) of a valid record, else None."""
+    """(version, seq, payload) of a valid record, else None. The payload
+    is a bytearray: a store keeps it and copies later saves over it."""
     if rec is None or len(rec) < _HEAD + 2 or rec[0:4] != MAGIC:
         return None
     n = rec[10] | (rec[11] << 8)
@@ -62,7 +86,7 @@ def decode(rec):
         return None
     version = rec[4] | (rec[5] << 8)
     seq = rec[6] | (rec[7] << 8) | (rec[8] << 16) | (rec[9] << 24)
-    return version, seq, bytes(rec[_HEAD:_HEAD + n])
+    return version, seq, bytearray(rec[_HEAD:_HEAD + n])
 
 
 class Store:
@@ -70,7 +94,7 @@ class Store:
         self.paths = (directory + name + ".a", directory + name + ".b")
         self.seq = 0  # of the newest valid record
         self.slot = -1  # which slot holds it (-1: none)
-        self.payload = None  # what the newest record holds
+        self.payload = None  # what the newest record holds (a bytearray; a save copies over it)
         self.version = 0
         self.write_errors = 0  # failed saves since boot (any cause)
         self.failing = 0  # FAIL_ of the last save, 0 when it worked
@@ -97,7 +121,9 @@ class Store:
             return None
 
     def load(self):
-        """(version, payload) of the newest valid record, or None."""
+        """(version, payload) of the newest valid record, or None. The
+        payload is the store's own: the next save overwrites it in place,
+        so a caller that keeps it copies it."""
         best = None
         slot = 0
         while slot < 2:
@@ -119,45 +145,62 @@ class Store:
         when it failed (counted, `failing` says why): the newest record,
         in flash and here, stays what it was. Never raises MemoryError or
         OSError. (Separate except clauses: `except (A, B)` builds a tuple,
-        which an exhausted heap cannot give.)"""
+        which an exhausted heap cannot give.) The caller's payload is not
+        kept: it may fill the same buffer again."""
         try:
-            payload = bytes(payload)
-            if self.slot >= 0 and self.version == version and self.payload == payload:
+            keep = self.payload
+            if self.slot >= 0 and self.version == version and keep == payload:
                 self.failing = 0
                 return True
+            n = len(payload)
+            if keep is None or len(keep) != n:
+                keep = bytearray(n)  # the first save, or a new size: before the file is touched
             seq = (self.seq + 1) & 0xFFFFFFFF
             # never the newest record's slot: a failure from here on (no
-            # heap for the record, a refused or short write, a power cut)
+            # heap for the file, a refused or short write, a power cut)
             # damages at most the older slot
             slot = 1 - self.slot if self.slot >= 0 else 0
-            rec = encode(version, seq, payload)
+            h = _head
+            _header(h, version, seq, n)
+            c = crc16(payload, 0, n, crc16(h, 0, _HEAD))
+            t = _tail
+            t[0] = c & 0xFF
+            t[1] = c >> 8
             with open(self.paths[slot], "wb") as f:
-                n = f.write(rec)
-            if n is not None and n != len(rec):
+                ok = _whole(f.write(h), _HEAD) and _whole(f.write(payload), n) and _whole(f.write(t), 2)
+            if not ok:
                 return self.fail(FAIL_FLASH)
+            # in place: no heap (should it raise, the next save writes this
+            # slot again; the newest record in the other stays)
+            keep[:] = payload
         except MemoryError:
             return self.fail(FAIL_MEMORY)
         except OSError:
             return self.fail(FAIL_FLASH)
         self.seq = seq
         self.slot = slot
-        self.payload = payload
+        self.payload = keep
         self.version = version
         self.failing = 0
         return True
 
     def erase(self):
-        """Remove both slots (a factory reset). True when neither is left."""
+        """Remove both slots (a factory reset). True when neither is left;
+        False, never MemoryError or OSError, when one may be."""
         import os
 
         ok = True
         for path in self.paths:
             try:
                 os.remove(path)
+            except MemoryError:
+                ok = False
             except OSError:
                 try:
                     open(path, "rb").close()
                     ok = False  # it is there and would not go
+                except MemoryError:
+                    ok = False
                 except OSError:
                     pass  # it was not there
         self.seq = 0

@@ -243,6 +243,7 @@ def status_dict(st):
         "uptime_s": raw["uptime_s"],
         "afe_crc_errors": raw["afe_crc_errors"],
         "afe_bus_errors": raw["afe_bus_errors"],
+        "save_errors": raw["save_errors"],
         "power": {
             "mode": RG.MODE_NAMES.get(raw["power_mode"], raw["power_mode"]),
             "cause": RG.CAUSE_NAMES.get(raw["mode_cause"], raw["mode_cause"]),
@@ -336,6 +337,9 @@ def format_status(d, where=""):
         lines.append("Balancing cells " + ", ".join(str(c) for c in d["balancing_cells"]))
     lines.append("AFE       flags 0x%02x, CRC errors %d, bus errors %d" % (
         d["afe_stat"], d["afe_crc_errors"], d["afe_bus_errors"]))
+    if d.get("save_errors"):  # none over MQTT
+        lines.append("Flash     %d failed save(s) since boot: the previous records stay stored (see events)"
+                     % d["save_errors"])
     pw = d["power"]
     inputs = [k for k in ("acc", "charger", "button") if pw[k]]
     lines.append("Power     %s for %s (%s); network %s; inputs %s; this boot: %s%s" % (

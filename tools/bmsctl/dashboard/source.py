@@ -135,7 +135,7 @@ def mqtt_state(msg, where="", event_seq=None):
         "latched": RG.flag_names(_mask(msg.get("latched"))),
         "balancing_cells": [i + 1 for i in range(n) if bal >> i & 1],
         "afe_stat": None, "meas_count": None, "uptime_s": _num(msg.get("uptime_s")),
-        "afe_crc_errors": None, "afe_bus_errors": None,
+        "afe_crc_errors": None, "afe_bus_errors": None, "save_errors": None,
         "mqtt": {"state": "online", "error": None, "connects": None, "stored": None, "dropped": None, "sent": None,
                  "block_max_s": None},
         # it publishes, so its network is on; the message carries no inputs
