@@ -13,7 +13,8 @@ from conftest import ROOT
 REQUIRED = ("cycle_alloc_bytes", "modbus_alloc_bytes", "cycle_us_p50", "cycle_us_p99", "modbus_turnaround_ms_p50",
             "modbus_turnaround_ms_p99", "heap_after_import_bytes", "heap_after_start_bytes", "heap_peak_bytes",
             "heap_min_frozen_bytes", "heap_min_day_frozen_bytes", "fits_day_40k", "margin_day_40k_bytes",
-            "margin_e2e_56k_bytes", "heap_min_mpy_bytes", "boot_ms", "heap_size_used", "machine")
+            "margin_e2e_56k_bytes", "headroom_40k_peak_bytes", "heap_min_mpy_bytes", "boot_ms", "heap_size_used",
+            "machine")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,14 @@ def test_every_key_with_a_measured_value(quick):
     assert r["margin_e2e_56k_bytes"] == 56 * 1024 - r["heap_min_day_frozen_bytes"] > 0
     assert r["heap_min_frozen_bytes"] < r["heap_min_mpy_bytes"] < r["heap_min_64bit_mpy_bytes"]
     assert r["heap_peak_bytes"] < r["heap_min_frozen_bytes"]
+    assert r["headroom_40k_peak_bytes"] == r["heap_day_total_bytes"] - r["heap_peak_bytes"] > 0
+    # the bisected scenario ran whole at the smallest heap: the restart and the second boot included;
+    # a step below, the heap ran out
+    assert "restarted by command" in r["heap_min_frozen_detail"] and "after the restart" in r["heap_min_frozen_detail"]
+    assert r["heap_min_frozen_below"] is None or "MemoryError" in r["heap_min_frozen_below"]
+    assert r["heap_min_frozen_runs"] >= 2 and r["heap_runs_wall_s"]["all"] > 0
+    # one firmware measured throughout: the twin's digest of the copy the bench made
+    assert len(r["firmware_digest"]) == 64 and r["firmware_changed_during_run"] in (True, False)
     # the 64-bit pip port beside it: the same run, twice the object sizes and the bytecode in the heap
     b = r["bits64"]
     assert b["cycle_alloc_bytes"] == 0 and b["modbus_alloc_bytes"] == 0
@@ -81,6 +90,7 @@ def test_every_key_with_a_measured_value(quick):
     assert m["cpu_model"] and m["python"] and "MicroPython" in m["micropython"] and "MicroPython" in m["micropython_64bit"]
     # the table
     assert "cycle_us_p99" in stdout and "fits_day_40k" in stdout and "64-bit heap_peak_bytes" in stdout
+    assert perf.TWIN_TITLE in stdout and perf.BITS64_TITLE in stdout
 
 
 def test_the_doc_section_comes_from_the_json(quick, tmp_path):

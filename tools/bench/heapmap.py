@@ -34,12 +34,19 @@ BOOT = ("bms", "bms.crc", "bms.boards", "bms.boards.sim", "bms.bq769x0", "bms.pa
 BOOT_ONLY = ("bms.paramdata", "bms.paramload")
 MODULES = BOOT + tuple(m for m in START_MODULES if m not in BOOT)
 
+# argv: the modules to measure, after "--" any imported first and not counted
 _PROBE = """
 import gc, sys
+args = sys.argv[1:]
+if "--" in args:
+    k = args.index("--")
+    for m in args[k + 1:]:
+        __import__(m)
+    args = args[:k]
 gc.collect()
 base = gc.mem_alloc()
 prev = base
-for m in sys.argv[1:]:
+for m in args:
     __import__(m)
     gc.collect()
     a = gc.mem_alloc()
@@ -49,23 +56,32 @@ print("total", prev - base)
 """
 
 
-def measure(heap="400wK", target=None):
+def measure(heap="400wK", target=None, lib=None, modules=MODULES, base=()):
     """[(module, bytes)] and the total, measured on target (default: the
-    twin loading .mpy files)."""
-    lib = compile_lib()
+    twin loading .mpy files) with lib's .mpy files (default: make build's):
+    modules imported in order, each one's cost; base imported first and
+    not counted."""
+    lib = lib or compile_lib()
     target = target or find_target(mpy=True)
     os.makedirs(PROBE_DIR, exist_ok=True)
     probe = os.path.join(PROBE_DIR, "heapmap_probe.py")
-    with open(probe, "w") as f:
+    tmp = "%s.%d.tmp" % (probe, os.getpid())
+    with open(tmp, "w") as f:
         f.write(_PROBE)
+    os.replace(tmp, probe)
     env = dict(os.environ, MICROPYPATH=target.path(lib))
-    out = subprocess.run([target.exe, "-X", "heapsize=" + heap, probe] + list(MODULES),
-                         env=env, capture_output=True, text=True, timeout=60)
+    argv = [target.exe, "-X", "heapsize=" + heap, probe] + list(modules) + (["--"] + list(base) if base else [])
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     if out.returncode:
         raise RuntimeError("heap map failed:\n" + out.stdout + out.stderr)
     rows = [line.rsplit(" ", 1) for line in out.stdout.split("\n") if line.strip()]
     total = int(rows[-1][1])
     return [(m, int(b)) for m, b in rows[:-1]], total
+
+
+def module_cost(module, target, lib=None, base=(), heap="400wK"):
+    """The bytes importing module alone takes once base is imported."""
+    return measure(heap, target, lib, (module,), base)[1]
 
 
 def main(argv=None):

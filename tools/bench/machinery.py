@@ -1,22 +1,40 @@
 """What each piece of the heap-saving machinery earns, measured on the ESP32 twin.
 
     python -m bench.machinery [--quick] [--out build/machinery.json]
+    python -m bench.machinery --markdown [--out build/machinery.json]   # the table, from the JSON
 
-Each piece is taken away in a copy of lib/ and the firmware is measured
-with and without it, frozen into a twin of its own (built like `make twin`,
-in build/bench/machinery/) and from .mpy files, by the smallest heap that
-runs bench.perf's short scenario (boot, Modbus polling, two parameter
-writes saved to flash, the SOC estimate starting), bisected in 1 KiB steps:
+One copy of lib/ is taken at the start; each piece is taken away in a copy
+of that, and every variant is built twice, as the product builds the
+firmware: frozen into a twin of its own (built like `make twin`, in
+build/bench/machinery/NAME/) and compiled to .mpy files (run by the same
+binary, the .mpy files first on its path). Each is measured by
 
-- as built: what `make build` and `make twin` make;
+- the smallest heap that runs bench.perf's short scenario (a first boot
+  taking in bms.cfg, Modbus polling, two parameter writes saved, the
+  periodic SOC and lifetime save, a restart by command and the second boot
+  from the saved records), bisected in 1 KiB steps, every run from a fresh
+  copy of the provisioned flash;
+- the heap after import and after App.start() (gc.mem_alloc() collected,
+  bench.perf's cycle run in its quick form: tests/mpy/bench_cycle.py boots
+  as bms.start does), and the peak of a stretch with parameter writes;
+- the import of the firmware's modules in bms.start's order (bench.heapmap).
+
+The variants:
+
+- as_built: what `make build` and `make twin` make;
 - no_collect: bms.start imports the firmware without a collection after
   each module;
 - keep_boot: the boot-only loader and packed parameter table stay loaded
   (Params.release() does nothing);
-- unfolded: no constant folding: the plain source, with the host-only tables
-  it then imports (bms.regmap, bms.paramtable, bms.protrules, bms.regdoc);
-  the packed tables are still what the firmware reads, so this also shows
-  what the tuple tables cost when loaded.
+- unfolded: no constant folding: every module compiled as written, the
+  host-only modules it then imports (bms.regmap for the names) frozen and
+  compiled too. The firmware still reads the packed tables.
+
+And the packed tables against the tuple tables they replace, as modules
+loaded into the unfolded build (which has both): bms.paramdata and
+bms.packed against bms.paramtable, bms.protrules and bms.regmap (which
+holds the register names too), each imported alone after bms.params and
+bms.protection.
 
 A piece earns its place when the frozen image or the .mpy path needs a
 smaller heap with it. docs/ARCHITECTURE.md ("Heap") quotes the result.
@@ -28,8 +46,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
-from bench import perf
+from bench import heapmap, perf
 from bms_sim import build as B
 from bms_sim import twin as TW
 from bms_sim.cli import provision
@@ -38,6 +57,16 @@ from bms_sim.target import Target, find_target
 ROOT = B.ROOT
 WORK = os.path.join(ROOT, "build", "bench", "machinery")
 DEFAULT_OUT = os.path.join(ROOT, "build", "machinery.json")
+VARIANTS = ("as_built", "no_collect", "keep_boot", "unfolded")
+MODES = ("frozen", "mpy")
+# the cycle run's heap (the firmware and bench_probe's code and buffers),
+# the same for every variant of a mode
+CYCLE_HEAP = {"frozen": "64K", "mpy": "160K"}
+# bisection ranges (bytes): the unfolded variant needs more than the product
+HEAP_RANGE = {"frozen": (16 * 1024, 80 * 1024), "mpy": (40 * 1024, 200 * 1024)}
+TABLES_BASE = ("bms", "bms.params", "bms.protection")  # bms.protrules' imports
+TABLES_PACKED = ("bms.paramdata", "bms.packed")
+TABLES_TUPLE = ("bms.paramtable", "bms.protrules", "bms.regmap")
 
 
 def _patch(path, old, new):
@@ -50,11 +79,19 @@ def _patch(path, old, new):
         f.write(text.replace(old, new, 1))
 
 
-def variant_lib(name):
-    """A copy of lib/ with one piece taken away."""
-    dest = os.path.join(WORK, name, "src")
+def snapshot_lib():
+    """lib/ as it is now, copied: every variant is made from this copy."""
+    dest = os.path.join(WORK, "lib-snapshot")
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(B.LIB, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def variant_lib(name, lib):
+    """A copy of lib with one piece taken away."""
+    dest = os.path.join(WORK, name, "src")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(lib, dest, ignore=shutil.ignore_patterns("__pycache__"))
     bms = os.path.join(dest, "bms")
     if name == "no_collect":
         _patch(os.path.join(bms, "start.py"), "        __import__(name)\n        gc.collect()\n",
@@ -111,7 +148,22 @@ def build_twin(name, tree, src_tree):
         f.write("\n".join(lines) + "\n")
     log = os.path.join(WORK, name, "build.log")
     open(log, "w").close()
-    return TW.make_unix_port(src_tree, log, obj=os.path.join(WORK, name, "obj"), manifest=manifest)
+    built = TW.make_unix_port(src_tree, log, obj=os.path.join(WORK, name, "obj"), manifest=manifest)
+    exe = os.path.join(WORK, name, "micropython")
+    shutil.copy2(built, exe)
+    return exe
+
+
+def cycle_figures(fresh, target, heap, lib):
+    """Heap after import, after App.start() and the peak, from bench.perf's
+    quick cycle run on a fresh copy of the provisioned flash."""
+    tmp, state = perf._fresh_state(fresh)
+    try:
+        summary, cnt = perf.cycle_run(perf.MODES["quick"], state, target, heap, None, lib_dir=lib)[:2]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    f = perf.probe_figures(summary, cnt)
+    return {k: f[k] for k in ("heap_after_import_bytes", "heap_after_start_bytes", "heap_peak_bytes")}
 
 
 def measure(quick=False, progress=print):
@@ -121,29 +173,56 @@ def measure(quick=False, progress=print):
     _, src_tree = TW.find_source()
     step = perf.QUICK_HEAP_STEP if quick else perf.HEAP_STEP
     short = perf.QUICK_SHORT_MS if quick else perf.SHORT_MS
-    names = ("as_built", "no_collect", "keep_boot", "unfolded")
-    res = {"scenario_s": short // 1000, "step_bytes": step, "variants": {}}
+    t0 = time.monotonic()
+    os.makedirs(WORK, exist_ok=True)
+    lib = snapshot_lib()
+    res = {"scenario_s": short // 1000, "step_bytes": step, "variants": {}, "cycle_heap": CYCLE_HEAP,
+           "lib_modified": bool(subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "lib"],
+                                               capture_output=True, text=True).stdout.strip()),
+           "git_commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip()}
+    built = {}
+    for name in VARIANTS:
+        progress("%s: building the twin and the .mpy files ..." % name)
+        tree, mpy_dir = frozen_tree(name, variant_lib(name, lib))
+        built[name] = (build_twin(name, tree, src_tree), mpy_dir)
     with tempfile.TemporaryDirectory(prefix="bms-machinery-") as tmp:
-        state = os.path.join(tmp, "state")
-        provision(state, perf.CELLS, perf.CHEMISTRY, perf.CAPACITY_MAH, perf.SHUNT_UOHM)
-        for name in names:
-            progress("%s: building ..." % name)
-            src = variant_lib(name)
-            tree, mpy_dir = frozen_tree(name, src)
-            exe = build_twin(name, tree, src_tree)
-            row = {}
-            for mode, t, lib in (("frozen", Target(exe, "twin", frozen=True), None),
-                                 ("mpy", Target(twin.exe, "twin", frozen=False), mpy_dir)):
-                lo, hi = perf.HEAP_RANGE[mode]
-                row[mode + "_min_bytes"] = perf.smallest_heap(short, state, t, lo, hi + 64 * 1024, step, progress,
-                                                              lib_dir=lib)
-                progress("%s, %s: %s" % (name, mode, row[mode + "_min_bytes"]))
-            res["variants"][name] = row
+        fresh = os.path.join(tmp, "provisioned")
+        provision(fresh, perf.CELLS, perf.CHEMISTRY, perf.CAPACITY_MAH, perf.SHUNT_UOHM)
+        jobs = {}
+        with perf.process_pool(2) as pool:
+            for name in VARIANTS:
+                exe, mpy_dir = built[name]
+                for mode in MODES:
+                    t = Target(exe, "twin", frozen=mode == "frozen")
+                    jobs[name, mode] = pool.submit(perf.bisect_heap, short, fresh, t, *HEAP_RANGE[mode], step,
+                                                   perf._say, mpy_dir)
+            for name in VARIANTS:
+                exe, mpy_dir = built[name]
+                row = res["variants"][name] = {}
+                for mode in MODES:
+                    t = Target(exe, "twin", frozen=mode == "frozen")
+                    found = jobs[name, mode].result()
+                    row[mode + "_min_bytes"] = found["bytes"]
+                    row[mode + "_min_below"] = found["fails"]
+                    progress("%s, %s: smallest heap %s" % (name, mode, found["bytes"]))
+                    for k, v in cycle_figures(fresh, t, CYCLE_HEAP[mode], mpy_dir).items():
+                        row[mode + "_" + k] = v
+                    row[mode + "_import_bytes"] = heapmap.measure(target=t, lib=mpy_dir)[1]
+        # the packed tables against the tuple tables, in the unfolded build (it has both)
+        exe, mpy_dir = built["unfolded"]
+        tables = res["tables"] = {}
+        for mode in MODES:
+            t = Target(exe, "twin", frozen=mode == "frozen")
+            tables[mode] = {m: heapmap.module_cost(m, t, mpy_dir, TABLES_BASE) for m in TABLES_PACKED + TABLES_TUPLE}
     base = res["variants"]["as_built"]
-    for name in names[1:]:
+    for name in VARIANTS[1:]:
         v = res["variants"][name]
-        v["frozen_saves_bytes"] = _diff(v["frozen_min_bytes"], base["frozen_min_bytes"])
-        v["mpy_saves_bytes"] = _diff(v["mpy_min_bytes"], base["mpy_min_bytes"])
+        for mode in MODES:
+            for k in ("min_bytes", "heap_after_import_bytes", "heap_after_start_bytes", "heap_peak_bytes",
+                      "import_bytes"):
+                v["%s_%s_saved" % (mode, k)] = _diff(v["%s_%s" % (mode, k)], base["%s_%s" % (mode, k)])
+    res["wall_s"] = round(time.monotonic() - t0, 1)
     return res
 
 
@@ -151,19 +230,65 @@ def _diff(a, b):
     return None if a is None or b is None else a - b
 
 
+def _n(x):
+    return "-" if x is None else "{:,}".format(x)
+
+
+def _d(x):
+    return "" if x is None else " (%+d)" % x
+
+
+ROWS = (
+    ("min_bytes", "smallest heap"),
+    ("import_bytes", "import"),
+    ("heap_after_import_bytes", "after import"),
+    ("heap_after_start_bytes", "after `App.start()`"),
+    ("heap_peak_bytes", "peak"),
+)
+
+
+def markdown(res):
+    """The figures as Markdown tables, for docs/ARCHITECTURE.md."""
+    v = res["variants"]
+    out = ["| variant | mode | " + " | ".join(t for _, t in ROWS) + " |",
+           "|---|---|" + "---|" * len(ROWS)]
+    for name in VARIANTS:
+        for mode in MODES:
+            cells = []
+            for k, _ in ROWS:
+                cells.append(_n(v[name]["%s_%s" % (mode, k)]) + _d(v[name].get("%s_%s_saved" % (mode, k))))
+            out.append("| %s | %s | %s |" % (name, "frozen" if mode == "frozen" else "`.mpy`", " | ".join(cells)))
+    out.append("")
+    t = res["tables"]
+    out.append("| module (imported alone after %s) | frozen | `.mpy` |" % ", ".join("`%s`" % m for m in TABLES_BASE[1:]))
+    out.append("|---|---|---|")
+    for m in TABLES_PACKED + TABLES_TUPLE:
+        out.append("| `%s` | %s | %s |" % (m, _n(t["frozen"][m]), _n(t["mpy"][m])))
+    out.append("| packed together | %s | %s |" % tuple(_n(sum(t[mode][m] for m in TABLES_PACKED)) for mode in MODES))
+    out.append("| tuple tables together (`bms.regmap` with its names) | %s | %s |"
+               % tuple(_n(sum(t[mode][m] for m in TABLES_TUPLE)) for mode in MODES))
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.machinery", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="coarse steps, a short scenario")
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--markdown", action="store_true", help="no run: the tables from --out, as Markdown")
     args = ap.parse_args(argv)
+    if args.markdown:
+        with open(args.out) as f:
+            print(markdown(json.load(f)))
+        return 0
     res = measure(args.quick, progress=lambda s: print(s, flush=True))
+    d = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(d, exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1, sort_keys=True)
-    print("\n%-12s %14s %14s %12s %12s" % ("variant", "frozen min B", ".mpy min B", "piece saves", "(.mpy)"))
-    for name, v in res["variants"].items():
-        print("%-12s %14s %14s %12s %12s" % (name, v["frozen_min_bytes"], v["mpy_min_bytes"],
-                                             v.get("frozen_saves_bytes", ""), v.get("mpy_saves_bytes", "")))
-    print("wrote " + args.out)
+        f.write("\n")
+    print()
+    print(markdown(res))
+    print("\nwrote %s (%.0f s)" % (args.out, res["wall_s"]))
     return 0
 
 

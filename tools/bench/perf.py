@@ -27,17 +27,24 @@ said otherwise:
    simulator's on_transmit hook timestamps the first reply byte of each
    request; requests are written to the simulator's pseudo-terminal, as a
    host does.
-5. heap runs: the firmware under -X heapsize=N for a short scenario
-   (SHORT_MS: boot, Modbus polling, two parameter writes saved to flash,
-   the SOC estimate starting; --quick: QUICK_SHORT_MS), bisected to the
+5. heap runs: the firmware's real entry under -X heapsize=N, each run from
+   a fresh copy of the provisioned flash (fits_run). The short scenario
+   (SHORT_MS: a first boot taking in bms.cfg, Modbus polling, two parameter
+   writes saved to flash, events, the first periodic SOC and lifetime save,
+   a restart by command and the second boot from the saved records;
+   --quick: QUICK_SHORT_MS, without the periodic save) is bisected to the
    smallest N that runs it, frozen and from .mpy on the twin and from .mpy
-   on the 64-bit pip port; then a simulated day (DAY: used, rested in
-   low-power mode, charged, rested, used; the same writes; --quick: 2 s)
-   at the smallest frozen N, stepping up until it runs (heap_min_day_frozen),
-   and at the day's heap target, DAY_HEAP (40K). A run fits when it ran the
-   whole time, answered and logged no error.
+   on the 64-bit pip port. The simulated day (DAY: used, rested in
+   low-power mode, charged, rested, used; the same writes; --quick: 2 s) is
+   then confirmed at the smallest frozen N (stepping up until it runs:
+   heap_min_day_frozen) and run at the day's heap target, DAY_HEAP (40K).
+   These runs go two at a time in worker processes, after the timed runs.
 6. the same cycle run on the 64-bit pip port (.mpy, PROBE_HEAP_64): its
    heap and allocation figures beside the twin's, for comparison.
+
+Every run measures one firmware: the twin's binary and the .mpy files are
+copied at the start (snapshot), so edits to lib/ during the run (and the
+twin rebuilt for them) do not mix into it.
 """
 import argparse
 import datetime
@@ -46,6 +53,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,9 +102,14 @@ PROBE_HEAP = "64K"
 # the same on the 64-bit pip port, loading .mpy files (its objects are twice
 # the size, and the bytecode sits in the heap)
 PROBE_HEAP_64 = "160wK"
-# the short scenario the heap bisection runs, in simulated ms
-SHORT_MS = 30000
-QUICK_SHORT_MS = 8000
+# The short scenario the heap bisection runs, in simulated ms (fits_run):
+# a board's first boot (the provisioned bms.cfg taken in), Modbus requests
+# every 300 ms, two parameter writes saved to flash (events logged), the
+# first periodic SOC and lifetime save (600 s after the SOC starts), then a
+# restart by command (the state saved again) and the second boot, from the
+# saved records, answering again. --quick: the same less the SOC save.
+SHORT_MS = 640000
+QUICK_SHORT_MS = 10000
 # bisection range and step (bytes) per target
 HEAP_RANGE = {"frozen": (12 * 1024, 64 * 1024), "mpy": (40 * 1024, 160 * 1024), "pip64": (64 * 1024, 320 * 1024)}
 HEAP_STEP = 1024
@@ -332,7 +345,7 @@ COUNTERS = ("cycles", "polls", "passes", "idle_poll_alloc_max", "collections", "
             "charging_cycles", "discharging_cycles")
 
 
-def cycle_run(cfg, state, target, heap, speed, realtime=False):
+def cycle_run(cfg, state, target, heap, speed, realtime=False, lib_dir=None):
     """Run bench_cycle.py on the pack in state; returns (summary, counters,
     cycles, requests, replies, requests_sent)."""
     world = make_world()
@@ -346,7 +359,7 @@ def cycle_run(cfg, state, target, heap, speed, realtime=False):
     n_requests = measure // cfg["request_every_ms"] + 20
     env = {"BMS_BENCH": "%d,%d,%d,%d,%d,%d,%d" % (warm, measure, gap, peak, locked, n_cycles, n_requests),
            "BMS_BENCH_PATH": compile_probe()}
-    server = SimServer(world, state, speed=speed, heap=heap, target=target, main_py=BENCH_MAIN,
+    server = SimServer(world, state, speed=speed, heap=heap, target=target, main_py=BENCH_MAIN, lib_dir=lib_dir,
                        log_path=os.path.join(state, "bench-%s.log" % ("rt" if realtime else "cycle")))
     sent = [0]
     polled = [0]
@@ -484,14 +497,14 @@ def transact(host, catcher, req, timeout=2.0):
     return t1 - t0, reply
 
 
-def boot_once(state, target, heap, keep=False):
+def boot_once(state, target, heap, keep=False, lib_dir=None):
     """Spawn main.py at speed 1.0, write a request as soon as the pty exists;
     returns (boot ms, server, host, catcher); the server keeps running if keep."""
     world = make_world()
     world.load.set(8000)
     link = os.path.join(state, "ttyBENCH")
     catcher = Catcher()
-    server = SimServer(world, state, speed=1.0, link_path=link, heap=heap, target=target,
+    server = SimServer(world, state, speed=1.0, link_path=link, heap=heap, target=target, lib_dir=lib_dir,
                        log_path=os.path.join(state, "bench-main.log"))
     server.on_transmit = catcher
     catcher.arm()
@@ -518,9 +531,9 @@ def boot_once(state, target, heap, keep=False):
     return boot_ms, None, None, None, None
 
 
-def turnaround_run(cfg, state, target, heap):
+def turnaround_run(cfg, state, target, heap, lib_dir=None):
     """(boot ms, turnaround ms list, per-kind counts, failures)."""
-    boot_ms, server, host, catcher, world = boot_once(state, target, heap, keep=True)
+    boot_ms, server, host, catcher, world = boot_once(state, target, heap, keep=True, lib_dir=lib_dir)
     rng = random.Random(7)
     times = []
     kinds = {}
@@ -567,10 +580,13 @@ def heap_arg_bytes(heap):
 
 
 def margins(res):
-    """The heap targets' margins over the smallest heap that runs the day."""
+    """The heap targets' margins: over the smallest heap that runs the day
+    (both as -X heapsize bytes), and the cycle run's peak against the bytes
+    the day's heap holds (gc.mem_alloc() + gc.mem_free() under 40K)."""
     base = res["heap_min_day_frozen_bytes"]
     res["margin_day_40k_bytes"] = heap_arg_bytes(DAY_HEAP) - base if base else None
     res["margin_e2e_56k_bytes"] = heap_arg_bytes(SMALL_HEAP) - base if base else None
+    res["headroom_40k_peak_bytes"] = res["heap_day_total_bytes"] - res["heap_peak_bytes"]
 
 
 def heap_bytes(micropython, heap):
@@ -581,18 +597,40 @@ def heap_bytes(micropython, heap):
     return int(proc.stdout.strip())
 
 
-def fits_run(fits_ms, state, target, heap, lib_dir=None):
-    """(fits, detail): the firmware (main.py) under -X heapsize=heap for
-    fits_ms simulated ms with Modbus requests while polled, two parameter
-    writes saved to flash and, for a whole day, DAY's phases; fits when it
-    ran that long, answered, and logged no error."""
+def _fresh_state(state):
+    """A copy of the provisioned state directory: every heap run starts from
+    the same flash (a first boot, bms.cfg still to take in), whatever the
+    runs before it wrote."""
+    tmp = tempfile.mkdtemp(prefix="bms-bench-fits-")
+    dest = os.path.join(tmp, "state")
+    shutil.copytree(state, dest, ignore=shutil.ignore_patterns("*.log"))
+    return tmp, dest
+
+
+def fits_run(fits_ms, state, target, heap, lib_dir=None, day=None):
+    """(fits, detail): the firmware's real entry (the frozen boot.py and
+    main.py, or main.py with lib_dir's .mpy files) under -X heapsize=heap
+    for fits_ms simulated ms, from a fresh copy of the provisioned state.
+
+    Modbus requests every 300 ms while polled; the unlock and two parameter
+    writes that change a value (saved to flash, logged). A day (day=True;
+    default: fits_ms is DAY_MS or more) runs DAY's phases. Any other run is
+    the short scenario: it ends with a restart by command (the state saved,
+    the MCU reset, the second boot from the saved records). It fits when it
+    ran that long, logged no error and answered; the short scenario also
+    when it came back from the restart and answered again, and, when it
+    lasted past the first periodic save, saved the SOC state twice (A and B
+    records: the periodic save and the restart's)."""
     world = make_world()
     world.load.set(8000)
-    server = SimServer(world, state, speed=None, heap=heap, target=target, lib_dir=lib_dir,
-                       log_path=os.path.join(state, "bench-fits.log"))
+    tmp, run_state = _fresh_state(state)
+    server = SimServer(world, run_state, speed=None, heap=heap, target=target, lib_dir=lib_dir,
+                       log_path=os.path.join(run_state, "bench-fits.log"))
     sent = [0]
     polled = [True]
-    day = fits_ms >= DAY_MS
+    day = fits_ms >= DAY_MS if day is None else day
+    restart_at = None if day else fits_ms - (20000 if fits_ms >= 60000 else 3000)
+    mark = [None]  # len(server.tx) once the restarted firmware is up
 
     def next_request():
         if polled[0]:
@@ -614,66 +652,185 @@ def fits_run(fits_ms, state, target, heap, lib_dir=None):
         if k + 1 < len(DAY):
             server.at(DAY[k + 1][0] * 1000, lambda: phase(k + 1))
 
-    server.at(500, next_request)
     def write(req):
         server.send(req)
         sent[0] += 1
 
-    # parameter writes that change a value: saved to flash (A/B record)
+    def up_again():
+        mark[0] = len(server.tx)
+
+    server.at(500, next_request)
+    # parameter writes that change a value: saved to flash (A/B record), logged
     server.at(1000, lambda: write(UNLOCK))
-    server.at(min(2000, fits_ms // 2), lambda: write(frame(bytes([1, 6, 0, LED_BRIGHTNESS, 0, 60]))))
-    server.at(min(6000, fits_ms - 500), lambda: write(frame(bytes([1, 6, 0, LED_BRIGHTNESS, 0, 50]))))
+    server.at(2000, lambda: write(frame(bytes([1, 6, 0, LED_BRIGHTNESS, 0, 60]))))
+    server.at(6000, lambda: write(frame(bytes([1, 6, 0, LED_BRIGHTNESS, 0, 50]))))
     if day:
         server.at(1, lambda: phase(0))
+    else:
+        # a restart by command: the state saved, then the second boot from the records
+        server.at(restart_at - 500, lambda: write(UNLOCK))
+        server.at(restart_at, lambda: write(frame(bytes([1, 6, 0, M.HR_COMMAND, 0, M.CMD_RESTART]))))
+        server.at(restart_at + 1500, up_again)
     ok = False
     detail = None
     try:
-        server.start()
-        # as fast as the firmware goes: a simulated minute allowed a second of wall time
-        server.wait_sim_ms(fits_ms, timeout=max(30, fits_ms / 60000.0))
-        ok = not server.exited.is_set()
-    except SimError as e:
-        detail = str(e).splitlines()[0]
+        try:
+            server.start()
+            # as fast as the firmware goes: a simulated minute allowed a second of wall time
+            server.wait_sim_ms(fits_ms, timeout=max(30, fits_ms / 60000.0))
+            ok = not server.exited.is_set()
+            if not ok:
+                detail = "the firmware stopped"
+        except SimError as e:
+            detail = str(e).splitlines()[0]
+        finally:
+            server.stop()
+        try:
+            with open(server.log_path) as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        err = log_error(text)
+        replies = len(parse_replies(server.tx))
+        soc_saves = len([n for n in os.listdir(run_state) if n in ("soc.a", "soc.b")])
+        if err:
+            ok = False
+            detail = err
+        if ok and replies == 0:
+            ok = False
+            detail = "no Modbus reply"
+        after = None
+        if ok and not day:
+            after = len(parse_replies(server.tx[mark[0]:])) if mark[0] is not None else 0
+            if server.boots < 2 or not after:
+                ok = False
+                detail = "no reply after the restart (%d boots)" % server.boots
+        if ok and not day and fits_ms > 610000 and soc_saves < 2:
+            ok = False
+            detail = "the SOC state not saved twice"
+        if ok:
+            ran = "%.1f h" % (fits_ms / 3600000.0) if fits_ms >= 3600000 else "%d s" % (fits_ms // 1000)
+            if day:
+                detail = "ran %s simulated (%s), answered %d of %d requests" % (
+                    ran, "used, rested, charged, rested, used, rested" if fits_ms >= DAY_MS else "the day's start",
+                    replies, sent[0])
+            else:
+                detail = ("ran %s simulated: the first boot (bms.cfg taken in), 2 parameter writes saved, %s"
+                          "restarted by command (the state saved) and booted from the saved records; answered %d "
+                          "of %d requests, %d after the restart"
+                          % (ran, "the periodic SOC and lifetime save, " if fits_ms > 610000 else "", replies, sent[0],
+                             after))
     finally:
-        server.stop()
-    try:
-        with open(server.log_path) as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    err = log_error(text)
-    replies = len(parse_replies(server.tx))
-    if err:
-        ok = False
-        detail = err
-    if ok and replies == 0:
-        ok = False
-        detail = "no Modbus reply"
-    if ok:
-        ran = ("%.1f h" % (fits_ms / 3600000.0) if fits_ms >= 3600000 else "%.1f s" % (fits_ms / 1000.0))
-        detail = "ran %s simulated (%s), answered %d of %d requests" % (
-            ran, "used, rested, charged, rested, used, rested" if day else "under load", replies, sent[0])
+        shutil.rmtree(tmp, ignore_errors=True)
     return ok, detail
 
 
-def smallest_heap(fits_ms, state, target, lo, hi, step, progress, lib_dir=None):
+def _say(text):
+    print(text, flush=True)
+
+
+def bisect_heap(fits_ms, state, target, lo, hi, step, progress=_say, lib_dir=None):
     """The smallest heap (bytes, a multiple of step) in [lo, hi] under which
     fits_run passes, by bisection (a run that fits at N fits above N: the
-    firmware's allocations do not depend on the heap's size); None when
-    even hi does not fit."""
-    if not fits_run(fits_ms, state, target, str(hi), lib_dir)[0]:
-        return None
+    firmware's allocations do not depend on the heap's size): {"bytes":
+    N or None when even hi does not fit, "runs": the run's detail at N,
+    "fails": what went wrong a step below, "runs_made": fits runs}.
+    A failure that is not a MemoryError (a run starved of CPU on a busy
+    machine, say) is run again once before it counts."""
+    name = target.kind + (" frozen" if target.frozen else " .mpy")
+    made = [0]
+
+    def attempt(n):
+        ok, detail = fits_run(fits_ms, state, target, str(n), lib_dir)
+        made[0] += 1
+        if not ok and "MemoryError" not in (detail or ""):
+            progress("  %s at %d B: %s; once more" % (name, n, detail))
+            ok, detail = fits_run(fits_ms, state, target, str(n), lib_dir)
+            made[0] += 1
+        progress("  %s at %d B: %s" % (name, n, "runs" if ok else "fails (%s)" % detail))
+        return ok, detail
+
+    ok, runs = attempt(hi)
+    if not ok:
+        return {"bytes": None, "runs": None, "fails": runs, "runs_made": made[0]}
+    fails = None
     lo = (lo // step) * step
     while hi - lo > step:
         mid = ((lo + hi) // 2 // step) * step
-        ok = fits_run(fits_ms, state, target, str(mid), lib_dir)[0]
-        progress("  %s at %d B: %s" % (target.kind + (" frozen" if target.frozen else " .mpy"), mid,
-                                       "runs" if ok else "fails"))
+        ok, detail = attempt(mid)
         if ok:
-            hi = mid
+            hi, runs = mid, detail
         else:
-            lo = mid
-    return hi
+            lo, fails = mid, detail
+    return {"bytes": hi, "runs": runs, "fails": fails, "runs_made": made[0]}
+
+
+def smallest_heap(fits_ms, state, target, lo, hi, step, progress=_say, lib_dir=None):
+    """bisect_heap's bytes alone."""
+    return bisect_heap(fits_ms, state, target, lo, hi, step, progress, lib_dir)["bytes"]
+
+
+def _timed(fn, *args):
+    """(fn(*args), wall seconds): a job for the heap runs' process pool."""
+    t0 = time.monotonic()
+    out = fn(*args)
+    return out, round(time.monotonic() - t0, 1)
+
+
+def process_pool(workers=2):
+    """The heap runs' workers: processes of their own (each run's simulator
+    is Python, the GIL would serialise threads), spawned (no forked threads)."""
+    import concurrent.futures
+    import multiprocessing
+
+    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+# -- one firmware for the whole run -----------------------------------------------
+
+
+def snapshot(dest, progress=_say):
+    """The firmware as it is now, copied into dest: the twin's binary and
+    build/device/lib's .mpy files, from one build. A bench lasts minutes,
+    others may edit lib/ meanwhile (and a test run rebuilds the twin): every
+    run here measures this copy. Returns (frozen Target, .mpy Target, the
+    .mpy directory, the twin's digest)."""
+    import filecmp
+
+    from bms_sim import twin as TW
+
+    for _ in range(5):
+        lib = compile_lib()
+        try:
+            target = find_target(mpy=False, say=progress)
+        except TargetError as e:
+            raise BenchError(str(e))
+        if target.kind != "twin":
+            raise BenchError("the bench measures the ESP32 twin, which cannot be built here: %s" % target.why)
+        exe = os.path.join(dest, "micropython")
+        lib_copy = os.path.join(dest, "lib")
+        shutil.rmtree(lib_copy, ignore_errors=True)
+        with open(os.path.join(TW.TWIN, ".lock"), "w") as lock:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # no twin build meanwhile
+            stamp = TW.read_stamp() or {}
+            before = TW.digest()
+            shutil.copy2(target.exe, exe)
+            shutil.copytree(lib, lib_copy)
+            same = stamp.get("digest") == before == TW.digest() and filecmp.cmp(target.exe, exe, shallow=False)
+        if same:
+            return Target(exe, "twin", frozen=True), Target(exe, "twin", frozen=False), lib_copy, before
+        progress("the firmware changed while the bench copied it: again")
+    raise BenchError("the firmware kept changing while the bench copied it (lib/ being edited?)")
+
+
+def firmware_digest():
+    """The digest the twin would have for lib/ as it is now (bms_sim.twin.digest)."""
+    from bms_sim import twin as TW
+
+    compile_lib()
+    return TW.digest()
 
 
 # -- the whole bench ---------------------------------------------------------------
@@ -699,29 +856,35 @@ def probe_figures(summary, cnt):
 
 
 def run(quick=False, heap=PROBE_HEAP, progress=print):
+    from bms_sim import twin as TW
+
     cfg = MODES["quick" if quick else "full"]
-    compile_lib()
     try:
-        target = find_target(mpy=False, say=progress)
         pip64 = Target(pip_micropython(), "pip64")
     except TargetError as e:
         raise BenchError(str(e))
-    if target.kind != "twin":
-        raise BenchError("the bench measures the ESP32 twin, which cannot be built here: %s" % target.why)
-    twin_mpy = Target(target.exe, "twin", frozen=False)
-    t_start = time.monotonic()
-    res = {"quick": quick, "heap_size_used": heap, "heap_small": SMALL_HEAP, "heap_day": DAY_HEAP,
-           "cells": CELLS, "chemistry": CHEMISTRY, "capacity_mah": CAPACITY_MAH, "esp32_factor": ESP32_FACTOR,
-           "period_ms": PERIOD_MS, "config": dict(cfg), "target": target.describe()}
-    res["machine"] = machine_info(target.exe)
-    res["machine"]["micropython_64bit"] = machine_info_mp(pip64.exe)
     with tempfile.TemporaryDirectory(prefix="bms-bench-") as tmp:
+        fw = os.path.join(tmp, "firmware")
+        os.makedirs(fw)
+        # one firmware for the whole run: the twin and the .mpy files, copied
+        target, twin_mpy, lib, digest = snapshot(fw, progress)
+        t_start = time.monotonic()
+        res = {"quick": quick, "heap_size_used": heap, "heap_small": SMALL_HEAP, "heap_day": DAY_HEAP,
+               "cells": CELLS, "chemistry": CHEMISTRY, "capacity_mah": CAPACITY_MAH, "esp32_factor": ESP32_FACTOR,
+               "period_ms": PERIOD_MS, "config": dict(cfg), "firmware_digest": digest,
+               "target": target.describe().replace(target.exe, TW.EXE + " (copied for the run)")}
+        res["machine"] = machine_info(target.exe)
+        res["machine"]["micropython_64bit"] = machine_info_mp(pip64.exe)
+        # the provisioned pack, as a new board has it (bms.cfg not yet taken
+        # in): the heap runs and the 64-bit run start from copies of it
+        fresh = os.path.join(tmp, "provisioned")
+        provision(fresh, CELLS, CHEMISTRY, CAPACITY_MAH, SHUNT_UOHM)
         state = os.path.join(tmp, "state")
-        provision(state, CELLS, CHEMISTRY, CAPACITY_MAH, SHUNT_UOHM)
+        shutil.copytree(fresh, state)
 
         progress("cycle run on the twin, frozen: %d s simulated, as fast as the firmware goes ..."
                  % ((cfg["warm_ms"] + cfg["measure_ms"] + cfg["gap_ms"] + cfg["peak_ms"] + cfg["locked_ms"]) // 1000))
-        summary, cnt, cycles, requests, replies, sent = cycle_run(cfg, state, target, heap, None)
+        summary, cnt, cycles, requests, replies, sent = cycle_run(cfg, state, target, heap, None, lib_dir=lib)
         steady = [c for c in cycles if not c[2]]
         plain = [c[0] for c in steady if c[1] is None]
         wrapped = [c for c in steady if c[1] is not None]
@@ -800,7 +963,7 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
 
         if cfg["realtime_ms"]:
             progress("real-time cycle run: %d s ..." % (cfg["realtime_ms"] // 1000 + 1))
-            _, _, rt_cycles, _, _, _ = cycle_run(cfg, state, target, heap, 1.0, realtime=True)
+            _, _, rt_cycles, _, _, _ = cycle_run(cfg, state, target, heap, 1.0, realtime=True, lib_dir=lib)
             rt = [c[0] for c in rt_cycles if not c[2] and c[1] is None]
             if rt:
                 res["cycle_us_p50_realtime"] = pct(rt, 50)
@@ -810,9 +973,9 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
         boots = []
         for i in range(cfg["boots"]):
             progress("boot %d ..." % (i + 1))
-            boots.append(boot_once(state, target, SMALL_HEAP)[0])
+            boots.append(boot_once(state, target, SMALL_HEAP, lib_dir=lib)[0])
         progress("turnaround run: %d requests in real time ..." % cfg["turn_requests"])
-        boot_ms, turn, kinds, failures = turnaround_run(cfg, state, target, SMALL_HEAP)
+        boot_ms, turn, kinds, failures = turnaround_run(cfg, state, target, SMALL_HEAP, lib_dir=lib)
         boots.append(boot_ms)
         if not turn:
             raise BenchError("no Modbus request answered in the turnaround run")
@@ -827,43 +990,69 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
             "modbus_turnaround_kinds": kinds,
         })
 
-        # the smallest heaps, and the day
+        # The heap runs, after the timed runs (nothing else runs beside
+        # those), two at a time in worker processes: the day at its target
+        # and the frozen bisection first, the day at the bisected size as
+        # soon as it is known, then the .mpy bisections and the 64-bit run.
         short = QUICK_SHORT_MS if quick else SHORT_MS
         step = QUICK_HEAP_STEP if quick else HEAP_STEP
-        mins = {}
-        for key, t in (("frozen", target), ("mpy", twin_mpy), ("pip64", pip64)):
-            progress("smallest heap for the %d s scenario: %s ..." % (short // 1000, t.describe()))
-            lo, hi = HEAP_RANGE[key]
-            mins[key] = smallest_heap(short, state, t, lo, hi, step, progress)
-        res["heap_scenario_s"] = short // 1000
-        res["heap_min_frozen_bytes"] = mins["frozen"]
-        res["heap_min_mpy_bytes"] = mins["mpy"]
-        res["heap_min_64bit_mpy_bytes"] = mins["pip64"]
         day_ms = cfg["fits_ms"]
-        # the day at the smallest frozen heap, stepping up until it runs
-        n = mins["frozen"] or HEAP_RANGE["frozen"][1]
-        while True:
-            progress("the day (%s simulated) at %d B, frozen ..." % ("24 h" if day_ms >= DAY_MS else "%d s" % (day_ms // 1000), n))
-            ok, detail = fits_run(day_ms, state, target, str(n))
-            if ok or n >= HEAP_RANGE["frozen"][1]:
-                break
+        day_name = "24 h" if day_ms >= DAY_MS else "%d s" % (day_ms // 1000)
+        progress("heap runs, two at a time: the smallest heap for the %d s scenario (frozen, .mpy, 64-bit .mpy), "
+                 "the day (%s simulated) there and at %s, frozen; the 64-bit cycle run ..." % (short // 1000, day_name,
+                                                                                             DAY_HEAP))
+        t_heap = time.monotonic()
+        with process_pool(2) as pool:
+            day40_job = pool.submit(_timed, fits_run, day_ms, fresh, target, DAY_HEAP, lib, True)
+            bisect_jobs = {"frozen": pool.submit(_timed, bisect_heap, short, fresh, target, *HEAP_RANGE["frozen"], step,
+                                                 _say, lib)}
+            frozen_min, frozen_s = bisect_jobs["frozen"].result()
+            n = frozen_min["bytes"] or HEAP_RANGE["frozen"][1]
+            progress("smallest heap, frozen: %s; the day at %d B ..." % (_b(frozen_min["bytes"]), n))
+            day_job = pool.submit(_timed, fits_run, day_ms, fresh, target, str(n), lib, True)
+            bisect_jobs["mpy"] = pool.submit(_timed, bisect_heap, short, fresh, twin_mpy, *HEAP_RANGE["mpy"], step,
+                                             _say, lib)
+            bisect_jobs["pip64"] = pool.submit(_timed, bisect_heap, short, fresh, pip64, *HEAP_RANGE["pip64"], step,
+                                               _say, lib)
+            # the 64-bit pip port beside the twin: the same cycle run, from .mpy
+            state64 = os.path.join(tmp, "state-64")
+            shutil.copytree(fresh, state64)
+            cycle64_job = pool.submit(cycle_run, cfg, state64, pip64, PROBE_HEAP_64, None, False, lib)
+            mins = {"frozen": frozen_min}
+            walls = {"frozen": frozen_s}
+            for key in ("mpy", "pip64"):
+                mins[key], walls[key] = bisect_jobs[key].result()
+                progress("smallest heap, %s: %s" % (key, _b(mins[key]["bytes"])))
+            (ok, detail), day_s = day_job.result()
+            progress("the day at %d B: %s" % (n, detail))
+            (fits, fits_detail), day40_s = day40_job.result()
+            progress("the day at %s: %s" % (DAY_HEAP, fits_detail))
+            summary64, cnt64, _, _, _, _ = cycle64_job.result()
+        # the day from the bisected size up, until it runs (rarely needed)
+        while not ok and n < HEAP_RANGE["frozen"][1]:
             n += step
+            progress("the day (%s simulated) at %d B, frozen ..." % (day_name, n))
+            (ok, detail), day_s = _timed(fits_run, day_ms, fresh, target, str(n), lib, True)
+        res["heap_scenario_s"] = short // 1000
+        for key, name in (("frozen", "frozen"), ("mpy", "mpy"), ("pip64", "64bit_mpy")):
+            res["heap_min_%s_bytes" % name] = mins[key]["bytes"]
+            res["heap_min_%s_detail" % name] = mins[key]["runs"]
+            res["heap_min_%s_below" % name] = mins[key]["fails"]
+            res["heap_min_%s_runs" % name] = mins[key]["runs_made"]
         res["heap_min_day_frozen_bytes"] = n if ok else None
         res["heap_min_day_frozen_detail"] = detail
-        progress("the day at the target, %s frozen ..." % DAY_HEAP)
-        fits, detail = fits_run(day_ms, state, target, DAY_HEAP)
         res["fits_day_40k"] = fits
-        res["fits_day_40k_detail"] = detail
+        res["fits_day_40k_detail"] = fits_detail
         res["heap_day_total_bytes"] = heap_bytes(target.exe, DAY_HEAP)
         res["heap_small_total_bytes"] = heap_bytes(target.exe, SMALL_HEAP)
+        res["heap_runs_wall_s"] = {"bisect_frozen": walls["frozen"], "bisect_mpy": walls["mpy"],
+                                   "bisect_64bit_mpy": walls["pip64"], "day_at_min": day_s, "day_at_40k": day40_s,
+                                   "all": round(time.monotonic() - t_heap, 1)}
         # margins: how far each target heap is above the smallest that runs
         margins(res)
-
-        # the 64-bit pip port beside the twin: the same cycle run, from .mpy
-        progress("cycle run on the 64-bit pip port (.mpy) for comparison ...")
-        summary64, cnt64, _, _, _, _ = cycle_run(cfg, state, pip64, PROBE_HEAP_64, None)
         res["bits64"] = dict(probe_figures(summary64, cnt64), heap_size_used=PROBE_HEAP_64,
-                             heap_min_mpy_bytes=mins["pip64"])
+                             heap_min_mpy_bytes=mins["pip64"]["bytes"])
+        res["firmware_changed_during_run"] = firmware_digest() != digest
     res["checks"] = {
         "cycle_alloc_zero": res["cycle_alloc_bytes"] == 0,
         "modbus_alloc_zero": res["modbus_alloc_bytes"] == 0,
@@ -895,7 +1084,7 @@ def _b(n):
 
 
 def rows(r):
-    """(figure, value, target, met) rows for the table."""
+    """(figure, value, target, met) rows for the table: the twin's."""
     c = r["checks"]
     return [
         ("cycle_alloc_bytes", "%d B" % r["cycle_alloc_bytes"], "0", _yes(c["cycle_alloc_zero"])),
@@ -913,35 +1102,64 @@ def rows(r):
          _yes(c["turnaround_p50_within_2ms"])),
         ("modbus_turnaround_ms_p99", "%.3f ms" % r["modbus_turnaround_ms_p99"], "<= %g ms" % TURN_P99_MAX_MS,
          _yes(c["turnaround_p99_within_10ms"])),
-        ("heap_after_import_bytes", "%d B" % r["heap_after_import_bytes"], "(twin, frozen)", ""),
-        ("heap_after_start_bytes", "%d B" % r["heap_after_start_bytes"], "(twin, frozen)", ""),
-        ("heap_peak_bytes", "%d B" % r["heap_peak_bytes"], "(twin, frozen)", ""),
-        ("heap_min_frozen_bytes", _b(r["heap_min_frozen_bytes"]), "(%d s scenario)" % r["heap_scenario_s"], ""),
-        ("heap_min_day_frozen_bytes", _b(r["heap_min_day_frozen_bytes"]), "(the day)", ""),
-        ("fits_day_40k", str(r["fits_day_40k"]).lower(), "true", _yes(c["fits_day_40k"])),
-        ("margin_day_40k_bytes", _b(r["margin_day_40k_bytes"]), "", ""),
-        ("margin_e2e_56k_bytes", _b(r["margin_e2e_56k_bytes"]), "> 0", _yes(c["e2e_56k_has_margin"])),
-        ("heap_min_mpy_bytes", _b(r["heap_min_mpy_bytes"]), "(twin, .mpy; %d s)" % r["heap_scenario_s"], ""),
-        ("64-bit heap_after_start_bytes", "%d B" % r["bits64"]["heap_after_start_bytes"], "(pip port, .mpy)", ""),
-        ("64-bit heap_peak_bytes", "%d B" % r["bits64"]["heap_peak_bytes"], "(pip port, .mpy)", ""),
-        ("64-bit heap_min_mpy_bytes", _b(r["heap_min_64bit_mpy_bytes"]), "(%d s scenario)" % r["heap_scenario_s"], ""),
-        ("64-bit cycle_alloc_bytes", "%d B" % r["bits64"]["cycle_alloc_bytes"], "", ""),
-        ("64-bit modbus_alloc_bytes", "%d B" % r["bits64"]["modbus_alloc_bytes"], "", ""),
+        ("heap_after_import_bytes", "%d B" % r["heap_after_import_bytes"], "(frozen)", ""),
+        ("heap_after_start_bytes", "%d B" % r["heap_after_start_bytes"], "(frozen)", ""),
+        ("heap_peak_bytes", "%d B" % r["heap_peak_bytes"], "(frozen)", ""),
+        ("heap_min_frozen_bytes", _b(r["heap_min_frozen_bytes"]), "(frozen, bisected on the %d s scenario)"
+         % r["heap_scenario_s"], ""),
+        ("heap_min_day_frozen_bytes", _b(r["heap_min_day_frozen_bytes"]), "(frozen, the day confirmed there)", ""),
+        ("heap_min_mpy_bytes", _b(r["heap_min_mpy_bytes"]), "(.mpy, bisected on the %d s scenario)"
+         % r["heap_scenario_s"], ""),
+        ("fits_day_40k", str(r["fits_day_40k"]).lower(), "true (the day at %s, frozen)" % r["heap_day"],
+         _yes(c["fits_day_40k"])),
+        ("margin_day_40k_bytes", _b(r["margin_day_40k_bytes"]), "> 0 (%s less the day's smallest heap)" % r["heap_day"],
+         _yes(c["fits_day_40k"] and (r["margin_day_40k_bytes"] or 0) > 0)),
+        ("headroom_40k_peak_bytes", _b(r["headroom_40k_peak_bytes"]), "(%s's bytes less heap_peak_bytes)" % r["heap_day"],
+         ""),
+        ("margin_e2e_56k_bytes", _b(r["margin_e2e_56k_bytes"]), "> 0 (%s less the day's smallest heap)"
+         % r["heap_small"], _yes(c["e2e_56k_has_margin"])),
         ("boot_ms", "%.1f ms" % r["boot_ms"], "", ""),
         ("boot_fw_ms", "%d ms" % r["boot_fw_ms"], "", ""),
     ]
 
 
-def table(r):
-    rs = [("figure", "measured", "target", "met")] + rows(r)
+def rows64(r):
+    """The 64-bit pip port's rows (.mpy files), beside the twin's for comparison."""
+    b = r["bits64"]
+    return [
+        ("64-bit heap_after_import_bytes", "%d B" % b["heap_after_import_bytes"], "", ""),
+        ("64-bit heap_after_start_bytes", "%d B" % b["heap_after_start_bytes"], "", ""),
+        ("64-bit heap_peak_bytes", "%d B" % b["heap_peak_bytes"], "", ""),
+        ("64-bit heap_min_mpy_bytes", _b(r["heap_min_64bit_mpy_bytes"]), "(bisected on the %d s scenario)"
+         % r["heap_scenario_s"], ""),
+        ("64-bit cycle_alloc_bytes", "%d B" % b["cycle_alloc_bytes"], "", ""),
+        ("64-bit modbus_alloc_bytes", "%d B" % b["modbus_alloc_bytes"], "", ""),
+    ]
+
+
+TWIN_TITLE = "The ESP32 twin (32-bit, ESP32 object sizes), firmware frozen unless marked .mpy"
+BITS64_TITLE = "64-bit pip port, .mpy (for comparison: the figures before the twin)"
+
+
+def _text_table(rs):
+    rs = [("figure", "measured", "target", "met")] + rs
     w = [max(len(x[i]) for x in rs) for i in range(4)]
     lines = ["  ".join(x[i].ljust(w[i]) for i in range(4)).rstrip() for x in rs]
     lines.insert(1, "  ".join("-" * w[i] for i in range(4)))
+    return lines
+
+
+def table(r):
+    lines = [TWIN_TITLE + ":", ""] + _text_table(rows(r))
+    lines += ["", BITS64_TITLE + ":", ""] + _text_table(rows64(r))
     m = r["machine"]
     lines.append("")
     lines.append("host: %s (%s CPUs), %s; Python %s; %s" % (m["cpu_model"], m["cpu_count"], m["os"], m["python"],
                                                          m["micropython"]))
+    lines.append("smallest heap frozen: %s; a step below: %s" % (r["heap_min_frozen_detail"], r["heap_min_frozen_below"]))
     lines.append("the day at %s: %s" % (DAY_HEAP, r["fits_day_40k_detail"]))
+    if r.get("firmware_changed_during_run"):
+        lines.append("NOTE: lib/ changed while the bench ran; the figures are for the firmware copied at its start")
     return "\n".join(lines)
 
 
@@ -950,9 +1168,13 @@ def render_section(r):
     m = r["machine"]
     s = r["scenario"]
     out = [DOC_BEGIN, ""]
-    out.append("Measured by `make bench` on %s, %s%s; the bench took %.0f s."
+    out.append("Measured by `make bench` on %s, %s%s; the bench took %.0f s (its heap runs, two at a time, %.0f s)."
                % (m["date_utc"], "commit `%s`" % m["git_commit"] if m["git_commit"] else "outside a git checkout",
-                  " with lib/ modified in the working tree" if m["firmware_modified"] else "", r["bench_wall_s"]))
+                  " with lib/ modified in the working tree" if m["firmware_modified"] else "", r["bench_wall_s"],
+                  r["heap_runs_wall_s"]["all"]))
+    if r.get("firmware_changed_during_run"):
+        out.append("lib/ changed while it ran: every figure is for the firmware the bench copied at its start "
+                   "(twin digest `%s`)." % r["firmware_digest"][:12])
     out.append("")
     out.append("| machine | |")
     out.append("|---|---|")
@@ -965,11 +1187,14 @@ def render_section(r):
     out.append("| heap of the cycle run (`heap_size_used`) | `-X heapsize=%s` = %d bytes (tools/bench/perf.py `PROBE_HEAP`: the firmware and the probe); 64-bit: `%s` |"
                % (r["heap_size_used"], r["heap_total_bytes"], r["bits64"]["heap_size_used"]))
     out.append("")
-    out.append("| figure | measured | target | met |")
-    out.append("|---|---|---|---|")
-    for name, value, target, met in rows(r):
-        out.append("| `%s` | %s | %s | %s |" % (name, value, target, met))
-    out.append("")
+    for title, rs in ((TWIN_TITLE, rows(r)), (BITS64_TITLE, rows64(r))):
+        out.append("**%s**" % title)
+        out.append("")
+        out.append("| figure | measured | target | met |")
+        out.append("|---|---|---|---|")
+        for name, value, target, met in rs:
+            out.append("| `%s` | %s | %s | %s |" % (name, value, target, met))
+        out.append("")
     out.append("More from the same run (all in build/bench.json):")
     out.append("")
     out.append("- Cycle: %d cycles measured, %d of them steady (no event logged); %d timed as is (p50 %d us, "
@@ -1009,18 +1234,24 @@ def render_section(r):
                "after one. The bench's own code and buffers (%d B) are taken off these."
                % (r["heap_after_start_bytes"], r["heap_peak_passes"], r["heap_peak_soc_saves"], r["heap_peak_events"],
                   r["heap_live_max_bytes"], r["heap_peak_bytes"], r["bench_probe_bytes"]))
-    out.append("- Heap targets, on the twin with the firmware frozen. The smallest heap is bisected in %d-byte "
-               "steps on a %d s scenario (boot, Modbus polling, two parameter writes saved to flash, the SOC "
-               "estimate starting): %s frozen, %s from .mpy (64-bit pip port from .mpy: %s). The day, from "
-               "that size up: %s (%s). The day at `-X heapsize=%s` (%d bytes usable): %s, a margin of %s over "
-               "the smallest (both as -X heapsize). The end-to-end suite's `%s` (%d bytes usable) leaves %s."
+    out.append("- Smallest heaps, bisected in %d-byte steps on the %d s scenario, each run from a freshly "
+               "provisioned flash: frozen %s (%d runs; there it %s; a step below it failed: %s); from .mpy %s (%d runs; a "
+               "step below it failed: %s); 64-bit pip port from .mpy %s (%d runs)."
                % (QUICK_HEAP_STEP if r["quick"] else HEAP_STEP, r["heap_scenario_s"], _b(r["heap_min_frozen_bytes"]),
-                  _b(r["heap_min_mpy_bytes"]), _b(r["heap_min_64bit_mpy_bytes"]), _b(r["heap_min_day_frozen_bytes"]),
-                  r["heap_min_day_frozen_detail"], r["heap_day"], r["heap_day_total_bytes"], r["fits_day_40k_detail"],
-                  _b(r["margin_day_40k_bytes"]), r["heap_small"], r["heap_small_total_bytes"],
-                  _b(r["margin_e2e_56k_bytes"])))
+                  r["heap_min_frozen_runs"], r["heap_min_frozen_detail"], r["heap_min_frozen_below"],
+                  _b(r["heap_min_mpy_bytes"]), r["heap_min_mpy_runs"], r["heap_min_mpy_below"],
+                  _b(r["heap_min_64bit_mpy_bytes"]), r["heap_min_64bit_mpy_runs"]))
+    w = r["heap_runs_wall_s"]
+    out.append("- The day, frozen, confirmed at the bisected size (stepping up until it runs): %s; there it %s "
+               "(%.0f s of wall time). At `-X heapsize=%s` (%d bytes usable): %s (%.0f s); a margin of %s over "
+               "the day's smallest heap (both as -X heapsize), and %s between the peak above and the %d bytes. "
+               "The end-to-end suite's `%s` (%d bytes usable) leaves %s over the day's smallest heap."
+               % (_b(r["heap_min_day_frozen_bytes"]), r["heap_min_day_frozen_detail"], w["day_at_min"],
+                  r["heap_day"], r["heap_day_total_bytes"], r["fits_day_40k_detail"], w["day_at_40k"],
+                  _b(r["margin_day_40k_bytes"]), _b(r["headroom_40k_peak_bytes"]), r["heap_day_total_bytes"],
+                  r["heap_small"], r["heap_small_total_bytes"], _b(r["margin_e2e_56k_bytes"])))
     b = r["bits64"]
-    out.append("- The 64-bit pip port, the same cycle run from .mpy at `-X heapsize=%s` (%d bytes): %d B after "
+    out.append("- 64-bit pip port, .mpy: the same cycle run at `-X heapsize=%s` (%d bytes): %d B after "
                "import, %d B after `App.start()`, peak %d B; allocation %d B a cycle, %d B a request. Its objects "
                "are twice the ESP32's and its bytecode sits in the heap: these are the old figures, for comparison."
                % (b["heap_size_used"], b["heap_total_bytes"], b["heap_after_import_bytes"], b["heap_after_start_bytes"],
