@@ -25,13 +25,16 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 # CPython unit and property tests, then the firmware under MicroPython
-# (imports, heap-locked paths, end-to-end over the simulated link), on two
-# workers (pytest-xdist): the CI machine's two cores. The firmware runs on
+# (imports, heap-locked paths, end-to-end over the simulated link), on three
+# workers (pytest-xdist) for the CI machine's two cores: many end-to-end
+# tests wait on real time, so a third worker fills the cores meanwhile;
+# work stealing and the slow tests first (tests/conftest.py) keep one
+# worker from running alone at the end. The firmware runs on
 # the ESP32's twin, built first (about 30 s the first time); where it cannot
 # be built, on the 64-bit pip port, and the first lines say why.
 test: setup
 	@$(BIN)/python -m bms_sim.twin --or-fallback
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal
 
 # The ESP32's twin (tools/bms_sim/twin.py): a 32-bit unix MicroPython with
 # the firmware frozen in (firmware/manifest.py), in build/twin/. Source:

@@ -6,6 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis' timing checks (input generation too slow, a deadline per
+# example) measure the machine, not the code: the suite runs on three workers
+# beside MicroPython processes and a browser. Correctness checks stay on.
+settings.register_profile("suite", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("suite")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.path.join(ROOT, "lib")
@@ -128,3 +135,13 @@ def lfp4_sim(state, link_path, speed=20.0, **world_kw):
         yield server
     assert "Traceback" not in server.log_tail(), server.log_tail()
 from mqtt_broker import mqtt_broker  # noqa: E402,F401  (the real-broker fixture: tests/mqtt_broker.py)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs simulated hours or a browser (tens of seconds): started first")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (the order within each group kept): on two
+    workers, one left for the end runs alone while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

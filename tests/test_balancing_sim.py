@@ -1,6 +1,8 @@
 """Balancing in the simulator: a 4-cell pack that starts 150 mV apart,
 charged and discharged through repeated cycles by the real control loop,
 ends with a spread under the balance differential."""
+import pytest
+
 from bms import params as P
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
@@ -9,6 +11,7 @@ from bms_sim.world import World
 CAP = 2000
 
 
+@pytest.mark.slow
 def test_a_150_mv_spread_is_balanced_out_over_cycles(tmp_path):
     provision(str(tmp_path), 4, "nmc", CAP, 1000)
     # NMC near the top of charge, where an imbalance shows: 150 mV is about 20 % SOC

@@ -144,6 +144,33 @@ def test_the_build_drops_stale_modules_and_reuses_unchanged_ones(tmp_path):
         B.compile_lib(str(src), out, board="nope")
 
 
+def test_another_process_reuses_the_fold_until_a_source_changes(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "__init__.py").write_text("")
+    (src / "pkg" / "a.py").write_text("from micropython import const\nX = const(1)\nY = X + 1\n")
+    out = str(tmp_path / "out")
+    B.compile_lib(str(src), out)
+    folds = []
+    real = B.fold_sources
+    monkeypatch.setattr(B, "fold_sources", lambda *a: folds.append(1) or real(*a))
+    B._done.clear()  # as a new process starts
+    B.compile_lib(str(src), out)
+    assert folds == [], "nothing changed: no folding"
+    (src / "pkg" / "a.py").write_text("from micropython import const\nX = const(2)\nY = X + 1\n")
+    B._done.clear()
+    B.compile_lib(str(src), out)
+    assert folds == [1]
+    with open(os.path.join(B.folded_dir(out), "pkg", "a.py")) as f:
+        folded = f.read()
+    assert "X + 1" not in folded and "2 + 1" in folded, folded
+    # an output gone: built again
+    os.remove(os.path.join(out, "pkg", "a.mpy"))
+    B._done.clear()
+    B.compile_lib(str(src), out)
+    assert folds == [1, 1] and os.path.exists(os.path.join(out, "pkg", "a.mpy"))
+
+
 def test_the_build_imports_under_micropython_with_the_board_pin_map(built, tmp_path):
     script = tmp_path / "from_build.py"
     script.write_text(
@@ -293,6 +320,7 @@ def board(tmp_path):
         os.close(slave)
 
 
+@pytest.mark.slow
 def test_make_deploy_copies_the_build_to_a_board_over_mpremote_and_it_runs(board, tmp_path):
     port, root, log = board
     t0 = time.monotonic()

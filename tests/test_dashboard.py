@@ -324,6 +324,7 @@ def test_without_chromium_the_browser_test_says_how_to_get_it(monkeypatch):
     assert browser.available() == "Debian's chromium is not installed: .ci/run installs it; apt-get install chromium"
 
 
+@pytest.mark.slow
 def test_the_page_in_chromium(dash, tmp_path):
     why = browser.available()
     if why:

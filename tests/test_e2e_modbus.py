@@ -162,6 +162,7 @@ def test_bmsctl_wrong_unit_says_what_to_check(sim, capsys):
     assert "no reply from unit 9" in err and "--unit" in err
 
 
+@pytest.mark.slow
 def test_one_simulated_hour_takes_under_ten_seconds(tmp_path):
     provision(str(tmp_path), 4, "lfp", 10000, 1000)
     world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0)

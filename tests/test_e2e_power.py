@@ -66,6 +66,7 @@ def lp(tmp_path):
     assert "Traceback" not in server.log_tail(), server.log_tail()
 
 
+@pytest.mark.slow
 def test_working_low_power_and_back(lp):
     server = lp
     server.wait_sim_ms(3000)

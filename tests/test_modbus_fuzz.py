@@ -7,6 +7,8 @@ import random
 import struct
 import time
 
+import pytest
+
 from test_modbus_rtu import (ADDR, Rig, crc_ok, expected_exc, expected_reply, read_req, with_crc, write1_req,
                              writen_reply, writen_req)
 
@@ -105,6 +107,7 @@ def check_reply(window, w):
         assert bytes((ADDR, fc & 0x7F)) in window or bytes((ADDR, fc)) in window, w.hex()
 
 
+@pytest.mark.slow
 def test_a_hundred_thousand_bad_frames(capsys):
     rng = random.Random(2026)
     rig = Rig()

@@ -11,6 +11,7 @@ Invariants, checked after every control cycle:
 """
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -117,6 +118,7 @@ def run_profile(chemistry, soc, spread, segments):
     return sim, watch
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(chemistry=st.sampled_from(["lfp", "nmc"]), soc=st.sampled_from([3.0, 50.0, 96.0]),

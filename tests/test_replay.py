@@ -31,6 +31,7 @@ def read_out(path):
     return rows
 
 
+@pytest.mark.slow
 def test_counts_the_charge_of_a_trace(tmp_path):
     trace = tmp_path / "t.csv"
     # 1 h at -2 A on a 10 Ah LFP pack: 20 % out
@@ -88,6 +89,7 @@ def test_an_ocv_table_that_does_not_rise_is_refused(tmp_path):
     assert p.returncode == 2 and "must rise with SOC" in p.stderr
 
 
+@pytest.mark.slow
 def test_six_hours_of_four_cells_replay_in_under_two_minutes(tmp_path):
     trace = tmp_path / "six.csv"
     write_trace(trace, 6 * 3600, lambda t: -3000 if (t // 600) % 2 else 1500, lambda t: 3280 + (t % 600) // 60)

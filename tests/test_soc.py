@@ -331,6 +331,7 @@ def test_rest_needs_the_relaxation_time_and_low_current():
 
 
 # ------------------------------------------------------------ offset, small loads
+@pytest.mark.slow
 def test_offset_learned_with_fets_off_and_c100_counted_for_a_day():
     cap = 10000
     p = Pack(CHEM_NMC, cap=cap, shunt=8440, true_dpct=900, offset_lsb=2,

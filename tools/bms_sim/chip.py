@@ -26,6 +26,8 @@ from bms.bq769x0 import (
 )
 from bms.crc import crc8, crc8_byte
 
+_CRC_OF_BYTE = bytes(crc8_byte(0, d) for d in range(256))  # CRC-8 of one byte, for bytes.translate
+
 EIO = 5  # machine.I2C raises OSError(EIO) on a NACK
 ENODEV = 19  # ... and OSError(ENODEV) when nobody answers the address
 
@@ -216,22 +218,27 @@ class SimBq769x0:
                 v |= CTRL1_LOAD_PRESENT
         return v
 
+    def _read_regs(self, a, n):
+        """n registers from a, as the bus reads them (bytes)."""
+        if a + n <= REG_COUNT and not a <= SYS_CTRL1 < a + n:
+            return bytes(self._regs[a:a + n])
+        return bytes(self._read_reg(a + i) for i in range(n))
+
     def readfrom_mem_into(self, addr, memaddr, buf):
         self._check_bus(addr)
         n = len(buf)
         if self.crc:
             if n % 2:
                 raise ValueError("with CRC a read returns data,crc pairs: even length")
+            data = self._read_regs(memaddr, n // 2)
             out = bytearray(n)
-            for i in range(n // 2):
-                d = self._read_reg(memaddr + i)
-                out[2 * i] = d
-                if i == 0:
-                    out[1] = crc8_byte(crc8_byte(0, (addr << 1) | 1), d)
-                else:
-                    out[2 * i + 1] = crc8_byte(0, d)
+            out[0::2] = data
+            # every byte's own CRC (a table lookup each); the first also covers the address byte
+            out[1::2] = data.translate(_CRC_OF_BYTE)
+            if data:
+                out[1] = crc8_byte(crc8_byte(0, (addr << 1) | 1), data[0])
         else:
-            out = bytearray(self._read_reg(memaddr + i) for i in range(n))
+            out = bytearray(self._read_regs(memaddr, n))
         self._read_serial += 1
         corrupt = False
         if self.corrupt_next_reads > 0:

@@ -88,6 +88,23 @@ def ocv_mv(chemistry, soc_frac):
     return v0 + (v1 - v0) * (soc_pct - s0) / (s1 - s0)
 
 
+def ocv_slope(chemistry, soc_frac):
+    """(ocv_mv(chemistry, soc_frac), its slope in mV per unit SOC), from one
+    table lookup: the charger's CV solve needs both every step."""
+    table = OCV_TABLES[chemistry]
+    soc_pct = soc_frac * 100.0
+    if soc_pct >= 100.0 or soc_pct <= 0.0:
+        v = ocv_mv(chemistry, soc_frac)
+        return v, (ocv_mv(chemistry, soc_frac + 1e-4) - v) / 1e-4
+    i = int(soc_pct / 5.0)
+    if i >= len(table) - 1:
+        i = len(table) - 2
+    s0, v0 = table[i]
+    s1, v1 = table[i + 1]
+    k = (v1 - v0) / (s1 - s0)
+    return v0 + k * (soc_pct - s0), k * 100.0
+
+
 def soc_for_ocv(chemistry, target_mv):
     """Inverse of ocv_mv (bisection; the curve is strictly monotonic)."""
     lo, hi = _SOC_MIN, _SOC_MAX
@@ -270,11 +287,10 @@ class Charger:
         r_total = 0.0
         for k, c in enumerate(pack.cells):
             b = bleed_ma_per_cell[k] if bleed_ma_per_cell else 0.0
-            ocv = c.ocv_mv()
+            ocv, slope = ocv_slope(c.chemistry, c.soc)  # slope: mV per unit SOC
             if dt_s > 0:
                 decay = math.exp(-dt_s / c.tau_s)
                 dsoc_per_ma = dt_s / (3600.0 * c.capacity_mah)
-                slope = (ocv_mv(c.chemistry, c.soc + 1e-4) - ocv) / 1e-4  # mV per unit SOC
             else:
                 decay = 1.0
                 dsoc_per_ma = 0.0
