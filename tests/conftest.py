@@ -2,6 +2,7 @@
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -145,3 +146,10 @@ def pytest_collection_modifyitems(config, items):
     """The slow tests first (the order within each group kept): on two
     workers, one left for the end runs alone while the other worker idles."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def ctrl_c_stops():
+    """preexec_fn for a child a test stops with SIGINT, as Ctrl-C does: a
+    shell starts background jobs (a CI runner's, say) with SIGINT ignored,
+    the child inherits that, and Python then raises no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ import pytest
 from bms import paramtable as PT
 from bmsctl import cli
 from bmsctl.dashboard import add_command, browser
-from conftest import ROOT, lfp4_sim, rtu_client
+from conftest import ROOT, ctrl_c_stops, lfp4_sim, rtu_client
 
 ADDR = {r[1]: r[0] for r in PT.TABLE}
 
@@ -172,7 +172,7 @@ def test_the_command_serves_and_stops_on_ctrl_c(dash):
     with dash.src.paused():
         proc = subprocess.Popen([sys.executable, "-m", "bmsctl.dashboard", "--port", dash.sim.link_path,
                                  "--http-port", "0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=ROOT, env=env)
+                                text=True, cwd=ROOT, env=env, preexec_fn=ctrl_c_stops)
         try:
             line = proc.stdout.readline()
             assert line, proc.stderr.read()
@@ -197,7 +197,7 @@ def test_sim_starts_the_simulated_pack_itself(tmp_path):
     """The one-command way in docs/DASHBOARD.md: `bmsctl dashboard --sim`."""
     proc = subprocess.Popen([sys.executable, "-m", "bmsctl.dashboard", "--sim", "--http-port", "0", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=ctrl_c_stops)
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()

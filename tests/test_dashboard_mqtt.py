@@ -24,7 +24,7 @@ from bms_sim.world import World
 from bmsctl import cli
 from bmsctl import regs as RG
 from bmsctl.dashboard.source import EVENT_ROW
-from conftest import ROOT
+from conftest import ROOT, ctrl_c_stops
 from mqtt_broker import MISSING, Broker, client, close_client, free_port, make_tls_files, mosquitto_binary
 
 DEVICE = "dev1"
@@ -332,7 +332,8 @@ def test_a_factory_reset_starts_the_event_log_again(dash, run):
 def test_the_command_serves_over_mqtt_and_stops_on_ctrl_c(mqtt_broker, run):
     proc = subprocess.Popen([sys.executable, "-m", "bmsctl.dashboard", "--mqtt", "127.0.0.1:%d" % mqtt_broker.port,
                              "--device", DEVICE, "--http-port", "0", "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            preexec_fn=ctrl_c_stops)
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()

@@ -1,6 +1,7 @@
 """End to end: the firmware under the MicroPython unix port, the simulated
 pack behind its I2C, and pymodbus polling it over the pseudo-terminal link."""
 import json
+import resource
 import time
 
 import pytest
@@ -163,13 +164,19 @@ def test_bmsctl_wrong_unit_says_what_to_check(sim, capsys):
 
 
 @pytest.mark.slow
-def test_one_simulated_hour_takes_under_ten_seconds(tmp_path):
+def test_one_simulated_hour_takes_under_twenty_cpu_seconds(tmp_path):
+    # CPU time (this process's link and World, and the MicroPython firmware),
+    # not wall time: the suite shares the machine's cores with other tests
     provision(str(tmp_path), 4, "lfp", 10000, 1000)
     world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0)
     t0 = time.monotonic()
+    p0 = time.process_time()
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with SimServer(world, str(tmp_path), speed=None) as server:
-        server.wait_sim_ms(3600 * 1000, timeout=30)
-        wall = time.monotonic() - t0
-    print("one simulated hour, 4 cells: %.2f s wall, %d link requests" % (wall, server.requests))
-    assert wall < 10.0
+        server.wait_sim_ms(3600 * 1000, timeout=60)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - p0 + (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    print("one simulated hour, 4 cells: %.2f s of CPU, %.2f s of wall time, %d link requests"
+          % (cpu, time.monotonic() - t0, server.requests))
+    assert cpu < 20.0
     assert "Traceback" not in server.log_tail()

@@ -119,7 +119,7 @@ def run_profile(chemistry, soc, spread, segments):
 
 
 @pytest.mark.slow
-@settings(max_examples=20, deadline=None, derandomize=True,
+@settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(chemistry=st.sampled_from(["lfp", "nmc"]), soc=st.sampled_from([3.0, 50.0, 96.0]),
        spread=st.sampled_from([0, 30, 80]), segments=st.lists(segment, min_size=1, max_size=5))
