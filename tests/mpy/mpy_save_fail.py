@@ -94,6 +94,22 @@ def events(app, code):
     return [r[4] for r in app.log.read(0, 256) if r[3] == code]
 
 
+def heap_locked(fn):
+    """fn() with the heap locked after a collection: None, or what it raised
+    (printed). fn is made before the lock: a call with *args would allocate."""
+    gc.collect()
+    micropython.heap_lock()
+    try:
+        fn()
+        err = None
+    except Exception as e:  # noqa: BLE001 - anything escaping is the failure shown
+        err = e
+    micropython.heap_unlock()
+    if err is not None:
+        sys.print_exception(err)
+    return err
+
+
 def save_errors(app):
     return app.ir.words[IR_SAVE_ERRORS]
 
@@ -148,16 +164,7 @@ check(save_errors(app) == Fault.tries, "save_errors", save_errors(app), Fault.tr
 # -- a save with no heap at all: not even the file can be opened ------------------
 Fault.exc = None
 before = save_errors(app)
-gc.collect()
-micropython.heap_lock()
-try:
-    app.save_state(app.now)
-    err = None
-except Exception as e:  # noqa: BLE001 - anything escaping is the failure shown
-    err = e
-micropython.heap_unlock()
-if err is not None:
-    sys.print_exception(err)
+err = heap_locked(lambda: app.save_state(app.now))
 check(err is None, "save_state raised with the heap locked:", repr(err))
 check(app.life_store.failing == FAIL_MEMORY, "heap-locked save did not fail", app.life_store.failing)
 loop(app, board, 500)
@@ -169,16 +176,7 @@ check(stored(board, "soc") == old_soc and stored(board, "life") == old_life, "th
 newer_ov = new_ov - 10
 check(write(app, OV_ADDR, newer_ov) == 0, "write refused")
 before = app.params.save_errors()
-gc.collect()
-micropython.heap_lock()
-try:
-    app.config.service(app.now, app.uptime_s)  # the events, the save
-    err = None
-except Exception as e:  # noqa: BLE001 - anything escaping is the failure shown
-    err = e
-micropython.heap_unlock()
-if err is not None:
-    sys.print_exception(err)
+err = heap_locked(lambda: app.config.service(app.now, app.uptime_s))  # the events, the save
 check(err is None, "the write's save raised with the heap locked:", repr(err))
 app._apply_params()  # the rest of _after_writes (applying a change allocates: not a save)
 check(app.params.save_errors() == before + 1, "not counted", app.params.save_errors(), before)

