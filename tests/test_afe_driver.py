@@ -54,6 +54,38 @@ def test_crc_vectors_on_the_wire():
     assert afe.crc is True
 
 
+def test_configure_reports_the_trips_it_clears():
+    # a trip flagged before a re-configure (after a bus hiccup, say) is not
+    # wiped unread: the next status read reports it, once
+    world, bus, afe, meas = make()
+    # the chip trips on its own: SCD, then OV
+    world.chip._trip(R.STAT_SCD, R.CTRL2_DSG_ON)
+    world.chip._trip(R.STAT_OV, R.CTRL2_CHG_ON)
+    assert afe.configure()
+    assert world.chip.reg(R.SYS_STAT) & (R.STAT_SCD | R.STAT_OV) == 0, "configure clears the flags"
+    assert afe.read_status(meas)
+    assert meas.stat & (R.STAT_SCD | R.STAT_OV) == R.STAT_SCD | R.STAT_OV
+    assert afe.read_status(meas)
+    assert meas.stat & (R.STAT_SCD | R.STAT_OV) == 0, "reported once"
+
+
+@pytest.mark.parametrize("crc", [True, False])
+def test_set_protection_fails_when_the_chip_did_not_take_it(crc):
+    world, bus, afe, meas = make(crc=crc)
+    args = (4200, 2, 2500, 4, 20000, 320, 40000, 200)
+    assert afe.set_protection(*args)
+    applied = afe.applied_ov_mv
+    chip = world.chip
+    real = chip.writeto_mem
+    # the chip acknowledges the block but keeps its old settings (a glitch)
+    chip.writeto_mem = lambda addr, reg, buf: None if reg == R.PROTECT1 else real(addr, reg, buf)
+    assert not afe.set_protection(4100, 2, 2500, 4, 20000, 320, 40000, 200)
+    assert afe.applied_ov_mv == applied, "what the chip holds, not what was asked"
+    chip.writeto_mem = real
+    assert afe.set_protection(4100, 2, 2500, 4, 20000, 320, 40000, 200)
+    assert afe.applied_ov_mv < applied
+
+
 def test_detects_a_part_without_crc():
     world, bus, afe, meas = make(crc=False)
     assert afe.crc is False

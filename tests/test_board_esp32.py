@@ -103,6 +103,20 @@ def test_rs485_driver_enable_wraps_the_whole_transmission(esp32):
                   ("sleep_us", 573), ("pin", DE, 0)]
 
 
+def test_rs485_driver_enable_drops_when_the_uart_fails(esp32):
+    mod, machine = esp32
+    board = mod.Board()
+
+    def broken():
+        raise OSError(5)
+
+    board.serial._uart.flush = broken
+    machine.clear_events()
+    with pytest.raises(OSError):
+        board.serial.write(bytearray(b"\x01\x04\x02\x00\x07"), 5)
+    assert machine.EVENTS[-1] == ("pin", DE, 0), "the bus is let go"
+
+
 def test_baud_change_reaches_uart_and_character_time(esp32):
     mod, machine = esp32
     board = mod.Board()

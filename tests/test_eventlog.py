@@ -98,6 +98,31 @@ def test_append_newest_round_trip(tmp_path):
     assert log.read(250, 3) == expect[250:253]
 
 
+def test_held_records_reach_flash_at_flush_in_order_and_none_is_lost(tmp_path):
+    path = str(tmp_path / "ev.bin")
+    log = EventLog(path, capacity=16, cache=4)
+    log.load()
+    log.append(1, 0, 0)
+    log.hold = True
+    for k in range(2):
+        log.append(10 + k, k, 1)
+    assert log.count() == 1, "held: in RAM, not in flash"
+    assert [r[3] for r in (log.newest(0), log.newest(1), log.newest(2))] == [11, 10, 1]
+    log.hold = False
+    log.flush()
+    assert log.count() == 3 and [r[3] for r in log.read(0, 10)] == [1, 10, 11]
+    # more held than the cache holds: the oldest go to flash first, nothing is lost
+    log.hold = True
+    for k in range(9):
+        log.append(20 + k, k, 2)
+    log.hold = False
+    log.flush()
+    assert [r[3] for r in log.read(0, 20)] == [1, 10, 11] + list(range(20, 29))
+    again = EventLog(path, capacity=16, cache=4)
+    again.load()
+    assert [r[3] for r in again.read(0, 20)] == [1, 10, 11] + list(range(20, 29))
+
+
 def test_persistence_boot_and_seq_continue(tmp_path):
     path = str(tmp_path / "ev.bin")
     a = EventLog(path, capacity=16)

@@ -111,7 +111,7 @@ def check_reply(window, w):
 def test_a_hundred_thousand_bad_frames(capsys):
     rng = random.Random(2026)
     rig = Rig()
-    t0 = time.monotonic()
+    t0 = time.process_time()  # CPU time: the suite shares the cores
     answered = 0
     window = b""
     checks = 0
@@ -151,7 +151,7 @@ def test_a_hundred_thousand_bad_frames(capsys):
             answered += 1
         rig.port.writes = []
         k += 1
-    wall = time.monotonic() - t0
+    wall = time.process_time() - t0
     rig.silence()
     rig.silence()
     rig.port.writes = []
@@ -161,7 +161,7 @@ def test_a_hundred_thousand_bad_frames(capsys):
     assert rig.transact(read_req(ADDR, 3, 4, 3)) == [expected_reply(ADDR, 3, [regs[3][4], 0x0102, 0x0304])]
     assert checks == FRAMES // CHECK_EVERY - 1
     with capsys.disabled():
-        print("\n%d fuzz frames in %.1f s, %d legal replies, %d CRC errors counted, %d bank writes"
+        print("\n%d fuzz frames in %.1f s of CPU, %d legal replies, %d CRC errors counted, %d bank writes"
               % (FRAMES, wall, answered, rig.slave.crc_errors, len(rig.bank.writes)))
     assert answered > 10_000
     assert wall < 60

@@ -1299,3 +1299,24 @@ def test_prop_single_bit_flip_never_answered(fc, start, count, bit):
 def test_micropython_alloc_free(micropython):
     proc = run_mpy(micropython, "mpy_modbus_alloc.py")
     assert "OK" in proc.stdout.split()
+
+
+def test_a_port_that_raises_loses_the_reply_not_the_slave():
+    # a UART fault (OSError) on a write or a read is counted; the slave answers again once the port works
+    rig = Rig()
+    good = rig.port.write
+
+    def broken(buf, n):
+        raise OSError(5)
+
+    rig.port.write = broken
+    assert rig.transact(read_req(ADDR, 4, 0, 2)) == []
+    assert rig.slave.port_errors == 1
+    rig.port.write = good
+    assert len(rig.transact(read_req(ADDR, 4, 0, 2))) == 1
+    feed = rig.port.readinto
+    rig.port.readinto = lambda buf: (_ for _ in ()).throw(OSError(5))
+    rig.slave.poll(rig.now)
+    assert rig.slave.port_errors == 2
+    rig.port.readinto = feed
+    assert len(rig.transact(read_req(ADDR, 4, 0, 2))) == 1

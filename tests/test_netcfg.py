@@ -53,3 +53,14 @@ def test_every_key_is_documented():
     with open(os.path.join(os.path.dirname(__file__), "..", "docs", "MQTT.md")) as f:
         doc = f.read()
     assert [k for k in netcfg.KEYS if "`%s`" % k not in doc] == []
+
+
+def test_a_timeout_the_watchdog_cannot_wait_for_is_refused():
+    # one network call may hold the loop for timeout_ms: past a quarter of wdt_ms it could reset the BMS
+    assert netcfg.parse("host = h\ntimeout_ms = 2000\n", 8000)["timeout_ms"] == 2000
+    with pytest.raises(ValueError) as e:
+        netcfg.parse("host = h\ntimeout_ms = 2001\n", 8000)
+    msg = e.value.args[0]
+    assert msg.startswith("net.cfg line 2: ") and "wdt_ms (8000)" in msg and "2000 or less" in msg
+    assert e.value.args[1] == 2
+    assert netcfg.parse("host = h\ntimeout_ms = 10000\n")["timeout_ms"] == 10000  # unchecked without a watchdog

@@ -12,6 +12,7 @@ from bms import params as P
 from bms import protection as PR
 from bms import protrules
 from bms import regmap as M
+from bms.bq769x0 import CTRL1_ADC_EN, STAT_SCD, SYS_CTRL1, SYS_CTRL2, SYS_STAT
 from bms.app import EV_AFE_UP, EV_BOOT, EV_RESET
 from bms.power import EV_MODE
 from bms_sim.cli import provision
@@ -148,6 +149,28 @@ def test_cell_over_voltage(tmp_path):
     assert sim.world.fets() == (True, True)
 
 
+def test_the_fet_switches_before_the_trip_is_written_to_flash(tmp_path):
+    # act first, write later: the trip's event reaches flash after the charge FET is off
+    from bms.eventlog import decode
+
+    sim = make(tmp_path, soc_pct=97.0, spread_mv=10)
+    log = sim.app.log
+    real = log._write
+    trip = PR.EV_TRIP + ROW["cell_ov"] + 1
+    chg_at_write = []
+
+    def write(slot, buf):
+        if decode(buf)[3] == trip:
+            chg_at_write.append(sim.world.fets()[0])
+        real(slot, buf)
+
+    log._write = write
+    sim.world.charger.set(5000, None)  # a charger that never stops
+    check_trip(sim, "cell_ov", 3600 * 1000)
+    assert chg_at_write == [False], "CHG was still on when the trip went to flash"
+    assert log.newest(0)[3] == trip or trip in [e[3] for e in _events(sim)]
+
+
 def test_cell_under_voltage(tmp_path):
     sim = make(tmp_path, soc_pct=4.0, extra={"pack_uv_mv": 4 * 2000})  # the cell row, not the pack's
     sim.world.load.set(5000)  # a load that never stops
@@ -243,6 +266,66 @@ def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tm
     assert took is not None
     sim.run(1000)
     assert sim.world.fets() == (True, True)
+
+
+def test_a_short_that_upsets_the_bus_still_counts_its_trips_and_latches(tmp_path):
+    # every short-circuit trip also upsets I2C for 300 ms, as a real short
+    # can: the firmware loses the chip and configures it again, and the trip
+    # the chip flagged meanwhile must still count, or it re-closes DSG into
+    # the short for ever (a retry per trip, never a latch)
+    sim = make(tmp_path, soc_pct=60.0)
+    chip = sim.world.chip
+    trips = []
+    state = {"scd": 0, "quiet_at": None}
+
+    def upset_bus(w):
+        scd = chip.reg(SYS_STAT) & STAT_SCD
+        if scd and not state["scd"]:
+            trips.append(w.now_ms)
+            chip.nack_all = True
+            state["quiet_at"] = w.now_ms + 300
+        state["scd"] = scd
+        if state["quiet_at"] is not None and w.now_ms >= state["quiet_at"]:
+            chip.nack_all = False
+            state["quiet_at"] = None
+
+    sim.board.on_advance = upset_bus
+    sim.world.load.set(100000)  # a dead short
+    sim.run(180000)
+    retries = value(sim, P.P_SCD_RETRIES)
+    assert sim.app.protection.latched() == 1 << ROW["afe_scd"], PR_names(sim.app.protection.protect_flags)
+    assert len(trips) == retries + 1, trips
+    assert sim.world.fets() == (False, False)
+    assert sim.app.afe.bus_errors > 0, "the bus really was upset"
+
+
+def test_no_deep_sleep_while_the_fets_cannot_be_switched_off(tmp_path):
+    from bms.boards import IN_BUTTON
+    from bms.power import CAUSE_SLEEP_REFUSED, EV_MODE, WORKING
+
+    sim = make(tmp_path)
+    chip = sim.world.chip
+    write = chip.writeto_mem
+
+    def nack_fet_writes(addr, reg, buf):
+        if reg == SYS_CTRL2:
+            raise OSError(5)
+        write(addr, reg, buf)
+
+    def long_press():
+        sim.board.input_bits |= IN_BUTTON
+        sim.run(3500)
+        sim.board.input_bits &= ~IN_BUTTON
+        sim.run(1000)
+
+    chip.writeto_mem = nack_fet_writes
+    long_press()
+    assert sim.board.deep_sleeps == 0, "asleep with the FETs maybe on"
+    assert (WORKING << 8) | CAUSE_SLEEP_REFUSED in [e[4] for e in _events(sim) if e[3] == EV_MODE]
+    chip.writeto_mem = write  # the bus is well again: the FETs go off, and it sleeps
+    sim.run(2000)
+    long_press()
+    assert sim.board.deep_sleeps == 1 and sim.world.fets() == (False, False)
 
 
 # -- temperature ------------------------------------------------------------------
@@ -359,6 +442,19 @@ def test_afe_reset(tmp_path):
     sim.run(2000)
     assert sim.world.fets() == (True, True)
     assert sim.world.chip.reg(0x0B) == 0x19, "the firmware configured the chip again"
+
+
+def test_afe_adc_switched_off_counts_as_a_reset(tmp_path):
+    # a glitch clears ADC_EN: the chip still answers, with cell voltages that
+    # no longer change; the firmware must not trust them
+    sim = make(tmp_path)
+    chip = sim.world.chip
+    chip._regs[SYS_CTRL1] &= ~CTRL1_ADC_EN & 0xFF
+    check_trip(sim, "afe_reset", 2000)
+    check_release(sim, "afe_reset", 30000)
+    assert chip.reg(SYS_CTRL1) & CTRL1_ADC_EN, "the firmware configured the chip again"
+    sim.run(2000)
+    assert sim.world.fets() == (True, True)
 
 
 def test_unconfigured_bms_keeps_fets_off(tmp_path):

@@ -727,12 +727,12 @@ def test_advance_one_hour_is_fast():
     w = World(cells=4)
     start(w)
     w.charger.set(2000, 3550)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: the suite shares the cores with other tests
     for _ in range(4 * 3600):
         w.advance(250)
-    dt = time.perf_counter() - t0
+    dt = time.process_time() - t0
     assert w.now_ms == 3600 * 1000
-    assert dt < 2.0, "one simulated hour took %.2f s" % dt
+    assert dt < 2.0, "one simulated hour took %.2f s of CPU" % dt
 
 
 def test_chip_rejects_impossible_cell_count():

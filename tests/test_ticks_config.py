@@ -79,3 +79,53 @@ def test_release_keeps_what_the_firmware_needs():
     p.release()
     assert PL.check(p, P.P_CELL_OV_MV, 9999) and PL.check(p, P.P_CELL_OV_MV, 3600) is None
     assert p.addr[P.P_CELL_OV_MV] == 0x0010 and p.flags[P.P_CAPACITY_MAH] & P.WIDE
+
+
+def test_every_timer_parameter_fits_the_ticks_range():
+    # ticks_diff is right up to 2**29 ms; the firmware's timers stay under TICKS_LIMIT (2**28)
+    from bms.ticks import TICKS_LIMIT
+
+    for row in PT.TABLE:
+        if row[1].endswith("_ms"):
+            assert row[7] <= TICKS_LIMIT, row[1]
+        if row[1].endswith("_s"):
+            assert row[7] * 1000 <= TICKS_LIMIT, row[1]
+
+
+@given(st.integers(0, TICKS_PERIOD - 1), st.integers(0, 40 * 86400000), st.integers(0, 2**28))
+def test_held_since_keeps_an_old_start_due_forever(now, age, limit):
+    # a start age ms ago (maybe weeks, when a tick difference has wrapped many times),
+    # refreshed as held_since does every cycle, still measures at least limit once age does
+    from bms.ticks import held_since
+
+    since = held_since(now, ticks_add(now, -min(age, 2**29 - 1)), limit)
+    d = ticks_diff(now, since)
+    assert 0 <= d <= max(limit, 0)
+    assert (d >= limit) == (min(age, 2**29 - 1) >= limit)
+
+
+def test_a_long_back_off_still_releases():
+    # scd_retry_ms at its 600 s maximum and 10 retries: the doubling back-off
+    # (600 s << 9 = 3.6 days) is held to TICKS_LIMIT, like every other timer
+    from bms import protection as PR
+    from bms.params import P_SCD_RETRIES, P_SCD_RETRY_MS, Params
+    from bms.ticks import TICKS_LIMIT
+
+    prm = Params()
+    v = prm.values
+    v[P_SCD_RETRY_MS] = 600000
+    v[P_SCD_RETRIES] = 10
+    pr = PR.Protection(v)
+    row = PR.R_AFE_SCD
+    now = 0
+    step = 60000
+    for k in range(10):
+        pr.q[PR.Q_AFE_SCD] = 1
+        pr.evaluate(now)
+        assert pr.protect_flags & (1 << row)
+        pr.q[PR.Q_AFE_SCD] = 0
+        start = now
+        while pr.protect_flags & (1 << row):
+            now = ticks_add(now, step)
+            pr.evaluate(now)
+            assert ticks_diff(now, start) <= TICKS_LIMIT + 2 * step, "retry %d: back-off past the limit" % k

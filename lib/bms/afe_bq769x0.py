@@ -17,6 +17,7 @@ _RETRIES = const(3)
 _BLOCK_FIRST = const(0x0C)  # VC1_HI .. CC_LO in one auto-increment read
 _BLOCK_REGS = const(40)
 _STATUS_REGS = const(6)  # SYS_STAT, CELLBAL1..3, SYS_CTRL1, SYS_CTRL2
+_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
 _PROT_REGS = const(5)  # PROTECT1..3, OV_TRIP, UV_TRIP
 _OFF_BAT = const(0x2A - 0x0C)
 _OFF_TS = const(0x2C - 0x0C)
@@ -100,6 +101,9 @@ class Bq769x0:
         self.offset_mv = 0
         self.crc_errors = 0
         self.bus_errors = 0
+        # trip flags configure() found set before it cleared them: the next
+        # read_status() reports them, so a trip during a bus hiccup still counts
+        self.held_trips = 0
         self._chan = R.cell_inputs(cell_channels)  # VC input of each cell
         self.cells = R.cell_count(cell_channels)
         # wire buffers (data + CRC per byte); the no-CRC case uses the same
@@ -230,7 +234,8 @@ class Bq769x0:
         """Bring the chip up (after power-on or a DEVICE_XREADY reset).
 
         CC_CFG = 0x19, factory gain/offset read, ADC on with external
-        thermistors, coulomb counter continuous, FETs off, flags cleared.
+        thermistors, coulomb counter continuous, FETs off, flags cleared
+        (the trip flags among them read first and kept in held_trips).
         Returns True when every step was acknowledged and read back.
         """
         if self.crc is None:
@@ -249,6 +254,10 @@ class Bq769x0:
             return False
         if not self.write_reg(R.SYS_CTRL2, R.CTRL2_CC_EN):
             return False
+        st = self.read_reg(R.SYS_STAT)
+        if st < 0:
+            return False
+        self.held_trips |= st & _TRIPS
         if not self.write_reg(R.SYS_STAT, 0xFF):
             return False
         return self.read_reg(R.CC_CFG) == R.CC_CFG_VALUE
@@ -260,7 +269,8 @@ class Bq769x0:
         Each threshold is mapped to the chip's nearest setting on the safe
         side (OV at or below, UV at or above, OCD/SCD at or below the
         requested current), written, read back, and the applied values are
-        left in the applied_* attributes. Returns False on a bus failure.
+        left in the applied_* attributes. Returns False on a bus failure or
+        when the chip holds other settings than those written.
         """
         gain = self.gain_uv
         off = self.offset_mv
@@ -285,10 +295,13 @@ class Bq769x0:
         ocd_d = _largest_at_most(R.OCD_DELAY_MS, ocd_delay_ms)
         ov_d = _largest_at_most(R.OV_DELAY_S, ov_delay_s)
         uv_d = _largest_at_most(R.UV_DELAY_S, uv_delay_s)
+        p1 = (R.PROT1_RSNS if rsns else 0) | (scd_d << 3) | scd_i
+        p2 = (ocd_d << 4) | ocd_i
+        p3 = (uv_d << 6) | (ov_d << 4)
         w = self._wbuf
-        w[0] = (R.PROT1_RSNS if rsns else 0) | (scd_d << 3) | scd_i
-        w[2] = (ocd_d << 4) | ocd_i
-        w[4] = (uv_d << 6) | (ov_d << 4)
+        w[0] = p1
+        w[2] = p2
+        w[4] = p3
         w[6] = ov_t
         w[8] = uv_t
         if not self._write_block(R.PROTECT1, _PROT_REGS):
@@ -297,7 +310,12 @@ class Bq769x0:
         if not self._read(R.PROTECT1, buf, _PROT_REGS):
             return False
         self._decode_protection(buf)
-        return True
+        # the backstop is what the chip holds: a write it acknowledged but did
+        # not take (a glitch, a part that is not what it seems) is a failure;
+        # the reserved bits (PROTECT1 6:5, PROTECT2 7, PROTECT3 3:0) are not compared
+        return ((self._data(buf, 0) ^ p1) & 0x9F == 0 and (self._data(buf, 1) ^ p2) & 0x7F == 0
+                and (self._data(buf, 2) ^ p3) & 0xF0 == 0 and self._data(buf, 3) == ov_t
+                and self._data(buf, 4) == uv_t)
 
     def _decode_protection(self, buf):
         p1 = self._data(buf, 0)
@@ -327,7 +345,8 @@ class Bq769x0:
         buf = self._st if self.crc else self._st_nc
         if not self._read(R.SYS_STAT, buf, _STATUS_REGS):
             return False
-        meas.stat = self._data(buf, 0)
+        meas.stat = self._data(buf, 0) | self.held_trips
+        self.held_trips = 0
         chan = self._data(buf, 1) | (self._data(buf, 2) << 5) | (self._data(buf, 3) << 10)
         meas.balance_mask = self._channels_to_cells(chan)
         meas.ctrl1 = self._data(buf, 4)

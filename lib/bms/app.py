@@ -26,7 +26,7 @@ from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
 from bms.soc import STATE_SIZE, Soc
 from bms.store import FAIL_MEMORY, Store
-from bms.ticks import ticks_diff
+from bms.ticks import TICKS_LIMIT, held_since, ticks_diff
 
 PERIOD_MS = const(250)  # the AFE's coulomb-counter window
 _FALLBACK_MS = const(300)  # cycle anyway when ALERT stays quiet this long
@@ -349,6 +349,8 @@ class App:
         """Measure, judge, switch, balance, publish. Allocation-free in steady state."""
         m = self.meas
         afe = self.afe
+        log = self.log
+        log.hold = True  # events wait in RAM until the FETs are switched
         dt = ticks_diff(now, self.last_cycle)
         self.last_cycle = now
         if dt > 0:
@@ -375,8 +377,9 @@ class App:
             self.afe_ok = False
         else:
             stat = m.stat
-            if stat & R.STAT_DEVICE_XREADY:
-                # the chip reset: its FETs, balancing and settings are gone
+            if stat & R.STAT_DEVICE_XREADY or not m.ctrl1 & R.CTRL1_ADC_EN:
+                # the chip reset (its FETs, balancing and settings are gone),
+                # or its ADC is off and the cell voltages it reports are old
                 flags |= 1 << PR.Q_AFE_RESET
                 self.afe_ok = False
             cc = stat & R.STAT_CC_READY
@@ -408,8 +411,6 @@ class App:
             q = pr.q
             self.life.update(dt, m.current_ma, stat & R.STAT_CC_READY, m.cell_min_mv, m.cell_max_mv,
                              q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
-        if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
-            self.save_state(now)
         pr.time_s = self.uptime_s
         pr.evaluate(now)
         s = self.soc
@@ -423,6 +424,11 @@ class App:
         self._latch_release(now)
         self._calibration(now)
         self._switch_fets()
+        # act first, write later: flash takes tens to hundreds of ms
+        log.hold = False
+        log.flush()
+        if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
+            self.save_state(now)
         self._balance(now)
         self.publish()
         self.board.wdt_feed()  # the checks are done: the watchdog may wait again
@@ -501,6 +507,9 @@ class App:
         rest = v[P.P_REST_CURRENT_MA]
         if i > rest or i < -rest:
             self.rest_since = now
+        else:
+            # a rest of days must not wrap round to a fresh one
+            self.rest_since = held_since(now, self.rest_since, TICKS_LIMIT)
         if self.cal_active:
             if ticks_diff(now, self.cal_start) >= _CAL_MS or self.protection.protect_flags:
                 self.cal_active = False
@@ -508,6 +517,7 @@ class App:
                 self.append(EV_CC_CAL, self.soc.offset_dlsb, self.uptime_s)
             return
         every = v[P.P_CC_CAL_EVERY_MS]
+        self.cal_last = held_since(now, self.cal_last, every)  # due stays due while no rest comes
         if (every and self.soc is not None and self.soc_started and self.afe_ok
                 and self.protection.protect_flags == 0
                 and ticks_diff(now, self.rest_since) >= v[P.P_CC_CAL_REST_MS]
@@ -537,6 +547,8 @@ class App:
         rest = v[P.P_REST_CURRENT_MA]
         if i > rest:
             self.charge_seen = now
+        else:
+            self.charge_seen = held_since(now, self.charge_seen, _CHARGE_HOLD_MS)
         resting_ms = ticks_diff(now, self.rest_since)
         # In CV the charger mostly replaces the bleed current, so the charge
         # current sags while bleeding: "charging" holds for a while after it.
@@ -690,12 +702,15 @@ class App:
         return wait if wait > 1 else 1
 
     def fets_and_bleeding_off(self):
-        """Low power and sleep: both FETs and every bleed resistor off."""
+        """Low power and sleep: both FETs and every bleed resistor off.
+        True when the chip acknowledged the FETs-off write."""
         m = self.meas
-        if self.afe.fets_off():
+        ok = self.afe.fets_off()
+        if ok:
             m.fets = 0
         if m.balance_mask and self.afe.set_balancing(0) >= 0:
             m.balance_mask = 0
+        return ok
 
 
 def run(board, prm=None):

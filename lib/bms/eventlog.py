@@ -25,6 +25,7 @@ opening the file) is counted in
 records, which `newest()` serves without touching the filesystem.
 """
 import struct
+from array import array
 
 from micropython import const
 
@@ -111,6 +112,11 @@ class EventLog:
         self._valid = bytearray((capacity + 7) >> 3)  # slot holds a valid record
         self._count = 0
         self._loaded = False
+        # hold: append() keeps records in the RAM cache until flush(), so a
+        # control cycle switches its FETs before it spends time on flash
+        self.hold = False
+        self._held = 0  # the newest records not yet written
+        self._hslot = array("H", bytes(2 * cache))  # their file slots, by cache position
 
     # -- boot ---------------------------------------------------------------
 
@@ -206,8 +212,37 @@ class EventLog:
         buf = self._buf
         encode(buf, seq, self.boot, time_s, code, value)
         self.next_seq = 0 if seq >= _U32 else seq + 1
+        if self._held >= self.cache and self._held:
+            self.flush()  # the cache is full of held records: the oldest must not be overwritten unwritten
+            buf = self._buf
+            encode(buf, seq, self.boot, time_s, code, value)
         self._push(buf)
         slot = seq % self.capacity
+        if self.hold and self.cache:
+            # in the RAM cache now, in flash at flush(): the cycle acts first
+            self._hslot[(self._chead - 1) % self.cache] = slot
+            self._held += 1
+            return seq
+        self._write(slot, buf)
+        return seq
+
+    def flush(self):
+        """Write the records held back (hold), oldest first. Never raises."""
+        n = self._held
+        self._held = 0
+        buf = self._buf
+        cb = self._cbuf
+        while n:
+            n -= 1
+            pos = self._cpos(n)
+            j = 0
+            while j < RECORD_SIZE:
+                buf[j] = cb[pos + j]
+                j += 1
+            self._write(self._hslot[pos // RECORD_SIZE], buf)
+
+    def _write(self, slot, buf):
+        """buf, one record, to its slot in the file; counted when it fails."""
         ok = False
         # separate except clauses: `except (A, B)` builds a tuple, which an
         # exhausted heap cannot give. Not loaded (no heap for the load):
@@ -239,7 +274,6 @@ class EventLog:
         elif old and not ok:
             self._valid[slot >> 3] &= ~m & 0xFF
             self._count -= 1
-        return seq
 
     def _push(self, buf):
         n = self.cache

@@ -115,6 +115,7 @@ class ModbusSlave:
         self.server_messages = 0  # addressed to us, broadcasts included
         self.no_responses = 0  # addressed to us (or broadcast), not answered
         self.overruns = 0  # receive buffer overflowed
+        self.port_errors = 0  # the port raised OSError on a read or a write
         self._rx = bytearray(RX_SIZE)
         self._tx = bytearray(BUF_SIZE)
         self._scratch = bytearray(_SCRATCH)
@@ -178,7 +179,11 @@ class ModbusSlave:
         scratch = self._scratch
         rx = self._rx
         while True:
-            k = port.readinto(scratch)
+            try:
+                k = port.readinto(scratch)
+            except OSError:
+                self.port_errors = (self.port_errors + 1) & 0xFFFF
+                break
             if not k:
                 break
             self._last_rx = now_ms
@@ -354,7 +359,12 @@ class ModbusSlave:
         crc = crc16(tx, 0, n)
         tx[n] = crc & 0xFF
         tx[n + 1] = crc >> 8
-        self.port.write(tx, n + 2)
+        try:
+            self.port.write(tx, n + 2)
+        except OSError:
+            # a UART fault loses this reply, as noise on the bus would; the
+            # master asks again, and the firmware carries on protecting
+            self.port_errors = (self.port_errors + 1) & 0xFFFF
 
     def _fc_read_registers(self, fc, off, length, addr):
         """FC03 / FC04: [addr fc start_hi start_lo qty_hi qty_lo crc crc]."""

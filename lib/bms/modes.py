@@ -112,7 +112,14 @@ class Modes:
         app.save_state(now)
         self.leds(now)
         self.network()
-        app.fets_and_bleeding_off()
+        if not app.fets_and_bleeding_off():
+            # the chip did not take the FETs-off write: a pack left unwatched
+            # with its FETs maybe on is worse than a flat battery, so stay
+            # awake; the AFE is in doubt and the next cycles deal with it
+            app.afe_ok = False
+            self.wake(now, PW.CAUSE_SLEEP_REFUSED)
+            return
+        # FETs off: sleep even if SHIP fails (the chip then just draws more)
         app.afe.enter_ship()
         app.board.deep_sleep()  # does not return: the next thing is a boot
 

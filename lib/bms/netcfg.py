@@ -19,6 +19,7 @@ every key in KEYS, or raises ValueError naming the line and the fix;
 """
 from micropython import const
 
+from bms import params as P
 from bms import regmap as M
 
 EV_NET_CONFIG = const(220)  # value: the net.cfg line that is wrong (0: the whole file): the network stays off
@@ -41,8 +42,10 @@ _RANGES = {"port": (0, 65535), "tls": (0, 1), "state_s": (1, 3600), "store_s": (
            "store_max": (1, 1000), "timeout_ms": (50, 10000), "discovery": (0, 1)}
 
 
-def parse(text):
-    """The settings from net.cfg's text; ValueError says which line is wrong."""
+def parse(text, wdt_ms=0):
+    """The settings from net.cfg's text; ValueError says which line is wrong.
+    wdt_ms: the watchdog's timeout (0: not checked); one network call may
+    hold the loop for timeout_ms, so that must stay under a quarter of it."""
     cfg = dict(KEYS)
     n = 0
     for line in text.split("\n"):
@@ -65,6 +68,10 @@ def parse(text):
             lo, hi = _RANGES[key]
             if not lo <= val <= hi:
                 raise ValueError("net.cfg line %d: %s = %d is outside %d..%d" % (n, key, val, lo, hi), n)
+            if key == "timeout_ms" and wdt_ms and val > wdt_ms // 4:
+                raise ValueError("net.cfg line %d: timeout_ms = %d is more than a quarter of the watchdog's "
+                                 "wdt_ms (%d): a call that long could let the watchdog reset the BMS; "
+                                 "set timeout_ms to %d or less" % (n, val, wdt_ms, wdt_ms // 4), n)
         cfg[key] = val
     if not cfg["host"]:
         raise ValueError("net.cfg: no `host = ...`: name the MQTT broker (an IP address or a host name)")
@@ -80,7 +87,7 @@ def parse(text):
     return cfg
 
 
-def load(storage_dir):
+def load(storage_dir, wdt_ms=0):
     """The settings, or None when there is no net.cfg (the network stays
     off). ValueError: the file is there but wrong."""
     try:
@@ -88,7 +95,7 @@ def load(storage_dir):
             text = f.read()
     except OSError:
         return None
-    return parse(text)
+    return parse(text, wdt_ms)
 
 
 def start(app):
@@ -96,7 +103,7 @@ def start(app):
     there and right; a wrong file is logged (the line) and printed (what is
     wrong), and the network stays off."""
     try:
-        cfg = load(app.board.storage_dir)
+        cfg = load(app.board.storage_dir, app.values[P.P_WDT_MS])
     except ValueError as e:
         print(e.args[0])  # the board's console: what is wrong and where
         app.ir.set_u16(M.IR_NET_STATE, M.NET_CONFIG_ERROR)

@@ -139,7 +139,7 @@ TABLE = (
     (0x00A3, "ocv_95_mv", _U16, 1, -3, "V", 0, 5000, 0, 0, 0, _ABS),
     (0x00A4, "ocv_100_mv", _U16, 1, -3, "V", 0, 5000, 0, 0, 0, _ABS),
     # coulomb-counter offset calibration
-    (0x00A5, "cc_cal_every_ms", _U32, 1, -3, "s", 0, 604800000, 14400000, 14400000, 14400000, _ABS),
+    (0x00A5, "cc_cal_every_ms", _U32, 1, -3, "s", 0, 259200000, 14400000, 14400000, 14400000, _ABS),
     (0x00A7, "cc_cal_rest_ms", _U32, 1, -3, "s", 60000, 86400000, 1800000, 1800000, 1800000, _ABS),
     # added in 0.4.0: serial framing and the write lock
     (0x000C, "modbus_parity", _U16, 1, 0, "", 0, 2, 1, 1, 1, _ABS),

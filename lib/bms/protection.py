@@ -90,6 +90,7 @@ EV_TRIP = const(0)
 EV_RELEASE = const(64)
 EV_LATCH = const(128)
 _RETRY_FORGET_MS = const(600000)
+_WAIT_MAX_MS = const(0x10000000)  # the longest release back-off: 2**28 ms (3.1 days), inside the ticks range
 
 _IDLE = const(0)
 _PENDING = const(1)  # condition met, trip delay running
@@ -223,6 +224,8 @@ class Protection:
         wait = self.values[d]
         if t[o + _RETRIES] != _NONE8:
             wait <<= self.retries[i]  # back-off doubles with every retry
+            if wait > _WAIT_MAX_MS:
+                wait = _WAIT_MAX_MS  # beyond, the tick difference would wrap and it would never fire
         return _elapsed(now, self.since[i]) >= wait
 
     def clear_latched(self, load_removed=False):

@@ -75,6 +75,9 @@ _BIG = const(0x1FFFFF)  # 2**21 - 1: bound for _muldiv's a and c
 _NET_MAX = const(0x1FFFFFFF)
 _SIG_MAX_DPCT = const(500)  # the SOC's standard deviation is capped at 50 %
 _READINGS_PER_HOUR = const(14400)
+_CC_MS = const(250)  # the chip's coulomb-counter window
+_CC_HALF_MS = const(125)
+_CC_WINDOWS_MAX = const(40)  # a reading stands for at most 10 s of windows
 _EMA_SHIFT = const(8)  # averaged current: 1/256 per 250 ms, ~64 s
 _EMA_N = const(256)
 _EMA_SCALE = const(64)
@@ -177,6 +180,7 @@ class Soc:
         # rest / OCV
         self._resting = True
         self._rest_t = 0
+        self._cc_t = 0  # tick of the last counted reading
         self._last_dir = 0  # +1 charge, -1 discharge, 0 unknown
         self._ocv_done = False
         self.ocv_soc_dpct = _NONE  # SOC the OCV said at the last correction
@@ -415,6 +419,7 @@ class Soc:
         self._avg64 = 0
         self._resting = True
         self._rest_t = now_ms
+        self._cc_t = now_ms  # the next reading counts the windows from here
         self._last_dir = 0
         self._ocv_done = False
         self._full_on = self._full_synced = False
@@ -486,7 +491,12 @@ class Soc:
         """Once per control cycle (250 ms); meas.cc_raw is a new coulomb
         counter reading when cc_fresh. Allocation-free."""
         if cc_fresh:
-            self._reading(meas.cc_raw, both_fets_off)
+            # the chip keeps only its newest 250 ms window: when the loop was
+            # late (a long Modbus reply, a blocking network call), that one
+            # reading stands for every window since the last one counted
+            n = (ticks_diff(now_ms, self._cc_t) + _CC_HALF_MS) // _CC_MS
+            self._cc_t = now_ms
+            self._reading(meas.cc_raw, both_fets_off, 1 if n < 1 else (_CC_WINDOWS_MAX if n > _CC_WINDOWS_MAX else n))
         i = self._i_ma
         # rest and the OCV correction
         if i >= self.rest_current_ma or -i >= self.rest_current_ma:
@@ -560,8 +570,9 @@ class Soc:
             self._q = q
         self._outputs()
 
-    def _reading(self, raw, fets_off):
-        """One coulomb-counter reading: offset learning and counting."""
+    def _reading(self, raw, fets_off, windows=1):
+        """One coulomb-counter reading, standing for `windows` 250 ms
+        windows: offset learning and counting."""
         c16 = raw * 16 - self.offset_dlsb
         if fets_off:
             # no current can flow: a steady reading is the offset
@@ -588,13 +599,18 @@ class Soc:
             im = -_BIG
         self._avg64 += _div_round(im * _EMA_SCALE - self._avg64, _EMA_N)
         # time: the residual offset's uncertainty grows the SOC's
-        self._tick += 1
+        self._tick += windows
         if self._tick >= _READINGS_PER_HOUR:
-            self._tick = 0
+            self._tick -= _READINGS_PER_HOUR
             self._grow(self._lsb_ma // 8 + 1 if self.offset_learned else 2 * self._lsb_ma)
         if not c16:
             return
-        # counting with carried remainders
+        while windows:  # one window at a time: c16 * 1055 * windows could pass 2**30
+            windows -= 1
+            self._count(c16)
+
+    def _count(self, c16):
+        """One window's reading (1/16 LSB, offset removed), counted with carried remainders."""
         acc = self._acc + c16 * 1055
         d = self._d
         if acc >= d or acc < 0:

@@ -31,3 +31,16 @@ def ticks_add(ticks, delta):
     if delta < 0:
         return (ticks + delta) & _TICKS_MAX
     return (ticks - _TICKS_MAX - 1 + delta) & _TICKS_MAX
+
+
+def held_since(now, since, limit):
+    """since, or the tick limit ms before now if since is older: a
+    "since" kept this way never ages past ticks_diff's range (2**29 ms, about
+    6 days), so `ticks_diff(now, since) >= limit` holds however long ago it
+    was. limit: at most TICKS_LIMIT."""
+    if ticks_diff(now, since) > limit:
+        return ticks_add(now, -limit)
+    return since
+
+
+TICKS_LIMIT = const(0x10000000)  # the longest span a timer here measures: 2**28 ms, 3.1 days

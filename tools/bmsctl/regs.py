@@ -107,7 +107,8 @@ SAVE_STORES = {1: "settings", 2: "SOC state", 3: "lifetime counters"}  # bms.con
 SAVE_FAILURES = {1: "out of memory", 2: "filesystem error"}  # bms.store FAIL_
 MODE_NAMES = {0: "working", 1: "low-power", 2: "sleep"}
 CAUSE_NAMES = {1: "timer check", 2: "RS485 traffic", 3: "charger", 4: "ACC", 5: "button", 6: "idle",
-               7: "under-voltage", 8: "long button press", 9: "a check found work", 10: "boot"}
+               7: "under-voltage", 8: "long button press", 9: "a check found work", 10: "boot",
+               11: "sleep refused: the AFE did not confirm the FETs off"}
 RESET_NAMES = {1: "power-on", 2: "hard reset", 3: "watchdog", 4: "wake from deep sleep", 5: "software restart"}
 
 

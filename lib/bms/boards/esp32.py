@@ -76,10 +76,12 @@ class Rs485:
     def write(self, buf, n):
         de = self._de
         de.value(1)
-        self._uart.write(buf, n)
-        self._uart.flush()
-        time.sleep_us(self._char_us)
-        de.value(0)
+        try:
+            self._uart.write(buf, n)
+            self._uart.flush()
+            time.sleep_us(self._char_us)
+        finally:
+            de.value(0)  # a driver left on holds the whole bus: never
         return n
 
 
