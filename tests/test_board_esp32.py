@@ -460,6 +460,22 @@ def test_a_requested_restart_reads_back_as_soft(esp32):
     assert mod.Board().reset_cause() == (RESET_HARD, WAKE_NONE)
 
 
+def test_a_kept_record_survives_a_restart_and_the_watchdog(esp32):
+    mod, machine = esp32
+    board = mod.Board()
+    assert board.kept() == b""
+    board.keep(bytearray(b"\xb7rows"))
+    assert machine.EVENTS[-1] == ("rtc.memory", b"\xb7rows")
+    with pytest.raises(SystemExit):
+        board.reset()
+    machine.set_boot(machine.HARD_RESET)
+    again = mod.Board()
+    assert again.reset_cause() == (RESET_SOFT, WAKE_NONE) and again.kept() == b"\xb7rows"
+    machine.set_boot(machine.WDT_RESET)  # the watchdog: the record is still there, no restart mark
+    third = mod.Board()
+    assert third.kept() == b"\xb7rows" and third.reset_cause()[0] != RESET_SOFT
+
+
 # -- the AFE boot pulse ----------------------------------------------------------------------
 
 

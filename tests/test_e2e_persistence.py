@@ -99,3 +99,25 @@ def test_factory_reset_leaves_the_bms_unconfigured(sim, client):
     assert ir(client, M.IR_CONFIG_STATE)[0] & M.CFG_CONFIGURED == 0
     assert ir(client, M.IR_FET_FLAGS)[0] == 0
     assert Store(sim.state_dir + "/", PL.STORE_NAME).load() is None
+
+
+def test_a_latched_short_stays_latched_through_a_restart(sim, client):
+    # the rows' latches live in the board's RTC memory (keep()): a restart
+    # keeps them, so DSG is not closed into the short again
+    from bms import protrules
+
+    row = [r[0] for r in protrules.ROWS].index("afe_scd")
+    with sim.lock:
+        sim.world.load.set(100000)  # a dead short
+    retries = hr(client, "scd_retries")
+    rr = client.read_holding_registers(ADDR["scd_retry_ms"], count=2, device_id=1)  # a 32-bit parameter
+    retry_ms = (rr.registers[0] << 16) | rr.registers[1]
+    sim.wait_sim_ms(sim.world.now_ms + (retry_ms << (retries + 1)) + 30000, timeout=60)
+    latched = ir(client, M.IR_LATCHED_FLAGS, 2)
+    assert ((latched[0] << 16) | latched[1]) == 1 << row
+    assert os.path.exists(os.path.join(sim.state_dir, "rtc.bin"))
+    write(client, M.HR_UNLOCK, 1234)
+    restart(sim, client)
+    latched = ir(client, M.IR_LATCHED_FLAGS, 2)
+    assert ((latched[0] << 16) | latched[1]) == 1 << row, "the latch survived the restart"
+    assert ir(client, M.IR_FET_FLAGS)[0] & 2 == 0 and not sim.world.fets()[1]

@@ -346,6 +346,77 @@ def test_temperature_protections(tmp_path, name, temp_c, fet_off):
     assert sim.world.fets() == (True, True)
 
 
+def test_a_reset_never_closes_the_charge_fet_into_a_hot_pack(tmp_path):
+    # a pack too hot to charge, a charger on: after every MCU restart the
+    # charge over-temperature holds at once (its trip delay skipped), so
+    # CHG is never on, not even for the delay
+    sim = make(tmp_path, soc_pct=50.0)
+    sim.world.pack.temperatures_c[0] = 50.0
+    sim.world.charger.set(5000, 3550)
+    check_trip(sim, "chg_ot", 30000)
+    chg_seen = []
+    sim.on_cycle = lambda s: chg_seen.append(s.world.fets()[0])
+    for restart in range(3):
+        sim._boot()  # the MCU restarts (a crash, the watchdog, a command); the AFE keeps running
+        sim.run(5000)
+        assert active(sim, "chg_ot")
+        sim.board.rtc = b""  # and once more without the kept record (lost, or torn): the first pass holds it
+    assert chg_seen and not any(chg_seen), "CHG closed into the hot pack after a restart"
+    assert sim.boots == 4
+
+
+def _scd_trips(sim):
+    """Count the chip's short-circuit trips (rising SCD flags) as the World runs."""
+    chip = sim.world.chip
+    trips = []
+    last = [0]
+
+    def watch(w):
+        scd = chip.reg(SYS_STAT) & STAT_SCD
+        if scd and not last[0]:
+            trips.append(w.now_ms)
+        last[0] = scd
+
+    sim.board.on_advance = watch
+    return trips
+
+
+def test_a_latched_short_stays_latched_across_resets(tmp_path):
+    sim = make(tmp_path, soc_pct=60.0)
+    trips = _scd_trips(sim)
+    sim.world.load.set(100000)  # a dead short
+    retries = value(sim, P.P_SCD_RETRIES)
+    sim.run((value(sim, P.P_SCD_RETRY_MS) << (retries + 1)) + 30000)
+    assert sim.app.protection.latched() == 1 << ROW["afe_scd"]
+    n = len(trips)
+    assert n == retries + 1
+    dsg_seen = []
+    sim.on_cycle = lambda s: dsg_seen.append(s.world.fets()[1])
+    for restart in range(4):
+        sim._boot()
+        sim.run(20000)
+        assert sim.app.protection.latched() == 1 << ROW["afe_scd"], "the latch survived the reset"
+    assert not any(dsg_seen) and len(trips) == n, "DSG closed into the short after a reset"
+
+
+def test_a_crash_loop_never_closes_dsg_into_the_short_again(tmp_path):
+    # the MCU resets every 3 s (a crash loop) while a short is there: the
+    # trip is kept across the resets, so DSG is not closed into it again
+    sim = make(tmp_path, soc_pct=60.0)
+    trips = _scd_trips(sim)
+    sim.world.load.set(100000)
+    assert sim.run_until(lambda s: active(s, "afe_scd"), 5000) is not None
+    dsg_seen = []
+    sim.on_cycle = lambda s: dsg_seen.append(s.world.fets()[1])
+    for boot in range(12):
+        sim._boot()
+        sim.run(3000)
+        assert active(sim, "afe_scd")
+    assert len(trips) == 1 and not any(dsg_seen), (trips, sum(dsg_seen))
+
+
+
+
 def test_fet_over_temperature_uses_its_own_sensor(tmp_path):
     sim = make(tmp_path, cells=10, extra={"fet_temp_sensor": 2})
     sim.world.pack.temperatures_c[1] = 90.0
@@ -381,8 +452,13 @@ def test_warning_rows(tmp_path, name, setup):
 
 
 def test_spread_warning(tmp_path):
+    # a spread there at boot: active from the first pass (a row that holds at
+    # boot skips its trip delay), logged, the FETs left alone
     sim = make(tmp_path, soc_pct=50.0, chemistry="nmc", spread_mv=150)
-    check_trip(sim, "spread_warn", 10000)
+    assert active(sim, "spread_warn") and sim.world.fets() == (True, True)
+    assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << ROW["spread_warn"])
+    assert PR.EV_TRIP + ROW["spread_warn"] + 1 in [e[3] for e in _events(sim)]
+    assert sim.trace[0][2] & (1 << ROW["spread_warn"]), "active at the first cycle"
 
 
 # -- sensor and link faults --------------------------------------------------------------

@@ -125,6 +125,7 @@ class App:
         self._configure_live()
         self.afe_ok = False
         self.afe_stat = 0
+        self.evaluated = False  # no protection pass on real measurements yet since the MCU started
         self.flags = 0  # this cycle's sensor and link faults, as Q_ flag quantities
         self.meas_count = 0
         # seconds, plus the milliseconds towards the next: uptime in ms would
@@ -273,6 +274,9 @@ class App:
         cause, wake = self.reset_cause
         self.append(EV_RESET, (cause << 8) | wake, 0)
         self.ir.set_u16(M.IR_RESET_CAUSE, (cause << 8) | wake)
+        # the rows' latches, retries and trips from before a reset (none
+        # after a power cut): a latched short stays latched
+        self.protection.restore(self.board.kept(), self.board.ticks_ms())
         if cause == RESET_DEEPSLEEP:
             self.board.afe_boot()  # the AFE was shipped for the sleep
         self.afe_ok = self._bring_up_afe()
@@ -412,7 +416,10 @@ class App:
             self.life.update(dt, m.current_ma, stat & R.STAT_CC_READY, m.cell_min_mv, m.cell_max_mv,
                              q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
         pr.time_s = self.uptime_s
-        pr.evaluate(now)
+        measured = self.afe_ok and m.cells
+        pr.evaluate(now, measured and not self.evaluated)
+        if measured:
+            self.evaluated = True  # the FETs have been judged on real measurements
         s = self.soc
         if s is not None and self.soc_started:
             # a cut-off by the voltage protections is the pack's full or empty
@@ -425,6 +432,9 @@ class App:
         self._calibration(now)
         self._switch_fets()
         # act first, write later: flash takes tens to hundreds of ms
+        if pr.changed:
+            pr.changed = False
+            self.board.keep(pr.kept())  # latches and retries survive a reset
         log.hold = False
         log.flush()
         if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:

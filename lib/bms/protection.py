@@ -15,6 +15,8 @@ from array import array
 
 from micropython import const
 
+from bms.crc import crc8
+
 # Quantities
 Q_CELL_MAX_MV = const(0)
 Q_CELL_MIN_MV = const(1)
@@ -92,6 +94,8 @@ EV_LATCH = const(128)
 _RETRY_FORGET_MS = const(600000)
 _WAIT_MAX_MS = const(0x10000000)  # the longest release back-off: 2**28 ms (3.1 days), inside the ticks range
 
+_KEPT_MAGIC = const(0xB7)  # a kept() record of this layout (ROW_COUNT rows)
+_KEPT_SIZE = const(2 + 2 * ROW_COUNT)
 _IDLE = const(0)
 _PENDING = const(1)  # condition met, trip delay running
 _ACTIVE = const(2)
@@ -116,9 +120,16 @@ class Protection:
         self.chg_reason = 0  # row index + 1 of the first protection holding CHG off
         self.dsg_reason = 0
         self.time_s = 0
+        # what must survive a reset (kept()): set when a row trips, releases,
+        # latches or counts a retry; the app stores it (bms.app) and clears it
+        self.changed = False
+        self._kept = bytearray(_KEPT_SIZE)
 
-    def evaluate(self, now):
-        """One pass over the table. Allocation-free unless an event is logged."""
+    def evaluate(self, now, first=False):
+        """One pass over the table. Allocation-free unless an event is logged.
+        first: the first pass with real measurements since the MCU started:
+        a condition that already holds is active at once, its trip delay
+        skipped, so a reset never closes a FET into a fault for that delay."""
         q = self.q
         v = self.values
         state = self.state
@@ -166,8 +177,9 @@ class Protection:
                         state[i] = s = _PENDING
                         since[i] = now
                     d = t[o + _TRIP_DELAY]
-                    if d == _NONE8 or _elapsed(now, since[i]) >= v[d]:
+                    if first or d == _NONE8 or _elapsed(now, since[i]) >= v[d]:
                         state[i] = s = _ACTIVE
+                        self.changed = True
                         self._log(EV_TRIP + i + 1, x)
                 else:
                     if s == _PENDING:
@@ -175,6 +187,7 @@ class Protection:
                         since[i] = now
                     elif self.retries[i] and _elapsed(now, since[i]) >= _RETRY_FORGET_MS:
                         self.retries[i] = 0  # a long clean spell: retries start over
+                        self.changed = True
             elif s == _ACTIVE or s == _RELEASING:
                 if releasing:
                     if s == _ACTIVE:
@@ -182,6 +195,7 @@ class Protection:
                         since[i] = now
                     if self._release_due(i, o, now):
                         r = t[o + _RETRIES]
+                        self.changed = True
                         if r != _NONE8 and self.retries[i] >= v[r]:
                             state[i] = s = _LATCHED
                             self._log(EV_LATCH + i + 1, self.retries[i])
@@ -235,8 +249,42 @@ class Protection:
             if self.state[i] == _LATCHED:
                 self.state[i] = _IDLE
                 self.retries[i] = 0
+                self.changed = True
                 self._log(EV_RELEASE + i + 1, 1 if load_removed else 0)
             i += 1
+
+    def kept(self):
+        """The rows' state that must survive a reset, as a record for the
+        board's keep(): a magic byte, each row's state (active or latched)
+        and retry count, a CRC-8. Allocation-free (one buffer, reused)."""
+        k = self._kept
+        k[0] = _KEPT_MAGIC
+        st = self.state
+        i = 0
+        while i < ROW_COUNT:
+            s = st[i]
+            k[1 + i] = _LATCHED if s == _LATCHED else (_ACTIVE if s == _ACTIVE or s == _RELEASING else _IDLE)
+            k[1 + ROW_COUNT + i] = self.retries[i]
+            i += 1
+        k[_KEPT_SIZE - 1] = crc8(k, 0, _KEPT_SIZE - 1)
+        return k
+
+    def restore(self, data, now):
+        """At boot, before the first pass: the rows as kept() left them (a
+        record from another firmware or a torn write is ignored). Active
+        rows start their release delay again; latched rows stay latched.
+        True when a record was taken."""
+        if len(data) != _KEPT_SIZE or data[0] != _KEPT_MAGIC or crc8(data, 0, _KEPT_SIZE - 1) != data[-1]:
+            return False
+        i = 0
+        while i < ROW_COUNT:
+            s = data[1 + i]
+            if s == _LATCHED or s == _ACTIVE:
+                self.state[i] = s
+                self.since[i] = now
+            self.retries[i] = data[1 + ROW_COUNT + i]
+            i += 1
+        return True
 
     def latched(self):
         i = 0

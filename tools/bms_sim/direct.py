@@ -49,6 +49,13 @@ class DirectBoard:
         self.asleep = False
         self.sleep_inputs = 0
         self.cause = (RESET_POWER_ON, 0)
+        self.rtc = b""  # the ESP32's RTC memory: kept through App restarts here, gone at power-on
+
+    def keep(self, data):
+        self.rtc = bytes(data)
+
+    def kept(self):
+        return self.rtc
 
     def set_baud(self, baud):
         pass

@@ -211,6 +211,11 @@ class SimServer:
 
     def start(self, timeout=10.0):
         os.makedirs(self.state_dir, exist_ok=True)
+        # power-on: the MCU's RTC memory (the board's keep()) is gone; resets keep it
+        try:
+            os.remove(os.path.join(self.state_dir, P.KEPT_FILE))
+        except FileNotFoundError:
+            pass
         if self.link_path:
             self._open_pty()
         self._tmp = tempfile.mkdtemp(prefix="bms-sim-")

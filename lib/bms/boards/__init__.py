@@ -17,6 +17,8 @@ the codes they share with the core.
     deep_sleep()                      never returns: the MCU restarts on ACC,
                                       charger or button (reset_cause() says)
     reset_cause() -> (RESET_, WAKE_)  why this boot happened
+    keep(data), kept() -> bytes       a record that survives resets, the watchdog and
+                                      deep sleep, not a power cut (RTC memory)
     afe_boot()                        the TS1 boot pulse that wakes a shipped AFE
 """
 from micropython import const

@@ -159,14 +159,27 @@ class Board:
         The port reports machine.reset() as HARD_RESET, like a crash (ESP-IDF
         5: ESP_RST_SW and ESP_RST_PANIC both), so a mark in RTC memory tells
         the next boot that this restart was asked for."""
-        machine.RTC().memory(_RESET_MARK)
+        machine.RTC().memory(_RESET_MARK + self._kept)
         machine.reset()
+
+    def keep(self, data):
+        """data (bytes) in RTC memory: it survives a reset, the watchdog and
+        deep sleep, not a power cut. One record; kept() gives it back at boot."""
+        self._kept = bytes(data)
+        machine.RTC().memory(self._kept)
+
+    def kept(self):
+        """What keep() stored before this boot (b"" after a power cut)."""
+        return self._kept
 
     def _read_reset_cause(self):
         rtc = machine.RTC()
-        asked = rtc.memory() == _RESET_MARK
+        mem = rtc.memory()
+        asked = mem[:len(_RESET_MARK)] == _RESET_MARK
         if asked:
-            rtc.memory(b"")
+            mem = mem[len(_RESET_MARK):]
+            rtc.memory(mem)  # the mark is used once; what was kept stays
+        self._kept = mem
         c = machine.reset_cause()
         if c == machine.DEEPSLEEP_RESET:
             w = machine.wake_reason()

@@ -74,6 +74,7 @@ FLAG_RX = const(0x02)
 
 ENV_SOCKET = "BMS_SIM_SOCKET"
 ENV_STATE = "BMS_SIM_STATE"
+KEPT_FILE = "rtc.bin"  # the ESP32's RTC memory (keep()): SimServer deletes it at power-on
 
 
 class _Link:
@@ -223,6 +224,19 @@ class Board:
         (storage_dir) carry on. Does not return."""
         self._link.call(OP_RESET, 0, 0, 0, reason)
         raise SystemExit(0)
+
+    def keep(self, data):
+        """The ESP32's RTC memory: a file the simulator deletes at power-on
+        (SimServer.start) and keeps through resets and deep sleep."""
+        with open(self.storage_dir + KEPT_FILE, "wb") as f:
+            f.write(data)
+
+    def kept(self):
+        try:
+            with open(self.storage_dir + KEPT_FILE, "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
 
     def ticks_ms(self):
         return self._link.ticks
