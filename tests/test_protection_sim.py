@@ -328,6 +328,47 @@ def test_no_deep_sleep_while_the_fets_cannot_be_switched_off(tmp_path):
     assert sim.board.deep_sleeps == 1 and sim.world.fets() == (False, False)
 
 
+def _command(sim, *words):
+    """Holding-register writes, as the Modbus slave hands them to the app (unlock, then each word)."""
+    app = sim.app
+    for addr, value in words:
+        assert app.write_registers(addr, 1, bytes((value >> 8, value & 0xFF)), 0, False) == 0
+        app.step()  # the work that follows a write (as after the reply)
+
+
+def test_a_reset_loop_locks_the_fets_off_until_a_host_clears_it(tmp_path):
+    from bms.boards import RESET_SOFT, RESET_WDT
+
+    sim = make(tmp_path)
+    row = ROW["reset_lockout"]
+    for k in range(5):
+        sim.board.cause = (RESET_WDT, 0)  # the watchdog reset the MCU (a hang, a crash loop)
+        sim._boot()
+        sim.run(3000)
+        assert active(sim, "reset_lockout") == (k == 4), k
+    assert sim.world.fets() == (False, False) and sim.app.protection.chg_reason == row + 1
+    assert PR.EV_TRIP + row + 1 in [e[3] for e in _events(sim)]
+    assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << row), "Modbus still answers and says why"
+    sim.board.cause = (RESET_SOFT, 0)  # a restart by command does not clear it
+    sim._boot()
+    sim.run(3000)
+    assert active(sim, "reset_lockout")
+    _command(sim, (M.HR_UNLOCK, 1234), (M.HR_COMMAND, M.CMD_CLEAR_LATCHED))
+    sim.run(3000)
+    assert not active(sim, "reset_lockout") and sim.world.fets() == (True, True)
+
+
+def test_resets_far_apart_are_not_a_loop(tmp_path):
+    from bms.boards import RESET_WDT
+
+    sim = make(tmp_path)
+    for k in range(6):
+        sim.board.cause = (RESET_WDT, 0)
+        sim._boot()
+        sim.run(11 * 60 * 1000)  # up for 11 min each time: not a loop
+    assert not active(sim, "reset_lockout") and sim.app.protection.resets == 0
+
+
 # -- temperature ------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,temp_c,fet_off", [

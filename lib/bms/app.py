@@ -15,7 +15,7 @@ from bms import params as P
 from bms import protection as PR
 from bms import regmap as M
 from bms.afe_bq769x0 import TEMP_OPEN, TEMP_SHORT, Bq769x0
-from bms.boards import RESET_DEEPSLEEP
+from bms.boards import RESET_DEEPSLEEP, RESET_HARD, RESET_WDT
 from bms.balancing import Balancer
 from bms.eventlog import EventLog
 from bms.lifetime import Lifetime
@@ -33,6 +33,8 @@ _FALLBACK_MS = const(300)  # cycle anyway when ALERT stays quiet this long
 _MIN_GAP_MS = const(50)  # ALERT held high (a stuck flag) must not spin the loop
 _STALE_MS = const(600)  # no CC_READY for this long: the measurement is stale
 _LOAD_GONE_MS = const(2000)
+_LOCKOUT_RESETS = const(5)  # unplanned resets in a row, each within _LOCKOUT_CLEAN_S of the boot before
+_LOCKOUT_CLEAN_S = const(600)
 _CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (CV float, charger done)
 # protection rows (cell_ov, pack_ov, afe_ov) under which balancing goes on
 _OVER_VOLTAGE_ROWS = const((1 << 0) | (1 << 2) | (1 << 8))
@@ -276,7 +278,14 @@ class App:
         self.ir.set_u16(M.IR_RESET_CAUSE, (cause << 8) | wake)
         # the rows' latches, retries and trips from before a reset (none
         # after a power cut): a latched short stays latched
-        self.protection.restore(self.board.kept(), self.board.ticks_ms())
+        pr = self.protection
+        pr.restore(self.board.kept(), self.board.ticks_ms())
+        if cause == RESET_HARD or cause == RESET_WDT:
+            # an unplanned reset (a crash, the watchdog): counted across
+            # resets; _LOCKOUT_RESETS in a row and the FETs stay off
+            if pr.resets < 255:
+                pr.resets += 1
+            pr.changed = True
         if cause == RESET_DEEPSLEEP:
             self.board.afe_boot()  # the AFE was shipped for the sleep
         self.afe_ok = self._bring_up_afe()
@@ -331,6 +340,9 @@ class App:
             self.board.set_serial(v[P.P_MODBUS_BAUD], v[P.P_MODBUS_PARITY])
         if work & CF.CLEAR_LATCHED:
             self.protection.clear_latched(False)
+            if self.protection.resets:
+                self.protection.resets = 0  # and a reset-loop lockout
+                self.protection.changed = True
         if work & CF.FACTORY_RESET:
             self.params.store.erase()
             self.soc_store.erase()
@@ -416,6 +428,9 @@ class App:
             self.life.update(dt, m.current_ma, stat & R.STAT_CC_READY, m.cell_min_mv, m.cell_max_mv,
                              q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
         pr.time_s = self.uptime_s
+        if pr.resets and pr.resets < _LOCKOUT_RESETS and self.uptime_s >= _LOCKOUT_CLEAN_S:
+            pr.resets = 0  # up long enough: the resets before were not a loop
+            pr.changed = True
         measured = self.afe_ok and m.cells
         pr.evaluate(now, measured and not self.evaluated)
         if measured:
@@ -494,6 +509,7 @@ class App:
         q[PR.Q_AFE_RESET] = (flags >> PR.Q_AFE_RESET) & 1
         q[PR.Q_AFE_STALE] = (flags >> PR.Q_AFE_STALE) & 1
         q[PR.Q_UNCONFIGURED] = (flags >> PR.Q_UNCONFIGURED) & 1
+        q[PR.Q_RESET_LOCKOUT] = 1 if self.protection.resets >= _LOCKOUT_RESETS else 0
 
     def _latch_release(self, now):
         """A short circuit latched after its retries clears once the load is

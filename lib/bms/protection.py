@@ -38,7 +38,8 @@ Q_TEMP_SENSOR = const(16)
 Q_CELL_IMPLAUSIBLE = const(17)
 Q_UNCONFIGURED = const(18)
 Q_AFE_OVRD = const(19)
-Q_COUNT = const(20)
+Q_RESET_LOCKOUT = const(20)  # 1: too many unplanned resets in a row (bms.app)
+Q_COUNT = const(21)
 
 # Comparisons
 ABOVE = const(0)  # trip at q >= trip, release at q < release
@@ -80,7 +81,7 @@ _LEVEL = const(7)
 _RETRIES = const(8)
 _BLINK = const(9)
 _NONE8 = const(255)
-ROW_COUNT = const(29)  # at most 30: flags stay small ints on the ESP32 (31-bit)
+ROW_COUNT = const(30)  # at most 30: flags stay small ints on the ESP32 (31-bit)
 
 # Row indices the application refers to
 R_AFE_SCD = const(6)
@@ -94,8 +95,8 @@ EV_LATCH = const(128)
 _RETRY_FORGET_MS = const(600000)
 _WAIT_MAX_MS = const(0x10000000)  # the longest release back-off: 2**28 ms (3.1 days), inside the ticks range
 
-_KEPT_MAGIC = const(0xB7)  # a kept() record of this layout (ROW_COUNT rows)
-_KEPT_SIZE = const(2 + 2 * ROW_COUNT)
+_KEPT_MAGIC = const(0xB8)  # a kept() record of this layout (ROW_COUNT rows)
+_KEPT_SIZE = const(3 + 2 * ROW_COUNT)
 _IDLE = const(0)
 _PENDING = const(1)  # condition met, trip delay running
 _ACTIVE = const(2)
@@ -124,6 +125,7 @@ class Protection:
         # latches or counts a retry; the app stores it (bms.app) and clears it
         self.changed = False
         self._kept = bytearray(_KEPT_SIZE)
+        self.resets = 0  # unplanned resets (crash, watchdog) in a row: kept too (bms.app's lockout)
 
     def evaluate(self, now, first=False):
         """One pass over the table. Allocation-free unless an event is logged.
@@ -266,6 +268,7 @@ class Protection:
             k[1 + i] = _LATCHED if s == _LATCHED else (_ACTIVE if s == _ACTIVE or s == _RELEASING else _IDLE)
             k[1 + ROW_COUNT + i] = self.retries[i]
             i += 1
+        k[_KEPT_SIZE - 2] = self.resets
         k[_KEPT_SIZE - 1] = crc8(k, 0, _KEPT_SIZE - 1)
         return k
 
@@ -284,6 +287,7 @@ class Protection:
                 self.since[i] = now
             self.retries[i] = data[1 + ROW_COUNT + i]
             i += 1
+        self.resets = data[_KEPT_SIZE - 2]
         return True
 
     def latched(self):

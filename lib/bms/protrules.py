@@ -11,7 +11,7 @@ from bms.protection import (ABOVE, ABOVE_H, B_OC, B_OV, B_S, B_SC, B_T, B_UV, BE
                             FLAG, NONE, PROT, Q_AFE_COMM, Q_AFE_OCD, Q_AFE_OV, Q_AFE_OVRD, Q_AFE_RESET,
                             Q_AFE_SCD, Q_AFE_STALE, Q_AFE_UV, Q_CELL_IMPLAUSIBLE, Q_CELL_MAX_MV, Q_CELL_MIN_MV,
                             Q_CHG_MA, Q_DSG_MA, Q_FET_TEMP_DC, Q_PACK_MV, Q_SPREAD_MV, Q_TEMP_MAX_DC,
-                            Q_TEMP_MIN_DC, Q_TEMP_SENSOR, Q_UNCONFIGURED, WARN)
+                            Q_RESET_LOCKOUT, Q_TEMP_MIN_DC, Q_TEMP_SENSOR, Q_UNCONFIGURED, WARN)
 
 # Row: (name, quantity, comparison, trip, trip delay, release, release delay, fets, level, retries,
 #       blink)
@@ -48,5 +48,6 @@ ROWS = (
     ("temp_high_warn", Q_TEMP_MAX_DC, ABOVE_H, P.P_TEMP_HIGH_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0),
     ("temp_low_warn", Q_TEMP_MIN_DC, BELOW_H, P.P_TEMP_LOW_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0),
     ("spread_warn", Q_SPREAD_MV, ABOVE_H, P.P_SPREAD_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
+    ("reset_lockout", Q_RESET_LOCKOUT, FLAG, NONE, NONE, NONE, NONE, BOTH, PROT, NONE, B_S),
 )
 # fmt: on

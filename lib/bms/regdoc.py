@@ -271,4 +271,5 @@ PROTECTION = {
     'temp_high_warn': "temperature high",
     'temp_low_warn': "temperature low",
     'spread_warn': "cells out of balance",
+    'reset_lockout': "the MCU reset itself too often (a crash or watchdog loop): FETs off until a host clears it",
 }

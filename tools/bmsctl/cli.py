@@ -1206,8 +1206,8 @@ def build_parser():
     cmd("lock", cmd_lock, "close parameter writes")
     cmd("restart", cmd_restart, "restart the BMS (stored pack changes take effect) and wait until it answers",
         pin=True, wait=True)
-    cmd("clear-latched", cmd_clear_latched, "release protections latched after their retries (e.g. short circuit)",
-        pin=True)
+    cmd("clear-latched", cmd_clear_latched,
+        "release protections latched after their retries (e.g. short circuit) and a reset-loop lockout", pin=True)
     s = cmd("factory-reset", cmd_factory_reset, "erase every stored setting; the BMS restarts unconfigured",
             pin=True, wait=True)
     s.add_argument("--yes", action="store_true", help="do not ask")

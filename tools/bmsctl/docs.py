@@ -28,9 +28,10 @@ _QUANTITY = {
     PR.Q_FET_TEMP_DC: "FET/board sensor", PR.Q_SPREAD_MV: "cell spread",
     PR.Q_AFE_SCD: "AFE SCD flag", PR.Q_AFE_OCD: "AFE OCD flag", PR.Q_AFE_OV: "AFE OV flag",
     PR.Q_AFE_UV: "AFE UV flag", PR.Q_AFE_COMM: "AFE silent or failing CRC",
-    PR.Q_AFE_RESET: "AFE DEVICE_XREADY", PR.Q_AFE_STALE: "no CC_READY for 600 ms",
+    PR.Q_AFE_RESET: "AFE DEVICE_XREADY or its ADC off", PR.Q_AFE_STALE: "no CC_READY for 600 ms",
     PR.Q_TEMP_SENSOR: "thermistor open/short", PR.Q_CELL_IMPLAUSIBLE: "cell outside 500-5000 mV",
     PR.Q_UNCONFIGURED: "no configuration", PR.Q_AFE_OVRD: "AFE OVRD_ALERT",
+    PR.Q_RESET_LOCKOUT: "5 unplanned resets (crash, watchdog), each within 10 min of the boot before",
 }
 _FETS = {PR.CHG: "charge", PR.DSG: "discharge", PR.BOTH: "both", 0: "none"}
 

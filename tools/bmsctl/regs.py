@@ -174,6 +174,7 @@ ROW_TITLES = {
     "temp_high_warn": "high temperature",
     "temp_low_warn": "low temperature",
     "spread_warn": "cell spread",
+    "reset_lockout": "Reset loop: the MCU kept resetting (clear it with the clear-latched command)",
 }
 _STOPPED = {PR.CHG: "charging stopped", PR.DSG: "discharging stopped", PR.BOTH: "charging and discharging stopped"}
 _COMMANDS = {1: "restart", 2: "clear latched protections", 3: "factory reset (stored settings erased)"}
