@@ -12,6 +12,12 @@ tight and keeps the free heap in pieces large enough for the App's buffers.
 """
 import gc
 
+from micropython import const
+
+from bms.boards import REASON_CRASH
+
+EV_CRASH = const(222)  # value: 1 MemoryError, 2 OSError, 3 another exception: the guard reset the MCU
+
 # every module bms.app needs that bms.params has not loaded, leaves first
 # (tests/test_build_deploy.py checks the list is complete)
 MODULES = ("bms.ticks", "bms.bq769x0", "bms.paramcheck", "bms.measurements", "bms.afe_bq769x0",
@@ -38,7 +44,43 @@ def load(board):
 
 
 def start(board):
-    prm = load(board)
-    from bms.app import run
+    """The firmware, guarded: an exception that reaches here (none should:
+    every non-critical path catches its own) switches the FETs off, is
+    logged (event 222) and printed, and resets the MCU; the next boot
+    counts it as unplanned (the reset-loop lockout, docs/PROTECTION.md).
+    A reset or deep sleep (SystemExit) passes through."""
+    app = None
+    try:
+        prm = load(board)
+        from bms.app import App
 
-    run(board, prm)
+        app = App(board, prm)
+        app.start()
+        while True:
+            board.idle(app.step())
+    except Exception as e:  # noqa: BLE001 - the guard: whatever it is, make safe and reset
+        crashed(board, app, e)
+
+
+def crashed(board, app, e):
+    """Make safe after an exception, then reset: written to need as little
+    heap as possible (the exception may be a MemoryError)."""
+    if app is not None:
+        try:
+            app.afe.fets_off()  # preallocated buffers, the chip's own CRC mode
+        except Exception:  # noqa: BLE001 - the next boot switches them off too
+            pass
+        try:
+            kind = 1 if isinstance(e, MemoryError) else (2 if isinstance(e, OSError) else 3)
+            app.log.hold = False
+            app.append(EV_CRASH, kind, app.uptime_s)
+            app.log.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        import sys
+
+        sys.print_exception(e)
+    except Exception:  # noqa: BLE001
+        pass
+    board.reset(REASON_CRASH)

@@ -10,8 +10,8 @@ scenario and property tests.
 import os
 
 from bms.app import App
-from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_POWER_ON, RESET_SOFT,
-                        WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_RS485, WAKE_TIMER)
+from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, REASON_CRASH, RESET_DEEPSLEEP, RESET_HARD, RESET_POWER_ON,
+                        RESET_SOFT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_RS485, WAKE_TIMER)
 from bms_sim.link import TICKS_MASK, TICKS_START
 
 
@@ -108,7 +108,7 @@ class DirectBoard:
     def reset(self, reason=0):
         """The MCU restarts: DirectSim boots a new App on the same World."""
         self.resets.append(reason)
-        self.cause = (RESET_SOFT, 0)
+        self.cause = (RESET_HARD if reason == REASON_CRASH else RESET_SOFT, 0)
         raise SystemExit(0)
 
     def ticks_ms(self):

@@ -61,8 +61,8 @@ import threading
 import time
 import tty
 
-from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_POWER_ON, RESET_SOFT,
-                        RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_NONE, WAKE_RS485,
+from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, REASON_CRASH, RESET_DEEPSLEEP, RESET_HARD, RESET_POWER_ON,
+                        RESET_SOFT, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_NONE, WAKE_RS485,
                         WAKE_TIMER)
 from bms.boards import sim as P
 from bms_sim.build import compile_lib
@@ -749,7 +749,8 @@ class SimServer:
                     if self._stop.is_set():
                         return
                     self._log_line("MCU reset (reason %d), the firmware restarts" % arg)
-                    conn = self._reboot(RESET_SOFT, WAKE_NONE, "a reset")
+                    # the guard's reset after a crash reads back as the ESP32's does: HARD_RESET
+                    conn = self._reboot(RESET_HARD if arg == REASON_CRASH else RESET_SOFT, WAKE_NONE, "a reset")
                     if conn is not None:
                         self.restarts += 1
                 if conn is None:

@@ -98,6 +98,8 @@ def event_codes():
         "| 221 | saving to flash started failing (the previous record stays stored; retried later), "
         "or works again | store << 8 \\| why: store 1 settings, 2 SOC state, 3 lifetime counters; "
         "why 1 out of memory, 2 filesystem error, 0 saved again |",
+        "| 222 | an exception reached the guard (bms.start): FETs off, MCU reset, the next boot counts it as "
+        "unplanned | 1 MemoryError, 2 OSError, 3 another exception |",
     ])
 
 

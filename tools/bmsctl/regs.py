@@ -101,7 +101,7 @@ APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "oc
               208: "unlocked", 209: "locked", 210: "wrong_pin", 211: "command",
               212: "config_save_failed", 213: "config_migrated_from_format", 214: "config_breaks_rule",
               215: "config_file_imported", 218: "mqtt_connected", 219: "mqtt_link_down",
-              220: "net_cfg_rejected_at_line", 221: "store_save"}
+              220: "net_cfg_rejected_at_line", 221: "store_save", 222: "crash_reset"}
 PARAM_BY_ADDR = {r[0]: r for r in PT.TABLE}
 SAVE_STORES = {1: "settings", 2: "SOC state", 3: "lifetime counters"}  # bms.config SAVE_
 SAVE_FAILURES = {1: "out of memory", 2: "filesystem error"}  # bms.store FAIL_
@@ -332,6 +332,9 @@ def event_text(code, value):
     if code == 220:
         where = "line %d" % value if value else "the file"
         return "Network settings rejected (net.cfg %s): the network stays off" % where
+    if code == 222:
+        what = {1: "out of memory", 2: "an OSError", 3: "an exception"}.get(value, "error %d" % value)
+        return "The firmware stopped on %s: FETs off, MCU reset (a firmware fault: please report it)" % what
     return "event %d (value %d)" % (code, value)
 
 
@@ -344,7 +347,7 @@ def event_kind(code, value):
         if kind == 1:
             return "release"
         return "warn" if kind == 0 and protrules.ROWS[row - 1][8] == PR.WARN else "trip"
-    if (code == 201 and not value) or code in (210, 212, 214) or (code == 221 and value & 0xFF):
+    if (code == 201 and not value) or code in (210, 212, 214, 222) or (code == 221 and value & 0xFF):
         return "trip"
     if code in (219, 220):
         return "warn"

@@ -42,3 +42,7 @@ RESET_HARD = const(2)
 RESET_WDT = const(3)
 RESET_DEEPSLEEP = const(4)
 RESET_SOFT = const(5)  # machine.reset(): a restart the firmware asked for
+
+# reset(reason): why the firmware resets the MCU
+REASON_ASKED = const(0)  # a command, a setting that needs it: the next boot says RESET_SOFT
+REASON_CRASH = const(1)  # the guard (bms.start) after an exception: the next boot says RESET_HARD

@@ -29,7 +29,7 @@ import esp32
 import machine
 from machine import I2C, PWM, UART, Pin
 
-from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_HARD,
+from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, REASON_CRASH, RESET_DEEPSLEEP, RESET_HARD,
                         RESET_POWER_ON, RESET_SOFT, RESET_WDT, WAKE_ACC, WAKE_BUTTON,
                         WAKE_CHARGER, WAKE_NONE, WAKE_RS485, WAKE_TIMER)
 
@@ -159,7 +159,9 @@ class Board:
         The port reports machine.reset() as HARD_RESET, like a crash (ESP-IDF
         5: ESP_RST_SW and ESP_RST_PANIC both), so a mark in RTC memory tells
         the next boot that this restart was asked for."""
-        machine.RTC().memory(_RESET_MARK + self._kept)
+        if reason != REASON_CRASH:
+            machine.RTC().memory(_RESET_MARK + self._kept)
+        # a crash: no mark, so the next boot counts it as unplanned (HARD_RESET)
         machine.reset()
 
     def keep(self, data):

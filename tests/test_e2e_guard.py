@@ -1,0 +1,63 @@
+"""End to end on the twin: an exception that reaches bms.start's guard
+switches the FETs off, is logged (event 222), resets the MCU as a crash,
+and a crash loop ends in the reset-loop lockout with the FETs off while
+Modbus still answers."""
+import os
+
+from bms import protrules
+from bms import regmap as M
+from bms.boards import RESET_HARD
+from bms.eventlog import EventLog
+from bms.start import EV_CRASH
+from bms_sim.cli import provision
+from bms_sim.link import SimServer
+from bms_sim.world import World
+from conftest import MPY_TESTS, ir, rtu_client
+
+ROW = [r[0] for r in protrules.ROWS].index("reset_lockout")
+
+
+def test_a_crash_is_made_safe_logged_and_a_crash_loop_locks_out(tmp_path):
+    state = str(tmp_path / "flash")
+    provision(state, 4, "lfp", 10000, 1000)
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0)
+    server = SimServer(world, state, speed=None, link_path=str(tmp_path / "tty"),
+                       main_py=os.path.join(MPY_TESTS, "crash_main.py"))
+    with server:
+        server.wait_restarts(5, timeout=60)
+        c = rtu_client(server.link_path, retries=3)
+        try:
+            # the injected fault goes on crashing every boot: read until a
+            # reply comes from a booted firmware (not from the gap of a reset)
+            for attempt in range(50):
+                flags = ir(c, M.IR_PROTECT_FLAGS, 2)
+                if flags != [0, 0]:
+                    break
+            assert ((flags[0] << 16) | flags[1]) & (1 << ROW), "five crashes in a row: locked out"
+            assert ir(c, M.IR_RESET_CAUSE)[0] >> 8 == RESET_HARD
+        finally:
+            c.close()
+        with server.lock:
+            assert world.fets() == (False, False)
+    log = EventLog(os.path.join(state, "events.bin"))
+    log.load()
+    crashes = [r for r in log.read(0, 1000) if r[3] == EV_CRASH]
+    assert len(crashes) >= 5 and all(r[4] == 3 for r in crashes), crashes
+    assert "injected fault" in server.log_tail(200)
+
+
+def test_the_guard_switches_the_fets_off_logs_and_resets_as_a_crash(tmp_path):
+    import pytest
+    from bms.boards import REASON_CRASH
+    from bms.start import crashed
+    from bms_sim.direct import DirectSim
+
+    provision(str(tmp_path), 4, "lfp", 10000, 1000)
+    sim = DirectSim(World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0), str(tmp_path))
+    sim.run(2000)
+    assert sim.world.fets() == (True, True)
+    with pytest.raises(SystemExit):
+        crashed(sim.board, sim.app, MemoryError())
+    assert sim.world.fets() == (False, False)
+    assert sim.board.resets == [REASON_CRASH] and sim.board.cause[0] == RESET_HARD
+    assert [e for e in sim.app.log.read(0, 100) if e[3] == EV_CRASH][-1][4] == 1
