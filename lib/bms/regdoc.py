@@ -223,7 +223,8 @@ def rule_text(k):
     name = (lambda i: PT.TABLE[i][1])
     if kind == C.LT:
         return "%s must be below %s" % (name(a), name(b))
-    chem = ", ".join("%s %.2f V" % (n, x / 1000.0) for n, x in
+    # integers only (lib/ runs on MicroPython): x mV as V with two decimals, rounded
+    chem = ", ".join("%s %d.%02d V" % (n, (x + 5) // 1000, (x + 5) % 1000 // 10) for n, x in
                      zip(("LFP", "NMC", "LTO"), (C.CELL_MAX_MV if kind in (C.CHEM_MAX, C.PACK_MAX) else C.CELL_MIN_MV)[1:]))
     if kind == C.CHEM_MAX:
         return "%s must not exceed the chemistry's highest cell voltage (%s)" % (name(a), chem)
