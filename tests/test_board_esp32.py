@@ -258,28 +258,29 @@ def test_wifi_joins_only_when_on_and_reports_ready(esp32):
     assert isinstance(a, int) and 0 <= a < 2 ** 30
 
 
-def test_watchdog_is_created_once_with_its_timeout_and_fed(esp32):
+def test_watchdog_starts_then_takes_the_users_timeout_and_is_fed(esp32):
     mod, machine = esp32
     board = mod.Board()
     board.wdt_feed()  # not started yet: nothing to feed
     assert not of(machine.EVENTS, "wdt.feed")
-    board.wdt_start(8000)
-    board.wdt_start(4000)  # the ESP32 cannot change it: the first stays
+    board.wdt_start(8000)  # main.py: the boot's watchdog
+    board.wdt_start(4000)  # App.start(): the user's wdt_ms, the same watchdog reconfigured
     board.wdt_feed()
     board.wdt_feed()
-    assert of(machine.EVENTS, "WDT") == [("WDT", 8000)]
+    assert of(machine.EVENTS, "WDT") == [("WDT", 8000), ("WDT", 4000)]
+    assert len(machine._WDT) == 1 and machine._WDT[0].timeout == 4000
     assert len(of(machine.EVENTS, "wdt.feed")) == 2
 
 
 def test_fake_watchdog_rejects_what_the_port_does(esp32):
     _, machine = esp32
     with pytest.raises(ValueError):
-        machine.WDT(timeout=500)  # whole seconds on ESP-IDF 4 ports: 0 s
+        machine.WDT(timeout=0)  # v1.28: "WDT timeout too short"
     with pytest.raises(ValueError):
         machine.WDT(id=1, timeout=5000)
     wdt = machine.WDT(timeout=5000)
-    with pytest.raises(ValueError):
-        machine.WDT(timeout=9000)  # running: not re-created, not reconfigured
+    again = machine.WDT(timeout=9000)  # v1.28 reconfigures the one watchdog
+    assert machine._WDT == [again] and again.timeout == 9000
     assert not hasattr(wdt, "deinit") and not hasattr(wdt, "stop")
 
 

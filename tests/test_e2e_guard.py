@@ -61,3 +61,28 @@ def test_the_guard_switches_the_fets_off_logs_and_resets_as_a_crash(tmp_path):
     assert sim.world.fets() == (False, False)
     assert sim.board.resets == [REASON_CRASH] and sim.board.cause[0] == RESET_HARD
     assert [e for e in sim.app.log.read(0, 100) if e[3] == EV_CRASH][-1][4] == 1
+
+
+def test_main_starts_the_watchdog_before_anything_else(tmp_path):
+    """main.py on the twin: the watchdog runs (BOOT_WDT_MS) before the first
+    I2C transfer or flash read of the boot, then App.start() gives it the
+    user's wdt_ms; a boot that hangs anywhere resets."""
+    from bms.boards.sim import OP_HELLO, OP_I2C_READ, OP_I2C_WRITE, OP_WDT
+    from bms.start import BOOT_WDT_MS
+
+    state = str(tmp_path / "flash")
+    provision(state, 4, "lfp", 10000, 1000, extra={"wdt_ms": 3000})
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0)
+    server = SimServer(world, state, speed=None, link_path=str(tmp_path / "tty"))
+    with server:
+        server.wait_sim_ms(2000)
+        ops = list(server.boot_ops)
+        starts = list(server.wdt_starts)
+    assert ops[0][0] == OP_HELLO
+    kinds = [op for op, a, arg in ops]
+    first_wdt = kinds.index(OP_WDT)
+    assert ops[first_wdt][1:] == (0, BOOT_WDT_MS)
+    i2c = [k for k, op in enumerate(kinds) if op in (OP_I2C_READ, OP_I2C_WRITE)]
+    assert i2c and first_wdt < i2c[0], ops[:12]
+    assert first_wdt <= 2, "nothing but the board's hello before the watchdog: %r" % (ops[:4],)
+    assert [t for _, t in starts] == [BOOT_WDT_MS, 3000]

@@ -16,6 +16,11 @@ from micropython import const
 
 from bms.boards import REASON_CRASH
 
+# The watchdog main.py starts before anything else, for the boot: about ten
+# times the boot's time on an ESP32 (8 ms on the twin, docs/PERFORMANCE.md,
+# times the 60-100x the ESP32 is slower, plus flash). App.start() then sets
+# the user's wdt_ms.
+BOOT_WDT_MS = 8000  # not const(): main.py, run as source, imports it
 EV_CRASH = const(222)  # value: 1 MemoryError, 2 OSError, 3 another exception: the guard reset the MCU
 
 # every module bms.app needs that bms.params has not loaded, leaves first

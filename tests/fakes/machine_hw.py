@@ -62,17 +62,18 @@ class PWM:
 
 
 class WDT:
-    """The task watchdog: one, started once, never stopped or reconfigured."""
+    """The task watchdog as MicroPython v1.28's esp32 port has it
+    (ports/esp32/machine_wdt.c): id 0 only, a timeout in ms above 0;
+    creating it again reconfigures the one watchdog (esp_task_wdt_reconfigure)
+    and restarts its count; it can never be stopped."""
 
     def __init__(self, id=0, timeout=5000):
         if id != 0:
             raise ValueError("WDT(%r) doesn't exist" % (id,))
-        if not isinstance(timeout, int) or timeout < 1000:
-            # ports on ESP-IDF 4 count whole seconds: under 1000 ms is 0 s
+        if not isinstance(timeout, int) or timeout <= 0:
             raise ValueError("WDT timeout too short: %r" % (timeout,))
-        if machine._WDT:
-            raise ValueError("the watchdog runs (timeout %d ms): it cannot be re-created" % machine._WDT[0].timeout)
         self.timeout = timeout
+        del machine._WDT[:]
         machine._WDT.append(self)
         machine.EVENTS.append(("WDT", timeout))
 

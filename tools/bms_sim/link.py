@@ -86,6 +86,7 @@ RESET_EXIT_S = 5.0
 # A firmware that sends no request for this long (wall time) while its
 # watchdog runs is hung: the watchdog resets it.
 HANG_S = 3.0
+_BOOT_OPS = 64  # requests of each boot kept in boot_ops, for tests of the boot order
 
 # Estimated supply currents in mA, per part and state.
 # Espressif ESP32 datasheet (v4.x), "Power consumption by power modes":
@@ -185,6 +186,8 @@ class SimServer:
         self.network_history = []  # (sim ms, on) at every change
         self.wdt_timeout_ms = None  # the running watchdog's timeout; None: not running
         self.wdt_fed_ms = 0  # simulated ms of its last feed (or start)
+        self.wdt_starts = []  # (sim ms, timeout ms) of every start, or new timeout
+        self.boot_ops = []  # (op, a, arg) of this boot's first requests, from its HELLO
         self.hang_s = HANG_S
         self.segments = []  # [start ms, end ms, state, mA], consecutive same states merged
         self._energy = {st: [0, 0.0] for st in POWER_STATES}  # state: [ms, mA*ms]
@@ -795,6 +798,10 @@ class SimServer:
                 self.requests += 1
                 op, a, b, n = req[0], req[1], req[2], req[3]
                 arg = struct.unpack_from("<I", req, 4)[0]
+                if op == P.OP_HELLO:
+                    self.boot_ops = []
+                if len(self.boot_ops) < _BOOT_OPS:
+                    self.boot_ops.append((op, a, arg))
                 status = 0
                 out = b""
                 byte2 = None
@@ -831,8 +838,11 @@ class SimServer:
                             self._transmit(bytes(req[P.HDR:P.HDR + n]))
                         elif op == P.OP_WDT:
                             if a == 0:
+                                # a start, or a new timeout for the running one
+                                # (MicroPython v1.28's esp32 port reconfigures it)
                                 self.wdt_timeout_ms = max(1, arg)
                                 self.wdt_fed_ms = world.now_ms
+                                self.wdt_starts.append((world.now_ms, arg))
                             elif self.wdt_timeout_ms is not None:
                                 self.wdt_fed_ms = world.now_ms
                         elif op == P.OP_LEDS:

@@ -291,10 +291,12 @@ class Board:
         return time.ticks_us()
 
     def wdt_start(self, timeout_ms):
-        """Start the watchdog. It cannot be stopped, nor its timeout changed:
-        a second call keeps the first timeout."""
-        if self._wdt is None:
-            self._wdt = machine.WDT(timeout=timeout_ms)
+        """Start the watchdog, or give the running one a new timeout: main.py
+        starts it for the boot, App.start() sets the user's wdt_ms. It
+        cannot be stopped. MicroPython v1.28's esp32 port re-creating
+        machine.WDT reconfigures the task watchdog (esp_task_wdt_reconfigure,
+        ports/esp32/machine_wdt.c), which also restarts its count."""
+        self._wdt = machine.WDT(timeout=timeout_ms)
 
     def wdt_feed(self):
         w = self._wdt
