@@ -228,3 +228,27 @@ def test_a_hung_control_loop_is_reset_by_the_watchdog(tmp_path):
             assert server.world.fets() == (True, True), "back at work after the reset"
     finally:
         server.stop()
+
+
+def test_the_bar_goes_dark_in_low_power_even_over_a_trickle(tmp_path):
+    """A 300 mA trickle of charge lights the bar (charging); under
+    lp_idle_ma it is idle, and entering low power turns the bar off: the
+    light sleep must not hold it lit (it did before: low power never
+    rendered the bar)."""
+    server = start(tmp_path, lp_idle_ma=500, net_enable=0)
+    try:
+        with server.lock:
+            server.world.charger.set(300)
+        server.wait_sim_ms(3000)
+        assert any(server.leds), "charging at 300 mA: the bar runs"
+        server.wait_mcu_state("light_sleep", timeout=20)
+        with server.lock:
+            assert server.world.fets() == (False, False)
+        lit = [t for t, duties in server.leds_history if any(duties)]
+        dark = [t for t, duties in server.leds_history if not any(duties)]
+        assert dark and dark[-1] > lit[-1], "the bar went dark and stayed dark"
+        server.wait_sim_ms(server.world.now_ms + 20000)  # checks come and go in low power
+        assert not any(server.leds)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log_tail(), server.log_tail()

@@ -24,6 +24,8 @@ CASES = [
     ("unconfigured beats a fault", 4, 600, dict(configured=False, blink=3), "...#"),
     ("idle at rest: off", 5, 0, dict(), "....."),
     ("low power at rest: off", 5, 0, dict(mode=LP), "....."),
+    ("low power with a trickle of charge: off", 5, 0, dict(mode=LP, charging=True, soc=500), "....."),
+    ("low power with a trickle of load: off", 5, 0, dict(mode=LP, discharging=True, soc=500), "....."),
     ("discharging 50 %: 3 of 5", 5, 0, dict(discharging=True, soc=500), "###.."),
     ("discharging 100 %: all", 5, 0, dict(discharging=True, soc=1000), "#####"),
     ("discharging 81 %: 5 of 5", 5, 0, dict(discharging=True, soc=810), "#####"),

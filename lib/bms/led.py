@@ -5,6 +5,7 @@ duties (board.leds).
 Priority, first match wins (docs/LED.md has the table a user reads):
 
     sleep mode                 all off
+    low-power mode             all off (unless SOC requested)
     unconfigured               the end LEDs alternate, 1 Hz (factory state)
     a protection holds a FET   LED 1 flashes the fault's blink code, then a
     (and no SOC requested)     pause (the code is the protection row's
@@ -47,8 +48,8 @@ def render(out, n, t_ms, mode, configured, blink, soc_dpct, charging, dischargin
     while k < n:
         out[k] = 0
         k += 1
-    if mode == MODE_SLEEP or n == 0:
-        return
+    if mode == MODE_SLEEP or n == 0 or (mode == MODE_LOW_POWER and not show_soc):
+        return  # low power is trouble-free idle: dark, whatever trickles
     if not configured:
         if (t_ms // _WIGWAG_MS) & 1:
             out[n - 1] = ON

@@ -90,6 +90,10 @@ class Modes:
         if mode == PW.LOW_POWER:
             self._enter(PW.LOW_POWER, cause, now)
             app.fets_and_bleeding_off()
+            # the bar goes dark now: low_power() does not render, and the
+            # light sleep would hold whatever it showed (a press wakes it)
+            self.show_soc = False
+            self.leds(now)
             self.network()
         elif mode == PW.SLEEP:
             self.sleep(now, cause)
