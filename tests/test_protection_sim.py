@@ -458,6 +458,52 @@ def test_a_crash_loop_never_closes_dsg_into_the_short_again(tmp_path):
 
 
 
+def _hot_pack_charging(sim):
+    sim.world.pack.temperatures_c[0] = 50.0
+    sim.world.charger.set(5000, 3550)
+    check_trip(sim, "chg_ot", 30000)
+    return 0, "chg_ot"  # CHG must stay off
+
+
+def _latched_short(sim):
+    sim.world.load.set(100000)
+    retries = value(sim, P.P_SCD_RETRIES)
+    sim.run((value(sim, P.P_SCD_RETRY_MS) << (retries + 1)) + 30000)
+    assert sim.app.protection.latched() == 1 << ROW["afe_scd"]
+    return 1, "afe_scd"  # DSG must stay off
+
+
+def _over_current(sim):
+    # 1.5 times dsg_oc_ma, under the chip's own OCD: the firmware's row
+    # trips, and would trip again after every boot that closed DSG
+    sim.world.load.set(value(sim, P.P_DSG_OC_MA) * 3 // 2)
+    check_trip(sim, "dsg_oc", 5000)
+    return 1, "dsg_oc"
+
+
+@pytest.mark.parametrize("fault", [_hot_pack_charging, _latched_short, _over_current],
+                         ids=["hot pack, charger on", "latched short", "over-current"])
+def test_unplanned_resets_never_reclose_the_fet_and_end_in_the_lockout(tmp_path, fault):
+    """A fault that holds a FET off, then the MCU resets every 3 s (the
+    watchdog, a crash): the FET is never on again, at any simulated
+    millisecond, and the fifth reset in a row locks both FETs off."""
+    from bms.boards import RESET_HARD, RESET_WDT
+
+    sim = make(tmp_path, soc_pct=60.0)
+    fet, row = fault(sim)
+    seen = []
+    sim.board.on_advance = lambda w: seen.append(w.fets()[fet])
+    for k in range(5):
+        sim.board.cause = (RESET_WDT if k % 2 else RESET_HARD, 0)
+        sim._boot()
+        sim.run(3000)
+        assert active(sim, row), (k, row)
+        assert active(sim, "reset_lockout") == (k == 4), k
+    assert seen and not any(seen), "%s: the FET closed after a reset" % row
+    assert sim.world.fets() == (False, False), "locked out: both off"
+    assert sim.app.protection.resets == 5
+
+
 def test_fet_over_temperature_uses_its_own_sensor(tmp_path):
     sim = make(tmp_path, cells=10, extra={"fet_temp_sensor": 2})
     sim.world.pack.temperatures_c[1] = 90.0
