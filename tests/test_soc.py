@@ -608,3 +608,36 @@ def test_update_keeps_integers_under_2_30_for_the_largest_pack():
         sys.settrace(None)
     assert worst[1] is None, worst[1]
     assert s.learn_count >= 1 and s.ocv_soc_dpct >= 0
+
+
+# ------------------------------------------------------------ late readings
+@settings(max_examples=300, deadline=None)
+@given(t0=st.integers(0, TICKS_PERIOD - 1),
+       readings=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 249)), min_size=1, max_size=60),
+       first_latency=st.integers(0, 249))
+def test_every_window_is_counted_once_however_late_the_readings(t0, readings, first_latency):
+    """The chip ends a window every 250 ms and keeps only the newest; the
+    loop reads it some time in the next 250 ms (its latency), and a blocked
+    loop misses windows. The counted charge is one reading per window:
+    exact once the loop has read one window as promptly as any later one
+    (its grid is then the chip's), and never more than one window off
+    before that (from readings alone the grid's phase is ambiguous: a
+    late reading and a prompt one a window later look alike)."""
+    raw = 200  # LSB per window
+    p = Pack(shunt=8440, start=False, t0=t0)
+    s = p.s
+    m = meas_of([3300] * 4, current_ma=200, cc_raw=raw)
+    w = 0  # the newest window's end, ms after t0
+    s.start(ticks_add(t0, first_latency), m, None)
+    c0 = s.charge_mas()
+    windows = 0
+    for missed, latency in readings:
+        w += 250 * (1 + missed)
+        windows += 1 + missed
+        s.update(ticks_add(t0, w + latency), m, True, False)
+    per_window = Fraction(raw * 2110, 8440)  # mAs: 8.44 uV/LSB over 8.44 mOhm for 250 ms
+    err = s.charge_mas() - c0 - per_window * windows
+    if first_latency <= min(lat for _, lat in readings):
+        assert abs(err) <= 1, (err, windows)
+    else:
+        assert abs(err) <= per_window + 1, (err, windows)

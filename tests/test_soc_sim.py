@@ -1,4 +1,6 @@
 """State of charge in the simulator: the real control loop against the pack model."""
+import random
+
 import pytest
 
 from bms import regmap as M
@@ -89,20 +91,20 @@ def test_offset_calibrated_at_rest_with_both_fets_off(tmp_path):
     assert abs((soc0 - sim.app.soc.soc_dpct) - 40) <= 3, (soc0, sim.app.soc.soc_dpct)
 
 
-def _count_under_load(tmp_path, stall_every):
-    """(counted, flowed) mAs over 20 min at 5 A, the loop blocking 700 ms
-    after every stall_every-th cycle (0: never)."""
+def _count_under_load(tmp_path, stall_ms):
+    """(counted, flowed) mAs over 20 min at 5 A, the loop blocking
+    stall_ms(rnd) ms after every cycle (None: never)."""
     provision(str(tmp_path), 4, "lfp", 10000, 1000)
     world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=80.0, seed=4)
     sim = DirectSim(world, str(tmp_path))
     world.load.set(5000)
     sim.run(5000)
-    cycles = [0]
+    rnd = random.Random(7)
 
     def stall(s):
-        cycles[0] += 1
-        if stall_every and cycles[0] % stall_every == 0:
-            s.world.advance(700)
+        ms = stall_ms(rnd) if stall_ms else 0
+        if ms:
+            s.world.advance(ms)
 
     sim.on_cycle = stall
     c0 = sim.app.soc.charge_mas()
@@ -111,12 +113,28 @@ def _count_under_load(tmp_path, stall_every):
     return c0 - sim.app.soc.charge_mas(), 5000 * (world.now_ms - t0) // 1000
 
 
-def test_a_stalled_loop_loses_no_charge(tmp_path):
-    # every 4th cycle the loop blocks 700 ms (a long reply at 9600 baud, a
-    # network call): the chip's windows go on and it keeps only the newest
-    # reading; the count must match an unstalled loop's to 0.1 %
-    counted, flowed = _count_under_load(tmp_path / "stalled", 4)
-    base, base_flowed = _count_under_load(tmp_path / "steady", 0)
+@pytest.fixture(scope="module")
+def unstalled(tmp_path_factory):
+    return _count_under_load(tmp_path_factory.mktemp("steady"), None)
+
+
+STALLS = {
+    # a long reply or a network call after every 4th cycle
+    "700 ms every 4th cycle": lambda r: 700 if r.random() < 0.25 else 0,
+    # a 256-byte reply at 9600 baud after every other cycle: the readings
+    # come late and prompt by turns (rounding the gaps counted about 5 % short)
+    "290 ms every other cycle": lambda r: 290 if r.random() < 0.5 else 0,
+    # any length, any time (rounding the gaps counted about 5 % over)
+    "0-400 ms at random": lambda r: r.randrange(400) if r.random() < 0.5 else 0,
+}
+
+
+@pytest.mark.parametrize("stall", list(STALLS), ids=list(STALLS))
+def test_a_stalled_loop_loses_no_charge(tmp_path, unstalled, stall):
+    # the chip's windows go on while the loop blocks, and it keeps only the
+    # newest reading: the count must match an unstalled loop's to 0.1 %
+    counted, flowed = _count_under_load(tmp_path, STALLS[stall])
+    base, base_flowed = unstalled
     print("stalled loop: %d of %d mAs counted; unstalled: %d of %d" % (counted, flowed, base, base_flowed))
     # the measurement chain's own error (the CC's 8.44 mA steps, its conversion) is the same in both
     assert abs(base - base_flowed) <= base_flowed * 5 // 1000

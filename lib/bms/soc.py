@@ -38,7 +38,7 @@ from array import array
 from micropython import const
 
 from bms.crc import crc16
-from bms.ticks import ticks_diff
+from bms.ticks import ticks_add, ticks_diff
 
 CHEM_LFP = const(1)
 CHEM_NMC = const(2)
@@ -76,7 +76,6 @@ _NET_MAX = const(0x1FFFFFFF)
 _SIG_MAX_DPCT = const(500)  # the SOC's standard deviation is capped at 50 %
 _READINGS_PER_HOUR = const(14400)
 _CC_MS = const(250)  # the chip's coulomb-counter window
-_CC_HALF_MS = const(125)
 _CC_WINDOWS_MAX = const(40)  # a reading stands for at most 10 s of windows
 _EMA_SHIFT = const(8)  # averaged current: 1/256 per 250 ms, ~64 s
 _EMA_N = const(256)
@@ -491,12 +490,25 @@ class Soc:
         """Once per control cycle (250 ms); meas.cc_raw is a new coulomb
         counter reading when cc_fresh. Allocation-free."""
         if cc_fresh:
-            # the chip keeps only its newest 250 ms window: when the loop was
+            # The chip keeps only its newest 250 ms window: when the loop was
             # late (a long Modbus reply, a blocking network call), that one
-            # reading stands for every window since the last one counted
-            n = (ticks_diff(now_ms, self._cc_t) + _CC_HALF_MS) // _CC_MS
-            self._cc_t = now_ms
-            self._reading(meas.cc_raw, both_fets_off, 1 if n < 1 else (_CC_WINDOWS_MAX if n > _CC_WINDOWS_MAX else n))
+            # reading stands for every window since the last one counted.
+            # _cc_t follows the chip's window grid: the newest window ended
+            # in (now - 250, now], so whole periods since the last window's
+            # end count the windows. _cc_t is never earlier than the true
+            # end (it starts at a reading's time and moves to an earlier
+            # reading's time when one comes sooner than the grid says), so
+            # it settles on the loop's quickest reaction and a late reading
+            # neither gains nor loses a window (rounding the time between
+            # readings did: a late one after a prompt one counted twice).
+            d = ticks_diff(now_ms, self._cc_t)
+            n = d // _CC_MS
+            if n < 1 or n > _CC_WINDOWS_MAX:
+                n = 1 if n < 1 else _CC_WINDOWS_MAX
+                self._cc_t = now_ms  # sooner than the grid (or lost): the grid starts here
+            else:
+                self._cc_t = ticks_add(self._cc_t, n * _CC_MS)
+            self._reading(meas.cc_raw, both_fets_off, n)
         i = self._i_ma
         # rest and the OCV correction
         if i >= self.rest_current_ma or -i >= self.rest_current_ma:
