@@ -106,3 +106,76 @@ def test_two_hours_of_four_cells_replay_in_under_forty_cpu_seconds(tmp_path):
     print("2 h of 4 cells replayed in %.1f s of CPU, %.1f s of wall time" % (cpu, time.monotonic() - t0))
     assert cpu < 40
     assert len(read_out(out)) >= 2 * 360 - 2
+
+
+def _profile(path, **changes):
+    """A `bmsctl config export` file for a 4-cell LFP pack of 10 Ah, with changes (raw values)."""
+    import json
+
+    from bms import params as P
+    from bms_sim.cli import provision
+    from bmsctl import config as CF
+
+    prm = provision(str(path.parent / "prov"), 4, "lfp", 10000, 1000)
+    values = list(prm.values)
+    for name, raw in changes.items():
+        values[CF.INDEX[name]] = raw
+    assert values[P.P_CAPACITY_MAH] > 0
+    path.write_text(json.dumps(CF.export_profile(values)))
+    return path
+
+
+def test_replay_runs_with_the_users_settings_and_reports_cut_currents(tmp_path):
+    """--params (an export) and --set: the firmware runs with them. The
+    trace discharges on below the cells' under-voltage: the firmware cuts
+    DSG there, which the replay reports as a FET conflict (summary and the
+    fets column), and names the interval."""
+    trace = tmp_path / "t.csv"
+    # 8 min at -2 A; from 4 min on the cells read 2.55 V: under the 2.6 V
+    # set below, above the chemistry's 2.5 V
+    write_trace(trace, 480, -2000, lambda t: 3250 if t < 240 else 2550)
+    prof = _profile(tmp_path / "pack.json", capacity_mah=8000)
+    out = tmp_path / "out.csv"
+    p = replay(trace, "--params", prof, "--set", "cell_uv=2.6V",
+               "--out", out, "--record-every-s", 20)
+    assert p.returncode == 0, p.stderr
+    rows = read_out(out)
+    assert int(rows[-1]["full_capacity_mah"]) == 8000, "the profile's capacity"
+    assert rows[0]["fets"] == "CD"
+    flagged = [r for r in rows if r["fets"].endswith("!")]
+    assert flagged and all(float(r["t_s"]) > 240 for r in flagged), [(r["t_s"], r["fets"]) for r in rows]
+    assert flagged[-1]["fets"] == "C-!", "DSG off (the set's 2.6 V under-voltage), the discharge went on"
+    assert "FET conflicts: 1 interval," in p.stderr, p.stderr
+    assert "DSG off from t=24" in p.stderr and "while discharge flowed (up to 2000 mA" in p.stderr, p.stderr
+
+
+def test_a_replay_within_the_limits_reports_no_conflict(tmp_path):
+    trace = tmp_path / "t.csv"
+    write_trace(trace, 120, -2000, 3250)
+    out = tmp_path / "out.csv"
+    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 10000, "--set", "cc_cal_every_ms=0",
+               "--out", out, "--record-every-s", 20)
+    assert p.returncode == 0, p.stderr
+    assert "FET conflicts: none" in p.stderr
+    assert all(r["fets"] == "CD" for r in read_out(out))
+
+
+@pytest.mark.parametrize("args,msg", [
+    (("--chemistry", "lfp"), "give --chemistry and --capacity-mah, or --params FILE"),
+    (("--chemistry", "lfp", "--capacity-mah", 1000, "--set", "cell_ov_volts=3.6"), "cell_ov_volts"),
+    (("--chemistry", "lfp", "--capacity-mah", 1000, "--set", "cell_ov=9V"), "--set: cell_ov_mv=9000 (9.000 V) is outside 1.500..5.000 V"),
+    (("--chemistry", "lfp", "--capacity-mah", 1000, "--set", "cell_ov=3.6V", "--set", "cell_ov_release=3.7V"),
+     "the firmware would refuse this set"),
+    (("--params", "PROFILE5",), "is for 5 cells but the trace has 4"),
+    (("--params", "MISSING",), "cannot read --params"),
+])
+def test_bad_settings_name_the_problem(tmp_path, args, msg):
+    trace = tmp_path / "t.csv"
+    write_trace(trace, 10, 0, 3300)
+    prof5 = tmp_path / "p5.json"
+    _profile(prof5, cell_channels=0x1F)
+    args = [{"PROFILE5": prof5, "MISSING": tmp_path / "nope.json"}.get(a, a) for a in args]
+    p = replay(trace, *args, "--out", tmp_path / "o.csv")
+    assert p.returncode != 0 and msg in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "o.csv").exists(), "a refused set writes nothing"

@@ -189,12 +189,13 @@ def cmd_run(args):
 def cmd_replay(args):
     from bms_sim.replay import replay
 
-    if args.capacity_mah <= 0:
+    if args.capacity_mah is not None and args.capacity_mah <= 0:
         raise SimError("--capacity-mah must be positive")
     if args.record_every_s <= 0:
         raise SimError("--record-every-s must be positive")
     replay(args.trace, args.chemistry, args.capacity_mah, args.out, ocv_table=args.ocv_table,
-           record_every_s=args.record_every_s, target=target_of(args), heap=args.heap)
+           record_every_s=args.record_every_s, target=target_of(args), heap=args.heap,
+           params=args.params, sets=args.set)
     return 0
 
 
@@ -208,8 +209,15 @@ def build_parser():
     r.set_defaults(func=cmd_run)
     r = sub.add_parser("replay", help="play a trace through the simulated AFE into the firmware; write what it reports")
     r.add_argument("trace", help="TRACE.csv: t_s,current_ma,temp_c,cell1_mv,...,cellN_mv")
-    r.add_argument("--chemistry", choices=("lfp", "nmc", "lto"), required=True)
-    r.add_argument("--capacity-mah", type=int, required=True, help="rated capacity the BMS is configured with")
+    r.add_argument("--chemistry", choices=("lfp", "nmc", "lto"),
+                   help="the cells' chemistry (needed without --params; with it, changes the profile's)")
+    r.add_argument("--capacity-mah", type=int,
+                   help="rated capacity the BMS is configured with (needed without --params; with it, changes the profile's)")
+    r.add_argument("--params", metavar="PACK.json",
+                   help="the BMS's settings as `bmsctl config export` writes them, instead of the chemistry's defaults")
+    r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="one parameter over the rest, as `bmsctl config set` takes it (cell_ov=3.6V, "
+                        "cc_cal_every_ms=0); repeatable")
     r.add_argument("--ocv-table", help="OCV.csv: soc_pct,ocv_mv, the cell's rested OCV curve (replaces the chemistry's)")
     r.add_argument("--out", required=True, help="OUT.csv: t_s,soc_pct,... as the firmware reports them")
     r.add_argument("--record-every-s", type=float, default=10.0, help="simulated seconds between rows (default 10)")

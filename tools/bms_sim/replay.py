@@ -3,6 +3,7 @@ simulated AFE into the firmware under MicroPython, as fast as it runs.
 
     bms-sim replay TRACE.csv --chemistry lfp|nmc --capacity-mah N
                    [--ocv-table OCV.csv] --out OUT.csv [--record-every-s 10]
+    bms-sim replay TRACE.csv --params pack.json [--set NAME=VALUE ...] --out OUT.csv
 
 TRACE.csv: `t_s,current_ma,temp_c,cell1_mv,...,cellN_mv`, one row per second
 or slower, current positive = charging. The simulated bq769x0 presents the
@@ -12,6 +13,18 @@ converts the temperature through its thermistor inputs; the firmware runs
 its real control loop. OUT.csv gets, every --record-every-s simulated
 seconds, what the firmware reports in its Modbus registers then (from its
 first estimate on, a fraction of a second after it boots).
+
+The firmware runs with the chemistry's defaults for the pack, or with the
+user's own set: `--params` takes the file `bmsctl config export` writes,
+`--set` changes one parameter (as `bmsctl config set` does); the set must
+pass the firmware's range and consistency checks.
+
+A trace's current was recorded: it flows whatever the firmware does with
+the FETs. Where the firmware had the FET of the current's direction off
+(CHG for a charge, DSG for a discharge) it would have cut that current on a
+real pack, so the SOC it reports there is not comparable with the trace's:
+every such interval is reported (the summary, and the `fets` column of
+OUT.csv), never silently scored.
 """
 import bisect
 import csv
@@ -137,9 +150,35 @@ class TracePack:
         return sum(self._cells[self.i])
 
 
+# A current under this is noise, not a flow the FETs would have cut.
+CONFLICT_MIN_MA = 10
+BOOT_GRACE_MS = 5000
+
+
+class FetConflict:
+    """An interval where the trace's current flowed against an off FET:
+    charge with CHG off, or discharge with DSG off."""
+
+    __slots__ = ("start_ms", "end_ms", "fet", "peak_ma", "mas")
+
+    def __init__(self, start_ms, fet):
+        self.start_ms = start_ms
+        self.end_ms = start_ms
+        self.fet = fet  # "CHG" or "DSG"
+        self.peak_ma = 0
+        self.mas = 0.0  # the charge that flowed against it
+
+    def text(self):
+        return "%s off from t=%gs for %gs while %s flowed (up to %d mA, %.0f mAh)" % (
+            self.fet, self.start_ms / 1000.0, (self.end_ms - self.start_ms) / 1000.0,
+            "charge" if self.fet == "CHG" else "discharge", self.peak_ma, self.mas / 3600.0)
+
+
 class ReplayWorld:
     """The World's interface (chip, clock, advance) driven by a trace: the
-    recorded current flows whatever the FETs do, because it was recorded."""
+    recorded current flows whatever the FETs do, because it was recorded;
+    where that is a current the firmware had cut, it is logged in
+    `conflicts`."""
 
     def __init__(self, times, currents, temps, cells, shunt_uohm=1000, seed=0):
         self.pack = TracePack(times, temps, cells)
@@ -149,6 +188,46 @@ class ReplayWorld:
         self.chip = SimBq769x0(self.pack, groups=model_groups(n), shunt_uohm=shunt_uohm, seed=seed)
         self.now_ms = times[0]
         self.end_ms = times[-1]
+        self.conflicts = []  # FetConflict, in time order
+        self._open = None  # the conflict going on, if any
+        # the firmware boots with both FETs off and closes them after its
+        # first judgement: watched from its first FET on (or BOOT_GRACE_MS)
+        self._watch_from = times[0] + BOOT_GRACE_MS
+
+    def _watch(self, ms, current_ma):
+        """Log ms of current_ma against the FETs as they are now."""
+        chip = self.chip
+        if self._watch_from is not None:
+            if not (chip.chg_on or chip.dsg_on) and self.now_ms < self._watch_from:
+                return
+            self._watch_from = None
+        fet = None
+        if current_ma >= CONFLICT_MIN_MA and not chip.chg_on:
+            fet = "CHG"
+        elif current_ma <= -CONFLICT_MIN_MA and not chip.dsg_on:
+            fet = "DSG"
+        c = self._open
+        if fet is None or (c is not None and c.fet != fet):
+            self._open = c = None
+        if fet is None:
+            return
+        if c is None:
+            self._open = c = FetConflict(self.now_ms, fet)
+            self.conflicts.append(c)
+        c.end_ms = self.now_ms + ms
+        a = abs(current_ma)
+        if a > c.peak_ma:
+            c.peak_ma = int(a)
+        c.mas += a * ms / 1000.0
+
+    def conflict_ms_since(self, t_ms):
+        """ms of conflict from t_ms to now."""
+        total = 0
+        for c in reversed(self.conflicts):
+            if c.end_ms <= t_ms:
+                break
+            total += c.end_ms - max(c.start_ms, t_ms)
+        return total
 
     @property
     def current_ma(self):
@@ -168,7 +247,9 @@ class ReplayWorld:
                 piece = min(piece, self.times[nxt] - self.now_ms)  # a row's current starts on time
             piece = max(1, min(piece, ms))
             self.pack.seek(self.now_ms)
-            self.chip.tick(piece, self.currents[self.pack.i])
+            i_ma = self.currents[self.pack.i]
+            self._watch(piece, i_ma)
+            self.chip.tick(piece, i_ma)
             self.now_ms += piece
             ms -= piece
         self.pack.seek(self.now_ms)
@@ -178,19 +259,29 @@ _FIRST = M.IR_SOC_DPCT
 _COUNT = M.IR_FULL_CAPACITY_MAH + 2 - M.IR_SOC_DPCT
 
 
-def _request():
-    body = bytes([1, 4, _FIRST >> 8, _FIRST & 0xFF, 0, _COUNT])
+def _request(address):
+    body = bytes([address, 4, _FIRST >> 8, _FIRST & 0xFF, 0, _COUNT])
     c = crc16(body, 0, len(body))
     return body + bytes((c & 0xFF, c >> 8))
+
+
+def _fets_text(chg_on, dsg_on):
+    return ("C" if chg_on else "-") + ("D" if dsg_on else "-")
 
 
 class Recorder:
     """Asks the firmware for its SOC registers every period of simulated time
     and writes what it answers, at that simulated time."""
 
-    HEADER = ["t_s", "soc_pct", "remaining_mah", "full_capacity_mah", "soh_pct", "tte_min", "ttf_min"]
+    # fets: CHG and DSG as the firmware held them ("CD" both on, "-D" CHG
+    # off, ...), then "!" when the trace's current flowed against an off FET
+    # since the previous row (the firmware would have cut it: not comparable)
+    HEADER = ["t_s", "soc_pct", "remaining_mah", "full_capacity_mah", "soh_pct", "tte_min", "ttf_min", "fets"]
 
-    def __init__(self, out, every_ms, t0_ms):
+    def __init__(self, out, every_ms, t0_ms, address=1):
+        self.address = address
+        self.world = None
+        self.last_row_ms = t0_ms
         self.out = out
         self.writer = csv.writer(out)
         self.writer.writerow(self.HEADER)
@@ -205,7 +296,7 @@ class Recorder:
         if self.asked_at is None and world.now_ms >= self.next_ms:
             self.asked_at = world.now_ms
             self.next_ms += self.every_ms
-            self.server.send(_request())
+            self.server.send(_request(self.address))
 
     def on_transmit(self, data):
         self.rx += data
@@ -213,7 +304,7 @@ class Recorder:
         if self.asked_at is None or len(self.rx) < n:
             return
         frame, self.rx = bytes(self.rx[:n]), self.rx[n:]
-        if frame[:3] != bytes([1, 4, 2 * _COUNT]) or crc16(frame, 0, n - 2) != frame[n - 2] | (frame[n - 1] << 8):
+        if frame[:3] != bytes([self.address, 4, 2 * _COUNT]) or crc16(frame, 0, n - 2) != frame[n - 2] | (frame[n - 1] << 8):
             raise SimError("the firmware answered the SOC read with %s" % frame.hex())
         w = [(frame[3 + 2 * k] << 8) | frame[4 + 2 * k] for k in range(_COUNT)]
         reg = lambda a: w[a - _FIRST]
@@ -221,32 +312,106 @@ class Recorder:
         self.asked_at, asked = None, self.asked_at
         if u32(M.IR_FULL_CAPACITY_MAH) == 0:
             return  # no estimate yet (the first second after boot): nothing to report
+        fets = ""
+        world = self.world
+        if world is not None:
+            fets = _fets_text(*world.fets()) + ("!" if world.conflict_ms_since(self.last_row_ms) else "")
+            self.last_row_ms = world.now_ms
         self.writer.writerow([
             "%g" % (asked / 1000.0), "%.1f" % (reg(M.IR_SOC_DPCT) / 10.0),
             u32(M.IR_REMAINING_MAH), u32(M.IR_FULL_CAPACITY_MAH), "%.1f" % (reg(M.IR_SOH_DPCT) / 10.0),
-            reg(M.IR_TTE_MIN), reg(M.IR_TTF_MIN)])
+            reg(M.IR_TTE_MIN), reg(M.IR_TTF_MIN), fets])
         self.rows += 1
 
 
-def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_every_s=10.0,
-           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr, target=None):
-    from bms_sim.cli import provision
+def settings(cells, chemistry=None, capacity_mah=None, params=None, sets=(), ocv_table=None):
+    """The parameter values (a list by index) the firmware replays with:
+    the chemistry's defaults for the pack, or a profile (`params`: the path
+    of a `bmsctl config export` file), then `sets` (NAME=VALUE, as `bmsctl
+    config set` takes them), then the OCV table. chemistry and capacity_mah
+    are needed without a profile, and change the profile's if given. Raises
+    SimError naming the problem and the fix."""
+    from bms import paramload as PL
+    from bmsctl import config as CF
 
-    times, currents, temps, cells = read_trace(trace)
-    n = len(cells[0])
-    # no LED bar: its animation frames would only slow the replay of a trace
-    # that charges or discharges all the time; the SOC is what is replayed
-    extra = {"led_count": 0}
+    prm = P.Params()
+    if params:
+        try:
+            with open(params) as f:
+                text = f.read()
+        except OSError as e:
+            raise SimError("cannot read --params %s: %s" % (params, e.strerror or e)) from None
+        try:
+            prof = CF.load_profile(text, params)
+        except CF.ConfigError as e:
+            raise SimError(str(e).replace("; nothing was written", "")) from None
+        for i, raw in prof.items():
+            prm.values[i] = raw
+        if chemistry:
+            prm.values[P.P_CHEMISTRY] = P.CHEMISTRY_NAMES.index(chemistry)
+        if capacity_mah:
+            prm.values[P.P_CAPACITY_MAH] = capacity_mah
+        if prm.cells() != cells and not any(a.split("=", 1)[0].strip().lower() == "cells" for a in sets):
+            raise SimError("--params %s is for %d cells but the trace has %d: export the set of this pack, "
+                           "or add --set cells=%d" % (params, prm.cells(), cells, cells))
+    else:
+        if not chemistry or not capacity_mah:
+            raise SimError("give --chemistry and --capacity-mah, or --params FILE (a `bmsctl config export`)")
+        lines = ["chemistry=%s" % chemistry, "cells=%d" % cells, "capacity_mah=%d" % capacity_mah,
+                 "shunt_uohm=1000", "temp_sensors=%d" % ((1 << model_groups(cells)) - 1)]
+        PL.load_text(prm, "\n".join(lines))
+        if prm.errors:
+            raise SimError("cannot configure %d %s cells: %s" % (cells, chemistry, "; ".join(prm.errors)))
+    base = list(prm.values)
+    try:
+        target, _ = CF.parse_assignments(list(sets), base)
+    except CF.ConfigError as e:
+        raise SimError("--set: %s" % e) from None
     if ocv_table:
         for k, mv in enumerate(read_ocv_table(ocv_table)):
-            extra["ocv_%d_mv" % (5 * k)] = mv
+            target[P.P_OCV_0_MV + k] = mv
+    # no LED bar: its animation frames would only slow the replay of a trace
+    # that charges or discharges all the time; the SOC is what is replayed
+    target[P.P_LED_COUNT] = 0
+    after = P.Params()
+    for i, raw in enumerate(target):
+        after.values[i] = raw
+    if after.cells() != cells:
+        raise SimError("the set is for %d cells but the trace has %d: give --set cells=%d" % (
+            after.cells(), cells, cells))
+    err = CF.validate(base, target)
+    if err:
+        raise SimError("the firmware would refuse this set: %s" % err)
+    return target
+
+
+def write_settings(state_dir, values):
+    """values as the simulated board's bms.cfg (the firmware takes it in at boot)."""
+    from bms import paramload as PL
+
+    prm = P.Params()
+    for i, raw in enumerate(values):
+        prm.values[i] = raw
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, PL.CONFIG_FILE), "w") as f:
+        f.write(PL.to_text(prm))
+
+
+def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_every_s=10.0,
+           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr, target=None, params=None, sets=()):
+    """Replay a trace; returns the rows written. The FET conflicts (FetConflict)
+    are written to `log` and kept in `replay.conflicts` of the last call."""
+    times, currents, temps, cells = read_trace(trace)
+    n = len(cells[0])
+    values = settings(n, chemistry, capacity_mah, params, sets, ocv_table)
     state = tempfile.mkdtemp(prefix="bms-replay-")
     try:
-        provision(state, n, chemistry, capacity_mah, 1000, extra=extra)
-        world = ReplayWorld(times, currents, temps, cells)
+        write_settings(state, values)
+        world = ReplayWorld(times, currents, temps, cells, shunt_uohm=values[P.P_SHUNT_UOHM])
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
         with open(out_path, "w", newline="") as out:
-            rec = Recorder(out, int(record_every_s * 1000), times[0])
+            rec = Recorder(out, int(record_every_s * 1000), times[0], address=values[P.P_MODBUS_ADDRESS])
+            rec.world = world
             server = SimServer(world, state, speed=None, heap=heap, micropython=micropython, target=target,
                                on_advance=rec.on_advance)
             server.on_transmit = rec.on_transmit
@@ -259,6 +424,22 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
                     raise SimError("the firmware failed during the replay:\n" + server.log_tail())
         log.write("replayed %.1f h of %d cells in %.1f s; %d rows in %s\n"
                   % ((world.end_ms - times[0]) / 3.6e6, n, wall, rec.rows, out_path))
+        replay.conflicts = world.conflicts
+        if world.conflicts:
+            total_s = sum(c.end_ms - c.start_ms for c in world.conflicts) / 1000.0
+            log.write("FET conflicts: %d interval%s, %gs in all, where the trace's current flowed against a FET "
+                      "the firmware had off (on a real pack it would have been cut: the SOC there is not "
+                      "comparable; rows marked ! in the fets column):\n" % (
+                len(world.conflicts), "" if len(world.conflicts) == 1 else "s", total_s))
+            for c in world.conflicts[:20]:
+                log.write("  %s\n" % c.text())
+            if len(world.conflicts) > 20:
+                log.write("  ... and %d more\n" % (len(world.conflicts) - 20))
+        else:
+            log.write("FET conflicts: none (the firmware never had a FET off against the trace's current)\n")
         return rec.rows
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+replay.conflicts = []
