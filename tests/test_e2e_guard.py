@@ -8,7 +8,8 @@ from bms import protrules
 from bms import regmap as M
 from bms.boards import RESET_HARD
 from bms.eventlog import EventLog
-from bms.start import EV_CRASH
+from bms.app import AT_PROTECT, AT_SOC, EV_CRASH
+from bms.start import KIND_MEMORY, KIND_OTHER
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World
@@ -42,7 +43,8 @@ def test_a_crash_is_made_safe_logged_and_a_crash_loop_locks_out(tmp_path):
     log = EventLog(os.path.join(state, "events.bin"))
     log.load()
     crashes = [r for r in log.read(0, 1000) if r[3] == EV_CRASH]
-    assert len(crashes) >= 5 and all(r[4] == 3 for r in crashes), crashes
+    # each boot logs the crash before it: where (the protection pass) and what (not an OSError or MemoryError)
+    assert len(crashes) >= 4 and all(r[4] == (AT_PROTECT << 8) | KIND_OTHER for r in crashes), crashes
     assert "injected fault" in server.log_tail(200)
 
 
@@ -56,11 +58,19 @@ def test_the_guard_switches_the_fets_off_logs_and_resets_as_a_crash(tmp_path):
     sim = DirectSim(World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0), str(tmp_path))
     sim.run(2000)
     assert sim.world.fets() == (True, True)
+    sim.app.at = AT_SOC  # as if the SOC estimator had raised
     with pytest.raises(SystemExit):
         crashed(sim.board, sim.app, MemoryError())
     assert sim.world.fets() == (False, False)
     assert sim.board.resets == [REASON_CRASH] and sim.board.cause[0] == RESET_HARD
-    assert [e for e in sim.app.log.read(0, 100) if e[3] == EV_CRASH][-1][4] == 1
+    assert not [e for e in sim.app.log.read(0, 100) if e[3] == EV_CRASH], "nothing to flash on the way down"
+    sim._boot()  # the next boot logs what the RTC record kept, once
+    sim.run(2000)
+    crashes = [e for e in sim.app.log.read(0, 100) if e[3] == EV_CRASH]
+    assert [e[4] for e in crashes] == [(AT_SOC << 8) | KIND_MEMORY]
+    sim._boot()
+    sim.run(2000)
+    assert len([e for e in sim.app.log.read(0, 100) if e[3] == EV_CRASH]) == 1
 
 
 def test_main_starts_the_watchdog_before_anything_else(tmp_path):

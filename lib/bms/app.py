@@ -62,7 +62,23 @@ EV_CONFIG_RULE = const(214)  # value: the consistency rule the stored set breaks
 EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
 # 216: bms.power EV_MODE (a power-mode change: mode << 8 | cause)
 EV_RESET = const(217)  # value: the boot's reset cause << 8 | wake reason (bms.boards RESET_, WAKE_)
+EV_CRASH = const(222)  # value: where (AT_) << 8 | kind (bms.start KIND_): the guard reset the MCU
 _NET_BUSY_MS = const(10)  # messages wait to go out: back this soon
+# Where the firmware is (App.at): a crash keeps it with its kind (bms.start),
+# so the report says where it happened.
+AT_START = const(1)  # App.start(): the logs, the kept record, the AFE, the network
+AT_MODBUS = const(2)  # the Modbus slave: a request, its reply
+AT_WRITES = const(3)  # parameter writes and commands, after their reply
+AT_MODES = const(4)  # inputs, the button, power modes, low power and sleep
+AT_MEASURE = const(5)  # the AFE: status, measurements, bring-up
+AT_SOC = const(6)  # the SOC estimator and the lifetime counters
+AT_PROTECT = const(7)  # the protection table
+AT_SWITCH = const(8)  # latch release, calibration, switching the FETs
+AT_FLASH = const(9)  # the kept record, events and saves to flash
+AT_BALANCE = const(10)
+AT_PUBLISH = const(11)  # the input-register image
+AT_UPLINK = const(12)  # MQTT
+AT_LEDS = const(13)
 _CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
 
 
@@ -147,6 +163,7 @@ class App:
         self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
         self.modes = Modes(self, now)
         self.uplink = None  # MQTT (bms.uplink), when net.cfg and net_enable ask for it
+        self.at = AT_START  # AT_: where the firmware is, for a crash report
         # the packed tables (bms.packed) have done their work: let them go
         release("packed")
         prm.release()  # a no-op after bms.start's
@@ -280,6 +297,11 @@ class App:
         # after a power cut): a latched short stays latched
         pr = self.protection
         pr.restore(self.board.kept(), self.board.ticks_ms())
+        if pr.crash:
+            # the guard's report from before the reset (bms.start)
+            self.append(EV_CRASH, pr.crash, 0)
+            pr.crash = 0
+            pr.changed = True
         if cause == RESET_HARD or cause == RESET_WDT:
             # an unplanned reset (a crash, the watchdog): counted across
             # resets; _LOCKOUT_RESETS in a row and the FETs stay off
@@ -367,6 +389,7 @@ class App:
         afe = self.afe
         log = self.log
         log.hold = True  # events wait in RAM until the FETs are switched
+        self.at = AT_MEASURE
         dt = ticks_diff(now, self.last_cycle)
         self.last_cycle = now
         if dt > 0:
@@ -419,6 +442,7 @@ class App:
         if not self.configured:
             flags |= 1 << PR.Q_UNCONFIGURED
         self.flags = flags
+        self.at = AT_SOC
         if self.soc is not None and self.afe_ok and m.cells:
             self._track_soc(now, stat & R.STAT_CC_READY)
         self._quantities(stat, flags)
@@ -432,6 +456,7 @@ class App:
             pr.resets = 0  # up long enough: the resets before were not a loop
             pr.changed = True
         measured = self.afe_ok and m.cells
+        self.at = AT_PROTECT
         pr.evaluate(now, measured and not self.evaluated)
         if measured:
             self.evaluated = True  # the FETs have been judged on real measurements
@@ -443,9 +468,11 @@ class App:
                 s.sync_empty()
             elif f & _OVER_VOLTAGE_ROWS and m.current_ma <= 0:
                 s.sync_full()
+        self.at = AT_SWITCH
         self._latch_release(now)
         self._calibration(now)
         self._switch_fets()
+        self.at = AT_FLASH
         # act first, write later: flash takes tens to hundreds of ms
         if pr.changed:
             pr.changed = False
@@ -454,9 +481,12 @@ class App:
         log.flush()
         if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
             self.save_state(now)
+        self.at = AT_BALANCE
         self._balance(now)
+        self.at = AT_PUBLISH
         self.publish()
         self.board.wdt_feed()  # the checks are done: the watchdog may wait again
+        self.at = AT_MODES
         self.modes.after_cycle(now)
 
     def _quantities(self, stat, flags):
@@ -699,16 +729,21 @@ class App:
         b = self.board
         now = b.ticks_ms()
         self.now = now
+        self.at = AT_MODBUS
         self.modbus.poll(now)
         cf = self.config
         if cf.pending or cf.ev_lock or cf.save_failed:  # work for after the reply, a save to retry
+            self.at = AT_WRITES
             self._after_writes(now)
         md = self.modes
+        self.at = AT_MODES
         md.poll(now)
         up = self.uplink
         if md.power.mode != WORKING:
             if up is not None:
+                self.at = AT_UPLINK
                 up.step(now, False)  # the network goes off: close the session
+            self.at = AT_MODES
             return 1 if self.modbus.receiving() else md.low_power(now)
         since = ticks_diff(now, self.last_cycle)
         if (b.alert() and since >= _MIN_GAP_MS) or since >= _FALLBACK_MS:
@@ -718,11 +753,14 @@ class App:
             return 1
         if up is not None:
             # after the cycle and the Modbus reply: at most timeout_ms per network call
+            self.at = AT_UPLINK
             up.step(now, True)
+        self.at = AT_MODES
         md.poll(now)  # again: a press that began during the cycle is seen before the idle
         wait = _FALLBACK_MS - since
         if up is not None and up.busy() and wait > _NET_BUSY_MS:
             wait = _NET_BUSY_MS
+        self.at = AT_LEDS
         if (md.leds(now) or md.button.busy()) and wait > ANIMATE_MS:
             wait = ANIMATE_MS
         return wait if wait > 1 else 1

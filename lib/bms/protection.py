@@ -95,8 +95,8 @@ EV_LATCH = const(128)
 _RETRY_FORGET_MS = const(600000)
 _WAIT_MAX_MS = const(0x10000000)  # the longest release back-off: 2**28 ms (3.1 days), inside the ticks range
 
-_KEPT_MAGIC = const(0xB8)  # a kept() record of this layout (ROW_COUNT rows)
-_KEPT_SIZE = const(3 + 2 * ROW_COUNT)
+_KEPT_MAGIC = const(0xB9)  # a kept() record of this layout (ROW_COUNT rows, the crash)
+_KEPT_SIZE = const(5 + 2 * ROW_COUNT)
 _IDLE = const(0)
 _PENDING = const(1)  # condition met, trip delay running
 _ACTIVE = const(2)
@@ -126,6 +126,7 @@ class Protection:
         self.changed = False
         self._kept = bytearray(_KEPT_SIZE)
         self.resets = 0  # unplanned resets (crash, watchdog) in a row: kept too (bms.app's lockout)
+        self.crash = 0  # the guard's crash report (bms.start): kept for the next boot to log
 
     def evaluate(self, now, first=False):
         """One pass over the table. Allocation-free unless an event is logged.
@@ -268,7 +269,9 @@ class Protection:
             k[1 + i] = _LATCHED if s == _LATCHED else (_ACTIVE if s == _ACTIVE or s == _RELEASING else _IDLE)
             k[1 + ROW_COUNT + i] = self.retries[i]
             i += 1
-        k[_KEPT_SIZE - 2] = self.resets
+        k[_KEPT_SIZE - 4] = self.resets
+        k[_KEPT_SIZE - 3] = self.crash >> 8
+        k[_KEPT_SIZE - 2] = self.crash & 0xFF
         k[_KEPT_SIZE - 1] = crc8(k, 0, _KEPT_SIZE - 1)
         return k
 
@@ -287,7 +290,8 @@ class Protection:
                 self.since[i] = now
             self.retries[i] = data[1 + ROW_COUNT + i]
             i += 1
-        self.resets = data[_KEPT_SIZE - 2]
+        self.resets = data[_KEPT_SIZE - 4]
+        self.crash = (data[_KEPT_SIZE - 3] << 8) | data[_KEPT_SIZE - 2]
         return True
 
     def latched(self):

@@ -21,7 +21,9 @@ from bms.boards import REASON_CRASH
 # times the 60-100x the ESP32 is slower, plus flash). App.start() then sets
 # the user's wdt_ms.
 BOOT_WDT_MS = 8000  # not const(): main.py, run as source, imports it
-EV_CRASH = const(222)  # value: 1 MemoryError, 2 OSError, 3 another exception: the guard reset the MCU
+KIND_MEMORY = const(1)  # the crash's kind: a MemoryError
+KIND_OS = const(2)  # an OSError
+KIND_OTHER = const(3)  # another exception
 
 # every module bms.app needs that bms.params has not loaded, leaves first
 # (tests/test_build_deploy.py checks the list is complete)
@@ -51,9 +53,10 @@ def load(board):
 def start(board):
     """The firmware, guarded: an exception that reaches here (none should:
     every non-critical path catches its own) switches the FETs off, is
-    logged (event 222) and printed, and resets the MCU; the next boot
-    counts it as unplanned (the reset-loop lockout, docs/PROTECTION.md).
-    A reset or deep sleep (SystemExit) passes through."""
+    kept with where it happened for the next boot to log (event 222) and
+    printed, and resets the MCU; the next boot counts it as unplanned (the
+    reset-loop lockout, docs/PROTECTION.md). A reset or deep sleep
+    (SystemExit) passes through."""
     app = None
     try:
         prm = load(board)
@@ -69,17 +72,22 @@ def start(board):
 
 def crashed(board, app, e):
     """Make safe after an exception, then reset: written to need as little
-    heap as possible (the exception may be a MemoryError)."""
+    heap as possible (the exception may be a MemoryError). The report,
+    (where << 8) | kind, goes to the RTC record, not to flash: the next
+    boot logs it (event 222), so nothing here waits on the file system.
+    Before the App exists (loading the parameters and modules) there is no
+    AFE driver to switch the FETs and no record to keep: the chip's own
+    protection is all there is (docs/PROTECTION.md)."""
+    kind = KIND_MEMORY if isinstance(e, MemoryError) else (KIND_OS if isinstance(e, OSError) else KIND_OTHER)
     if app is not None:
         try:
             app.afe.fets_off()  # preallocated buffers, the chip's own CRC mode
         except Exception:  # noqa: BLE001 - the next boot switches them off too
             pass
         try:
-            kind = 1 if isinstance(e, MemoryError) else (2 if isinstance(e, OSError) else 3)
-            app.log.hold = False
-            app.append(EV_CRASH, kind, app.uptime_s)
-            app.log.flush()
+            pr = app.protection
+            pr.crash = (app.at << 8) | kind
+            board.keep(pr.kept())
         except Exception:  # noqa: BLE001
             pass
     try:

@@ -71,6 +71,8 @@ def protection_table(chem=P.CHEM_LFP):
 
 
 def event_codes():
+    from bmsctl import regs as RG
+
     return "\n".join([
         "| code | event | value |",
         "|---|---|---|",
@@ -98,8 +100,10 @@ def event_codes():
         "| 221 | saving to flash started failing (the previous record stays stored; retried later), "
         "or works again | store << 8 \\| why: store 1 settings, 2 SOC state, 3 lifetime counters; "
         "why 1 out of memory, 2 filesystem error, 0 saved again |",
-        "| 222 | an exception reached the guard (bms.start): FETs off, MCU reset, the next boot counts it as "
-        "unplanned | 1 MemoryError, 2 OSError, 3 another exception |",
+        "| 222 | an exception reached the guard (bms.start) before the last reset: FETs off, MCU reset; "
+        "logged by the boot after it (the report is kept in RTC memory), which counts it as unplanned | "
+        "where << 8 \\| kind: where " + ", ".join("%d %s" % kv for kv in sorted(RG.CRASH_PLACES.items()))
+        + "; kind 1 MemoryError, 2 OSError, 3 another exception |",
     ])
 
 

@@ -333,9 +333,31 @@ def event_text(code, value):
         where = "line %d" % value if value else "the file"
         return "Network settings rejected (net.cfg %s): the network stays off" % where
     if code == 222:
-        what = {1: "out of memory", 2: "an OSError", 3: "an exception"}.get(value, "error %d" % value)
-        return "The firmware stopped on %s: FETs off, MCU reset (a firmware fault: please report it)" % what
+        what = CRASH_KINDS.get(value & 0xFF, "error %d" % (value & 0xFF))
+        where = CRASH_PLACES.get(value >> 8, "place %d" % (value >> 8))
+        return "The firmware stopped on %s in %s: FETs off, MCU reset (a firmware fault: please report it)" % (
+            what, where)
     return "event %d (value %d)" % (code, value)
+
+
+def _crash_places():
+    """AT_ code: words, from the firmware's own AT_ constants (bms.app)."""
+    from bms import app
+
+    words = {"START": "the start-up", "MODBUS": "the Modbus slave", "WRITES": "applying parameter writes",
+             "MODES": "the power modes and the button", "MEASURE": "reading the AFE",
+             "SOC": "the SOC estimator", "PROTECT": "the protection table", "SWITCH": "switching the FETs",
+             "FLASH": "writing to flash", "BALANCE": "balancing", "PUBLISH": "publishing the registers",
+             "UPLINK": "MQTT", "LEDS": "the LED bar"}
+    out = {}
+    for name in dir(app):
+        if name.startswith("AT_"):
+            out[getattr(app, name)] = words.get(name[3:], name[3:].lower())
+    return out
+
+
+CRASH_KINDS = {1: "out of memory", 2: "an OSError", 3: "an exception"}
+CRASH_PLACES = _crash_places()
 
 
 def event_kind(code, value):
