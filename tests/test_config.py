@@ -542,11 +542,12 @@ def test_record_from_an_older_firmware_keeps_defaults_for_new_parameters(tmp_pat
     full.values[P.P_CELL_OV_MV] = 2800
     full.values[P.P_CELL_OV_WARN_MV] = 2780
     pairs = [(full.addr[i], full.values[i]) for i in range(P.COUNT)
-             if i not in (P.P_MODBUS_PARITY, P.P_PIN, P.P_UNLOCK_TIMEOUT_S)]
+             if i not in (P.P_MODBUS_PARITY, P.P_PIN, P.P_UNLOCK_TIMEOUT_S, P.P_DIODE_ON_MA)]
     S.Store(base, PL.STORE_NAME).save(P.FORMAT, _record(pairs))
     q = PL.load(base)
     assert q.values[P.P_CELL_OV_MV] == 2800 and q.values[P.P_PIN] == 1234
     assert q.values[P.P_MODBUS_PARITY] == 1 and q.configured() and not q.errors
+    assert q.values[P.P_DIODE_ON_MA] == 1000  # a 0.4 set has no diode_on_ma: the policy is on
 
 
 def test_record_with_unknown_and_out_of_range_values(tmp_path):

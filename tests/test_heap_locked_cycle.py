@@ -6,6 +6,7 @@ import os
 import pytest
 
 from bms import paramtable as PT
+from bms import protrules
 from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.cli import provision
@@ -22,13 +23,19 @@ def frame(body):
     return bytes(body) + bytes((c & 0xFF, c >> 8))
 
 
-@pytest.mark.parametrize("cells,aged", [(4, False), (15, False), (15, True)])
-def test_cycle_and_modbus_allocate_nothing(tmp_path, cells, aged):
+@pytest.mark.parametrize("cells,aged,cold", [(4, False, False), (15, False, False), (15, True, False),
+                                             (4, False, True)])
+def test_cycle_and_modbus_allocate_nothing(tmp_path, cells, aged, cold):
     """aged: uptime, lifetime charge and time start where 13 days of service
     leave them (past 2**30 ms): on the ESP32 twin's 31-bit small ints any
-    value the cycle makes from them at 2**30 or more would allocate."""
+    value the cycle makes from them at 2**30 or more would allocate.
+    cold: too cold to charge, the load going on and off: the charge FET
+    switches for its body diode (bms.app._switch_fets) with the heap locked."""
     provision(str(tmp_path), cells, "nmc", 20000, 500)
     world = World(cells=cells, chemistry="nmc", capacity_mah=20000, soc_pct=50.0, shunt_uohm=500)
+    if cold:
+        world.pack.temperatures_c[0] = -5.0
+    diode_on = 0  # host-side samples with CHG on for its diode
     server = SimServer(world, str(tmp_path), speed=50.0,
                        main_py=os.path.join(mpy_tests(), "mpy_cycle_alloc.py"),
                        main_args=["20000", "aged"] if aged else [])
@@ -53,6 +60,10 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells, aged):
         while not server.exited.is_set() and sent < 40:
             server.send(requests[sent % len(requests)])
             sent += 1
+            if cold and sent % 5 == 0:
+                with server.lock:
+                    diode_on += world.fets() == (True, True)
+                    world.load.set(0 if world.load.current_ma else 4000)
             t += 300
             try:
                 server.wait_sim_ms(t, timeout=10)
@@ -64,7 +75,10 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells, aged):
     stats = dict(kv.split("=") for kv in log.split("OK", 1)[1].split())
     assert int(stats["cycles"]) >= 70  # 20 simulated seconds of 250 ms windows
     assert int(stats["modbus"]) >= 30
-    assert stats["faults"] == "0"
+    chg_ut = [r[0] for r in protrules.ROWS].index("chg_ut")
+    assert stats["faults"] == str(1 << chg_ut if cold else 0)
+    if cold:
+        assert diode_on >= 2, "the charge FET never went on for its diode"
     assert int(stats["uptime_s"]) > (13 * 86400 if aged else 20)
     assert server.tx.count(bytes([1, 0x84, 2])) >= 5 and server.tx.count(bytes([1, 0x81, 1])) >= 5
     assert server.tx.count(bytes([1, 3, 24])) >= 5 and server.tx.count(bytes([1, 4, 30])) >= 5

@@ -2,7 +2,9 @@
 a charger and a load that never stop, against the real control loop.
 
 Invariants, checked after every control cycle:
-- a FET is never on while a protection that blocks it is active;
+- a FET is never on while a protection that blocks it is active, but to
+  spare its body diode (docs/PROTECTION.md), and then current flows the
+  way it blocks for at most two cycles in a row;
 - a FET stays on no longer than the trip delay plus one cycle once its
   voltage limit is measured as crossed;
 - once the charge FET is off for over-voltage, no cell climbs further (the
@@ -49,6 +51,7 @@ class Watch:
         self.max_true_at = None
         self.ov_trip_at = None
         self.min_true_mv = 10000
+        self.wrong_way = 0  # cycles in a row a FET on for its diode has the blocked way's current
 
     def __call__(self, sim):
         w = sim.world
@@ -56,20 +59,28 @@ class Watch:
         now = w.now_ms
         chg, dsg = w.fets()
         pr = app.protection
-        # 1. nothing on that a protection blocks
-        assert not (chg and pr.block & PR.CHG), (now, pr.protect_flags)
-        assert not (dsg and pr.block & PR.DSG), (now, pr.protect_flags)
+        # 1. nothing on that a protection blocks, but for its body diode
+        i = w.current_ma
+        if chg and pr.block & PR.CHG:
+            assert app.diode_fet == PR.CHG, (now, pr.protect_flags)
+        if dsg and pr.block & PR.DSG:
+            assert app.diode_fet == PR.DSG, (now, pr.protect_flags)
+        if app.diode_fet and (i > 0 if app.diode_fet == PR.CHG else i < 0):
+            self.wrong_way += 1
+            assert self.wrong_way <= 2, (now, i, pr.protect_flags)
+        else:
+            self.wrong_way = 0
         # 2. bounded time above the limit with the FET still on
         m = app.meas
         if m.cell_max_mv >= self.ov:
             self.ov_since = now if self.ov_since is None else self.ov_since
-            if chg:
+            if chg and app.diode_fet != PR.CHG:  # on for its diode (a discharge): 1. bounds it
                 assert now - self.ov_since <= self.ov_delay + CYCLE_MS, (now, self.ov_since)
         else:
             self.ov_since = None
         if m.cell_min_mv <= self.uv:
             self.uv_since = now if self.uv_since is None else self.uv_since
-            if dsg:
+            if dsg and app.diode_fet != PR.DSG:
                 assert now - self.uv_since <= self.uv_delay + CYCLE_MS, (now, self.uv_since)
         else:
             self.uv_since = None

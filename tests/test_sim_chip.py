@@ -685,10 +685,17 @@ def test_body_diode_rules():
     w.charger.set(2000)
     w.load.set(500)
     assert w.current_ma == 0
-    wr(w.chip, SYS_CTRL2, CTRL2_CC_EN | CTRL2_DSG_ON)  # DSG only: discharge flows
-    assert w.current_ma == -500
-    wr(w.chip, SYS_CTRL2, CTRL2_CC_EN | CTRL2_CHG_ON)  # CHG only: charge flows
-    assert w.current_ma == 2000
+    # the charger feeds the load first (they share the terminals)
+    wr(w.chip, SYS_CTRL2, CTRL2_CC_EN | CTRL2_DSG_ON)  # DSG only: discharge flows, through CHG's diode
+    assert w.current_ma == 0 and w.diode_ma == [0.0, 0.0]  # the charger covers the load
+    w.load.set(3000)
+    assert w.current_ma == -1000  # the pack gives what the charger lacks
+    w.advance(250)
+    assert w.diode_ma == [1000.0, 0.0] and w.diode_mj[0] == pytest.approx(0.7 * 1.0 * 250)
+    wr(w.chip, SYS_CTRL2, CTRL2_CC_EN | CTRL2_CHG_ON)  # CHG only: charge flows, through DSG's diode
+    assert w.current_ma == 0  # a load above the charger: nothing left to charge with
+    w.load.set(500)
+    assert w.current_ma == 1500
     wr(w.chip, SYS_CTRL2, CTRL2_CC_EN | CTRL2_CHG_ON | CTRL2_DSG_ON)
     assert w.current_ma == 1500
     soc0 = w.pack.true_soc_pct()

@@ -40,6 +40,21 @@ _CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (
 _OVER_VOLTAGE_ROWS = const((1 << 0) | (1 << 2) | (1 << 8))
 # protection rows (cell_uv, pack_uv, afe_uv) that mark the discharge cut-off
 _UNDER_VOLTAGE_ROWS = const((1 << 1) | (1 << 3) | (1 << 9))  # a latched short clears once the load is gone this long
+# Body diodes (docs/PROTECTION.md): the one-direction rows whose FET goes on
+# while current flows the other way, so its body diode does not carry it.
+# Holding CHG: cell_ov, pack_ov, chg_oc, chg_ot, chg_ut.
+_DIODE_CHG_ROWS = const((1 << 0) | (1 << 2) | (1 << 4) | (1 << 10) | (1 << 11))
+# Holding DSG: cell_uv, pack_uv, dsg_oc, afe_ocd, dsg_ot, dsg_ut.
+_DIODE_DSG_ROWS = const((1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 12) | (1 << 13))
+# Not: afe_scd (after a short the FET stays off until its own retry closes
+# it), afe_ov and afe_uv (the chip's independent trip: while it stands, the
+# FET it opened stays open), and every row holding both FETs.
+# A FET closed for its diode whose current turned the blocked way within
+# _DIODE_QUICK_MS (closing it is what made a charger charge, or a load draw,
+# through it) stays open _DIODE_HOLD_MS before it may close again: closing
+# and opening must not take turns every cycle, half of them the blocked way.
+_DIODE_QUICK_MS = const(1000)
+_DIODE_HOLD_MS = const(5000)
 _CELL_MIN_PLAUSIBLE_MV = const(500)
 _CELL_MAX_PLAUSIBLE_MV = const(5000)
 _AFE_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
@@ -156,6 +171,10 @@ class App:
         self.last_cc = now
         self.rest_since = now
         self.cal_active = False
+        self.diode_fet = 0  # CHG or DSG: on only to spare its body diode (_switch_fets)
+        self.diode_held = 0  # CHG or DSG: not closed for its diode until diode_held_since + _DIODE_HOLD_MS
+        self.diode_held_since = now
+        self.diode_on_since = now  # when diode_fet last went on
         self.cal_start = now
         self.cal_last = now - v[P.P_CC_CAL_EVERY_MS]  # the first rest may calibrate
         self.charge_seen = now - _CHARGE_HOLD_MS
@@ -471,7 +490,7 @@ class App:
         self.at = AT_SWITCH
         self._latch_release(now)
         self._calibration(now)
-        self._switch_fets()
+        self._switch_fets(now)
         self.at = AT_FLASH
         # act first, write later: flash takes tens to hundreds of ms
         if pr.changed:
@@ -581,14 +600,47 @@ class App:
             self.cal_active = True
             self.cal_start = now
 
-    def _switch_fets(self):
+    def _switch_fets(self, now):
         """FETs on unless a protection (or an offset calibration) holds them
         off. Read back, not assumed."""
         m = self.meas
+        was = self.diode_fet & m.fets
+        self.diode_fet = 0
         if not self.afe_ok:
             return
         working = self.modes.power.mode == WORKING
-        want = PR.BOTH & ~self.protection.block if working and not self.cal_active else 0
+        pr = self.protection
+        want = PR.BOTH & ~pr.block if working and not self.cal_active else 0
+        # Body diodes: a FET held off for one direction still passes the other
+        # direction's current through its body diode, at ~0.7 V: 14 W at 20 A.
+        # With current flowing the allowed way above diode_on_ma it goes on;
+        # decided afresh every cycle, so it goes off in the first cycle that
+        # current is not seen (it stopped, or turned: through the on FET, it
+        # would flow the blocked way for at most that cycle; a turn right after
+        # it closed holds it open a while). The chip's own comparators (OV,
+        # UV, OCD, SCD) keep watching with the FET on.
+        i = m.current_ma
+        v = self.values
+        rest = v[P.P_REST_CURRENT_MA]
+        if was and (i > rest if was == PR.CHG else -i > rest):
+            if ticks_diff(now, self.diode_on_since) < _DIODE_QUICK_MS:
+                self.diode_held = was
+                self.diode_held_since = now
+        elif self.diode_held and ticks_diff(now, self.diode_held_since) >= _DIODE_HOLD_MS:
+            self.diode_held = 0
+        thr = v[P.P_DIODE_ON_MA]
+        if thr and self.evaluated:
+            held = self.diode_held
+            if want == PR.DSG and -i >= thr and held != PR.CHG and not pr.protect_flags & ~_DIODE_CHG_ROWS:
+                want = PR.BOTH
+                self.diode_fet = PR.CHG
+                if not was:
+                    self.diode_on_since = now
+            elif want == PR.CHG and i >= thr and held != PR.DSG and not pr.protect_flags & ~_DIODE_DSG_ROWS:
+                want = PR.BOTH
+                self.diode_fet = PR.DSG
+                if not was:
+                    self.diode_on_since = now
         if want != m.fets:
             got = self.afe.set_fets(want & R.CTRL2_CHG_ON, want & R.CTRL2_DSG_ON)
             if got < 0:
@@ -655,7 +707,7 @@ class App:
             ir.set_u16(M.IR_TEMP_DC + i, t)
             i += 1
         # CTRL2's CHG_ON/DSG_ON are bits 0/1, the same as FET_CHG/FET_DSG
-        ir.set_u16(M.IR_FET_FLAGS, m.fets)
+        ir.set_u16(M.IR_FET_FLAGS, m.fets | (M.FET_DIODE if m.fets & self.diode_fet else 0))
         ir.set_u16(M.IR_AFE_STAT, self.afe_stat)
         ir.set_u32(M.IR_PROTECT_FLAGS, pr.protect_flags)
         ir.set_u32(M.IR_WARN_FLAGS, pr.warn_flags)

@@ -120,7 +120,8 @@ P_LED_SOC_SHOW_MS = const(112)
 P_BUTTON_LONG_MS = const(113)
 P_WDT_MS = const(114)
 P_NET_ENABLE = const(115)  # the network module (Wi-Fi) is used: on while working
-COUNT = const(116)
+P_DIODE_ON_MA = const(116)  # a one-direction block's FET goes on above this current the other way (0 = never)
+COUNT = const(117)
 
 
 WIDE = const(1)  # flag: two registers (uint32)

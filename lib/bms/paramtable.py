@@ -156,5 +156,7 @@ TABLE = (
     (0x00C4, "button_long_ms", _U16, 1, -3, "s", 1000, 10000, 3000, 3000, 3000, _ABS),
     (0x00C5, "wdt_ms", _U16, 1, -3, "s", 2000, 60000, 8000, 8000, 8000, _ABS),
     (0x00C6, "net_enable", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
+    # added in 0.5.0: the body diodes (docs/PROTECTION.md)
+    (0x0049, "diode_on_ma", _U16, 1, -3, "A", 0, 50000, 1000, 1000, 1000, _ABS),
 )
 # fmt: on

@@ -16,7 +16,7 @@ INPUT = {
     'cell_min_num': "Number (1-based) of the lowest cell",
     'cell_max_num': "Number (1-based) of the highest cell",
     'temp_dc': "Thermistors TS1..TS3; -32768 = not fitted or failed",
-    'fet_flags': "MOSFETs as read back from the AFE: bit 0 charge on, bit 1 discharge on",
+    'fet_flags': "MOSFETs as read back from the AFE: bit 0 charge on, bit 1 discharge on; bit 2: one of them is on only to spare its body diode (its direction stays blocked, the off reason says why)",
     'afe_stat': "AFE SYS_STAT fault bits seen in the last cycle: 0x20 XREADY, 0x10 OVRD_ALERT, 0x08 UV, 0x04 OV, 0x02 SCD, 0x01 OCD",
     'protect_flags': "Active protections: bit n = row n of the protection table (bmsctl status names them); each holds a FET off",
     'warn_flags': "Active warnings: bit n = row n of the protection table; the FETs stay",
@@ -188,6 +188,7 @@ HOLDING = {
     'led_brightness_pct': "LED brightness (PWM duty)",
     'led_soc_show_ms': "A short button press shows the SOC this long",
     'button_long_ms': "Holding the button this long puts the BMS to sleep",
+    'diode_on_ma': "A FET held off by a one-direction protection goes on while at least this current flows the allowed way, so its body diode does not carry (and heat with) it; off again in the first cycle it does not (0 = never: the diode carries it)",
     'net_enable': "1: the network module (Wi-Fi) is used; it is on in working mode and off in low-power and sleep mode",
     'wdt_ms': "Watchdog timeout: the MCU restarts when the control loop has not completed its checks for this long",
 }

@@ -97,6 +97,7 @@ MAX_TEMPS = const(3)
 # FET flag bits (IR_FET_FLAGS), as read back from the AFE
 FET_CHG = const(0x0001)
 FET_DSG = const(0x0002)
+FET_DIODE = const(0x0004)  # a FET is on only to spare its body diode: its direction stays blocked
 
 INPUT_REGS = (
     (IR_CELL_COUNT, "cell_count", "uint16", 1, 0, ""),

@@ -8,18 +8,50 @@ protection delays are exact. Each piece's pack current follows the FETs:
   diode still passes charge current);
 - load current flows only with DSG_ON (with CHG off, the CHG FET's body
   diode still passes discharge current);
+- the charger and the load share the pack terminals: the charger feeds the
+  load first. With CHG off the pack gives only what the charger lacks
+  (nothing when it covers the load); with DSG off it takes only what the
+  charger has over (a load above the charger gets just the charger's);
 - net pack current = charge - load; balancing bleed currents circulate
   inside the pack (they do not pass the shunt).
+
+The two FETs are in series in the pack's current path. Each piece knows
+which one passes the current through its body diode (CHG off while
+discharging, DSG off while charging) and what the FETs dissipate: the
+diode's forward drop times the current, the channel's Rds(on) times the
+current squared. `diode_ma`, `diode_over_ms`, `diode_mas` and `diode_mj`
+keep the account per FET (index 0 = CHG, 1 = DSG) for tests to read.
+
+With `fet_sensor` (an index into pack.temperatures_c: 0 = TS1) that
+thermistor sits on the FETs' heatsink: a first-order model (`fet_ambient_c`
+plus power x FET_RTH_K_PER_W, time constant FET_TAU_S) drives it, so a
+diode heating shows where the firmware measures its FET temperature.
+Without it, the temperatures stay as the test sets them.
 """
+import math
+
 from bms.bq769x0 import CC_PERIOD_MS
 
 from .chip import SimBq769x0
 from .pack import Charger, Load, Pack
 
+# A power MOSFET's body diode at a few amps to tens of amps conducts with
+# 0.7-0.9 V; 0.7 V is the low end (the heat it gives is then not overstated).
+DIODE_DROP_V = 0.7
+# Rds(on) of one FET (or of its parallel set) when on: BMS boards use a few
+# milliohms per switch, e.g. two 6 mOhm D2PAKs in parallel.
+RDS_ON_MOHM = 3.0
+# Heatsink above ambient per watt, at the FET thermistor: a TO-220 on a
+# small clip-on heatsink, or a few D2PAKs on a large copper pour, 4-10 K/W.
+FET_RTH_K_PER_W = 5.0
+# Its time constant: tens of grams of aluminium or copper, about a minute.
+FET_TAU_S = 60.0
+
 
 class World:
     def __init__(self, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, spread_mv=0,
-                 shunt_uohm=1000, groups=None, seed=0, temps_c=(25.0, 25.0, 25.0), **chip_kwargs):
+                 shunt_uohm=1000, groups=None, seed=0, temps_c=(25.0, 25.0, 25.0), fet_sensor=None,
+                 **chip_kwargs):
         self.pack = Pack(cells=cells, chemistry=chemistry, capacity_mah=capacity_mah,
                          soc_pct=soc_pct, spread_mv=spread_mv, seed=seed, temps_c=temps_c)
         self.chip = SimBq769x0(self.pack, groups=groups, shunt_uohm=shunt_uohm, seed=seed,
@@ -29,6 +61,20 @@ class World:
         self.now_ms = 0
         # LOAD_PRESENT: the chip senses a load hanging on PACK-.
         self.chip.load_sense = lambda: self.load.current_ma > 0
+        if fet_sensor is not None and not 0 <= fet_sensor < len(self.pack.temperatures_c):
+            raise ValueError("fet_sensor %r: no such thermistor; use 0..%d (an index into temps_c) or None"
+                             % (fet_sensor, len(self.pack.temperatures_c) - 1))
+        self.fet_sensor = fet_sensor
+        self.fet_ambient_c = self.pack.temperatures_c[fet_sensor] if fet_sensor is not None else 25.0
+        self.fet_temp_c = self.fet_ambient_c
+        self.fet_w = 0.0  # what the two FETs dissipate now
+        self.diode_ma = [0.0, 0.0]  # the current through each FET's body diode now (CHG, DSG)
+        self.diode_over_ma = 1000.0  # diode_over_ms counts the time above this
+        self.diode_over_ms = [0, 0]
+        self.diode_mas = [0.0, 0.0]  # charge through each diode, mA s
+        self.diode_mj = [0.0, 0.0]  # heat in each diode, mJ
+        self.piece_ms = 0
+        self.piece_ma = 0.0
 
     def fets(self):
         """(chg_on, dsg_on) as the chip drives them now."""
@@ -41,9 +87,18 @@ class World:
         chg_on = chip.chg_on
         dsg_on = chip.dsg_on
         bleed = chip.bleed_ma()
-        load_ma = self.load.current_ma if dsg_on else 0.0
-        charge_ma = self.charger.output_ma(self.pack, load_ma, bleed, dt_s) if chg_on else 0.0
-        return charge_ma - load_ma, bleed
+        load_ma = self.load.current_ma
+        if chg_on and dsg_on:
+            return self.charger.output_ma(self.pack, load_ma, bleed, dt_s) - load_ma, bleed
+        if dsg_on:
+            # CHG off: the terminals sit a diode drop under the pack, below
+            # any charger's CV, so the charger gives its set current
+            net = (self.charger.set_current_ma if self.charger.on else 0.0) - load_ma
+            return (net if net < 0 else 0.0), bleed
+        if chg_on:
+            net = self.charger.output_ma(self.pack, load_ma, bleed, dt_s) - load_ma
+            return (net if net > 0 else 0.0), bleed
+        return 0.0, bleed
 
     @property
     def current_ma(self):
@@ -66,7 +121,36 @@ class World:
             if piece > ms:
                 piece = ms
             net_ma, bleed = self._currents(piece / 1000.0)
+            self._fets(piece, net_ma)
             pack.step(piece / 1000.0, net_ma, bleed if any(bleed) else None)
             chip.tick(piece, net_ma)
             self.now_ms += piece
             ms -= piece
+
+    def _fets(self, ms, net_ma):
+        """The FETs over a piece of ms carrying net_ma: which body diode
+        conducts, the heat, the FET thermistor."""
+        chip = self.chip
+        self.piece_ms = ms  # the last piece, for a test watching every one
+        self.piece_ma = net_ma
+        d = self.diode_ma
+        d[0] = -net_ma if net_ma < 0 and not chip.chg_on else 0.0
+        d[1] = net_ma if net_ma > 0 and not chip.dsg_on else 0.0
+        a = abs(net_ma) / 1000.0
+        channel_w = RDS_ON_MOHM / 1000.0 * a * a  # each FET that is on
+        w = 0.0
+        for k in (0, 1):
+            if d[k] > 0:
+                dw = DIODE_DROP_V * d[k] / 1000.0
+                self.diode_mas[k] += d[k] * ms / 1000.0
+                self.diode_mj[k] += dw * ms
+                if d[k] > self.diode_over_ma:
+                    self.diode_over_ms[k] += ms
+                w += dw
+            elif a > 0:
+                w += channel_w
+        self.fet_w = w
+        target = self.fet_ambient_c + w * FET_RTH_K_PER_W
+        self.fet_temp_c += (target - self.fet_temp_c) * (1.0 - math.exp(-ms / 1000.0 / FET_TAU_S))
+        if self.fet_sensor is not None:
+            self.pack.temperatures_c[self.fet_sensor] = self.fet_temp_c
