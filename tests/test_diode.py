@@ -379,7 +379,11 @@ def test_cold_charge_block_with_a_load_under_micropython(tmp_path):
         with server.lock:
             world.load.set(LOAD_MA)
         d = E.wait_for(link, lambda d: d["charge_fet"], server)
-        assert "chg_ut" in d["protections"] and d["charge_off_reason"] == "chg_ut"
+        assert "chg_ut" in d["protections"] and d["charge_off_reason"] == "chg_ut" and d["fet_for_diode"]
+        from bmsctl.cli import format_status
+
+        assert "FETs      charge ON for the discharge current (chg_ut still blocks charge), discharge ON" in (
+            format_status(d)), format_status(d)
         with server.lock:
             assert world.fets() == (True, True)
             over = world.diode_over_ms[CHG]

@@ -232,6 +232,8 @@ def status_dict(st):
         "temps_c": temps,
         "charge_fet": bool(raw["fet_flags"] & M.FET_CHG),
         "discharge_fet": bool(raw["fet_flags"] & M.FET_DSG),
+        # on only to spare its body diode: its own direction stays blocked (the off reason says by what)
+        "fet_for_diode": bool(raw["fet_flags"] & M.FET_DIODE),
         "charge_off_reason": RG.reason_name(raw["chg_off_reason"]),
         "discharge_off_reason": RG.reason_name(raw["dsg_off_reason"]),
         "protections": RG.flag_names(raw["protect_flags"]),
@@ -296,6 +298,14 @@ def _hms(s):
     return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60)
 
 
+def _fet_text(on, reason, for_diode, direction):
+    if on and for_diode and reason:
+        # the firmware switched it on while the other direction's current flows: its diode would heat
+        return "ON for the %s current (%s still blocks %s)" % (
+            "discharge" if direction == "charge" else "charge", reason, direction)
+    return "ON" if on else "off (%s)" % (reason or "-")
+
+
 def format_status(d, where=""):
     up = d["uptime_s"]
     lines = []
@@ -324,8 +334,8 @@ def format_status(d, where=""):
         lines.append("Cells     none configured")
     lines.append("Temps     " + "  ".join("--" if t is None else "%.1f degC" % t for t in d["temps_c"]))
     lines.append("FETs      charge %s, discharge %s" % (
-        "ON" if d["charge_fet"] else "off (%s)" % (d["charge_off_reason"] or "-"),
-        "ON" if d["discharge_fet"] else "off (%s)" % (d["discharge_off_reason"] or "-")))
+        _fet_text(d["charge_fet"], d["charge_off_reason"], d.get("fet_for_diode"), "charge"),
+        _fet_text(d["discharge_fet"], d["discharge_off_reason"], d.get("fet_for_diode"), "discharge")))
     desc = {row[0]: row_text(row) for row in protrules.ROWS}
     for label, key in (("Protect", "protections"), ("Warnings", "warnings"), ("Latched", "latched")):
         names = d[key]
