@@ -260,24 +260,18 @@ def test_cell_under_voltage_closes_dsg_for_a_charger(tmp_path):
     diode_episode(sim, "cell_uv", PR.DSG, settle_ms=1500)
 
 
-def test_discharge_over_current_closes_dsg_for_a_charger(tmp_path):
+@pytest.mark.parametrize("row,load_ma,not_row", [
+    ("dsg_oc", 50000, "afe_ocd"),  # 1.25 C: above dsg_oc (1 C), below the AFE's 2 C
+    ("afe_ocd", 100000, "afe_scd"),  # 2.5 C: the chip's OCD (2 C) trips, below its short-circuit level
+])
+def test_discharge_over_current_closes_dsg_for_a_charger(tmp_path, row, load_ma, not_row):
     sim = make(tmp_path)
-    sim.world.load.set(50000)  # 1.25 C: above dsg_oc (1 C), below the AFE's 2 C
-    assert sim.run_until(lambda s: active(s, "dsg_oc"), 10000) is not None
+    sim.world.load.set(load_ma)
+    assert sim.run_until(lambda s: active(s, row), 10000) is not None
     sim.world.load.off()
     sim.run(1000)
-    assert not active(sim, "afe_ocd")
-    diode_episode(sim, "dsg_oc", PR.DSG)
-
-
-def test_afe_over_current_trip_closes_dsg_for_a_charger(tmp_path):
-    sim = make(tmp_path)
-    sim.world.load.set(100000)  # 2.5 C: the chip's OCD (2 C) trips, below its short-circuit level
-    assert sim.run_until(lambda s: active(s, "afe_ocd"), 5000) is not None
-    sim.world.load.off()
-    sim.run(1000)
-    assert not active(sim, "afe_scd")
-    diode_episode(sim, "afe_ocd", PR.DSG)
+    assert not active(sim, not_row)
+    diode_episode(sim, row, PR.DSG)
 
 
 def test_short_circuit_keeps_dsg_open_even_for_a_charger(tmp_path):
