@@ -51,7 +51,7 @@ def values_for(code):
         return tuple((r << 8) | d for r in range(1, 9) for d in (0, 5, 111))
     if code == FWCF.EV_STORE_SAVE:
         return tuple((s << 8) | w for s in (1, 2, 3, 4) for w in (0, 1, 2, 3))
-    if code == APP.EV_CRASH:
+    if code in (APP.EV_CRASH, APP.EV_FAULT):
         places = [v for k, v in vars(APP).items() if k.startswith("AT_")]
         return tuple((at << 8) | kind for at in places for kind in (1, 2, 3))
     if code == APP.EV_CONFIG_RULE:
@@ -64,8 +64,8 @@ def cases():
 
 
 def test_the_firmware_defines_the_codes_we_word():
-    assert len(CODES) == 3 * len(protrules.ROWS) + 23, sorted(CODES)
-    assert set(range(200, 223)) <= set(CODES)
+    assert len(CODES) == 3 * len(protrules.ROWS) + 24, sorted(CODES)
+    assert set(range(200, 224)) <= set(CODES)
     assert set(RG.ROW_TITLES) == {r[0] for r in protrules.ROWS}
     assert RG.MAX_BAD_PINS == FWCF._MAX_BAD_PINS
 

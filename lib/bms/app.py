@@ -25,8 +25,9 @@ from bms.power import CAUSE_BOOT, WORKING
 from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
 from bms.soc import STATE_SIZE, Soc
-from bms.store import FAIL_MEMORY, Store
-from bms.ticks import TICKS_LIMIT, held_since, ticks_diff
+from bms.start import KIND_MEMORY, KIND_OS, KIND_OTHER
+from bms.store import FAIL_ERROR, FAIL_MEMORY, Store
+from bms.ticks import TICKS_LIMIT, held_since, ticks_add, ticks_diff
 
 PERIOD_MS = const(250)  # the AFE's coulomb-counter window
 _FALLBACK_MS = const(300)  # cycle anyway when ALERT stays quiet this long
@@ -78,6 +79,9 @@ EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
 # 216: bms.power EV_MODE (a power-mode change: mode << 8 | cause)
 EV_RESET = const(217)  # value: the boot's reset cause << 8 | wake reason (bms.boards RESET_, WAKE_)
 EV_CRASH = const(222)  # value: where (AT_) << 8 | kind (bms.start KIND_): the guard reset the MCU
+EV_FAULT = const(223)  # value: where (AT_) << 8 | kind: a non-critical path started failing (App.fault)
+_NET_RETRY_MIN_MS = const(1000)  # MQTT after a caught failure: rests this long, doubling up to
+_NET_RETRY_MAX_MS = const(64000)
 _NET_BUSY_MS = const(10)  # messages wait to go out: back this soon
 # Where the firmware is (App.at): a crash keeps it with its kind (bms.start),
 # so the report says where it happened.
@@ -119,6 +123,9 @@ def _input_mapped():
 
 class App:
     UNDER_VOLTAGE_ROWS = _UNDER_VOLTAGE_ROWS
+    # for bms.modes (it cannot import this module): the AT_ places of its faults
+    PLACE_MODES = AT_MODES
+    PLACE_LEDS = AT_LEDS
     def __init__(self, board, prm=None):
         """prm: the loaded parameters (bms.start loads them before importing
         this module, to keep the boot's peak heap low), or None to load here."""
@@ -183,6 +190,14 @@ class App:
         self.modes = Modes(self, now)
         self.uplink = None  # MQTT (bms.uplink), when net.cfg and net_enable ask for it
         self.at = AT_START  # AT_: where the firmware is, for a crash report
+        # non-critical paths that caught a failure (App.fault): how many, the
+        # last one, and a bit per AT_ place failing now (logged once per streak)
+        self.faults = 0
+        self.fault_last = 0
+        self.failing = 0
+        self.log_errors = 0  # the event log's write_errors already counted
+        self.net_backoff_ms = 0  # MQTT rests after a caught failure (_uplink_step)
+        self.net_retry_at = now
         # the packed tables (bms.packed) have done their work: let them go
         release("packed")
         prm.release()  # a no-op after bms.start's
@@ -239,6 +254,8 @@ class App:
             st.save(1, self.life.encode())
         except MemoryError:
             st.fail(FAIL_MEMORY)
+        except Exception:  # noqa: BLE001 - a bug in encoding: counted and retried like a flash error
+            st.fail(FAIL_ERROR)
         CF.log_save(cf.log, CF.SAVE_LIFE, was, st.failing, t)
         if self.soc is not None and self.soc_started:
             st = self.soc_store
@@ -248,6 +265,8 @@ class App:
                 st.save(STATE_SIZE, self.soc_buf if n == STATE_SIZE else self.soc_buf[:n])
             except MemoryError:
                 st.fail(FAIL_MEMORY)
+            except Exception:  # noqa: BLE001
+                st.fail(FAIL_ERROR)
             CF.log_save(cf.log, CF.SAVE_SOC, was, st.failing, t)
         self._publish_save_errors()
 
@@ -263,9 +282,47 @@ class App:
                 s.start(now, m, self._soc_state())
                 self.soc_started = True
                 self.soc_saved = now
-                self.append(EV_SOC_START, s.soc_dpct, self.uptime_s)
+                if not self.failing & (1 << AT_SOC):  # a restart after a failure: EV_FAULT said it
+                    self.append(EV_SOC_START, s.soc_dpct, self.uptime_s)
             return
         s.update(now, m, cc, m.fets == 0)
+        if self.failing:
+            self.passed(AT_SOC)
+
+    def _soc_failed(self, e):
+        """The SOC estimator raised: it is not protection, so the loop goes
+        on. Its state may be half updated: it starts again from the stored
+        state at the next coulomb-counter window (not saved meanwhile)."""
+        self.fault(AT_SOC, e)
+        self.soc_started = False
+
+    # -- non-critical paths that fail ----------------------------------------
+
+    def fault(self, at, e):
+        """A non-critical path (at: its AT_ place) caught e and goes on:
+        counted (IR_FAULTS), kept as the last (IR_FAULT_LAST), and logged
+        (EV_FAULT) when the place starts failing, not on every retry; it
+        fails until passed(at). Never raises, however short the heap."""
+        self.count_fault(at, KIND_MEMORY if isinstance(e, MemoryError) else (
+            KIND_OS if isinstance(e, OSError) else KIND_OTHER), 1)
+
+    def count_fault(self, at, kind, n):
+        """fault()'s work, for n failures of kind (bms.start KIND_) at at."""
+        f = self.faults + n
+        self.faults = f if f < 0xFFFF else 0xFFFF
+        self.fault_last = (at << 8) | kind
+        bit = 1 << at
+        if not self.failing & bit:
+            self.failing |= bit
+            try:
+                self.append(EV_FAULT, self.fault_last, self.uptime_s)
+                print("fault caught: place", at, "kind", kind, "(docs/PROTECTION.md, fault injection)")
+            except Exception:  # noqa: BLE001 - the event log may be what fails
+                pass
+
+    def passed(self, at):
+        """The place at worked again: its next failure is logged again."""
+        self.failing &= ~(1 << at)
 
     # -- Modbus register bank -----------------------------------------------
 
@@ -463,13 +520,19 @@ class App:
         self.flags = flags
         self.at = AT_SOC
         if self.soc is not None and self.afe_ok and m.cells:
-            self._track_soc(now, stat & R.STAT_CC_READY)
+            try:
+                self._track_soc(now, stat & R.STAT_CC_READY)
+            except Exception as e:  # noqa: BLE001 - not protection: counted, restarted (_soc_failed)
+                self._soc_failed(e)
         self._quantities(stat, flags)
         pr = self.protection
         if self.afe_ok and m.cells:
             q = pr.q
-            self.life.update(dt, m.current_ma, stat & R.STAT_CC_READY, m.cell_min_mv, m.cell_max_mv,
-                             q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
+            try:
+                self.life.update(dt, m.current_ma, stat & R.STAT_CC_READY, m.cell_min_mv, m.cell_max_mv,
+                                 q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
+            except Exception as e:  # noqa: BLE001 - statistics: counted, the next cycle tries again
+                self.fault(AT_SOC, e)
         pr.time_s = self.uptime_s
         if pr.resets and pr.resets < _LOCKOUT_RESETS and self.uptime_s >= _LOCKOUT_CLEAN_S:
             pr.resets = 0  # up long enough: the resets before were not a loop
@@ -483,10 +546,13 @@ class App:
         if s is not None and self.soc_started:
             # a cut-off by the voltage protections is the pack's full or empty
             f = pr.protect_flags
-            if f & _UNDER_VOLTAGE_ROWS:
-                s.sync_empty()
-            elif f & _OVER_VOLTAGE_ROWS and m.current_ma <= 0:
-                s.sync_full()
+            try:
+                if f & _UNDER_VOLTAGE_ROWS:
+                    s.sync_empty()
+                elif f & _OVER_VOLTAGE_ROWS and m.current_ma <= 0:
+                    s.sync_full()
+            except Exception as e:  # noqa: BLE001
+                self._soc_failed(e)
         self.at = AT_SWITCH
         self._latch_release(now)
         self._calibration(now)
@@ -497,7 +563,18 @@ class App:
             pr.changed = False
             self.board.keep(pr.kept())  # latches and retries survive a reset
         log.hold = False
-        log.flush()
+        try:
+            log.flush()
+        except Exception as e:  # noqa: BLE001 - it should not raise (EventLog._write catches): belt and braces
+            self.fault(AT_FLASH, e)
+        n = log.write_errors
+        if n != self.log_errors:
+            # records the event log could not write (since the last cycle):
+            # they stay in RAM (IR events), the next records are tried afresh
+            self.count_fault(AT_FLASH, log.error_kind, n - self.log_errors)
+            self.log_errors = n
+        elif self.failing:
+            self.passed(AT_FLASH)
         if ticks_diff(now, self.soc_saved) >= _SOC_SAVE_MS:
             self.save_state(now)
         self.at = AT_BALANCE
@@ -741,9 +818,14 @@ class App:
         ir.set_u16(M.IR_LIFE_TEMP_MAX_DC, life.temp_max_dc)
         ir.set_u16(M.IR_LIFE_TEMP_MIN_DC, life.temp_min_dc)
         ir.set_u16(M.IR_LIFE_TRIPS, life.trips)
+        ir.set_u16(M.IR_FAULTS, self.faults)
+        ir.set_u16(M.IR_FAULT_LAST, self.fault_last)
         self.modes.publish(ir)
         if self.uplink is not None:
-            self.uplink.publish(ir)
+            try:
+                self.uplink.publish(ir)
+            except Exception as e:  # noqa: BLE001 - MQTT is not protection
+                self.fault(AT_UPLINK, e)
         if self.events_dirty:
             self._publish_events()
 
@@ -782,7 +864,14 @@ class App:
         now = b.ticks_ms()
         self.now = now
         self.at = AT_MODBUS
-        self.modbus.poll(now)
+        try:
+            self.modbus.poll(now)
+        except Exception as e:  # noqa: BLE001 - a request must not stop protection: dropped, counted
+            self.fault(AT_MODBUS, e)
+            self.modbus.drop()
+        else:
+            if self.failing:
+                self.passed(AT_MODBUS)
         cf = self.config
         if cf.pending or cf.ev_lock or cf.save_failed:  # work for after the reply, a save to retry
             self.at = AT_WRITES
@@ -794,7 +883,7 @@ class App:
         if md.power.mode != WORKING:
             if up is not None:
                 self.at = AT_UPLINK
-                up.step(now, False)  # the network goes off: close the session
+                self._uplink_step(now, False)  # the network goes off: close the session
             self.at = AT_MODES
             return 1 if self.modbus.receiving() else md.low_power(now)
         since = ticks_diff(now, self.last_cycle)
@@ -806,7 +895,7 @@ class App:
         if up is not None:
             # after the cycle and the Modbus reply: at most timeout_ms per network call
             self.at = AT_UPLINK
-            up.step(now, True)
+            self._uplink_step(now, True)
         self.at = AT_MODES
         md.poll(now)  # again: a press that began during the cycle is seen before the idle
         wait = _FALLBACK_MS - since
@@ -816,6 +905,30 @@ class App:
         if (md.leds(now) or md.button.busy()) and wait > ANIMATE_MS:
             wait = ANIMATE_MS
         return wait if wait > 1 else 1
+
+    def _uplink_step(self, now, working):
+        """up.step, guarded: MQTT is not protection. A failure closes the
+        session and the uplink rests (1 s doubling to 64 s) before its next
+        step starts again from Wi-Fi."""
+        up = self.uplink
+        if self.net_backoff_ms and ticks_diff(now, self.net_retry_at) < 0:
+            return
+        try:
+            up.step(now, working)
+        except Exception as e:  # noqa: BLE001
+            self.fault(AT_UPLINK, e)
+            try:
+                up.stop()
+            except Exception:  # noqa: BLE001 - closing what failed may fail too
+                up.state = M.NET_OFF
+            b = self.net_backoff_ms * 2
+            self.net_backoff_ms = _NET_RETRY_MIN_MS if b < _NET_RETRY_MIN_MS else (
+                _NET_RETRY_MAX_MS if b > _NET_RETRY_MAX_MS else b)
+            self.net_retry_at = ticks_add(now, self.net_backoff_ms)
+            return
+        self.net_backoff_ms = 0
+        if self.failing:
+            self.passed(AT_UPLINK)
 
     def fets_and_bleeding_off(self):
         """Low power and sleep: both FETs and every bleed resistor off.

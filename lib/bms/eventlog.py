@@ -31,6 +31,8 @@ from micropython import const
 
 from bms.crc import crc8
 
+_ENOENT = const(2)
+
 RECORD_SIZE = const(16)
 _CRC_OFF = const(11)
 _U32 = const(0xFFFFFFFF)
@@ -105,6 +107,7 @@ class EventLog:
         self.boot = 0
         self.next_seq = 0
         self.write_errors = 0
+        self.error_kind = 0  # the last failed write's: 1 MemoryError, 2 OSError, 3 another (bms.start KIND_)
         self._buf = bytearray(RECORD_SIZE)
         self._cbuf = bytearray(cache * RECORD_SIZE)  # ring of raw records
         self._chead = 0  # cache position the next record goes to
@@ -251,7 +254,9 @@ class EventLog:
             try:
                 try:
                     f = open(self.path, "r+b")
-                except OSError:
+                except OSError as e:
+                    if e.errno != _ENOENT:
+                        raise  # only a missing file is created: "wb" on an I/O error would empty the log
                     f = open(self.path, "wb")
                 try:
                     f.seek(slot * RECORD_SIZE)
@@ -259,10 +264,14 @@ class EventLog:
                 finally:
                     f.close()
                 ok = n is None or n == RECORD_SIZE
+                if not ok:
+                    self.error_kind = 2  # a short write: the filesystem's
             except MemoryError:
-                pass
+                self.error_kind = 1
             except OSError:
-                pass
+                self.error_kind = 2
+            except Exception:  # noqa: BLE001 - a bug: a failed write all the same; logging never raises
+                self.error_kind = 3
         if not ok:
             self.write_errors += 1
         # the slot's old record leaves the log either way

@@ -165,6 +165,14 @@ class ModbusSlave:
         within t3.5 so the silence that ends (or drops) it is seen."""
         return self._n > self._head or self._discard
 
+    def drop(self):
+        """Forget what the receiver holds (after poll raised: a partial or
+        half-handled frame is not trusted); the next frame starts afresh."""
+        self._head = 0
+        self._n = 0
+        self._resync = False
+        self._discard = False
+
     # -- receive side -----------------------------------------------------
 
     def poll(self, now_ms):

@@ -113,19 +113,29 @@ class Modes:
     def sleep(self, now, cause):
         app = self.app
         self._enter(PW.SLEEP, cause, now)
-        app.save_state(now)
-        self.leds(now)
-        self.network()
-        if not app.fets_and_bleeding_off():
-            # the chip did not take the FETs-off write: a pack left unwatched
-            # with its FETs maybe on is worse than a flat battery, so stay
-            # awake; the AFE is in doubt and the next cycles deal with it
+        try:
+            app.save_state(now)
+            self.leds(now)
+            self.network()
+            if not app.fets_and_bleeding_off():
+                # the chip did not take the FETs-off write: a pack left unwatched
+                # with its FETs maybe on is worse than a flat battery, so stay
+                # awake; the AFE is in doubt and the next cycles deal with it
+                app.afe_ok = False
+                self.wake(now, PW.CAUSE_SLEEP_REFUSED)
+                return
+            # FETs off: sleep even if SHIP fails (the chip then just draws more)
+            app.afe.enter_ship()
+            app.board.deep_sleep()  # does not return (SystemExit): the next thing is a boot
+        except Exception as e:  # noqa: BLE001 - no sleep: awake and watching, FETs as protection wants
+            app.fault(app.PLACE_MODES, e)
+            # the AFE may be shipped already: the boot pulse wakes it, the next cycle configures it
             app.afe_ok = False
+            try:
+                app.board.afe_boot()
+            except Exception:  # noqa: BLE001 - then the cycles' comm fault holds the FETs off
+                pass
             self.wake(now, PW.CAUSE_SLEEP_REFUSED)
-            return
-        # FETs off: sleep even if SHIP fails (the chip then just draws more)
-        app.afe.enter_ship()
-        app.board.deep_sleep()  # does not return: the next thing is a boot
 
     def low_power(self, now):
         """One pass in LOW_POWER: sleep until the next check or a wake
@@ -137,7 +147,14 @@ class Modes:
             piece = v[P.P_WDT_MS] // 2
             b = app.board
             b.wdt_feed()
-            reason = b.light_sleep(due if due < piece else piece)
+            try:
+                reason = b.light_sleep(due if due < piece else piece)
+            except Exception as e:  # noqa: BLE001 - no light sleep: back to work, watching
+                app.fault(app.PLACE_MODES, e)
+                self.wake(b.ticks_ms(), PW.CAUSE_SLEEP_REFUSED)
+                return 1
+            if app.failing:
+                app.passed(app.PLACE_MODES)
             b.wdt_feed()
             if reason != WAKE_TIMER:
                 self.wake(b.ticks_ms(), reason)
@@ -153,7 +170,31 @@ class Modes:
 
     def leds(self, now):
         """Render and show the bar; True while it animates (the loop then
-        wakes often enough for the frames)."""
+        wakes often enough for the frames). A failure is not protection:
+        counted (App.fault), the bar dark, tried again next pass."""
+        app = self.app
+        try:
+            busy = self._show(now)
+        except Exception as e:  # noqa: BLE001
+            app.fault(app.PLACE_LEDS, e)
+            self._dark()
+            return False
+        if app.failing:
+            app.passed(app.PLACE_LEDS)
+        return busy
+
+    def _dark(self):
+        out = self.led_out
+        k = 0
+        while k < len(out):
+            out[k] = 0
+            k += 1
+        try:
+            self.app.board.leds(out)
+        except Exception:  # noqa: BLE001 - the board's LED output itself failed: nothing more to do
+            pass
+
+    def _show(self, now):
         out = self.led_out
         n = len(out)
         if n == 0:

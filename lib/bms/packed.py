@@ -7,7 +7,7 @@ when they differ.
 
 # Input registers: (first address, count) per run of mapped registers
 IR_SPANS = (
-    b"\x00\x1d\x1e\x11\x30\xad"
+    b"\x00\x1d\x1e\x11\x30\xaf"
 )
 
 # Protection rows, 10 bytes each: bms.protrules.ROWS less the name, -1 as 255

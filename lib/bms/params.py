@@ -210,6 +210,8 @@ class Params:
             payload = self.encode()  # allocation-free; the catch is the guarantee
         except MemoryError:
             return st.fail(1)  # bms.store.FAIL_MEMORY
+        except Exception:  # noqa: BLE001 - a bug in encoding: a failed save, not a crash
+            return st.fail(3)  # bms.store.FAIL_ERROR
         return st.save(FORMAT, payload)
 
     def save_errors(self):

@@ -27,7 +27,7 @@ CAUSE_UNDER_VOLTAGE = const(7)
 CAUSE_LONG_PRESS = const(8)
 CAUSE_ATTENTION = const(9)  # a low-power check found a protection, warning, load or bleeding to do
 CAUSE_BOOT = const(10)
-CAUSE_SLEEP_REFUSED = const(11)  # the AFE did not confirm the FETs off: no deep sleep unwatched
+CAUSE_SLEEP_REFUSED = const(11)  # the AFE did not confirm the FETs off (no deep sleep unwatched), or sleep failed
 
 EV_MODE = const(216)  # value: mode << 8 | cause
 

@@ -69,7 +69,9 @@ INPUT = {
     'net_dropped': "State samples the full store-and-forward ring let go since boot (the oldest go first)",
     'net_sent': "MQTT messages the broker acknowledged since boot",
     'net_block_max_ms': "The longest one network call held the control loop since boot (bounded by timeout_ms in net.cfg)",
-    'save_errors': "Saves to flash that failed since boot (settings, SOC state, lifetime counters; out of memory or a filesystem error), every retry counted; the previous record stays stored and the event log says when saving starts failing and works again (saturates at 65535)",
+    'save_errors': "Saves to flash that failed since boot (settings, SOC state, lifetime counters; out of memory, a filesystem error or a firmware fault), every retry counted; the previous record stays stored and the event log says when saving starts failing and works again (saturates at 65535)",
+    'faults': "Failures a non-critical path (Modbus, the SOC estimator, event writes, MQTT, the LED bar, entering sleep) caught since boot: counted, the loop went on protecting (saturates at 65535; docs/PROTECTION.md, fault injection)",
+    'fault_last': "The last of them: where (high byte, as in the crash event 222) and what (low byte: 1 out of memory, 2 an OSError, 3 another exception); 0: none since boot",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 

@@ -89,7 +89,9 @@ IR_NET_DROPPED = const(0x00D7)  # uint32: samples the full ring let go
 IR_NET_SENT = const(0x00D9)  # uint32: messages the broker acknowledged
 IR_NET_BLOCK_MAX_MS = const(0x00DB)  # the longest a network call held the control loop
 IR_SAVE_ERRORS = const(0x00DC)  # failed saves to flash since boot (settings, SOC state, lifetime)
-IR_SIZE = const(0x00DD)
+IR_FAULTS = const(0x00DD)  # failures a non-critical path caught since boot (bms.app App.fault)
+IR_FAULT_LAST = const(0x00DE)  # the last one: where (bms.app AT_) << 8 | kind (bms.start KIND_)
+IR_SIZE = const(0x00DF)
 
 MAX_CELLS = const(15)
 MAX_TEMPS = const(3)
@@ -164,6 +166,8 @@ INPUT_REGS = (
     (IR_NET_SENT, "net_sent", "uint32", 1, 0, ""),
     (IR_NET_BLOCK_MAX_MS, "net_block_max_ms", "uint16", 1, -3, "s"),
     (IR_SAVE_ERRORS, "save_errors", "uint16", 1, 0, ""),
+    (IR_FAULTS, "faults", "uint16", 1, 0, ""),
+    (IR_FAULT_LAST, "fault_last", "uint16", 1, 0, ""),
 )
 
 # IR_NET_STATE: the MQTT link (bms.uplink)

@@ -37,6 +37,7 @@ MAX_PAYLOAD = const(4096)
 # Store.failing: why the last save failed (0: it did not)
 FAIL_MEMORY = const(1)  # MemoryError: no heap for the file (or a payload's first buffer)
 FAIL_FLASH = const(2)  # OSError, or a short write: the filesystem refused
+FAIL_ERROR = const(3)  # another exception (a firmware bug): counted and retried all the same
 
 
 # A save's header and CRC: saves never overlap, so every store shares them.
@@ -177,6 +178,8 @@ class Store:
             return self.fail(FAIL_MEMORY)
         except OSError:
             return self.fail(FAIL_FLASH)
+        except Exception:  # noqa: BLE001 - a save is not protection: never to the guard
+            return self.fail(FAIL_ERROR)
         self.seq = seq
         self.slot = slot
         self.payload = keep

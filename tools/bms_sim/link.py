@@ -175,6 +175,17 @@ class SimServer:
         self.inputs = 0  # IN_ bits
         self.mcu_state = "awake"  # "awake", "light_sleep" or "deep_sleep"
         self.hang_i2c = False  # fault injection: the next I2C transfer never ends
+        # The firmware's own time, for stall tests (off by default: the
+        # firmware then runs in no simulated time and every run repeats).
+        # serial_baud: each byte it sends on RS485 takes 11 bit times, as
+        # the ESP32's Rs485.write waits for the last stop bit before DE
+        # drops (a 255-byte reply at 9600 baud: 292 ms). busy_wall: the wall
+        # time from a reply to the firmware's next request (a network call
+        # blocking on its timeout, its own code) passes as simulated time,
+        # MCU awake: a socket times out in real time on the ESP32 too.
+        self.serial_baud = None
+        self.busy_wall = False
+        self._busy_frac = 0.0  # the part of a ms not yet passed
         self._inputs_seen = 0  # the input bits of the last reply
         # send(), set_input() and stop() wake a paced wait at once
         self._wake_r, self._wake_w = os.pipe()
@@ -187,6 +198,9 @@ class SimServer:
         self.wdt_timeout_ms = None  # the running watchdog's timeout; None: not running
         self.wdt_fed_ms = 0  # simulated ms of its last feed (or start)
         self.wdt_starts = []  # (sim ms, timeout ms) of every start, or new timeout
+        # the firmware's last feed (not a start): it feeds once a cycle has
+        # measured, judged and switched, so this is when the last one ended
+        self.wdt_feed_ms = None
         self.boot_ops = []  # (op, a, arg) of this boot's first requests, from its HELLO
         self.hang_s = HANG_S
         self.segments = []  # [start ms, end ms, state, mA], consecutive same states merged
@@ -626,6 +640,18 @@ class SimServer:
                 piece = max(0, min(piece, passed))
         return piece
 
+    def _busy(self, ms):
+        """ms (a float) of the firmware's own work pass, the MCU awake, in
+        pieces that stop at the chip's windows and where the watchdog fires."""
+        ms += self._busy_frac
+        whole = int(ms)
+        self._busy_frac = ms - whole
+        world = self.world
+        while whole > 0 and not self._wdt_fired and not self._stop.is_set():
+            piece = self._clamp(min(whole, world.ms_to_next_window()))
+            self._advance(piece, "awake")
+            whole -= piece
+
     def _idle(self, ms):
         """Advance simulated time by up to ms; stop early on RS485 bytes, an
         input's change, a rising ALERT (the next AFE window's CC_READY) or
@@ -810,8 +836,12 @@ class SimServer:
                     # the transfer never ends; the MCU's reset frees the bus
                     self.hang_i2c = False
                     continue
+                if self.busy_wall and op != P.OP_HELLO:
+                    self._busy((time.monotonic() - last) * 1000.0)
+                    if self._wdt_fired:
+                        return ("wdt", "not fed")
                 if (op == P.OP_IDLE or op == P.OP_SLEEP) and b & 1 and self.wdt_timeout_ms is not None:
-                    self.wdt_fed_ms = self.world.now_ms  # a feed carried by the idle or sleep
+                    self.wdt_fed_ms = self.wdt_feed_ms = self.world.now_ms  # a feed carried by the idle or sleep
                 if op == P.OP_IDLE:
                     self._idle(arg)
                 elif op == P.OP_SLEEP:
@@ -835,6 +865,8 @@ class SimServer:
                             out = bytes(self.rxq[:n])
                             del self.rxq[:n]
                         elif op == P.OP_UART_WRITE:
+                            if self.serial_baud:
+                                self._busy(n * 11000.0 / self.serial_baud)  # the bytes leave, then the call returns
                             self._transmit(bytes(req[P.HDR:P.HDR + n]))
                         elif op == P.OP_WDT:
                             if a == 0:
@@ -844,7 +876,7 @@ class SimServer:
                                 self.wdt_fed_ms = world.now_ms
                                 self.wdt_starts.append((world.now_ms, arg))
                             elif self.wdt_timeout_ms is not None:
-                                self.wdt_fed_ms = world.now_ms
+                                self.wdt_fed_ms = self.wdt_feed_ms = world.now_ms
                         elif op == P.OP_LEDS:
                             duties = bytes(req[P.HDR:P.HDR + n])
                             if duties != self.leds:

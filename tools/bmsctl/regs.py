@@ -101,14 +101,15 @@ APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "oc
               208: "unlocked", 209: "locked", 210: "wrong_pin", 211: "command",
               212: "config_save_failed", 213: "config_migrated_from_format", 214: "config_breaks_rule",
               215: "config_file_imported", 218: "mqtt_connected", 219: "mqtt_link_down",
-              220: "net_cfg_rejected_at_line", 221: "store_save", 222: "crash_reset"}
+              220: "net_cfg_rejected_at_line", 221: "store_save", 222: "crash_reset",
+              223: "fault_caught"}
 PARAM_BY_ADDR = {r[0]: r for r in PT.TABLE}
 SAVE_STORES = {1: "settings", 2: "SOC state", 3: "lifetime counters"}  # bms.config SAVE_
-SAVE_FAILURES = {1: "out of memory", 2: "filesystem error"}  # bms.store FAIL_
+SAVE_FAILURES = {1: "out of memory", 2: "filesystem error", 3: "a firmware fault"}  # bms.store FAIL_
 MODE_NAMES = {0: "working", 1: "low-power", 2: "sleep"}
 CAUSE_NAMES = {1: "timer check", 2: "RS485 traffic", 3: "charger", 4: "ACC", 5: "button", 6: "idle",
                7: "under-voltage", 8: "long button press", 9: "a check found work", 10: "boot",
-               11: "sleep refused: the AFE did not confirm the FETs off"}
+               11: "sleep refused: the AFE did not confirm the FETs off, or entering sleep failed"}
 RESET_NAMES = {1: "power-on", 2: "hard reset", 3: "watchdog", 4: "wake from deep sleep", 5: "software restart"}
 
 
@@ -337,6 +338,11 @@ def event_text(code, value):
         where = CRASH_PLACES.get(value >> 8, "place %d" % (value >> 8))
         return "The firmware stopped on %s in %s: FETs off, MCU reset (a firmware fault: please report it)" % (
             what, where)
+    if code == 223:
+        what = CRASH_KINDS.get(value & 0xFF, "error %d" % (value & 0xFF))
+        where = CRASH_PLACES.get(value >> 8, "place %d" % (value >> 8))
+        return "%s failed (%s): caught, counted (faults), protection went on" % (
+            where[0].upper() + where[1:], what)
     return "event %d (value %d)" % (code, value)
 
 
@@ -371,6 +377,6 @@ def event_kind(code, value):
         return "warn" if kind == 0 and protrules.ROWS[row - 1][8] == PR.WARN else "trip"
     if (code == 201 and not value) or code in (210, 212, 214, 222) or (code == 221 and value & 0xFF):
         return "trip"
-    if code in (219, 220):
+    if code in (219, 220, 223):
         return "warn"
     return ""
