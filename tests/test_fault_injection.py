@@ -15,6 +15,7 @@ the watchdog only once a cycle has measured, judged and switched), and the
 firmware's log holds no traceback that ended it (the guard's, once, in the
 guard cases)."""
 import os
+import re
 
 import pytest
 
@@ -92,6 +93,11 @@ def run(tmp_path, point, kind, first, count, extra=None, before=None, during=Non
                     ir(c, M.IR_POWER_MODE, 2)
             finally:
                 c.close()
+            if point == "soc":
+                import test_e2e_protection as E
+                from bmsctl.cli import format_status
+
+                registers.append(format_status(E.status(server.link_path)))
     log = EventLog(os.path.join(state, "events.bin"))
     log.load()
     events = [(r[3], r[4]) for r in log.read(0, 1000)]
@@ -149,7 +155,7 @@ def test_fault(tmp_path, point, kind, first, count, outcome, at):
         return
     assert server.restarts == 0, log
     assert "Traceback" not in log, log
-    faults, last, save_errors, cfg_state, mode, cause = regs
+    faults, last, save_errors, cfg_state, mode, cause = regs[:6]
     if point == "param_save":
         assert save_errors >= 1 and cfg_state & M.CFG_SAVE_FAILED, regs
         assert (EV_STORE_SAVE, (SAVE_PARAMS << 8) | FAIL_ERROR) in events, events
@@ -176,3 +182,6 @@ def test_fault(tmp_path, point, kind, first, count, outcome, at):
         assert faults == 1, regs
     elif point == "soc":
         assert faults >= 50, regs  # a persistent fault: counted on every try
+        what = "an exception" if kind == "error" else "out of memory"
+        assert re.search(r"\nFaults    \d+ caught since boot, protection went on; the last: "
+                         r"The SOC estimator failed \(%s\)\n" % what, regs[6]), regs[6]

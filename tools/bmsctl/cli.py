@@ -246,6 +246,8 @@ def status_dict(st):
         "afe_crc_errors": raw["afe_crc_errors"],
         "afe_bus_errors": raw["afe_bus_errors"],
         "save_errors": raw["save_errors"],
+        "faults": raw["faults"],
+        "fault_last": RG.fault_text(raw["fault_last"]) if raw["faults"] else None,
         "power": {
             "mode": RG.MODE_NAMES.get(raw["power_mode"], raw["power_mode"]),
             "cause": RG.CAUSE_NAMES.get(raw["mode_cause"], raw["mode_cause"]),
@@ -350,6 +352,9 @@ def format_status(d, where=""):
     if d.get("save_errors"):  # none over MQTT
         lines.append("Flash     %d failed save(s) since boot: the previous records stay stored (see events)"
                      % d["save_errors"])
+    if d.get("faults"):  # none over MQTT
+        lines.append("Faults    %d caught since boot, protection went on; the last: %s"
+                     % (d["faults"], d["fault_last"]))
     pw = d["power"]
     inputs = [k for k in ("acc", "charger", "button") if pw[k]]
     lines.append("Power     %s for %s (%s); network %s; inputs %s; this boot: %s%s" % (

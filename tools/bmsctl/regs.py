@@ -339,10 +339,7 @@ def event_text(code, value):
         return "The firmware stopped on %s in %s: FETs off, MCU reset (a firmware fault: please report it)" % (
             what, where)
     if code == 223:
-        what = CRASH_KINDS.get(value & 0xFF, "error %d" % (value & 0xFF))
-        where = CRASH_PLACES.get(value >> 8, "place %d" % (value >> 8))
-        return "%s failed (%s): caught, counted (faults), protection went on" % (
-            where[0].upper() + where[1:], what)
+        return "%s: caught, counted (faults), protection went on" % fault_text(value)
     return "event %d (value %d)" % (code, value)
 
 
@@ -363,6 +360,13 @@ def _crash_places():
 
 
 CRASH_KINDS = {1: "out of memory", 2: "an OSError", 3: "an exception"}
+
+
+def fault_text(value):
+    """A caught fault, (where << 8) | kind (bms.app App.fault): "The SOC estimator failed (an exception)"."""
+    what = CRASH_KINDS.get(value & 0xFF, "error %d" % (value & 0xFF))
+    where = CRASH_PLACES.get(value >> 8, "place %d" % (value >> 8))
+    return "%s failed (%s)" % (where[0].upper() + where[1:], what)
 CRASH_PLACES = _crash_places()
 
 
