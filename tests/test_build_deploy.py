@@ -374,10 +374,11 @@ def test_make_deploy_copies_the_build_to_a_board_over_mpremote_and_it_runs(board
 def test_start_imports_every_module_the_app_needs(tmp_path):
     """bms.start loads the firmware one module at a time (a collection after
     each keeps the heap in one piece): its list must hold every module
-    bms.app pulls in beyond what the parameters loaded, dependencies first."""
+    bms.app pulls in beyond what the parameters and bms.start itself
+    loaded, dependencies first."""
     from bms import start
 
-    probe = ("import sys\nimport bms.params, bms.store\nbefore = set(sys.modules)\nimport bms.app\n"
+    probe = ("import sys\nimport bms.start, bms.params, bms.store\nbefore = set(sys.modules)\nimport bms.app\n"
              "print(' '.join(m for m in sys.modules if m.startswith('bms') and m not in before))\n")
     out = subprocess.run([sys.executable, "-c", probe], cwd=LIB, capture_output=True, text=True, check=True)
     host_only = {r[:-3].replace("/", ".") for r in B.HOST_ONLY}
