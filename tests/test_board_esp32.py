@@ -584,3 +584,15 @@ def test_per_cycle_calls_allocate_nothing_under_micropython(micropython, tmp_pat
         "print('OK' if result == 0 else result)\n")
     proc = run_mpy(micropython, str(script), path=compile_lib() + ":" + FAKES)
     assert proc.stdout.strip() == "OK"
+
+
+def test_the_dns_server_is_the_one_dhcp_gave(esp32):
+    mod, machine = esp32
+    import network
+
+    board = mod.Board()
+    board.network(True)
+    network.set_connected(False)
+    assert board.dns_server() is None  # no address yet: nothing to ask
+    network.set_connected(True)
+    assert board.dns_server() == ("192.168.4.1", 53)

@@ -64,3 +64,27 @@ def test_a_timeout_the_watchdog_cannot_wait_for_is_refused():
     assert msg.startswith("net.cfg line 2: ") and "wdt_ms (8000)" in msg and "2000 or less" in msg
     assert e.value.args[1] == 2
     assert netcfg.parse("host = h\ntimeout_ms = 10000\n")["timeout_ms"] == 10000  # unchecked without a watchdog
+
+
+@pytest.mark.parametrize("host, words", [
+    ("mqtt://10.0.0.5", "holds ':'"),
+    ("10.0.0.5:1883", "holds ':'"),
+    ("10.0.0", "not an IPv4 address (four numbers)"),
+    ("10.0.0.256", "each number 0..255"),
+    ("broker..lan", "empty or over-long part"),
+    ("-broker.lan", "starts or ends with '-'"),
+    ("my broker", "holds ' '"),
+    ("b" * 64 + ".lan", "empty or over-long part"),
+])
+def test_a_host_that_cannot_be_reached_is_refused(host, words):
+    # bms.uplink takes digits and dots for an address (no lookup) and anything
+    # else for a name (bms.dns): what is neither could never connect
+    with pytest.raises(ValueError) as e:
+        netcfg.parse("host = %s\n" % host)
+    msg = e.value.args[0]
+    assert words in msg and "IPv4 address" in msg and "port has its own key" in msg, msg
+
+
+def test_addresses_and_names_are_taken():
+    for host in ("192.168.1.10", "0.0.0.0", "broker", "mqtt-1.example.org", "10.0.0.5.nip.io"):
+        assert netcfg.parse("host = %s\n" % host)["host"] == host

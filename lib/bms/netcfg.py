@@ -75,6 +75,11 @@ def parse(text, wdt_ms=0):
         cfg[key] = val
     if not cfg["host"]:
         raise ValueError("net.cfg: no `host = ...`: name the MQTT broker (an IP address or a host name)")
+    why = _bad_host(cfg["host"])
+    if why:
+        raise ValueError("net.cfg: host %r %s: give the broker's IPv4 address (192.168.1.10) or its host name "
+                         "(letters, digits, '-' and '.'), without a scheme or a port (port has its own key)"
+                         % (cfg["host"], why))
     for key in ("prefix", "device_id"):
         v = cfg[key]
         if len(v) > 32:
@@ -85,6 +90,30 @@ def parse(text, wdt_ms=0):
     if not cfg["port"]:
         cfg["port"] = 8883 if cfg["tls"] else 1883
     return cfg
+
+
+def _bad_host(h):
+    """Why h can be neither an IPv4 address nor a host name ("": it can).
+    bms.uplink takes a host of digits and dots for an address (no lookup)."""
+    labels = h.split(".")
+    if h.replace(".", "").isdigit():
+        if len(labels) != 4:
+            return "is not an IPv4 address (four numbers)"
+        for p in labels:
+            if not p or int(p) > 255:
+                return "is not an IPv4 address (each number 0..255)"
+        return ""
+    if len(h) > 253:
+        return "is longer than a host name may be (253)"
+    for p in labels:
+        if not 0 < len(p) <= 63:
+            return "has an empty or over-long part"
+        if p[0] == "-" or p[-1] == "-":
+            return "has a part that starts or ends with '-'"
+        for c in p:
+            if not (c.isalpha() or c.isdigit() or c == "-") or ord(c) > 127:
+                return "holds %r" % c
+    return ""
 
 
 def load(storage_dir, wdt_ms=0):

@@ -53,6 +53,7 @@ _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(64000)
 _CONNECT_MS = const(5000)  # a TCP connect still pending after this: a timeout
 _JOIN_REPORT_MS = const(15000)  # no Wi-Fi after this long: say so (the driver keeps trying)
+_DNS_MS = const(3000)  # a host name not answered in this long: a failure, retried with the back-off
 _BUDGET_US = const(20000)  # sending goes on while a pass has spent less than this
 _PER_PASS = const(8)  # and at most this many messages a pass
 
@@ -173,6 +174,12 @@ class Uplink:
         self.tls = None  # the TLS layer over sock, when tls = 1
         self.poll = None
         self.addr = None
+        self.addr_until = None  # a name's address is kept until its TTL ends (None: an IP address, for good)
+        self.literal = cfg["host"].replace(".", "").isdigit()  # bms.netcfg let only a valid IPv4 address be all digits
+        self.query = None  # the DNS query under way (bms.dns)
+        self.asked = now
+        self.qid = board.wall_us()
+        self.family = socket.AF_INET
         self.since = now  # when the present state began
         self.retry_at = now
         self.backoff_ms = _BACKOFF_MIN_MS
@@ -267,17 +274,9 @@ class Uplink:
             if ticks_diff(now, self.since) >= _JOIN_REPORT_MS:
                 self._report(M.NERR_WIFI, 0)
             return
-        cfg = self.cfg
-        try:
-            if self.addr is None:
-                # a name costs a DNS lookup (blocking, in the resolver's time):
-                # once, then kept until a connect fails
-                ai = socket.getaddrinfo(cfg["host"], cfg["port"], 0, socket.SOCK_STREAM)[0]
-                self.addr = ai[-1]
-                self.family = ai[0]
-        except OSError as e:
-            self._fail(now, M.NERR_DNS, _errno(e))
-            return
+        if self.addr is None or (self.addr_until is not None and ticks_diff(now, self.addr_until) >= 0):
+            if not self._resolve(now):
+                return
         try:
             s = socket.socket(self.family, socket.SOCK_STREAM)
         except OSError as e:
@@ -296,6 +295,51 @@ class Uplink:
         self.poll = p
         self._set(M.NET_CONNECTING, now)
         self._connecting(now)
+
+    def _resolve(self, now):
+        """The broker's address into self.addr: at once for an IP address;
+        for a name, a DNS query (bms.dns) sent, then polled once a pass
+        without blocking until it answers or _DNS_MS pass. False while it
+        is under way, or when it failed (then the back-off)."""
+        q = self.query
+        try:
+            if self.literal:
+                self._address(self.cfg["host"], now, -1)
+                return True
+            if q is None:
+                server = self.board.dns_server()
+                if server is None:
+                    raise OSError(errno.ENOENT)  # the network gave no DNS server
+                from bms import dns
+
+                self.qid += 1
+                q = self.query = dns.Query(self.cfg["host"], server, self.qid)
+                self.asked = now
+            got = q.poll()
+            if got is None:
+                if ticks_diff(now, self.asked) < _DNS_MS:
+                    return False
+                raise OSError(errno.ETIMEDOUT)
+            self._end_query()
+            self._address(got[0], now, got[1])
+            return True
+        except OSError as e:
+            self._fail(now, M.NERR_DNS, _errno(e))
+            return False
+
+    def _address(self, ip, now, ttl_s):
+        """self.addr from an IPv4 address: getaddrinfo with an address
+        literal looks nothing up (bms.dns)."""
+        ai = socket.getaddrinfo(ip, self.cfg["port"], 0, socket.SOCK_STREAM)[0]
+        self.addr = ai[-1]
+        self.family = ai[0]
+        self.addr_until = None if ttl_s < 0 else ticks_add(now, ttl_s * 1000)
+
+    def _end_query(self):
+        q = self.query
+        self.query = None
+        if q is not None:
+            q.close()
 
     def _connecting(self, now):
         ready = 0
@@ -424,6 +468,7 @@ class Uplink:
                 pass
         self.client = None
         self.poll = None
+        self._end_query()
         t = self.tls
         self.tls = None
         if t is not None:

@@ -36,3 +36,9 @@ class WLAN:
 
     def isconnected(self):
         return _ACTIVE[self.interface] and _JOINED[0]
+
+    def ifconfig(self):
+        # (ip, netmask, gateway, dns): zeros until DHCP gave an address, as on the ESP32
+        if self.isconnected():
+            return ("192.168.4.20", "255.255.255.0", "192.168.4.1", "192.168.4.1")
+        return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")

@@ -185,6 +185,7 @@ class SimServer:
         # MCU awake: a socket times out in real time on the ESP32 too.
         self.serial_baud = None
         self.busy_wall = False
+        self.dns_server = None  # (ip, port): the DNS server the firmware's board reports
         self._busy_frac = 0.0  # the part of a ms not yet passed
         self._inputs_seen = 0  # the input bits of the last reply
         # send(), set_input() and stop() wake a paced wait at once
@@ -248,6 +249,8 @@ class SimServer:
         env["MICROPYPATH"] = self.target.path(self.lib_dir)
         env[P.ENV_SOCKET] = sock_path
         env[P.ENV_STATE] = self.state_dir
+        if self.dns_server:
+            env[P.ENV_DNS] = "%s:%d" % self.dns_server
         self._env = env
         self._cmd = self.target.boot_argv(self.heap, self.main_py) + self.main_args
         self._log = open(self.log_path, "wb")

@@ -9,6 +9,7 @@ the codes they share with the core.
     network(on)                       the network module's power (Wi-Fi)
     net_join(ssid, password)          start joining a Wi-Fi network (returns at once)
     net_ready()                       joined, with an address: sockets may connect
+    dns_server()                      (IPv4 address, port) of the DNS server to ask, or None
     device_id() -> str                this board's name for MQTT topics (from its MAC)
     wall_us()                         real microseconds (wrapping like ticks_ms), to
                                       measure how long a call held the loop

@@ -282,6 +282,14 @@ class Board:
 
         return network.WLAN(network.STA_IF).isconnected()
 
+    def dns_server(self):
+        """(IPv4 address, port) of the DNS server DHCP gave the Wi-Fi
+        (bms.dns asks it itself, never through the blocking resolver)."""
+        import network
+
+        ip = network.WLAN(network.STA_IF).ifconfig()[3]
+        return (ip, 53) if ip and ip != "0.0.0.0" else None
+
     def device_id(self):
         import binascii
 

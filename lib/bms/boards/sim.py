@@ -74,6 +74,7 @@ FLAG_RX = const(0x02)
 
 ENV_SOCKET = "BMS_SIM_SOCKET"
 ENV_STATE = "BMS_SIM_STATE"
+ENV_DNS = "BMS_SIM_DNS"  # "ip:port" of the DNS server the firmware asks (SimServer.dns_server)
 KEPT_FILE = "rtc.bin"  # the ESP32's RTC memory (keep()): SimServer deletes it at power-on
 
 
@@ -287,6 +288,26 @@ class Board:
     def net_ready(self):
         """The network module is on: the host's loopback is the Wi-Fi."""
         return self._net == 1
+
+    def dns_server(self):
+        """(IPv4 address, port) of the DNS server, as DHCP gives the ESP32
+        one: the simulator's (BMS_SIM_DNS), else the host's first
+        nameserver; None: no DNS."""
+        import os
+
+        v = os.getenv(ENV_DNS)
+        if v:
+            i = v.rfind(":")
+            return v[:i], int(v[i + 1:])
+        try:
+            with open("/etc/resolv.conf") as f:
+                for line in f.read().split("\n"):
+                    w = line.split()
+                    if len(w) > 1 and w[0] == "nameserver" and "." in w[1]:
+                        return w[1], 53
+        except OSError:
+            pass
+        return None
 
     def device_id(self):
         return "sim-" + self.storage_dir.rstrip("/").split("/")[-1][-8:].replace(".", "")
