@@ -133,6 +133,16 @@ class _SocketModule:
         return [(0, 0, 0, "", self.addr)]
 
 
+def _quiet_close(s):
+    """Close a socket (or its TLS layer) that may be half gone: its error
+    is not news, the session is being closed anyway."""
+    if s is not None:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
 class Uplink:
     def __init__(self, board, cfg, words, log, append, now, event_seq, cells):
         """cfg: bms.netcfg's settings; words: the input-register image (the
@@ -471,18 +481,10 @@ class Uplink:
         self._end_query()
         t = self.tls
         self.tls = None
-        if t is not None:
-            try:
-                t.close()
-            except OSError:
-                pass
+        _quiet_close(t)
         s = self.sock
         self.sock = None
-        if s is not None:
-            try:
-                s.close()
-            except OSError:
-                pass
+        _quiet_close(s)
 
     def _log(self, code, value):
         w = self.words
