@@ -360,7 +360,8 @@ class SimBq769x0:
     def tick(self, dt_ms, current_ma):
         """dt_ms of time at pack current current_ma (positive = charge).
 
-        World never lets a piece cross a 250 ms window boundary.
+        World never lets a piece cross a 250 ms window boundary, but while
+        shipped (no window work then: one piece may span a month).
         """
         if self.shipped:
             self.now_ms += dt_ms

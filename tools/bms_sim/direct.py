@@ -6,13 +6,21 @@ of the real App (protection, balancing, event log, Modbus image) in
 seconds, step by step, and look inside. The same App runs under the
 MicroPython unix port through SimServer; this is the fast lane for
 scenario and property tests.
+
+The board's own supply current drains the World's pack as SimServer's
+does (world.bms_ma, bms_sim.link.board_draw_ma): awake (and the network)
+while the App runs and idles, light sleep in light_sleep(), deep sleep
+while DirectSim sleeps; the AFE's share follows world.chip.shipped. A deep
+sleep with the AFE shipped passes in pieces of up to DEEP_PIECE_MS, the
+wake inputs looked at between them. clock_s() is the RTC: the World's
+seconds from CLOCK_EPOCH_S, through restarts and deep sleep.
 """
 import os
 
 from bms.app import App
 from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, REASON_CRASH, RESET_DEEPSLEEP, RESET_HARD, RESET_POWER_ON,
                         RESET_SOFT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_RS485, WAKE_TIMER)
-from bms_sim.link import TICKS_MASK, TICKS_START
+from bms_sim.link import CLOCK_EPOCH_S, DEEP_PIECE_MS, TICKS_MASK, TICKS_START, board_draw_ma
 
 
 class _Serial:
@@ -51,6 +59,16 @@ class DirectBoard:
         self.cause = (RESET_POWER_ON, 0)
         self.rtc = b""  # the ESP32's RTC memory: kept through App restarts here, gone at power-on
 
+    def draw(self, state):
+        """The board's supply current in state ("awake", "light_sleep",
+        "deep_sleep") drains the pack from here on."""
+        w = self.world
+        w.bms_ma = board_draw_ma(state, self.network_on, w.chip.shipped)
+
+    def clock_s(self):
+        """The RTC's seconds: they run through restarts and deep sleep."""
+        return self.world.now_ms // 1000 + CLOCK_EPOCH_S
+
     def keep(self, data):
         self.rtc = bytes(data)
 
@@ -84,10 +102,12 @@ class DirectBoard:
         """Time passes; back on RS485 bytes (lost, as on the ESP32) or the timer."""
         w = self.world
         target = w.now_ms + ms
+        self.draw("light_sleep")
         while w.now_ms < target and not self.serial.rx:
             w.advance(min(target - w.now_ms, w.ms_to_next_window()))
             if self.on_advance:
                 self.on_advance(w)
+        self.draw("awake")
         if self.serial.rx:
             del self.serial.rx[:]
             return WAKE_RS485
@@ -121,6 +141,7 @@ class DirectBoard:
         w = self.world
         target = w.now_ms + ms
         before = w.chip.alert
+        self.draw("awake")  # the network or the AFE may have changed since
         while w.now_ms < target and not self.serial.rx:
             w.advance(min(target - w.now_ms, w.ms_to_next_window()))
             if self.on_advance:
@@ -173,6 +194,8 @@ class DirectSim:
         it woke."""
         w = self.world
         b = self.board
+        b.network_on = False  # the MCU is off: its radio with it
+        b.draw("deep_sleep")
         while w.now_ms < end:
             now = b.inputs()  # a change made while the run was paused counts too
             rising = now & ~b.sleep_inputs
@@ -181,9 +204,11 @@ class DirectSim:
                 wake = (WAKE_CHARGER if rising & IN_CHARGER else WAKE_ACC if rising & IN_ACC else WAKE_BUTTON)
                 b.asleep = False
                 b.cause = (RESET_DEEPSLEEP, wake)
+                b.draw("awake")
                 self._boot()
                 return True
-            w.advance(min(end - w.now_ms, w.ms_to_next_window()))
+            # a shipped AFE: up to DEEP_PIECE_MS at once (World.quiet_ms)
+            w.advance(min(end - w.now_ms, w.quiet_ms(DEEP_PIECE_MS)))
             if b.on_advance:
                 b.on_advance(w)
         return False

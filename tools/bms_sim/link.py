@@ -35,12 +35,19 @@ The board's power side (ops in bms.boards.sim):
   `network_history`, each change stamped with the simulated ms.
 - OP_AFE_BOOT: the TS1 boot pulse, world.chip.boot(), when the chip is
   shipped (a pulse on an awake chip changes nothing).
+- OP_CLOCK: the board's RTC seconds, world.now_ms // 1000 + CLOCK_EPOCH_S:
+  it runs through resets and deep sleep, as the ESP32's RTC does.
 - Power accounting: every simulated ms is "awake", "light_sleep" or
   "deep_sleep", at an estimated board current (MCU + network + AFE, the
   figures below); energy() sums them per state and average_ma() averages a
-  window of simulated time.
+  window of simulated time. The same current drains the pack: every
+  advance sets world.bms_ma = board_ma() (the World takes it from the
+  cells, not through the shunt).
+- Deep sleep with the AFE shipped passes time in pieces of up to
+  DEEP_PIECE_MS (World.quiet_ms), so a month of it runs in seconds.
 
-Estimated currents (datasheet figures, mA):
+Estimated currents (mA, from the reference board's figures in bms.boards,
+DRAW_*_UA, which the firmware counts against its SOC too):
     MA_AWAKE       40     ESP32 running, radio off (modem-sleep at 160 MHz,
                           27-44 mA) plus the RS485 transceiver (~0.5 mA)
     MA_NETWORK     +80    Wi-Fi on, averaged
@@ -61,10 +68,12 @@ import threading
 import time
 import tty
 
-from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, REASON_CRASH, RESET_DEEPSLEEP, RESET_HARD, RESET_POWER_ON,
-                        RESET_SOFT, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_NONE, WAKE_RS485,
-                        WAKE_TIMER)
+from bms.boards import (DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_SLEEP_UA, DRAW_LIGHT_SLEEP_UA,
+                        DRAW_NETWORK_UA, IN_ACC, IN_BUTTON, IN_CHARGER, REASON_CRASH, RESET_DEEPSLEEP, RESET_HARD,
+                        RESET_POWER_ON, RESET_SOFT, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_NONE,
+                        WAKE_RS485, WAKE_TIMER)
 from bms.boards import sim as P
+from bms.bq769x0 import CC_PERIOD_MS
 from bms_sim.build import compile_lib
 from bms_sim.target import TargetError, find_target
 
@@ -88,22 +97,22 @@ RESET_EXIT_S = 5.0
 HANG_S = 3.0
 _BOOT_OPS = 64  # requests of each boot kept in boot_ops, for tests of the boot order
 
-# Estimated supply currents in mA, per part and state.
-# Espressif ESP32 datasheet (v4.x), "Power consumption by power modes":
-# modem-sleep (CPU running, radio off) at 160 MHz 27-44 mA, light sleep
-# 0.8 mA, deep sleep with the RTC timer and RTC memory 10 uA; Wi-Fi
-# transmitting/receiving 95-240 mA, about 80 mA more on average.
-# The RS485 transceiver (MAX3485-class, receiver on) about 0.5 mA while awake.
-MA_AWAKE = 40.0
-MA_NETWORK = 80.0
-MA_LIGHT_SLEEP = 0.8
-MA_DEEP_SLEEP = 0.01
-# TI bq76920/30/40 datasheet (SLUSBK2), supply current IDD: NORMAL mode
-# about 40 uA, SHIP mode about 1 uA.
-MA_AFE_NORMAL = 0.04
-MA_AFE_SHIP = 0.001
+# Estimated supply currents in mA, per part and state: the reference
+# board's figures (bms.boards DRAW_*_UA, their sources there).
+MA_AWAKE = DRAW_AWAKE_UA / 1000.0
+MA_NETWORK = DRAW_NETWORK_UA / 1000.0
+MA_LIGHT_SLEEP = DRAW_LIGHT_SLEEP_UA / 1000.0
+MA_DEEP_SLEEP = DRAW_DEEP_SLEEP_UA / 1000.0
+MA_AFE_NORMAL = DRAW_AFE_UA / 1000.0
+MA_AFE_SHIP = DRAW_AFE_SHIP_UA / 1000.0
 MCU_MA = {"awake": MA_AWAKE, "light_sleep": MA_LIGHT_SLEEP, "deep_sleep": MA_DEEP_SLEEP}
 POWER_STATES = ("awake", "light_sleep", "deep_sleep")
+# Deep sleep with a shipped AFE passes simulated time in pieces of up to
+# this (speed None): the wake inputs are looked at between them.
+DEEP_PIECE_MS = 60000
+# OP_CLOCK: the RTC's seconds at world time 0, so the clock is not 0 at the
+# start (an ESP32's RTC counts from its first power-up or its last set).
+CLOCK_EPOCH_S = 1000000
 # at most this many (start, end, state, mA) segments are kept for
 # average_ma(); beyond it the oldest are merged pairwise
 SEGMENTS_MAX = 20000
@@ -117,6 +126,16 @@ _WAKE_NAMES = {WAKE_TIMER: "timer", WAKE_RS485: "rs485", WAKE_CHARGER: "charger"
 
 class SimError(RuntimeError):
     pass
+
+
+def board_draw_ma(state, network_on, afe_shipped):
+    """The board's estimated supply current (mA) in an MCU power state
+    ("awake", "light_sleep", "deep_sleep"): the MCU, the network module
+    while awake, the AFE (NORMAL or SHIP)."""
+    ma = MCU_MA[state]
+    if state == "awake" and network_on:
+        ma += MA_NETWORK
+    return ma + (MA_AFE_SHIP if afe_shipped else MA_AFE_NORMAL)
 
 
 def find_micropython(explicit=None):
@@ -511,12 +530,7 @@ class SimServer:
     def board_ma(self, state=None):
         """The board's estimated supply current in a power state (default:
         the present one): the MCU, the network module while awake, the AFE."""
-        state = state or self.mcu_state
-        ma = MCU_MA[state]
-        if state == "awake" and self.network_on:
-            ma += MA_NETWORK
-        ma += MA_AFE_SHIP if self.world.chip.shipped else MA_AFE_NORMAL
-        return ma
+        return board_draw_ma(state or self.mcu_state, self.network_on, self.world.chip.shipped)
 
     def _account(self, t0, ms, state):
         ma = self.board_ma(state)
@@ -592,6 +606,7 @@ class SimServer:
         with self.lock:
             world = self.world
             self._account(world.now_ms, ms, state)
+            world.bms_ma = self.board_ma(state)  # the pack feeds the board
             world.advance(ms)
             if self.on_advance:
                 self.on_advance(world)
@@ -721,6 +736,9 @@ class SimServer:
         an input's rising edge. Its WAKE_ reason, or None when the server stops."""
         world = self.world
         self.mcu_state = "deep_sleep"
+        # (a replay's world has no quiet_ms: its trace's current flows anyway)
+        quiet = getattr(world, "quiet_ms", None)
+        yield_at = 0.0
         try:
             while not self._stop.is_set():
                 with self.lock:
@@ -729,14 +747,33 @@ class SimServer:
                     wake = self._edge_wake()
                     if wake:
                         return wake
-                piece = self._pace(world.ms_to_next_window(), False)
+                piece = quiet(self._deep_piece_ms()) if quiet else world.ms_to_next_window()
+                piece = self._pace(self._clamp(piece), False)
                 if piece:
                     self._advance(piece, "deep_sleep")
                 if not self.speed:
-                    time.sleep(0)  # let a test thread in to drive the inputs
+                    # let a test thread in to drive the inputs, every ms of
+                    # wall time (a yield per piece would cost most of a month)
+                    now = time.monotonic()
+                    if now >= yield_at:
+                        time.sleep(0)
+                        yield_at = now + 0.001
             return None
         finally:
             self.mcu_state = "awake"
+
+    def _deep_piece_ms(self):
+        """The longest piece of deep sleep to pass at once: DEEP_PIECE_MS
+        at full speed; paced, about 50 ms of wall time (on_advance watchers
+        such as a dashboard still see the time move)."""
+        if not self.speed:
+            return DEEP_PIECE_MS
+        ms = int(self.speed * 50)
+        return CC_PERIOD_MS if ms < CC_PERIOD_MS else (DEEP_PIECE_MS if ms > DEEP_PIECE_MS else ms)
+
+    def clock_s(self):
+        """The board's RTC, seconds: runs through resets and deep sleep."""
+        return self.world.now_ms // 1000 + CLOCK_EPOCH_S
 
     def _hang(self):
         """The firmware hangs with the watchdog running: time passes (the
@@ -894,6 +931,8 @@ class SimServer:
                             # the TS1 pulse wakes a shipped chip; an awake one ignores it
                             if world.chip.shipped:
                                 world.chip.boot()
+                        elif op == P.OP_CLOCK:
+                            out = struct.pack("<I", self.clock_s())
                         elif op == P.OP_HELLO:
                             out = bytes((self.inputs,))
                 if self._wdt_fired:

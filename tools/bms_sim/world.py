@@ -22,6 +22,23 @@ diode's forward drop times the current, the channel's Rds(on) times the
 current squared. `diode_ma`, `diode_over_ms`, `diode_mas` and `diode_mj`
 keep the account per FET (index 0 = CHG, 1 = DSG) for tests to read.
 
+The BMS board itself (the MCU, its radio, the AFE) is supplied from the
+top of the pack, not through the shunt: `bms_ma` (mA, >= 0) is its draw
+now, set by whoever runs the board (SimServer per MCU state, DirectBoard
+per its state) from the reference board's figures (bms.boards DRAW_*_UA).
+The cells see the net pack current minus bms_ma; the chip (its shunt, the
+coulomb counter) sees only the net pack current. `bms_mas` counts the
+charge the board drew so far (mA s). World(bms_draw=False) ignores bms_ma
+(a pack whose figures must not move, or one whose board draw is already
+in a recorded current).
+
+Time is cut at every 250 ms window while the chip works. A shipped chip
+does no window work and passes no current (FETs off, no bleeding), so
+advance() then takes the time in one piece that still ends on a window
+boundary: a month of shelf time costs a few pieces, and the window grid
+stays exact afterwards (the cells, the RC pairs and the FET heatsink are
+solved exactly for a constant current over any step).
+
 With `fet_sensor` (an index into pack.temperatures_c: 0 = TS1) that
 thermistor sits on the FETs' heatsink: a first-order model (`fet_ambient_c`
 plus power x FET_RTH_K_PER_W, time constant FET_TAU_S) drives it, so a
@@ -51,7 +68,7 @@ FET_TAU_S = 60.0
 class World:
     def __init__(self, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, spread_mv=0,
                  shunt_uohm=1000, groups=None, seed=0, temps_c=(25.0, 25.0, 25.0), fet_sensor=None,
-                 **chip_kwargs):
+                 bms_draw=True, **chip_kwargs):
         self.pack = Pack(cells=cells, chemistry=chemistry, capacity_mah=capacity_mah,
                          soc_pct=soc_pct, spread_mv=spread_mv, seed=seed, temps_c=temps_c)
         self.chip = SimBq769x0(self.pack, groups=groups, shunt_uohm=shunt_uohm, seed=seed,
@@ -75,6 +92,9 @@ class World:
         self.diode_mj = [0.0, 0.0]  # heat in each diode, mJ
         self.piece_ms = 0
         self.piece_ma = 0.0
+        self.bms_draw = bms_draw  # False: bms_ma does not drain the pack
+        self.bms_ma = 0.0  # the board's own supply current now, from the pack top
+        self.bms_mas = 0.0  # the charge it drew so far, mA s
 
     def fets(self):
         """(chg_on, dsg_on) as the chip drives them now."""
@@ -117,15 +137,29 @@ class World:
         pack = self.pack
         chip = self.chip
         while ms > 0:
-            piece = CC_PERIOD_MS - self.now_ms % CC_PERIOD_MS
+            piece = self.quiet_ms(ms)  # to the next window, or many when shipped
             if piece > ms:
                 piece = ms
             net_ma, bleed = self._currents(piece / 1000.0)
             self._fets(piece, net_ma)
-            pack.step(piece / 1000.0, net_ma, bleed if any(bleed) else None)
+            bms_ma = self.bms_ma if self.bms_draw else 0.0
+            if bms_ma:
+                self.bms_mas += bms_ma * piece / 1000.0
+            pack.step(piece / 1000.0, net_ma - bms_ma, bleed if any(bleed) else None)
             chip.tick(piece, net_ma)
             self.now_ms += piece
             ms -= piece
+
+    def quiet_ms(self, limit_ms):
+        """How much time a caller that only watches its own wake sources
+        (deep sleep) may pass in one advance(): up to limit_ms, ending on a
+        window boundary, while the chip is shipped; else up to the next
+        window (the chip's work there may raise ALERT or trip a FET)."""
+        piece = CC_PERIOD_MS - self.now_ms % CC_PERIOD_MS
+        if self.chip.shipped and limit_ms >= piece + CC_PERIOD_MS:
+            # no window work, no current (FETs off, no bleeding): whole windows at once
+            piece += (limit_ms - piece) // CC_PERIOD_MS * CC_PERIOD_MS
+        return piece
 
     def _fets(self, ms, net_ma):
         """The FETs over a piece of ms carrying net_ma: which body diode

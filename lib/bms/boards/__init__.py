@@ -20,6 +20,8 @@ the codes they share with the core.
     reset_cause() -> (RESET_, WAKE_)  why this boot happened
     keep(data), kept() -> bytes       a record that survives resets, the watchdog and
                                       deep sleep, not a power cut (RTC memory)
+    clock_s()                         seconds on a clock that runs through deep sleep
+                                      and resets (the RTC), under 2**30
     afe_boot()                        the TS1 boot pulse that wakes a shipped AFE
 """
 from micropython import const
@@ -47,3 +49,22 @@ RESET_SOFT = const(5)  # machine.reset(): a restart the firmware asked for
 # reset(reason): why the firmware resets the MCU
 REASON_ASKED = const(0)  # a command, a setting that needs it: the next boot says RESET_SOFT
 REASON_CRASH = const(1)  # the guard (bms.start) after an exception: the next boot says RESET_HARD
+
+# The reference board's supply current, uA, per part and state: estimates
+# from the datasheets. The firmware counts its own draw against the SOC
+# with them (it comes from the pack and never passes the shunt: bms.app);
+# the simulator drains its pack by the same figures (tools/bms_sim/link.py).
+# Espressif ESP32 datasheet (v4.x), "Power consumption by power modes":
+# modem-sleep (CPU running, radio off) at 160 MHz 27-44 mA, light sleep
+# 0.8 mA, deep sleep with the RTC timer and RTC memory 10 uA; Wi-Fi
+# transmitting/receiving 95-240 mA, about 80 mA more on average. The RS485
+# transceiver (MAX3485-class, receiver on) about 0.5 mA while awake, inside
+# the awake figure.
+DRAW_AWAKE_UA = const(40000)
+DRAW_NETWORK_UA = const(80000)
+DRAW_LIGHT_SLEEP_UA = const(800)
+DRAW_DEEP_SLEEP_UA = const(10)
+# TI bq76920/30/40 datasheet (SLUSBK2), supply current IDD: NORMAL mode
+# about 40 uA, SHIP mode about 1 uA.
+DRAW_AFE_UA = const(40)
+DRAW_AFE_SHIP_UA = const(1)

@@ -47,6 +47,9 @@ Ops (a, b, n, arg as each uses them; the rest are 0):
                        with RESET_DEEPSLEEP and that wake reason
     OP_AFE_BOOT   'B'  the TS1 boot pulse: a shipped AFE wakes at its
                        power-up defaults
+    OP_CLOCK      'C'  the RTC: the reply's payload holds its seconds
+                       (uint32 LE, under 2**30), a clock that runs on
+                       through resets and deep sleep (the ESP32's RTC time)
 """
 from micropython import const
 
@@ -68,6 +71,7 @@ OP_WDT = const(0x44)  # 'D': a = 0 start (arg = timeout ms), a = 1 feed
 OP_SLEEP = const(0x53)  # 'S': light sleep, arg = ms; reply byte 2 = WAKE_ reason
 OP_DEEPSLEEP = const(0x5A)  # 'Z': deep sleep; the firmware exits
 OP_AFE_BOOT = const(0x42)  # 'B': the TS1 boot pulse
+OP_CLOCK = const(0x43)  # 'C': payload = RTC seconds (uint32 LE)
 
 FLAG_ALERT = const(0x01)
 FLAG_RX = const(0x02)
@@ -241,6 +245,14 @@ class Board:
 
     def ticks_ms(self):
         return self._link.ticks
+
+    def clock_s(self):
+        """Seconds on the simulator's RTC: it runs through resets and deep
+        sleep (ticks_ms restarts at every boot). Under 2**30: a small int."""
+        link = self._link
+        link.call(OP_CLOCK, 0, 0, 0, 0)
+        r = link.resp
+        return r[HDR] | (r[HDR + 1] << 8) | (r[HDR + 2] << 16) | (r[HDR + 3] << 24)
 
     def alert(self):
         return self._link.flags & FLAG_ALERT
