@@ -14,7 +14,7 @@ BOARD ?= reference
 FIRMWARE ?=
 DEVICE_STAMP := $(VENV)/.installed-device
 
-.PHONY: setup test demo bench bench-traces bench-soc clean build deploy repl flash-micropython twin
+.PHONY: setup test test-long demo bench bench-traces bench-soc clean build deploy repl flash-micropython twin
 
 setup: $(STAMP)
 
@@ -35,6 +35,12 @@ $(STAMP): requirements.txt pyproject.toml
 test: setup
 	@$(BIN)/python -m bms_sim.twin --or-fallback
 	$(BIN)/python -m pytest -q -n 3 --dist worksteal
+
+# The long runs `make test` shortens: the 50 mA standby load for a whole
+# simulated week on the twin (about half an hour here; `make test` runs 5 h).
+test-long: setup
+	@$(BIN)/python -m bms_sim.twin --or-fallback
+	BMS_STANDBY_HOURS=168 $(BIN)/python -m pytest -q -s --timeout=3600 tests/test_soc_window.py -k standby
 
 # The ESP32's twin (tools/bms_sim/twin.py): a 32-bit unix MicroPython with
 # the firmware frozen in (firmware/manifest.py), in build/twin/. Source:

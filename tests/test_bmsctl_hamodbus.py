@@ -229,7 +229,7 @@ PLAUSIBLE = {
     "temp_dc": [(15.0, 35.0), None, None],  # a bq76920 has TS1 only
     "fet_flags": (3, 3), "chg_off_reason": (0, 0), "dsg_off_reason": (0, 0), "protect_flags": (0, 0),
     "warn_flags": (0, 0), "latched_flags": (0, 0), "balance_mask": (0, 15), "power_mode": (0, 0),
-    "uptime_s": (1, 3600),
+    "uptime_s": (1, 3600), "soc_state": (0, 0), "draw_ua": (0.03, 0.13), "drawn_mah": (0.0, 0.01),
 }
 
 

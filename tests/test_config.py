@@ -297,6 +297,26 @@ def test_commands():
     assert (CF.EV_COMMAND, M.CMD_RESTART) in d.events
 
 
+def test_storage_commands_set_the_parameter_and_save_it(tmp_path):
+    base = _dir(tmp_path)
+    d = Dev(directory=base)
+    assert d.write(M.HR_COMMAND, [M.CMD_STORAGE_ON]) == 1, "locked: refused"
+    assert d.prm.values[P.P_STORAGE] == 0
+    d.unlock()
+    assert d.write(M.HR_COMMAND, [M.CMD_STORAGE_ON]) == 0
+    assert d.prm.values[P.P_STORAGE] == 1 and d.read("storage") == 1
+    assert d.service() & CF.APPLY
+    assert (CF.EV_COMMAND, M.CMD_STORAGE_ON) in d.events
+    assert PL.load(base).values[P.P_STORAGE] == 1, "saved: it survives a restart"
+    assert d.write(M.HR_COMMAND, [M.CMD_STORAGE_OFF]) == 0 and d.read("storage") == 0
+    d.service()
+    # a set the rules refuse refuses the command too, and nothing changes
+    assert d.set(soc_max_dpct=600) == [0] and d.set(storage_soc_dpct=550) == [0]
+    d.prm.values[P.P_STORAGE_SOC_DPCT] = 700  # as a corrupt RAM value would be
+    assert d.write(M.HR_COMMAND, [M.CMD_STORAGE_ON]) == 3 and d.error() >> 8 == M.ERR_RULE
+    assert d.prm.values[P.P_STORAGE] == 0
+
+
 def test_service_logs_each_change_and_reports_what_to_apply(tmp_path):
     d = Dev(directory=str(tmp_path) + "/")
     d.unlock()
@@ -548,6 +568,23 @@ def test_record_from_an_older_firmware_keeps_defaults_for_new_parameters(tmp_pat
     assert q.values[P.P_CELL_OV_MV] == 2800 and q.values[P.P_PIN] == 1234
     assert q.values[P.P_MODBUS_PARITY] == 1 and q.configured() and not q.errors
     assert q.values[P.P_DIODE_ON_MA] == 1000  # a 0.4 set has no diode_on_ma: the policy is on
+
+
+@pytest.mark.parametrize("cal_ms, idle_ma, want_cal, want_idle", [
+    (14400000, 400, 0, 20),  # format 1's defaults for a 40 Ah pack: they cut a live load
+    (3600000, 150, 3600000, 150),  # the user's own choices stay
+])
+def test_format_1_defaults_that_cut_a_live_load_are_migrated(tmp_path, cal_ms, idle_ma, want_cal, want_idle):
+    base = _dir(tmp_path)
+    full = pack("lfp", 4, 40000)
+    full.values[P.P_CC_CAL_EVERY_MS] = cal_ms
+    full.values[P.P_LP_IDLE_MA] = idle_ma
+    pairs = [(full.addr[i], full.values[i]) for i in range(P.COUNT) if i < P.P_SOC_MAX_DPCT]
+    S.Store(base, PL.STORE_NAME).save(1, _record(pairs))
+    q = PL.load(base)
+    assert q.migrated_from == 1 and not q.errors and q.configured()
+    assert (q.values[P.P_CC_CAL_EVERY_MS], q.values[P.P_LP_IDLE_MA]) == (want_cal, want_idle)
+    assert q.values[P.P_SOC_MAX_DPCT] == 1000 and q.values[P.P_STORAGE] == 0  # new: off
 
 
 def test_record_with_unknown_and_out_of_range_values(tmp_path):

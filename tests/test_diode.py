@@ -23,6 +23,7 @@ from bms_sim.world import World
 
 CYCLE_MS = 250
 ROW = {r[0]: i for i, r in enumerate(protrules.ROWS)}
+BIT = protrules.bit_of()  # a protection row's bit in protect_flags
 CHG, DSG = 0, 1  # World's per-FET accounting index
 LOAD_MA = 20000
 CHARGE_MA = 10000
@@ -47,7 +48,7 @@ def _record(sim):
 
 
 def active(sim, name):
-    return bool(sim.app.protection.protect_flags & (1 << ROW[name]))
+    return bool(sim.app.protection.protect_flags & (1 << BIT[name]))
 
 
 def fet_flags(sim):
@@ -107,7 +108,7 @@ def diode_episode(sim, name, blocked, settle_ms=3000):
     pr = sim.app.protection
     reason = pr.chg_reason if blocked == PR.CHG else pr.dsg_reason
     assert reason == ROW[name] + 1, "the off reason still names the row"
-    assert pr.protect_flags & (1 << ROW[name])
+    assert pr.protect_flags & (1 << BIT[name])
     # 2. the current turns: the blocked way flows at most the one cycle it takes to see it
     watch(sim, blocked)
     if blocked == PR.CHG:
@@ -131,17 +132,18 @@ def diode_episode(sim, name, blocked, settle_ms=3000):
 
 def test_the_diode_rows_are_the_one_direction_rows_but_the_chips_own_trips():
     def names(mask):
-        return {r[0] for i, r in enumerate(protrules.ROWS) if mask & (1 << i)}
+        return set(protrules.names(mask))
 
-    assert names(A._DIODE_CHG_ROWS) == {"cell_ov", "pack_ov", "chg_oc", "chg_ot", "chg_ut"}
-    assert names(A._DIODE_DSG_ROWS) == {"cell_uv", "pack_uv", "dsg_oc", "afe_ocd", "dsg_ot", "dsg_ut"}
-    for i, r in enumerate(protrules.ROWS):
-        if A._DIODE_CHG_ROWS & (1 << i):
-            assert r[7] == PR.CHG and r[8] == PR.PROT, r[0]
-        if A._DIODE_DSG_ROWS & (1 << i):
-            assert r[7] == PR.DSG and r[8] == PR.PROT, r[0]
+    assert names(A.DIODE_CHG_ROWS) == {"cell_ov", "pack_ov", "chg_oc", "chg_ot", "chg_ut", "soc_high", "storage_high"}
+    assert names(A.DIODE_DSG_ROWS) == {"cell_uv", "pack_uv", "dsg_oc", "afe_ocd", "dsg_ot", "dsg_ut", "soc_low",
+                                       "storage_low"}
+    by = {r[0]: r for r in protrules.ROWS}
+    for n in names(A.DIODE_CHG_ROWS):
+        assert by[n][7] == PR.CHG and by[n][8] == PR.PROT, n
+    for n in names(A.DIODE_DSG_ROWS):
+        assert by[n][7] == PR.DSG and by[n][8] == PR.PROT, n
     one_way = {r[0] for r in protrules.ROWS if r[8] == PR.PROT and r[7] in (PR.CHG, PR.DSG)}
-    left_out = one_way - names(A._DIODE_CHG_ROWS | A._DIODE_DSG_ROWS)
+    left_out = one_way - names(A.DIODE_CHG_ROWS | A.DIODE_DSG_ROWS)
     assert left_out == {"afe_scd", "afe_ov", "afe_uv"}
 
 

@@ -15,7 +15,7 @@ from bms_sim.link import SimServer
 from bms_sim.world import World
 from conftest import MPY_TESTS, ir, rtu_client
 
-ROW = [r[0] for r in protrules.ROWS].index("reset_lockout")
+ROW = protrules.bit_of()["reset_lockout"]  # its bit in protect_flags
 
 
 def test_a_crash_is_made_safe_logged_and_a_crash_loop_locks_out(tmp_path):

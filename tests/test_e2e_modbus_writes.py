@@ -66,7 +66,10 @@ def client(sim):
     c = ModbusSerialClient(sim.link_path, framer=FramerType.RTU, baudrate=19200, parity="N",
                            stopbits=2, timeout=1, retries=0)
     assert c.connect()
+    c.socket.reset_input_buffer()  # nothing an earlier test left on the port
+    sim.test_clients = [c]  # raw() drops what its frames' replies leave on this port
     yield c
+    sim.test_clients = []
     c.close()
 
 
@@ -92,7 +95,10 @@ def hr(client, addr, count=1, unit=UNIT):
     if rr is not None and rr.isError() and getattr(rr, "function_code", 0) == 0x90:
         # an FC16 exception is no reply to a read: the late reply to a write a test
         # put on the bus raw (on a loaded machine it can reach the port after the
-        # read went out); this read's own reply follows it: read again
+        # read went out). This read's own reply is still on its way: let it come
+        # and drop it, or the next request would take it for its own, then read again
+        time.sleep(0.5)
+        client.socket.reset_input_buffer()
         rr = client.read_holding_registers(addr, count=count, device_id=unit)
     return ok(rr).registers
 
@@ -119,13 +125,20 @@ def settle(sim, ms):
 
 
 def raw(sim, req, wait_ms=300):
-    """Put bytes on the bus; what the BMS sent within wait_ms (simulated)."""
+    """Put bytes on the bus; what the BMS sent within wait_ms (simulated).
+    The reply reaches the test's client port too, where no request waits
+    for it: dropped, or the client's next read would take it for its own."""
     with sim.lock:
         n0 = len(sim.tx)
     sim.send(req)
     settle(sim, wait_ms)
     with sim.lock:
-        return bytes(sim.tx[n0:])
+        got = bytes(sim.tx[n0:])
+    if got:
+        time.sleep(0.1)
+        for c in getattr(sim, "test_clients", ()):
+            c.socket.reset_input_buffer()
+    return got
 
 
 def events(client):
@@ -273,6 +286,10 @@ def test_still_serving_after_oversized_frame(sim, client):
             break
         time.sleep(0.01)
     assert got[:3] == bytes((UNIT, 0x90, 3)), got.hex()
+    # that reply is on the client's port too, unread (the test put the frame on the bus
+    # itself): drop it, so the next read takes its own reply
+    time.sleep(0.1)
+    client.socket.reset_input_buffer()
     assert snapshot(client) == before
 
 

@@ -40,7 +40,7 @@ from mqtt_broker import MISSING, Broker, Subscriber, make_tls_files, mosquitto_b
 TLS_HEAP = "80wK"
 CELLS = 4
 # 15 named sensors, 3 temperatures, a voltage per cell, 2 FET binary sensors
-DISCOVERY = 15 + 3 + CELLS + 2
+DISCOVERY = 18 + 3 + CELLS + 2  # bms.uplink _SENSORS, temperatures, cells, FETs
 
 pytestmark = pytest.mark.skipif(not mosquitto_binary(), reason=MISSING)
 

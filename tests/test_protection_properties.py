@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from bms import params as P
 from bms import protection as PR
+from bms import protrules
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World
@@ -49,7 +50,9 @@ class Watch:
         self.off_uv_low = None
         self.max_true_mv = 0
         self.max_true_at = None
-        self.ov_trip_at = None
+        self.ov_trip_at = None  # the first over-voltage trip
+        self.ov_on = False
+        self.trip_peaks = []  # (time, highest cell so far, when) at every over-voltage trip
         self.min_true_mv = 10000
         self.wrong_way = 0  # cycles in a row a FET on for its diode has the blocked way's current
 
@@ -88,9 +91,12 @@ class Watch:
         true = w.pack.cell_mvs()
         if max(true) > self.max_true_mv:
             self.max_true_at = now
-        if pr.protect_flags & 1 and self.ov_trip_at is None:
-            self.ov_trip_at = now
         self.max_true_mv = max(self.max_true_mv, max(true))
+        if pr.protect_flags & 1 and not self.ov_on:
+            # an over-voltage trip: the peak so far is this episode's
+            self.ov_trip_at = now if self.ov_trip_at is None else self.ov_trip_at
+            self.trip_peaks.append((now, self.max_true_mv, self.max_true_at))
+        self.ov_on = bool(pr.protect_flags & 1)
         self.min_true_mv = min(self.min_true_mv, min(true))
         row_ov = 1 << 0
         row_uv = 1 << 1
@@ -139,16 +145,23 @@ def run_profile(chemistry, soc, spread, segments):
 @example(chemistry="lfp", soc=96.0, spread=0, segments=[(1200, 4000, False, 3500, 25.0), (600, 4000, False, 0, 25.0)])
 def test_protection_holds_for_any_profile(chemistry, soc, spread, segments):
     sim, watch = run_profile(chemistry, soc, spread, segments)
-    assert not sim.app.protection.protect_flags & ~((1 << PR.ROW_COUNT) - 1)
+    assert not sim.app.protection.protect_flags & ~((1 << len(protrules.level_rows(PR.PROT))) - 1)
 
 
 def test_a_charger_that_never_stops_is_stopped_in_time():
     # 0.9 C: under the charge over-current limit, so only over-voltage stops it
     sim, watch = run_profile("lfp", 96.0, 30, [(3600, 1800, False, 0, 25.0)])
     v = sim.app.values
-    assert sim.app.protection.protect_flags & 1, "cell over-voltage tripped"
+    # cell over-voltage tripped (the board's own 40 mA may have released it
+    # since, in the rest of the hour: pack_ov holds on)
+    assert watch.ov_trip_at is not None, "cell over-voltage tripped"
     overshoot = watch.max_true_mv - v[P.P_CELL_OV_MV]
     print("never-stopping 0.9C charger: highest cell %d mV, %d mV over the %d mV trip (delay %d ms)"
           % (watch.max_true_mv, overshoot, v[P.P_CELL_OV_MV], v[P.P_CELL_OV_DELAY_MS]))
-    # the peak is at the moment the charge FET went off, never after it
-    assert watch.ov_trip_at is not None and watch.max_true_at <= watch.ov_trip_at
+    # the peak is at the moment the charge FET went off, never after it: at
+    # the first trip, and at every trip after a release (the board's own
+    # draw lowers the cells under the release in the rest of the hour, and
+    # the charger takes them up again)
+    for at, peak, peak_at in watch.trip_peaks:
+        assert peak_at <= at, (at, peak, peak_at)
+    assert watch.trip_peaks and watch.max_true_at <= watch.trip_peaks[-1][0]

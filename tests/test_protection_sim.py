@@ -21,6 +21,7 @@ from bms_sim.world import World
 
 CYCLE_MS = 250
 ROW = {r[0]: i for i, r in enumerate(protrules.ROWS)}
+BIT = protrules.bit_of()  # a row's bit in its level's flags register
 
 
 def make(tmp_path, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, extra=None, **kw):
@@ -36,16 +37,17 @@ def make(tmp_path, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, e
 
 def _record(sim):
     pr = sim.app.protection
-    sim.trace.append((sim.world.now_ms, list(pr.q), pr.protect_flags | pr.warn_flags, sim.world.fets()))
+    sim.trace.append((sim.world.now_ms, list(pr.q), protrules.row_bits(pr.protect_flags, pr.warn_flags),
+                      sim.world.fets()))
 
 
 def PR_names(bits):
-    return [r[0] for i, r in enumerate(protrules.ROWS) if bits & (1 << i)]
+    return protrules.names(bits)
 
 
 def active(sim, name):
     pr = sim.app.protection
-    return bool((pr.protect_flags | pr.warn_flags) & (1 << ROW[name]))
+    return bool(protrules.row_bits(pr.protect_flags, pr.warn_flags) & (1 << ROW[name]))
 
 
 def value(sim, index):
@@ -105,10 +107,10 @@ def check_trip(sim, name, limit_ms, fets_reachable=True):
             assert pr.chg_reason, "the charge off-reason register must name a row"
         if r[7] & PR.DSG:
             assert pr.dsg_reason
-        assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << ROW[name])
+        assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << BIT[name])
     else:
         assert sim.world.fets() == (True, True), "a warning leaves the FETs alone"
-        assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << ROW[name])
+        assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << BIT[name])
     codes = [e[3] for e in _events(sim)]
     assert PR.EV_TRIP + ROW[name] + 1 in codes
     return first, at
@@ -257,7 +259,7 @@ def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tm
     check_trip(sim, "afe_scd", 5000)
     sim.run(20 * retry_ms)
     assert active(sim, "afe_scd"), "after its retries a short circuit latches"
-    assert sim.app.protection.latched() == 1 << ROW["afe_scd"]
+    assert sim.app.protection.latched() == 1 << BIT["afe_scd"]
     assert sim.world.fets() == (False, False), "latched: both off, so the chip can sense the load"
     codes = [e[3] for e in _events(sim)]
     assert PR.EV_LATCH + ROW["afe_scd"] + 1 in codes
@@ -293,7 +295,7 @@ def test_a_short_that_upsets_the_bus_still_counts_its_trips_and_latches(tmp_path
     sim.world.load.set(100000)  # a dead short
     sim.run(180000)
     retries = value(sim, P.P_SCD_RETRIES)
-    assert sim.app.protection.latched() == 1 << ROW["afe_scd"], PR_names(sim.app.protection.protect_flags)
+    assert sim.app.protection.latched() == 1 << BIT["afe_scd"], PR_names(sim.app.protection.protect_flags)
     assert len(trips) == retries + 1, trips
     assert sim.world.fets() == (False, False)
     assert sim.app.afe.bus_errors > 0, "the bus really was upset"
@@ -348,7 +350,7 @@ def test_a_reset_loop_locks_the_fets_off_until_a_host_clears_it(tmp_path):
         assert active(sim, "reset_lockout") == (k == 4), k
     assert sim.world.fets() == (False, False) and sim.app.protection.chg_reason == row + 1
     assert PR.EV_TRIP + row + 1 in [e[3] for e in _events(sim)]
-    assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << row), "Modbus still answers and says why"
+    assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << BIT["reset_lockout"]), "Modbus still answers and says why"
     sim.board.cause = (RESET_SOFT, 0)  # a restart by command does not clear it
     sim._boot()
     sim.run(3000)
@@ -428,7 +430,7 @@ def test_a_latched_short_stays_latched_across_resets(tmp_path):
     sim.world.load.set(100000)  # a dead short
     retries = value(sim, P.P_SCD_RETRIES)
     sim.run((value(sim, P.P_SCD_RETRY_MS) << (retries + 1)) + 30000)
-    assert sim.app.protection.latched() == 1 << ROW["afe_scd"]
+    assert sim.app.protection.latched() == 1 << BIT["afe_scd"]
     n = len(trips)
     assert n == retries + 1
     dsg_seen = []
@@ -436,7 +438,7 @@ def test_a_latched_short_stays_latched_across_resets(tmp_path):
     for restart in range(4):
         sim._boot()
         sim.run(20000)
-        assert sim.app.protection.latched() == 1 << ROW["afe_scd"], "the latch survived the reset"
+        assert sim.app.protection.latched() == 1 << BIT["afe_scd"], "the latch survived the reset"
     assert not any(dsg_seen) and len(trips) == n, "DSG closed into the short after a reset"
 
 
@@ -469,7 +471,7 @@ def _latched_short(sim):
     sim.world.load.set(100000)
     retries = value(sim, P.P_SCD_RETRIES)
     sim.run((value(sim, P.P_SCD_RETRY_MS) << (retries + 1)) + 30000)
-    assert sim.app.protection.latched() == 1 << ROW["afe_scd"]
+    assert sim.app.protection.latched() == 1 << BIT["afe_scd"]
     return 1, "afe_scd"  # DSG must stay off
 
 
@@ -543,7 +545,7 @@ def test_spread_warning(tmp_path):
     # boot skips its trip delay), logged, the FETs left alone
     sim = make(tmp_path, soc_pct=50.0, chemistry="nmc", spread_mv=150)
     assert active(sim, "spread_warn") and sim.world.fets() == (True, True)
-    assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << ROW["spread_warn"])
+    assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << BIT["spread_warn"])
     assert PR.EV_TRIP + ROW["spread_warn"] + 1 in [e[3] for e in _events(sim)]
     assert sim.trace[0][2] & (1 << ROW["spread_warn"]), "active at the first cycle"
 

@@ -75,11 +75,12 @@ def test_stalled_loop_counts_every_window(tmp_path):
     state = tmp_path / "flash"
     provision(str(state), 4, "lfp", 10000, 1000,
               extra={"net_enable": 1, "modbus_baud": 9600, "dsg_oc_ma": 50000, "dsg_oc_warn_ma": 45000,
-                     "hw_ocd_ma": 100000, "hw_scd_ma": 150000})
+                     "hw_ocd_ma": 100000, "hw_scd_ma": 150000, "draw_counted": 0})
     broker = SilentBroker()
     with open(state / "net.cfg", "w") as f:
         f.write("host = 127.0.0.1\nport = %d\ntimeout_ms = %d\nstate_s = 2\n" % (broker.port, TIMEOUT_MS))
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=80.0, seed=3)
+    # the coulomb counter alone: the board's own draw is left out on both sides
+    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=80.0, seed=3, bms_draw=False)
     flowed = [0.0]  # mA ms through the shunt, every piece the chip integrates
     chip_tick = world.chip.tick
 

@@ -15,12 +15,15 @@ from bms import params as P
 from bms import protection as PR
 from bms import regmap as M
 from bms.afe_bq769x0 import TEMP_OPEN, TEMP_SHORT, Bq769x0
-from bms.boards import RESET_DEEPSLEEP, RESET_HARD, RESET_WDT
+from bms.boards import (DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_SLEEP_UA, DRAW_LIGHT_SLEEP_UA,
+                        DRAW_NETWORK_UA, RESET_DEEPSLEEP, RESET_HARD, RESET_WDT)
 from bms.balancing import Balancer
 from bms.eventlog import EventLog
 from bms.lifetime import Lifetime
 from bms.measurements import MAX_CELLS, MAX_TEMPS, Measurements
 from bms.modes import ANIMATE_MS, Modes
+from bms.packed import (DIODE_CHG_ROWS, DIODE_DSG_ROWS, OVER_VOLTAGE_ROWS, SOC_HIGH_ROWS, SOC_LOW_ROWS, SOC_WARN_ROWS,
+                        SOC_WINDOW_ROWS, STORAGE_HIGH_ROWS, STORAGE_LOW_ROWS, UNDER_VOLTAGE_ROWS)
 from bms.power import CAUSE_BOOT, WORKING
 from bms.modbus_rtu import ModbusSlave
 from bms.regimage import RegisterImage
@@ -37,19 +40,11 @@ _LOAD_GONE_MS = const(2000)
 _LOCKOUT_RESETS = const(5)  # unplanned resets in a row, each within _LOCKOUT_CLEAN_S of the boot before
 _LOCKOUT_CLEAN_S = const(600)
 _CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (CV float, charger done)
-# protection rows (cell_ov, pack_ov, afe_ov) under which balancing goes on
-_OVER_VOLTAGE_ROWS = const((1 << 0) | (1 << 2) | (1 << 8))
-# protection rows (cell_uv, pack_uv, afe_uv) that mark the discharge cut-off
-_UNDER_VOLTAGE_ROWS = const((1 << 1) | (1 << 3) | (1 << 9))  # a latched short clears once the load is gone this long
-# Body diodes (docs/PROTECTION.md): the one-direction rows whose FET goes on
-# while current flows the other way, so its body diode does not carry it.
-# Holding CHG: cell_ov, pack_ov, chg_oc, chg_ot, chg_ut.
-_DIODE_CHG_ROWS = const((1 << 0) | (1 << 2) | (1 << 4) | (1 << 10) | (1 << 11))
-# Holding DSG: cell_uv, pack_uv, dsg_oc, afe_ocd, dsg_ot, dsg_ut.
-_DIODE_DSG_ROWS = const((1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 12) | (1 << 13))
-# Not: afe_scd (after a short the FET stays off until its own retry closes
-# it), afe_ov and afe_uv (the chip's independent trip: while it stands, the
-# FET it opened stays open), and every row holding both FETs.
+# Groups of protection rows as protect_flags masks (bms.protrules GROUPS):
+# OVER_VOLTAGE (balancing goes on under it, the SOC syncs to full),
+# UNDER_VOLTAGE (the SOC syncs to empty), DIODE_CHG/DIODE_DSG (the body
+# diodes' rows, docs/PROTECTION.md), SOC_WINDOW (limits of use, not faults).
+# A latched short clears once the load is gone _LOAD_GONE_MS.
 # A FET closed for its diode whose current turned the blocked way within
 # _DIODE_QUICK_MS (closing it is what made a charger charge, or a load draw,
 # through it) stays open _DIODE_HOLD_MS before it may close again: closing
@@ -99,6 +94,7 @@ AT_PUBLISH = const(11)  # the input-register image
 AT_UPLINK = const(12)  # MQTT
 AT_LEDS = const(13)
 _CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
+_STORE_NEAR_DPCT = const(10)  # storage mode: within 1 % of storage_soc is there (sleep may follow)
 
 
 def _input_mapped():
@@ -122,7 +118,6 @@ def _input_mapped():
 
 
 class App:
-    UNDER_VOLTAGE_ROWS = _UNDER_VOLTAGE_ROWS
     # for bms.modes (it cannot import this module): the AT_ places of its faults
     PLACE_MODES = AT_MODES
     PLACE_LEDS = AT_LEDS
@@ -185,6 +180,10 @@ class App:
         self.cal_start = now
         self.cal_last = now - v[P.P_CC_CAL_EVERY_MS]  # the first rest may calibrate
         self.charge_seen = now - _CHARGE_HOLD_MS
+        # the board's own draw (bms.boards DRAW_): this interval's figure, and
+        # the deep sleep before this boot, counted once the SOC has started
+        self.draw_ua = DRAW_AWAKE_UA + DRAW_AFE_UA
+        self.slept_s = 0
         self.load_gone_since = now
         self.reset_cause = board.reset_cause()  # (RESET_, WAKE_)
         self.modes = Modes(self, now)
@@ -274,18 +273,23 @@ class App:
         n = self.params.save_errors() + self.soc_store.write_errors + self.life_store.write_errors
         self.ir.set_u16(M.IR_SAVE_ERRORS, n if n < 0xFFFF else 0xFFFF)
 
-    def _track_soc(self, now, cc):
+    def _track_soc(self, now, cc, dt):
         s = self.soc
         m = self.meas
         if not self.soc_started:
             if cc:
                 s.start(now, m, self._soc_state())
+                if self.slept_s and self.values[P.P_DRAW_COUNTED]:
+                    s.draw_s(DRAW_DEEP_SLEEP_UA + DRAW_AFE_SHIP_UA, self.slept_s)
+                    self.slept_s = 0
                 self.soc_started = True
                 self.soc_saved = now
                 if not self.failing & (1 << AT_SOC):  # a restart after a failure: EV_FAULT said it
                     self.append(EV_SOC_START, s.soc_dpct, self.uptime_s)
             return
         s.update(now, m, cc, m.fets == 0)
+        if dt > 0 and self.values[P.P_DRAW_COUNTED]:
+            s.draw(self.draw_ua, dt)  # the interval since the last cycle, at its figure
         if self.failing:
             self.passed(AT_SOC)
 
@@ -383,6 +387,16 @@ class App:
             # resets; _LOCKOUT_RESETS in a row and the FETs stay off
             if pr.resets < 255:
                 pr.resets += 1
+            pr.changed = True
+        if pr.asleep_s:
+            if cause == RESET_DEEPSLEEP:
+                # the clock ran through the sleep: its draw is counted once the SOC starts
+                try:
+                    d = self.board.clock_s() - pr.asleep_s
+                    self.slept_s = d if d > 0 else 0
+                except Exception as e:  # noqa: BLE001 - no clock: the sleep's draw (uA) goes uncounted
+                    self.fault(AT_START, e)
+            pr.asleep_s = 0
             pr.changed = True
         if cause == RESET_DEEPSLEEP:
             self.board.afe_boot()  # the AFE was shipped for the sleep
@@ -521,7 +535,7 @@ class App:
         self.at = AT_SOC
         if self.soc is not None and self.afe_ok and m.cells:
             try:
-                self._track_soc(now, stat & R.STAT_CC_READY)
+                self._track_soc(now, stat & R.STAT_CC_READY, dt)
             except Exception as e:  # noqa: BLE001 - not protection: counted, restarted (_soc_failed)
                 self._soc_failed(e)
         self._quantities(stat, flags)
@@ -547,9 +561,9 @@ class App:
             # a cut-off by the voltage protections is the pack's full or empty
             f = pr.protect_flags
             try:
-                if f & _UNDER_VOLTAGE_ROWS:
+                if f & UNDER_VOLTAGE_ROWS:
                     s.sync_empty()
-                elif f & _OVER_VOLTAGE_ROWS and m.current_ma <= 0:
+                elif f & OVER_VOLTAGE_ROWS and m.current_ma <= 0:
                     s.sync_full()
             except Exception as e:  # noqa: BLE001
                 self._soc_failed(e)
@@ -584,6 +598,29 @@ class App:
         self.board.wdt_feed()  # the checks are done: the watchdog may wait again
         self.at = AT_MODES
         self.modes.after_cycle(now)
+        self.draw_ua = self.board_draw_ua()
+
+    def storage_at_target(self):
+        """Storage mode, and the SOC within _STORE_NEAR_DPCT of storage_soc:
+        the pack has arrived (a storage row holds the way back; with no load
+        or charger the last few tenths would never come)."""
+        v = self.values
+        s = self.soc
+        if not v[P.P_STORAGE] or s is None or not self.soc_started:
+            return False
+        d = s.soc_dpct - v[P.P_STORAGE_SOC_DPCT]
+        return -_STORE_NEAR_DPCT <= d <= _STORE_NEAR_DPCT
+
+    def board_draw_ua(self):
+        """The board's supply current in its present state (bms.boards DRAW_,
+        the reference board's model): awake with or without the network in
+        working mode, light sleep in low power; the AFE in NORMAL mode."""
+        md = self.modes
+        if md.power.mode == WORKING:
+            ua = DRAW_AWAKE_UA + (DRAW_NETWORK_UA if md.net_on else 0)
+        else:
+            ua = DRAW_LIGHT_SLEEP_UA
+        return ua + DRAW_AFE_UA
 
     def _quantities(self, stat, flags):
         """Fill the protection table's quantities from this cycle's measurements."""
@@ -636,6 +673,21 @@ class App:
         q[PR.Q_AFE_STALE] = (flags >> PR.Q_AFE_STALE) & 1
         q[PR.Q_UNCONFIGURED] = (flags >> PR.Q_UNCONFIGURED) & 1
         q[PR.Q_RESET_LOCKOUT] = 1 if self.protection.resets >= _LOCKOUT_RESETS else 0
+        # the SOC window and storage (bms.protection Q_SOC_*): UNKNOWN until
+        # the SOC is, inside 0.1..99.9 % so 100 % and 0 % mean off
+        hi = lo = PR.UNKNOWN
+        s = self.soc
+        if s is not None and self.soc_started:
+            hi = lo = s.soc_dpct
+            if hi > 999:
+                hi = 999
+            if lo < 1:
+                lo = 1
+        q[PR.Q_SOC_HIGH_DPCT] = hi
+        q[PR.Q_SOC_LOW_DPCT] = lo
+        storage = v[P.P_STORAGE]
+        q[PR.Q_STORE_HIGH_DPCT] = hi if storage else 0
+        q[PR.Q_STORE_LOW_DPCT] = lo if storage else 1000  # off: released whatever the SOC
 
     def _latch_release(self, now):
         """A short circuit latched after its retries clears once the load is
@@ -708,12 +760,12 @@ class App:
         thr = v[P.P_DIODE_ON_MA]
         if thr and self.evaluated:
             held = self.diode_held
-            if want == PR.DSG and -i >= thr and held != PR.CHG and not pr.protect_flags & ~_DIODE_CHG_ROWS:
+            if want == PR.DSG and -i >= thr and held != PR.CHG and not pr.protect_flags & ~DIODE_CHG_ROWS:
                 want = PR.BOTH
                 self.diode_fet = PR.CHG
                 if not was:
                     self.diode_on_since = now
-            elif want == PR.CHG and i >= thr and held != PR.DSG and not pr.protect_flags & ~_DIODE_DSG_ROWS:
+            elif want == PR.CHG and i >= thr and held != PR.DSG and not pr.protect_flags & ~DIODE_DSG_ROWS:
                 want = PR.BOTH
                 self.diode_fet = PR.DSG
                 if not was:
@@ -740,9 +792,9 @@ class App:
         # A charge held off by over-voltage is the top of charge too: bleeding
         # the high cell is what lets the charge go on.
         pr = self.protection
-        over = pr.protect_flags & _OVER_VOLTAGE_ROWS
+        over = pr.protect_flags & OVER_VOLTAGE_ROWS
         charging = i >= -rest and (over or ticks_diff(now, self.charge_seen) < _CHARGE_HOLD_MS)
-        allowed = (self.afe_ok and (pr.protect_flags & ~_OVER_VOLTAGE_ROWS) == 0
+        allowed = (self.afe_ok and (pr.protect_flags & ~(OVER_VOLTAGE_ROWS | SOC_WINDOW_ROWS)) == 0
                    and self.modes.power.mode == WORKING)
         q = pr.q
         hottest = q[PR.Q_TEMP_MAX_DC]
@@ -807,6 +859,25 @@ class App:
             ir.set_u32(M.IR_REMAINING_DWH, s.remaining_dwh)
             ir.set_u32(M.IR_CYCLES_DC, s.cycles_dc)
             ir.set_u16(M.IR_CC_OFFSET, s.offset_dlsb)
+            ir.set_u32(M.IR_DRAWN_MAH, s.drawn_mah)
+        ir.set_u32(M.IR_DRAW_UA, self.draw_ua)
+        f = pr.protect_flags
+        w = 0
+        if f & SOC_HIGH_ROWS:
+            w |= M.SOC_CHG_STOP
+        if f & SOC_LOW_ROWS:
+            w |= M.SOC_DSG_STOP
+        if pr.warn_flags & SOC_WARN_ROWS:
+            w |= M.SOC_LOW_WARN
+        if self.values[P.P_STORAGE]:
+            w |= M.SOC_STORAGE
+        if f & STORAGE_HIGH_ROWS:
+            w |= M.SOC_STORAGE_CHG
+        if f & STORAGE_LOW_ROWS:
+            w |= M.SOC_STORAGE_DSG
+        if self.storage_at_target():
+            w |= M.SOC_STORAGE_AT
+        ir.set_u16(M.IR_SOC_STATE, w)
         self.config.publish_state(self.last_cycle)
         self._publish_save_errors()
         life = self.life

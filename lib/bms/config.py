@@ -293,6 +293,24 @@ class Config:
             self.pending |= CLEAR_LATCHED
         elif value == M.CMD_FACTORY_RESET:
             self.pending |= FACTORY_RESET
+        elif value == M.CMD_STORAGE_ON or value == M.CMD_STORAGE_OFF:
+            # the parameter `storage`, as if written: checked, saved, applied
+            want = 1 if value == M.CMD_STORAGE_ON else 0
+            v = self.v
+            if v[P.P_STORAGE] != want:
+                st = self.staged
+                i = 0
+                while i < P.COUNT:
+                    st[i] = v[i]
+                    i += 1
+                st[P.P_STORAGE] = want
+                r = C.check(st)
+                if r:
+                    return self._refuse(3, M.ERR_RULE, r)
+                v[P.P_STORAGE] = want
+                self.changed[P.P_STORAGE] = 1
+                self._publish(P.P_STORAGE)
+                self.pending |= APPLY
         else:
             return self._refuse(3, M.ERR_COMMAND, value)
         self.command = value

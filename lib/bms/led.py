@@ -10,6 +10,8 @@ Priority, first match wins (docs/LED.md has the table a user reads):
     a protection holds a FET   LED 1 flashes the fault's blink code, then a
     (and no SOC requested)     pause (the code is the protection row's
                                `blink` column, bms.protection B_*)
+    storage mode               SOC bar, its top LED dark 0.2 s every 2 s: the
+                               pack is going to (or resting at) storage_soc
     charging                   SOC bar; above it a light runs to the top
     discharging, or SOC shown  SOC bar, steady; LED 1 blinks below 10 %
     (button press)
@@ -32,6 +34,8 @@ _CODE_PAUSE_MS = const(1500)
 _RUN_STEP_MS = const(300)
 _LOW_SOC_DPCT = const(100)
 _LOW_BLINK_MS = const(250)
+_STORE_MS = const(2000)
+_STORE_DARK_MS = const(200)
 
 def soc_level(soc_dpct, n):
     """LEDs lit for this SOC (0.1 %) on a bar of n."""
@@ -41,9 +45,10 @@ def soc_level(soc_dpct, n):
     return k if k < n else n
 
 
-def render(out, n, t_ms, mode, configured, blink, soc_dpct, charging, discharging, show_soc):
+def render(out, n, t_ms, mode, configured, blink, soc_dpct, charging, discharging, show_soc, storage=False):
     """Fill out[0:n] with duties (0 or ON). blink: the fault's blink code,
-    0 for none. t_ms: any free-running millisecond clock."""
+    0 for none. t_ms: any free-running millisecond clock. storage: storage
+    mode is on."""
     k = 0
     while k < n:
         out[k] = 0
@@ -61,6 +66,15 @@ def render(out, n, t_ms, mode, configured, blink, soc_dpct, charging, dischargin
         p = t_ms % period
         if p < blink * _FLASH_MS and p % _FLASH_MS < _FLASH_ON_MS:
             out[0] = ON
+        return
+    if storage and not show_soc:
+        level = soc_level(soc_dpct, n)
+        k = 0
+        while k < level:
+            out[k] = ON
+            k += 1
+        if level and t_ms % _STORE_MS < _STORE_DARK_MS:
+            out[level - 1] = 0
         return
     if not (charging or discharging or show_soc):
         return

@@ -20,6 +20,7 @@ from bms import regmap as M
 from bms.boards import IN_BUTTON, WAKE_TIMER
 from bms.bq769x0 import CTRL1_LOAD_PRESENT
 from bms.button import LONG, SHORT, Button
+from bms.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
 from bms.ticks import ticks_diff
 
 ANIMATE_MS = const(100)  # the LED bar's frame time while it moves (flashes are 200 ms)
@@ -83,8 +84,8 @@ class Modes:
             return
         v = app.values
         pr = app.protection
-        mode, cause = pw.working(now, app.meas.current_ma, pr.protect_flags | pr.warn_flags,
-                                 pr.protect_flags & app.UNDER_VOLTAGE_ROWS, self.inputs, self.comm_at,
+        mode, cause = pw.working(now, app.meas.current_ma, _trouble(pr),
+                                 pr.protect_flags & UNDER_VOLTAGE_ROWS, self.inputs, self.comm_at,
                                  self.long_press, v[P.P_LP_IDLE_MA], v[P.P_LP_IDLE_MS], v[P.P_SLEEP_UV_MS])
         self.long_press = False
         if mode == PW.LOW_POWER:
@@ -126,6 +127,11 @@ class Modes:
                 return
             # FETs off: sleep even if SHIP fails (the chip then just draws more)
             app.afe.enter_ship()
+            # when the sleep began, on the clock that runs through it: the
+            # next boot counts the sleep's draw against the SOC
+            pr = app.protection
+            pr.asleep_s = app.board.clock_s()
+            app.board.keep(pr.kept())
             app.board.deep_sleep()  # does not return (SystemExit): the next thing is a boot
         except Exception as e:  # noqa: BLE001 - no sleep: awake and watching, FETs as protection wants
             app.fault(app.PLACE_MODES, e)
@@ -161,9 +167,17 @@ class Modes:
             return 1
         app.cycle(now)  # measured and judged: protection holds in low power too
         pr = app.protection
-        attention = pr.protect_flags | pr.warn_flags | (app.meas.ctrl1 & CTRL1_LOAD_PRESENT)
+        # Storage mode: a load hanging on the pack is work while the SOC is
+        # above the target (it takes it down), none once there (low power
+        # holds both FETs off). With no load, charger or ACC nothing can move
+        # the SOC: the pack sleeps, at the target or where it is (a charger
+        # wakes it to go on).
+        load = app.meas.ctrl1 & CTRL1_LOAD_PRESENT
+        attention = _trouble(pr) | (0 if app.storage_at_target() else load)
         if self.power.check(app.meas.current_ma, attention, self.inputs, v[P.P_LP_IDLE_MA]):
             self.wake(now, PW.CAUSE_ATTENTION)
+        elif v[P.P_STORAGE] and not load:
+            self.sleep(now, PW.CAUSE_STORAGE)
         return 1
 
     # -- the LED bar ------------------------------------------------------------------
@@ -211,8 +225,9 @@ class Modes:
         i = app.meas.current_ma
         rest = v[P.P_REST_CURRENT_MA]
         charging = i > rest
+        storage = v[P.P_STORAGE]
         LED.render(out, n, now, self.power.mode, app.configured, blink, soc, charging, i < -rest,
-                   self.show_soc)
+                   self.show_soc, storage)
         on = self.led_on
         k = 0
         while k < n:
@@ -220,7 +235,7 @@ class Modes:
                 out[k] = on
             k += 1
         app.board.leds(out)
-        return (not app.configured or blink != 0 or charging or self.show_soc or
+        return (not app.configured or blink != 0 or charging or self.show_soc or storage or
                 (i < -rest and soc < 100))
 
     def publish(self, ir):
@@ -230,3 +245,8 @@ class Modes:
         ir.set_u32(M.IR_MODE_TIME_S, self.app.uptime_s - self.mode_start_s)
         ir.set_u16(M.IR_IO_STATE, self.inputs | (0x100 if self.net_on else 0))
 
+
+def _trouble(pr):
+    """Protections and warnings that keep the pack awake: all but the SOC
+    window's and storage's rows, which are limits of use."""
+    return (pr.protect_flags & ~SOC_WINDOW_ROWS) | (pr.warn_flags & ~SOC_WARN_ROWS)

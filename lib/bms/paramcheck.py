@@ -28,6 +28,7 @@ S_SENSORS = const(1)  # the thermistor inputs fitted exist on this AFE (one per 
 S_FET_SENSOR = const(2)  # the FET sensor is 0 (none) or one of the fitted ones
 S_OCV = const(3)  # the OCV table is all zero (the chemistry's) or rises at every point
 S_BAUD = const(4)  # a standard baud rate
+S_SOC_WINDOW = const(5)  # soc_min + hyst below soc_max - hyst; soc_warn_low 0 (off) or above soc_min
 
 # The chemistry's absolute cell limits, mV (index: bms.params CHEM_*).
 # No setting may charge a cell above the maximum or discharge it below the
@@ -84,9 +85,13 @@ RULES = bytes((
     SPECIAL, S_FET_SENSOR, 0,
     SPECIAL, S_OCV, 0,
     SPECIAL, S_BAUD, 0,
+    # the SOC window (docs/POWER.md): storage inside it, the stops apart
+    LT, P.P_SOC_MIN_DPCT, P.P_STORAGE_SOC_DPCT,
+    LT, P.P_STORAGE_SOC_DPCT, P.P_SOC_MAX_DPCT,
+    SPECIAL, S_SOC_WINDOW, 0,
 ))
 # fmt: on
-RULE_COUNT = const(39)
+RULE_COUNT = const(42)
 
 
 def configured(v):
@@ -136,6 +141,10 @@ def check(v, every=False):
 
 
 def _special(v, which):
+    if which == S_SOC_WINDOW:
+        h = v[P.P_SOC_HYST_DPCT]
+        w = v[P.P_SOC_WARN_LOW_DPCT]
+        return v[P.P_SOC_MIN_DPCT] + h < v[P.P_SOC_MAX_DPCT] - h and (w == 0 or w > v[P.P_SOC_MIN_DPCT])
     groups = v[P.P_AFE_GROUPS]
     if which == S_CELLS:
         return channels_fit(v[P.P_CELL_CHANNELS], groups)

@@ -11,7 +11,7 @@ from array import array
 from micropython import const
 
 from bms.params import (CHEM_NONE, CHEMISTRY_NAMES, COUNT, DEVICE_KEYS, FORMAT, P_AFE_GROUPS, P_CAPACITY_MAH,
-                        P_CELL_CHANNELS, P_CELL_OV_MV, P_CHEMISTRY, Params)
+                        P_CC_CAL_EVERY_MS, P_CELL_CHANNELS, P_CELL_OV_MV, P_CHEMISTRY, P_LP_IDLE_MA, Params)
 
 _SCALE_CELLS = const(1)
 _SCALE_AH = const(2)
@@ -128,6 +128,16 @@ def load_record(p, version, payload):
             k += 1
         if pack:
             pack_defaults(p)
+    if version < 2:
+        # Format 1's defaults cut a live load (docs/POWER.md, no live load
+        # cut): the offset calibration every 4 h, and low power below 10 mA
+        # per Ah. A set still holding them takes the new ones; one the user
+        # changed keeps what the user chose.
+        v = p.values
+        if v[P_CC_CAL_EVERY_MS] == 14400000:
+            v[P_CC_CAL_EVERY_MS] = 0
+        if v[P_LP_IDLE_MA] == v[P_CAPACITY_MAH] // 100:
+            v[P_LP_IDLE_MA] = 20
 
 
 def set_text(p, key, text):

@@ -121,7 +121,14 @@ P_BUTTON_LONG_MS = const(113)
 P_WDT_MS = const(114)
 P_NET_ENABLE = const(115)  # the network module (Wi-Fi) is used: on while working
 P_DIODE_ON_MA = const(116)  # a one-direction block's FET goes on above this current the other way (0 = never)
-COUNT = const(117)
+P_SOC_MAX_DPCT = const(117)  # charge stops at this SOC (100 % = off)
+P_SOC_MIN_DPCT = const(118)  # discharge stops at this SOC (0 = off)
+P_SOC_WARN_LOW_DPCT = const(119)  # a warning at this SOC (0 = off)
+P_SOC_HYST_DPCT = const(120)  # the SOC window's and storage's resume hysteresis
+P_STORAGE = const(121)  # 1: storage mode (bms.protrules storage_high/storage_low)
+P_STORAGE_SOC_DPCT = const(122)
+P_DRAW_COUNTED = const(123)  # 1: the board's own draw (above the shunt) is counted against the SOC
+COUNT = const(124)
 
 
 WIDE = const(1)  # flag: two registers (uint32)
@@ -224,5 +231,5 @@ class Params:
 
 # Settings of the device, not of the pack: a chemistry's defaults leave them.
 DEVICE_KEYS = (P_MODBUS_PARITY, P_PIN, P_UNLOCK_TIMEOUT_S, P_LED_COUNT, P_LED_BRIGHTNESS_PCT,
-               P_LED_SOC_SHOW_MS, P_BUTTON_LONG_MS, P_WDT_MS, P_NET_ENABLE)
-FORMAT = const(1)  # of the stored record; bump with a migration in bms.paramload.load_record
+               P_LED_SOC_SHOW_MS, P_BUTTON_LONG_MS, P_WDT_MS, P_NET_ENABLE, P_DRAW_COUNTED)
+FORMAT = const(2)  # of the stored record (2: 0.6.0's no-live-cut defaults); bump with a migration in bms.paramload.load_record

@@ -139,7 +139,7 @@ TABLE = (
     (0x00A3, "ocv_95_mv", _U16, 1, -3, "V", 0, 5000, 0, 0, 0, _ABS),
     (0x00A4, "ocv_100_mv", _U16, 1, -3, "V", 0, 5000, 0, 0, 0, _ABS),
     # coulomb-counter offset calibration
-    (0x00A5, "cc_cal_every_ms", _U32, 1, -3, "s", 0, 259200000, 14400000, 14400000, 14400000, _ABS),
+    (0x00A5, "cc_cal_every_ms", _U32, 1, -3, "s", 0, 259200000, 0, 0, 0, _ABS),
     (0x00A7, "cc_cal_rest_ms", _U32, 1, -3, "s", 60000, 86400000, 1800000, 1800000, 1800000, _ABS),
     # added in 0.4.0: serial framing and the write lock
     (0x000C, "modbus_parity", _U16, 1, 0, "", 0, 2, 1, 1, 1, _ABS),
@@ -147,7 +147,7 @@ TABLE = (
     (0x00B1, "unlock_timeout_s", _U16, 1, 0, "s", 10, 3600, 300, 300, 300, _ABS),
     # added in 0.5.0: power modes, the LED bar, the button, the watchdog
     (0x00B8, "lp_idle_ms", _U32, 1, -3, "s", 0, 86400000, 1800000, 1800000, 1800000, _ABS),
-    (0x00BA, "lp_idle_ma", _U32, 1, -3, "A", 1, 100000, 10, 10, 10, _AH),
+    (0x00BA, "lp_idle_ma", _U32, 1, -3, "A", 1, 100000, 20, 20, 20, _ABS),
     (0x00BC, "lp_check_ms", _U32, 1, -3, "s", 1000, 3600000, 60000, 60000, 60000, _ABS),
     (0x00BE, "sleep_uv_ms", _U32, 1, -3, "s", 0, 86400000, 300000, 300000, 300000, _ABS),
     (0x00C0, "led_count", _U16, 1, 0, "", 0, 5, 5, 5, 5, _ABS),
@@ -158,5 +158,13 @@ TABLE = (
     (0x00C6, "net_enable", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
     # added in 0.5.0: the body diodes (docs/PROTECTION.md)
     (0x0049, "diode_on_ma", _U16, 1, -3, "A", 0, 50000, 1000, 1000, 1000, _ABS),
+    # added in 0.6.0: the SOC window and storage mode (docs/POWER.md)
+    (0x00C8, "soc_max_dpct", _U16, 1, -1, "%", 300, 1000, 1000, 1000, 1000, _ABS),
+    (0x00C9, "soc_min_dpct", _U16, 1, -1, "%", 0, 700, 0, 0, 0, _ABS),
+    (0x00CA, "soc_warn_low_dpct", _U16, 1, -1, "%", 0, 900, 0, 0, 0, _ABS),
+    (0x00CB, "soc_hyst_dpct", _U16, 1, -1, "%", 10, 300, 50, 50, 50, _ABS),
+    (0x00CC, "storage", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
+    (0x00CD, "storage_soc_dpct", _U16, 1, -1, "%", 200, 800, 500, 500, 500, _ABS),
+    (0x00CE, "draw_counted", _U16, 1, 0, "", 0, 1, 1, 1, 1, _ABS),
 )
 # fmt: on

@@ -6,9 +6,13 @@ transition is tested without a board (bms.app carries them out).
                 network off, the MCU in light sleep between checks every
                 `lp_check_ms`; back to WORKING on RS485 activity, a charger,
                 ACC, the button, or a check that finds something to do
-    SLEEP       a cell under-voltage held `sleep_uv_ms` with no charger, or a
-                long press: the AFE shipped, the MCU in deep sleep; a
-                restart on ACC, a charger or the button
+    SLEEP       a cell under-voltage held `sleep_uv_ms` with no charger, a
+                long press, or storage mode in low power with no charger, ACC
+                or load (nothing can move the SOC): the AFE shipped, the MCU
+                in deep sleep; a restart on ACC, a charger or the button
+
+The SOC window's and storage's rows are limits of use, not trouble: they
+never keep the pack awake (bms.modes).
 
 Every transition is logged with its cause (EV_MODE: new mode << 8 | cause).
 """
@@ -28,6 +32,7 @@ CAUSE_LONG_PRESS = const(8)
 CAUSE_ATTENTION = const(9)  # a low-power check found a protection, warning, load or bleeding to do
 CAUSE_BOOT = const(10)
 CAUSE_SLEEP_REFUSED = const(11)  # the AFE did not confirm the FETs off (no deep sleep unwatched), or sleep failed
+CAUSE_STORAGE = const(12)  # storage mode with nothing to move the SOC: nothing to do until a wake source
 
 EV_MODE = const(216)  # value: mode << 8 | cause
 

@@ -39,7 +39,18 @@ Q_CELL_IMPLAUSIBLE = const(17)
 Q_UNCONFIGURED = const(18)
 Q_AFE_OVRD = const(19)
 Q_RESET_LOCKOUT = const(20)  # 1: too many unplanned resets in a row (bms.app)
-Q_COUNT = const(21)
+# The SOC, 0.1 %, as the SOC window's rows see it: kept inside 0.1..99.9 %,
+# so a limit at 100 % (or 0 %) never trips; UNKNOWN while the SOC is not
+# known, and neutral (0 for the high rows, 1000 for the low ones) while the
+# rows are not asked for (storage mode off): bms.app fills them.
+Q_SOC_HIGH_DPCT = const(21)
+Q_SOC_LOW_DPCT = const(22)
+Q_STORE_HIGH_DPCT = const(23)
+Q_STORE_LOW_DPCT = const(24)
+Q_COUNT = const(25)
+# A quantity not known yet (the SOC before its first estimate): its rows
+# neither trip nor release, so a row kept through a reset holds its FET
+UNKNOWN = const(-0x20000000)
 
 # Comparisons
 ABOVE = const(0)  # trip at q >= trip, release at q < release
@@ -81,7 +92,7 @@ _LEVEL = const(7)
 _RETRIES = const(8)
 _BLINK = const(9)
 _NONE8 = const(255)
-ROW_COUNT = const(30)  # at most 30: flags stay small ints on the ESP32 (31-bit)
+ROW_COUNT = const(35)  # at most 63 (the event codes), at most 29 of each level (protect_flags)
 
 # Row indices the application refers to
 R_AFE_SCD = const(6)
@@ -95,8 +106,8 @@ EV_LATCH = const(128)
 _RETRY_FORGET_MS = const(600000)
 _WAIT_MAX_MS = const(0x10000000)  # the longest release back-off: 2**28 ms (3.1 days), inside the ticks range
 
-_KEPT_MAGIC = const(0xB9)  # a kept() record of this layout (ROW_COUNT rows, the crash)
-_KEPT_SIZE = const(5 + 2 * ROW_COUNT)
+_KEPT_MAGIC = const(0xBA)  # a kept() record of this layout (ROW_COUNT rows, the crash)
+_KEPT_SIZE = const(9 + 2 * ROW_COUNT)
 _IDLE = const(0)
 _PENDING = const(1)  # condition met, trip delay running
 _ACTIVE = const(2)
@@ -115,7 +126,10 @@ class Protection:
         self.state = bytearray(ROW_COUNT)
         self.since = array("l", [0] * ROW_COUNT)  # tick the pending/releasing phase began
         self.retries = bytearray(ROW_COUNT)
-        self.protect_flags = 0  # rows of level PROT active (bit = row index)
+        # Active rows as bits, one word per level: bit n is the level's n-th
+        # row in table order (bms.protrules BIT), at most 29 a level, so the
+        # words stay small ints on the ESP32 (31-bit): no allocation
+        self.protect_flags = 0
         self.warn_flags = 0
         self.block = 0  # FETs held off: CHG | DSG
         self.chg_reason = 0  # row index + 1 of the first protection holding CHG off
@@ -127,6 +141,7 @@ class Protection:
         self._kept = bytearray(_KEPT_SIZE)
         self.resets = 0  # unplanned resets (crash, watchdog) in a row: kept too (bms.app's lockout)
         self.crash = 0  # the guard's crash report (bms.start): kept for the next boot to log
+        self.asleep_s = 0  # board.clock_s() at deep-sleep entry (bms.modes): the boot counts the sleep's draw
 
     def evaluate(self, now, first=False):
         """One pass over the table. Allocation-free unless an event is logged.
@@ -146,6 +161,8 @@ class Protection:
         t = self.rows
         i = 0
         o = 0  # row i's offset in t
+        pb = 1  # the next PROT row's bit
+        wb = 1  # the next WARN row's bit
         while i < ROW_COUNT:
             x = q[t[o + _QTY]]
             cmp = t[o + _CMP]
@@ -153,10 +170,17 @@ class Protection:
             if unconfigured and cmp != FLAG:
                 # no pack, no thresholds: only the fault rows mean anything
                 state[i] = _IDLE
+                if t[o + _LEVEL] == PROT:
+                    pb <<= 1
+                else:
+                    wb <<= 1
                 i += 1
                 o += _RB
                 continue
-            if cmp == FLAG:
+            if x == UNKNOWN:
+                tripping = s >= _ACTIVE  # as it is: no news
+                releasing = False
+            elif cmp == FLAG:
                 tripping = x != 0
                 releasing = x == 0
             else:
@@ -214,17 +238,20 @@ class Protection:
             # chip senses whether the load is still there only with CHG off
             if s == _LATCHED:
                 block |= BOTH
-            if s >= _ACTIVE:
-                if t[o + _LEVEL] == PROT:
-                    prot |= 1 << i
+            if t[o + _LEVEL] == PROT:
+                if s >= _ACTIVE:
+                    prot |= pb
                     f = t[o + _FETS]
                     if f & CHG and not chg_reason:
                         chg_reason = i + 1
                     if f & DSG and not dsg_reason:
                         dsg_reason = i + 1
                     block |= f
-                else:
-                    warn |= 1 << i
+                pb <<= 1
+            else:
+                if s >= _ACTIVE:
+                    warn |= wb
+                wb <<= 1
             i += 1
             o += _RB
         self.protect_flags = prot
@@ -269,6 +296,11 @@ class Protection:
             k[1 + i] = _LATCHED if s == _LATCHED else (_ACTIVE if s == _ACTIVE or s == _RELEASING else _IDLE)
             k[1 + ROW_COUNT + i] = self.retries[i]
             i += 1
+        a = self.asleep_s
+        k[_KEPT_SIZE - 8] = (a >> 24) & 0xFF
+        k[_KEPT_SIZE - 7] = (a >> 16) & 0xFF
+        k[_KEPT_SIZE - 6] = (a >> 8) & 0xFF
+        k[_KEPT_SIZE - 5] = a & 0xFF
         k[_KEPT_SIZE - 4] = self.resets
         k[_KEPT_SIZE - 3] = self.crash >> 8
         k[_KEPT_SIZE - 2] = self.crash & 0xFF
@@ -290,16 +322,23 @@ class Protection:
                 self.since[i] = now
             self.retries[i] = data[1 + ROW_COUNT + i]
             i += 1
+        self.asleep_s = ((data[_KEPT_SIZE - 8] << 24) | (data[_KEPT_SIZE - 7] << 16) | (data[_KEPT_SIZE - 6] << 8)
+                         | data[_KEPT_SIZE - 5])
         self.resets = data[_KEPT_SIZE - 4]
         self.crash = (data[_KEPT_SIZE - 3] << 8) | data[_KEPT_SIZE - 2]
         return True
 
     def latched(self):
+        """The latched rows, as protect_flags bits (only PROT rows latch)."""
+        t = self.rows
         i = 0
+        b = 1
         m = 0
         while i < ROW_COUNT:
-            if self.state[i] == _LATCHED:
-                m |= 1 << i
+            if t[i * _RB + _LEVEL] == PROT:
+                if self.state[i] == _LATCHED:
+                    m |= b
+                b <<= 1
             i += 1
         return m
 

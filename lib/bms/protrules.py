@@ -11,7 +11,8 @@ from bms.protection import (ABOVE, ABOVE_H, B_OC, B_OV, B_S, B_SC, B_T, B_UV, BE
                             FLAG, NONE, PROT, Q_AFE_COMM, Q_AFE_OCD, Q_AFE_OV, Q_AFE_OVRD, Q_AFE_RESET,
                             Q_AFE_SCD, Q_AFE_STALE, Q_AFE_UV, Q_CELL_IMPLAUSIBLE, Q_CELL_MAX_MV, Q_CELL_MIN_MV,
                             Q_CHG_MA, Q_DSG_MA, Q_FET_TEMP_DC, Q_PACK_MV, Q_SPREAD_MV, Q_TEMP_MAX_DC,
-                            Q_RESET_LOCKOUT, Q_TEMP_MIN_DC, Q_TEMP_SENSOR, Q_UNCONFIGURED, WARN)
+                            Q_RESET_LOCKOUT, Q_SOC_HIGH_DPCT, Q_SOC_LOW_DPCT, Q_STORE_HIGH_DPCT, Q_STORE_LOW_DPCT,
+                            Q_TEMP_MIN_DC, Q_TEMP_SENSOR, Q_UNCONFIGURED, WARN)
 
 # Row: (name, quantity, comparison, trip, trip delay, release, release delay, fets, level, retries,
 #       blink)
@@ -49,5 +50,90 @@ ROWS = (
     ("temp_low_warn", Q_TEMP_MIN_DC, BELOW_H, P.P_TEMP_LOW_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0),
     ("spread_warn", Q_SPREAD_MV, ABOVE_H, P.P_SPREAD_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
     ("reset_lockout", Q_RESET_LOCKOUT, FLAG, NONE, NONE, NONE, NONE, BOTH, PROT, NONE, B_S),
+    # the SOC window and storage mode (docs/POWER.md): limits of use, not faults
+    ("soc_high", Q_SOC_HIGH_DPCT, ABOVE_H, P.P_SOC_MAX_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, CHG, PROT, NONE, 0),
+    ("soc_low", Q_SOC_LOW_DPCT, BELOW_H, P.P_SOC_MIN_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, DSG, PROT, NONE, 0),
+    ("storage_high", Q_STORE_HIGH_DPCT, ABOVE_H, P.P_STORAGE_SOC_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, CHG, PROT, NONE, 0),
+    ("storage_low", Q_STORE_LOW_DPCT, BELOW_H, P.P_STORAGE_SOC_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, DSG, PROT, NONE, 0),
+    ("soc_low_warn", Q_SOC_LOW_DPCT, BELOW_H, P.P_SOC_WARN_LOW_DPCT, P.P_WARN_DELAY_MS, P.P_SOC_HYST_DPCT, NONE, 0, WARN, NONE, 0),
 )
 # fmt: on
+
+# Groups of rows the firmware treats alike, by name; `python -m
+# bms_sim.tablegen` turns each into a protect_flags (or warn_flags) mask in
+# bms.packed, so no bit position is typed by hand.
+GROUPS = (
+    # a cut-off at the top: balancing goes on under it, the SOC syncs to full
+    ("OVER_VOLTAGE", ("cell_ov", "pack_ov", "afe_ov")),
+    # the discharge cut-off: the SOC syncs to empty, sleep follows
+    ("UNDER_VOLTAGE", ("cell_uv", "pack_uv", "afe_uv")),
+    # Body diodes (docs/PROTECTION.md): one-direction rows whose FET goes on
+    # while current flows the other way. Not afe_scd (after a short the FET
+    # stays off until its own retry closes it), afe_ov and afe_uv (the chip's
+    # independent trip: while it stands, the FET it opened stays open), and
+    # no row holding both FETs.
+    ("DIODE_CHG", ("cell_ov", "pack_ov", "chg_oc", "chg_ot", "chg_ut", "soc_high", "storage_high")),
+    ("DIODE_DSG", ("cell_uv", "pack_uv", "dsg_oc", "afe_ocd", "dsg_ot", "dsg_ut", "soc_low", "storage_low")),
+    # limits of use, not trouble: low power and sleep may follow, balancing goes on
+    ("SOC_WINDOW", ("soc_high", "soc_low", "storage_high", "storage_low")),
+    # one each, for the SOC state register (bms.regmap SOC_)
+    ("SOC_HIGH", ("soc_high",)),
+    ("SOC_LOW", ("soc_low",)),
+    ("STORAGE_HIGH", ("storage_high",)),
+    ("STORAGE_LOW", ("storage_low",)),
+    # warnings that are no trouble either (bms.power)
+    ("SOC_WARN", ("soc_low_warn",)),
+)
+
+
+def bit_of(rows=None):
+    """{row name: its bit in its level's flags word}: bit n is the level's
+    n-th row in table order (bms.protection)."""
+    seen = {PROT: 0, WARN: 0}
+    out = {}
+    for r in ROWS if rows is None else rows:
+        out[r[0]] = seen[r[8]]
+        seen[r[8]] += 1
+    return out
+
+
+def level_rows(level, rows=None):
+    """The rows of one level (PROT or WARN) in bit order."""
+    return [r for r in (ROWS if rows is None else rows) if r[8] == level]
+
+
+def group_mask(names, rows=None):
+    """A group's mask in its level's flags word (all its rows share a level)."""
+    rows = ROWS if rows is None else rows
+    bits = bit_of(rows)
+    by = {r[0]: r for r in rows}
+    levels = {by[n][8] for n in names}
+    if len(levels) != 1:
+        raise ValueError("a group's rows must share a level: %s" % (names,))
+    m = 0
+    for n in names:
+        m |= 1 << bits[n]
+    return m
+
+
+def row_bits(protect_flags=0, warn_flags=0):
+    """The two flags words as one host-side int with bit n = row n (any
+    width: the host has big ints)."""
+    out = 0
+    p = w = 0
+    for i, r in enumerate(ROWS):
+        if r[8] == PROT:
+            if protect_flags >> p & 1:
+                out |= 1 << i
+            p += 1
+        else:
+            if warn_flags >> w & 1:
+                out |= 1 << i
+            w += 1
+    return out
+
+
+def names(protect_flags=0, warn_flags=0):
+    """The names of the rows set in the flags words, in table order."""
+    bits = row_bits(protect_flags, warn_flags)
+    return [r[0] for i, r in enumerate(ROWS) if bits >> i & 1]

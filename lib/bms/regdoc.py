@@ -18,11 +18,11 @@ INPUT = {
     'temp_dc': "Thermistors TS1..TS3; -32768 = not fitted or failed",
     'fet_flags': "MOSFETs as read back from the AFE: bit 0 charge on, bit 1 discharge on; bit 2: one of them is on only to spare its body diode (its direction stays blocked, the off reason says why)",
     'afe_stat': "AFE SYS_STAT fault bits seen in the last cycle: 0x20 XREADY, 0x10 OVRD_ALERT, 0x08 UV, 0x04 OV, 0x02 SCD, 0x01 OCD",
-    'protect_flags': "Active protections: bit n = row n of the protection table (bmsctl status names them); each holds a FET off",
-    'warn_flags': "Active warnings: bit n = row n of the protection table; the FETs stay",
+    'protect_flags': "Active protections: bit n = the n-th protection row of the protection table (docs/PROTECTION.md lists the bits; bmsctl status names them); each holds a FET off",
+    'warn_flags': "Active warnings: bit n = the n-th warning row of the protection table (docs/PROTECTION.md lists the bits); the FETs stay",
     'chg_off_reason': "Why charging is off: protection row number + 1 (0 = charge allowed)",
     'dsg_off_reason': "Why discharging is off: protection row number + 1 (0 = discharge allowed)",
-    'latched_flags': "Protections latched after their retries (short circuit): cleared by the host or by removing the load",
+    'latched_flags': "Protections latched after their retries (short circuit), as protect_flags bits: cleared by the host or by removing the load",
     'uptime_s': "Seconds since the firmware started",
     'meas_count': "Completed measurement cycles, wrapping at 65536: a host sees stale data when it stops moving",
     'afe_crc_errors': "I2C CRC errors from the AFE since start (saturates)",
@@ -72,6 +72,9 @@ INPUT = {
     'save_errors': "Saves to flash that failed since boot (settings, SOC state, lifetime counters; out of memory, a filesystem error or a firmware fault), every retry counted; the previous record stays stored and the event log says when saving starts failing and works again (saturates at 65535)",
     'faults': "Failures a non-critical path (Modbus, the SOC estimator, event writes, MQTT, the LED bar, entering sleep) caught since boot: counted, the loop went on protecting (saturates at 65535; docs/PROTECTION.md, fault injection)",
     'fault_last': "The last of them: where (high byte, as in the crash event 222) and what (low byte: 1 out of memory, 2 an OSError, 3 another exception); 0: none since boot",
+    'soc_state': "The SOC window and storage mode: bit 0 charge stopped at soc_max, bit 1 discharge stopped at soc_min, bit 2 SOC under soc_warn_low, bit 3 storage mode on, bit 4 storage holds charge off, bit 5 storage holds discharge off, bit 6 storage within 1 % of storage_soc (arrived: it rests, then sleeps)",
+    'draw_ua': "The BMS board's own supply current now, from its current model (MCU state, network, AFE): it comes from the pack without passing the shunt",
+    'drawn_mah': "The board's own draw counted against the SOC since boot, the deep sleep before the boot included (docs/POWER.md, self-consumption)",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 
@@ -176,14 +179,14 @@ HOLDING = {
     'ocv_90_mv': "Rested open-circuit voltage of the cell at 90 % SOC (0 = the chemistry's table); the 21 points must rise with SOC",
     'ocv_95_mv': "Rested open-circuit voltage of the cell at 95 % SOC (0 = the chemistry's table); the 21 points must rise with SOC",
     'ocv_100_mv': "Rested open-circuit voltage of the cell at 100 % SOC (0 = the chemistry's table); the 21 points must rise with SOC",
-    'cc_cal_every_ms': "At most this often, at rest, both FETs go off for 20 s so the coulomb counter's offset can be measured (0 = never; loads under rest_current_ma lose power for those seconds)",
+    'cc_cal_every_ms': "At most this often, at rest, both FETs go off for 20 s so the coulomb counter's offset can be measured (0 = never, the default: the offset is learned whenever the FETs are off anyway; otherwise loads under rest_current_ma lose power for those seconds)",
     'cc_cal_rest_ms': "Offset calibration waits for the pack to rest this long",
     'rest_current_ma': "Below this current (either way) the pack is at rest",
     'modbus_parity': "RS485 parity: 0 none (with 2 stop bits), 1 even, 2 odd; takes effect after the reply",
     'pin': "PIN that unlocks parameter writes (written to `unlock`); always reads 0",
     'unlock_timeout_s': "A write unlock lasts this long after the last accepted write",
     'lp_idle_ms': "Low-power mode after the pack has been idle (current below lp_idle_ma, no RS485 traffic, no charger or ACC) and trouble-free this long (0 = never): FETs off, network off, a check every lp_check_ms",
-    'lp_idle_ma': "Below this current (either way) the pack counts as idle for low-power mode",
+    'lp_idle_ma': "Below this current (either way) the pack counts as idle for low-power mode, which switches the FETs off: an absolute figure (default 20 mA), so a standby load above it keeps its power",
     'lp_check_ms': "In low-power mode the BMS wakes this often to measure and check the cells",
     'sleep_uv_ms': "Sleep mode (AFE shipped, MCU in deep sleep) after an under-voltage protection has held this long with no charger (0 = never); ACC, a charger or the button wakes it",
     'led_count': "LEDs in the bar (0 = none fitted)",
@@ -193,12 +196,19 @@ HOLDING = {
     'diode_on_ma': "A FET held off by a one-direction protection goes on while at least this current flows the allowed way, so its body diode does not carry (and heat with) it; off again in the first cycle it does not (0 = never: the diode carries it)",
     'net_enable': "1: the network module (Wi-Fi) is used; it is on in working mode and off in low-power and sleep mode",
     'wdt_ms': "Watchdog timeout: the MCU restarts when the control loop has not completed its checks for this long",
+    'soc_max_dpct': "Charging stops when the SOC reaches this (100 % = off, the default); it resumes under soc_max - soc_hyst; discharge stays allowed",
+    'soc_min_dpct': "Discharging stops when the SOC falls to this (0 % = off, the default); it resumes above soc_min + soc_hyst; charge stays allowed",
+    'soc_warn_low_dpct': "A warning when the SOC falls to this (0 % = off, the default); it clears above it + soc_hyst",
+    'soc_hyst_dpct': "Hysteresis of the SOC window and of storage mode: a stop is lifted only this far back inside",
+    'storage': "1: storage mode (commands 4 and 5 set it too): charge only up to storage_soc, discharge only down to it; at the target the pack rests, then goes to low power and sleep",
+    'storage_soc_dpct': "The SOC storage mode charges or discharges the pack to",
+    'draw_counted': "1: the board's own supply current (its model, docs/POWER.md) is counted against the SOC, as it comes from the pack above the shunt; 0 for a board powered from elsewhere or through the shunt (the coulomb counter then sees it)",
 }
 
 CONTROL = {
     'reserved': "Reserved: reads 0 and takes only 0 (so one write can carry the pack keys and the pack voltage limits together)",
     'unlock': "Write the PIN to unlock parameter writes, 0 to lock; reads 1 while unlocked",
-    'command': "Write 1 to restart (stored pack changes take effect), 2 to clear latched protections, 3 to erase the stored parameters and restart unconfigured; needs the unlock; reads 0",
+    'command': "Write 1 to restart (stored pack changes take effect), 2 to clear latched protections, 3 to erase the stored parameters and restart unconfigured, 4 to enter storage mode, 5 to leave it; needs the unlock; reads 0",
 }
 
 # IR config_error reasons (bms.regmap ERR_*): the words, with {} for the detail
@@ -243,6 +253,8 @@ def rule_text(k):
         C.S_FET_SENSOR: "fet_temp_sensor must be 0 or one of the fitted temp_sensors",
         C.S_OCV: "the OCV table (ocv_0_mv..ocv_100_mv) must be all 0 or rise at every point",
         C.S_BAUD: "modbus_baud must be one of %s" % ", ".join(str(x) for x in C.BAUDS),
+        C.S_SOC_WINDOW: ("soc_min_dpct + soc_hyst_dpct must be below soc_max_dpct - soc_hyst_dpct (the charge "
+                         "and discharge stops apart), and soc_warn_low_dpct 0 (off) or above soc_min_dpct"),
     }[a]
 
 PROTECTION = {
@@ -276,4 +288,9 @@ PROTECTION = {
     'temp_low_warn': "temperature low",
     'spread_warn': "cells out of balance",
     'reset_lockout': "the MCU reset itself too often (a crash or watchdog loop): FETs off until a host clears it",
+    'soc_high': "the SOC reached soc_max: charging stops",
+    'soc_low': "the SOC fell to soc_min: discharging stops",
+    'storage_high': "storage mode: the SOC is at or above storage_soc, charging stops",
+    'storage_low': "storage mode: the SOC is at or below storage_soc, discharging stops",
+    'soc_low_warn': "the SOC is low (soc_warn_low)",
 }

@@ -91,7 +91,10 @@ IR_NET_BLOCK_MAX_MS = const(0x00DB)  # the longest a network call held the contr
 IR_SAVE_ERRORS = const(0x00DC)  # failed saves to flash since boot (settings, SOC state, lifetime)
 IR_FAULTS = const(0x00DD)  # failures a non-critical path caught since boot (bms.app App.fault)
 IR_FAULT_LAST = const(0x00DE)  # the last one: where (bms.app AT_) << 8 | kind (bms.start KIND_)
-IR_SIZE = const(0x00DF)
+IR_SOC_STATE = const(0x00DF)  # SOC_ bits: the SOC window and storage mode
+IR_DRAW_UA = const(0x00E0)  # uint32: the board's own supply current now (its model, bms.boards DRAW_)
+IR_DRAWN_MAH = const(0x00E2)  # uint32: the board's own draw counted against the SOC since boot, sleep before it included
+IR_SIZE = const(0x00E4)
 
 MAX_CELLS = const(15)
 MAX_TEMPS = const(3)
@@ -100,6 +103,15 @@ MAX_TEMPS = const(3)
 FET_CHG = const(0x0001)
 FET_DSG = const(0x0002)
 FET_DIODE = const(0x0004)  # a FET is on only to spare its body diode: its direction stays blocked
+
+# SOC window and storage bits (IR_SOC_STATE)
+SOC_CHG_STOP = const(0x0001)  # soc_high holds charge off: the SOC reached soc_max
+SOC_DSG_STOP = const(0x0002)  # soc_low holds discharge off: the SOC reached soc_min
+SOC_LOW_WARN = const(0x0004)  # soc_low_warn
+SOC_STORAGE = const(0x0008)  # storage mode is on
+SOC_STORAGE_CHG = const(0x0010)  # storage_high holds charge off
+SOC_STORAGE_DSG = const(0x0020)  # storage_low holds discharge off
+SOC_STORAGE_AT = const(0x0040)  # storage mode within 1 % of storage_soc: arrived (it rests, then sleeps)
 
 INPUT_REGS = (
     (IR_CELL_COUNT, "cell_count", "uint16", 1, 0, ""),
@@ -168,6 +180,9 @@ INPUT_REGS = (
     (IR_SAVE_ERRORS, "save_errors", "uint16", 1, 0, ""),
     (IR_FAULTS, "faults", "uint16", 1, 0, ""),
     (IR_FAULT_LAST, "fault_last", "uint16", 1, 0, ""),
+    (IR_SOC_STATE, "soc_state", "uint16", 1, 0, ""),
+    (IR_DRAW_UA, "draw_ua", "uint32", 1, -6, "A"),
+    (IR_DRAWN_MAH, "drawn_mah", "uint32", 1, -3, "Ah"),
 )
 
 # IR_NET_STATE: the MQTT link (bms.uplink)
@@ -227,6 +242,8 @@ HOLDING_CONTROLS = (
 CMD_RESTART = const(1)  # restart the BMS after the reply: stored changes take effect
 CMD_CLEAR_LATCHED = const(2)  # release protections latched after their retries (e.g. short circuit)
 CMD_FACTORY_RESET = const(3)  # erase the stored parameters and restart unconfigured
+CMD_STORAGE_ON = const(4)  # storage mode on (the parameter `storage`, saved): charge and discharge to storage_soc
+CMD_STORAGE_OFF = const(5)  # storage mode off: the pack in use again
 
 WORDS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "event": 8}
 

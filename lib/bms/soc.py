@@ -173,6 +173,11 @@ class Soc:
         self.learn_count = 0
         self.started_from_state = False
         self.last_learned_mah = 0
+        # the BMS's own draw (draw()): it never passes the shunt
+        self._draw_uams = 0  # uA ms towards the next uA s
+        self._draw_uas = 0  # uA s towards the next mA s
+        self.drawn_mah = 0  # counted since this estimator started
+        self._drawn_mas = 0
         # currents
         self._i_ma = 0
         self._avg64 = 0
@@ -620,6 +625,39 @@ class Soc:
         while windows:  # one window at a time: c16 * 1055 * windows could pass 2**30
             windows -= 1
             self._count(c16)
+
+    def draw(self, ua, ms):
+        """The BMS board drew ua for ms (its own supply, from the pack, never
+        through the shunt): counted against the charge. Allocation-free for
+        any interval the loop makes (ms up to an hour at 120 mA)."""
+        s = ms // 1000
+        r = self._draw_uams + ua * (ms - s * 1000)
+        k = r // 1000
+        self._draw_uams = r - k * 1000
+        self.draw_s(ua, s, k)
+
+    def draw_s(self, ua, seconds, extra_uas=0):
+        """As draw(), over whole seconds (a deep sleep: boot-time only, may
+        allocate for a sleep of years)."""
+        u = self._draw_uas + ua * seconds + extra_uas
+        m = u // 1000
+        if not m:
+            self._draw_uas = u
+            return
+        self._draw_uas = u - m * 1000
+        d = self._drawn_mas + m
+        if d >= 3600:
+            h = d // 3600
+            self.drawn_mah += h
+            d -= h * 3600
+        self._drawn_mas = d
+        mas = self._mas - m
+        if mas < 0:
+            dq = mas // 3600  # negative: floor division borrows whole mAh
+            self._mas = mas - dq * 3600
+            self._carry(dq)
+        else:
+            self._mas = mas
 
     def _count(self, c16):
         """One window's reading (1/16 LSB, offset removed), counted with carried remainders."""

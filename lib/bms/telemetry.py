@@ -15,10 +15,12 @@ the main values into a 34-byte record for the store-and-forward ring
      "soh_pct": 100.0, "cycles": 0.11, "cells_v": [3.225, 3.229, 3.231, 3.232],
      "cell_min_v": 3.225, "cell_max_v": 3.232, "cell_delta_mv": 7,
      "temps_c": [25.0, null, null], "chg_fet": true, "dsg_fet": true,
-     "balancing": 0, "warnings": 0, "protections": 0, "latched": 0}
+     "balancing": 0, "warnings": 0, "protections": 0, "latched": 0, "soc_state": 0,
+     "self_draw_ma": 40.040, "self_drawn_ah": 0.012}
 
-Flags are the register map's bit masks (docs/registers.md): a row of
-bms.protrules is bit (row number - 1).
+Flags are the register map's bit masks (docs/registers.md): bit n of
+"protections" and "latched" is the n-th protection row of bms.protrules,
+of "warnings" the n-th warning row; "soc_state" holds the SOC_ bits.
 """
 from micropython import const
 
@@ -165,6 +167,13 @@ class StateWriter:
         self._int(_u32(w, M.IR_PROTECT_FLAGS))
         self._lit(b',"latched":')
         self._int(_u32(w, M.IR_LATCHED_FLAGS))
+        # the SOC window and storage (regmap SOC_ bits), the board's own draw
+        self._lit(b',"soc_state":')
+        self._int(w[M.IR_SOC_STATE])
+        self._lit(b',"self_draw_ma":')
+        self._fixed(_u32(w, M.IR_DRAW_UA), 3)
+        self._lit(b',"self_drawn_ah":')
+        self._fixed(_u32(w, M.IR_DRAWN_MAH), 3)
         self._lit(b"}")
         return self.n
 

@@ -74,6 +74,9 @@ _SENSORS = (
     (b"protections", b"Protections", b"", b"", b""),
     (b"balancing", b"Balancing cells", b"", b"", b""),
     (b"mode", b"Power mode", b"", b"", b""),
+    (b"soc_state", b"SOC window and storage", b"", b"", b""),
+    (b"self_draw_ma", b"BMS own draw", b"mA", b"current", b"measurement"),
+    (b"self_drawn_ah", b"BMS own draw counted", b"Ah", b"", b"total_increasing"),
 )
 _FETS = ((b"chg_fet", b"Charge FET"), (b"dsg_fet", b"Discharge FET"))
 

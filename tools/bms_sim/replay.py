@@ -373,6 +373,9 @@ def settings(cells, chemistry=None, capacity_mah=None, params=None, sets=(), ocv
     # no LED bar: its animation frames would only slow the replay of a trace
     # that charges or discharges all the time; the SOC is what is replayed
     target[P.P_LED_COUNT] = 0
+    # the trace's current is the whole pack's (a physics model, or a pack
+    # measured at its terminals): no BMS of ours drained it beside the shunt
+    target[P.P_DRAW_COUNTED] = 0
     after = P.Params()
     for i, raw in enumerate(target):
         after.values[i] = raw

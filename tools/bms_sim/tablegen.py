@@ -115,8 +115,16 @@ def render_params(params=None):
 def render(regs=None, rules=None):
     if regs is None:
         from bms.regmap import INPUT_REGS as regs
+    from bms import protrules
+
     if rules is None:
-        from bms.protrules import ROWS as rules
+        rules = protrules.ROWS
+    for level in (0, 1):
+        n = len(protrules.level_rows(level, rules))
+        if n > 29:
+            raise ValueError("%d rows of level %d: at most 29 fit a flags word that stays a small int" % (n, level))
+    masks = ["%s_ROWS = const(0x%08X)" % (name, protrules.group_mask(names, rules))
+             for name, names in protrules.GROUPS]
     spans = b"".join(struct.pack("<BB", a, n) for a, n in ir_spans(regs))
     widths = {len(r) for r in rules}
     if len(widths) != 1:
@@ -130,6 +138,7 @@ def render(regs=None, rules=None):
         "bms/protrules.py: edit those, not this file; tests/test_packed.py fails",
         "when they differ.",
         '"""',
+        "from micropython import const",
         "",
         "# Input registers: (first address, count) per run of mapped registers",
         "IR_SPANS = " + _bytes_literal(spans),
@@ -138,6 +147,9 @@ def render(regs=None, rules=None):
         % (rule_bytes, NONE8),
         "PROT_ROW_BYTES = %d" % rule_bytes,
         "PROT_ROWS = " + _bytes_literal(prot),
+        "",
+        "# bms.protrules.GROUPS as masks of protect_flags (warn_flags for warnings)",
+    ] + masks + [
         "",
     ]
     return "\n".join(out)

@@ -237,7 +237,7 @@ def status_dict(st):
         "charge_off_reason": RG.reason_name(raw["chg_off_reason"]),
         "discharge_off_reason": RG.reason_name(raw["dsg_off_reason"]),
         "protections": RG.flag_names(raw["protect_flags"]),
-        "warnings": RG.flag_names(raw["warn_flags"]),
+        "warnings": RG.flag_names(raw["warn_flags"], warn=True),
         "latched": RG.flag_names(raw["latched_flags"]),
         "balancing_cells": [i + 1 for i in range(n) if raw["balance_mask"] & (1 << i)],
         "afe_stat": raw["afe_stat"],
@@ -277,6 +277,22 @@ def status_dict(st):
         "time_to_empty_min": None if raw["tte_min"] == 0xFFFF else raw["tte_min"],
         "time_to_full_min": None if raw["ttf_min"] == 0xFFFF else raw["ttf_min"],
         "cc_offset_lsb": raw["cc_offset_dlsb"] / 16.0,
+        "soc_window": {
+            "charge_stop_pct": hr["soc_max_dpct"], "discharge_stop_pct": hr["soc_min_dpct"],
+            "warn_low_pct": hr["soc_warn_low_dpct"], "hysteresis_pct": hr["soc_hyst_dpct"],
+            "charge_stopped": bool(raw["soc_state"] & M.SOC_CHG_STOP),
+            "discharge_stopped": bool(raw["soc_state"] & M.SOC_DSG_STOP),
+            "low_warning": bool(raw["soc_state"] & M.SOC_LOW_WARN),
+        },
+        "storage": {
+            "on": bool(raw["soc_state"] & M.SOC_STORAGE), "target_pct": hr["storage_soc_dpct"],
+            "holds_charge": bool(raw["soc_state"] & M.SOC_STORAGE_CHG),
+            "holds_discharge": bool(raw["soc_state"] & M.SOC_STORAGE_DSG),
+            "at_target": bool(raw["soc_state"] & M.SOC_STORAGE_AT),
+        },
+        # the board's own supply: from the pack, never through the shunt, counted against the SOC
+        "self_draw_a": ir["draw_ua"],
+        "self_drawn_ah": ir["drawn_mah"],
         "event_seq": raw["event_seq"],
         "config": {
             "chemistry": P.CHEMISTRY_NAMES[chem] if chem < len(P.CHEMISTRY_NAMES) else chem,
@@ -355,6 +371,26 @@ def format_status(d, where=""):
     if d.get("faults"):  # none over MQTT
         lines.append("Faults    %d caught since boot, protection went on; the last: %s"
                      % (d["faults"], d["fault_last"]))
+    w = d.get("soc_window")
+    if w:  # none over MQTT
+        on = w["charge_stop_pct"] < 100 or w["discharge_stop_pct"] > 0 or w["warn_low_pct"] > 0
+        held = [t for k, t in (("charge_stopped", "charge stopped at the top"),
+                               ("discharge_stopped", "discharge stopped at the bottom"),
+                               ("low_warning", "SOC low")) if w[k]]
+        lines.append("SOC use   %s%s" % (
+            ("%.1f-%.1f %% (hysteresis %.1f %%)" % (w["discharge_stop_pct"], w["charge_stop_pct"],
+                                                   w["hysteresis_pct"]) if on else "0-100 % (no SOC window)"),
+            "; " + ", ".join(held) if held else ""))
+        sto = d["storage"]
+        if sto["on"]:
+            hold = ("at the target: resting, then sleep" if sto["at_target"] else
+                    "discharging to the target (charge held off)" if sto["holds_charge"] else
+                    "charging to the target (discharge held off)" if sto["holds_discharge"] else
+                    "on its way to the target")
+            lines.append("Storage   ON: to %.1f %%, %s; `bmsctl storage off` to use the pack" % (
+                sto["target_pct"], hold))
+        lines.append("Self-use  %.2f mA now; %.3f Ah counted against the charge since boot (the board's own "
+                     "supply, never through the shunt)" % (d["self_draw_a"] * 1000, d["self_drawn_ah"]))
     pw = d["power"]
     inputs = [k for k in ("acc", "charger", "button") if pw[k]]
     lines.append("Power     %s for %s (%s); network %s; inputs %s; this boot: %s%s" % (
@@ -620,6 +656,38 @@ def cmd_clear_latched(args, out):
         bms.close()
     out.write((json.dumps({"cleared": True}) if args.json else
                "latched protections cleared (they trip again if their cause is still there)") + "\n")
+    return 0
+
+
+def cmd_storage(args, out):
+    """Storage mode on or off: the command register (4/5), which sets the
+    parameter `storage` and saves it; read back, not assumed."""
+    on = args.state == "on"
+    bms = connect(args)
+    try:
+        relock = _command(bms, M.CMD_STORAGE_ON if on else M.CMD_STORAGE_OFF, args.pin)
+        if relock:
+            _lock(bms)
+        # the next control cycle (250 ms) publishes it
+        deadline = time.monotonic() + 3.0
+        while True:
+            got = bool(bms.read_input(M.IR_SOC_STATE, 1)[0] & M.SOC_STORAGE)
+            if got == on or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        target = bms.read_values()[CF.INDEX["storage_soc_dpct"]]
+    finally:
+        bms.close()
+    if got != on:
+        raise CtlError("the BMS took the command but still reports storage mode %s: check `bmsctl status`"
+                       % ("on" if got else "off"), code=3)
+    if args.json:
+        out.write(json.dumps({"storage": on, "storage_soc_pct": target / 10}) + "\n")
+    elif on:
+        out.write("storage mode on: the BMS charges or discharges the pack to %.1f %% and then rests "
+                  "(low power, then sleep); `bmsctl storage off` to use the pack again\n" % (target / 10))
+    else:
+        out.write("storage mode off: the pack is in use again\n")
     return 0
 
 
@@ -1223,6 +1291,9 @@ def build_parser():
         pin=True, wait=True)
     cmd("clear-latched", cmd_clear_latched,
         "release protections latched after their retries (e.g. short circuit) and a reset-loop lockout", pin=True)
+    s = cmd("storage", cmd_storage, "storage mode on or off: charge or discharge to storage_soc, then rest and "
+            "sleep (docs/POWER.md)", pin=True)
+    s.add_argument("state", choices=("on", "off"))
     s = cmd("factory-reset", cmd_factory_reset, "erase every stored setting; the BMS restarts unconfigured",
             pin=True, wait=True)
     s.add_argument("--yes", action="store_true", help="do not ask")

@@ -44,7 +44,7 @@ PROFILE_FORMAT = "bms-profile"
 PROFILE_VERSION = 1
 
 # The raw unit a parameter's name ends in: `cell_ov` is cell_ov_mv in volts.
-_RAW_SUFFIXES = ("mv", "ma", "mah", "ms", "us", "s", "dc", "uohm")
+_RAW_SUFFIXES = ("mv", "ma", "mah", "ms", "us", "s", "dc", "uohm", "dpct")
 
 
 class ConfigError(ValueError):
@@ -78,6 +78,7 @@ _UNITS = {
     "mOhm": (("ohm", "\u03c9", "\u2126"), Decimal("0.001"), "mukµ"),
     "degC": (("c", "degc", "\u00b0c", "deg"), Decimal(1), ""),
     "baud": (("baud", "bd"), Decimal(1), "k"),
+    "%": (("%", "pct"), Decimal(1), ""),
 }
 _EXTRA = {"s": {"min": Decimal(60), "h": Decimal(3600)}}
 

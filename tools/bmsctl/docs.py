@@ -32,6 +32,8 @@ _QUANTITY = {
     PR.Q_TEMP_SENSOR: "thermistor open/short", PR.Q_CELL_IMPLAUSIBLE: "cell outside 500-5000 mV",
     PR.Q_UNCONFIGURED: "no configuration", PR.Q_AFE_OVRD: "AFE OVRD_ALERT",
     PR.Q_RESET_LOCKOUT: "5 unplanned resets (crash, watchdog), each within 10 min of the boot before",
+    PR.Q_SOC_HIGH_DPCT: "SOC", PR.Q_SOC_LOW_DPCT: "SOC",
+    PR.Q_STORE_HIGH_DPCT: "SOC in storage mode", PR.Q_STORE_LOW_DPCT: "SOC in storage mode",
 }
 _FETS = {PR.CHG: "charge", PR.DSG: "discharge", PR.BOTH: "both", 0: "none"}
 
@@ -47,9 +49,11 @@ def _p(i, chem):
 
 def protection_table(chem=P.CHEM_LFP):
     lines = [
-        "| bit | row | level | trips when | delay | releases when | release delay | FETs off | LED code | meaning |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| row | flag bit | name | level | trips when | delay | releases when | release delay | FETs off | LED code "
+        "| meaning |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    bits = protrules.bit_of()
     for i, r in enumerate(protrules.ROWS):
         name, q, cmp, trip, delay, rel, rel_delay, fets, level, retries, blink = r
         what = _QUANTITY[q]
@@ -64,8 +68,8 @@ def protection_table(chem=P.CHEM_LFP):
         rd = _p(rel_delay, chem)
         if retries != PR.NONE:
             rd += ", doubling per retry; latches after %s" % _p(retries, chem)
-        lines.append("| %d | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            i, name, "protection" if level == PR.PROT else "warning", trips, _p(delay, chem), releases, rd,
+        lines.append("| %d | %s %d | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            i, "protect_flags" if level == PR.PROT else "warn_flags", bits[name], name, "protection" if level == PR.PROT else "warning", trips, _p(delay, chem), releases, rd,
             _FETS[fets], blink or "-", D.PROTECTION[name]))
     return "\n".join(lines)
 
@@ -76,9 +80,9 @@ def event_codes():
     return "\n".join([
         "| code | event | value |",
         "|---|---|---|",
-        "| 1-%d | a row trips (code = bit + 1) | the quantity when it tripped |" % PR.ROW_COUNT,
-        "| 65-%d | a row releases (code = 64 + bit + 1) | the quantity when it released |" % (64 + PR.ROW_COUNT),
-        "| 129-%d | a row latches after its retries (128 + bit + 1) | retries used |" % (128 + PR.ROW_COUNT),
+        "| 1-%d | a row trips (code = row + 1) | the quantity when it tripped |" % PR.ROW_COUNT,
+        "| 65-%d | a row releases (code = 64 + row + 1) | the quantity when it released |" % (64 + PR.ROW_COUNT),
+        "| 129-%d | a row latches after its retries (128 + row + 1) | retries used |" % (128 + PR.ROW_COUNT),
         "| 200 | boot | boot number |",
         "| 201 | AFE configured | 1 ok, 0 failed |",
         "| 202 | stored settings rejected at boot | how many |",
@@ -90,12 +94,13 @@ def event_codes():
         "| 208 | parameter writes unlocked | 0 |",
         "| 209 | parameter writes locked (a write of 0, or the timeout) | 0 |",
         "| 210 | a wrong PIN | wrong PINs in a row (5: a one-minute lockout) |",
-        "| 211 | a command (1 restart, 2 clear latched, 3 factory reset) | the command |",
+        "| 211 | a command (1 restart, 2 clear latched, 3 factory reset, 4 storage on, 5 storage off) | the command |",
         "| 212 | saving the parameters failed (older firmware; now 221) | save errors so far |",
         "| 213 | the stored parameters came in another format and were migrated | that format |",
         "| 214 | the stored parameters break a consistency rule: running unconfigured | the rule |",
         "| 215 | a `bms.cfg` file was taken in as the stored parameters | 0 |",
-        "| 216 | the power mode changed (docs/POWER.md) | new mode << 8 \\| cause (0 working, 1 low power, 2 sleep) |",
+        "| 216 | the power mode changed (docs/POWER.md) | new mode << 8 \\| cause (0 working, 1 low power, 2 sleep; "
+        "causes in docs/POWER.md) |",
         "| 217 | why this boot happened | reset cause << 8 \\| wake reason |",
         "| 221 | saving to flash started failing (the previous record stays stored; retried later), "
         "or works again | store << 8 \\| why: store 1 settings, 2 SOC state, 3 lifetime counters; "

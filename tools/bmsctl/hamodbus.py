@@ -53,6 +53,9 @@ SENSORS = (
     ("latched_flags", "latched protection flags", None, None, None),
     ("balance_mask", "balancing cells", None, None, None),
     ("power_mode", "power mode", None, None, None),
+    ("soc_state", "SOC window and storage state", None, None, None),
+    ("draw_ua", "BMS own draw", "current", "measurement", None),
+    ("drawn_mah", "BMS own draw counted", None, "total_increasing", None),
     ("uptime_s", "uptime", "duration", "total_increasing", None),
 )
 

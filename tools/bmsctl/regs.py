@@ -85,9 +85,11 @@ def scaled(regs, raw):
     return out
 
 
-def flag_names(bits):
-    """Names of the protection-table rows whose bits are set."""
-    return [row[0] for i, row in enumerate(protrules.ROWS) if bits & (1 << i)]
+def flag_names(bits, warn=False):
+    """Names of the protection-table rows whose bits are set in a flags
+    register: protect_flags and latched_flags, or warn_flags (warn=True);
+    bit n is the level's n-th row (bms.protection)."""
+    return protrules.names(0, bits) if warn else protrules.names(bits, 0)
 
 
 def reason_name(code):
@@ -109,7 +111,8 @@ SAVE_FAILURES = {1: "out of memory", 2: "filesystem error", 3: "a firmware fault
 MODE_NAMES = {0: "working", 1: "low-power", 2: "sleep"}
 CAUSE_NAMES = {1: "timer check", 2: "RS485 traffic", 3: "charger", 4: "ACC", 5: "button", 6: "idle",
                7: "under-voltage", 8: "long button press", 9: "a check found work", 10: "boot",
-               11: "sleep refused: the AFE did not confirm the FETs off, or entering sleep failed"}
+               11: "sleep refused: the AFE did not confirm the FETs off, or entering sleep failed",
+               12: "storage mode, resting"}
 RESET_NAMES = {1: "power-on", 2: "hard reset", 3: "watchdog", 4: "wake from deep sleep", 5: "software restart"}
 
 
@@ -176,9 +179,15 @@ ROW_TITLES = {
     "temp_low_warn": "low temperature",
     "spread_warn": "cell spread",
     "reset_lockout": "Reset loop: the MCU kept resetting (clear it with the clear-latched command)",
+    "soc_high": "Top of the SOC window",
+    "soc_low": "Bottom of the SOC window",
+    "storage_high": "Storage mode at or above its target",
+    "storage_low": "Storage mode at or below its target",
+    "soc_low_warn": "low SOC",
 }
 _STOPPED = {PR.CHG: "charging stopped", PR.DSG: "discharging stopped", PR.BOTH: "charging and discharging stopped"}
-_COMMANDS = {1: "restart", 2: "clear latched protections", 3: "factory reset (stored settings erased)"}
+_COMMANDS = {1: "restart", 2: "clear latched protections", 3: "factory reset (stored settings erased)",
+             4: "storage mode on", 5: "storage mode off"}
 MAX_BAD_PINS = 5  # wrong PINs in a row before a one-minute lockout (bms.config)
 NO_READING = "no reading"
 
@@ -197,6 +206,8 @@ def quantity_text(q, x):
         return NO_READING if x <= -32766 or x >= 0x7FFF else "%.1f degC" % (x / 10.0)
     if q == PR.Q_SPREAD_MV:
         return "%d mV" % x
+    if q in (PR.Q_SOC_HIGH_DPCT, PR.Q_SOC_LOW_DPCT, PR.Q_STORE_HIGH_DPCT, PR.Q_STORE_LOW_DPCT):
+        return "%.1f %%" % (x / 10.0)
     return None
 
 

@@ -174,6 +174,12 @@ class Board:
         """What keep() stored before this boot (b"" after a power cut)."""
         return self._kept
 
+    def clock_s(self):
+        """The RTC's seconds: they run through deep sleep (ticks_ms restarts
+        at every boot). Counted from 2000 unless a host set the time, so
+        under 2**30 until 2034."""
+        return time.time()
+
     def _read_reset_cause(self):
         rtc = machine.RTC()
         mem = rtc.memory()

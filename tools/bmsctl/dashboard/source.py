@@ -131,7 +131,7 @@ def mqtt_state(msg, where="", event_seq=None):
         "discharge_fet": fet[1] if isinstance(fet[1], bool) else None,
         "fet_for_diode": None, "charge_off_reason": None, "discharge_off_reason": None,
         "protections": RG.flag_names(_mask(msg.get("protections"))),
-        "warnings": RG.flag_names(_mask(msg.get("warnings"))),
+        "warnings": RG.flag_names(_mask(msg.get("warnings")), warn=True),
         "latched": RG.flag_names(_mask(msg.get("latched"))),
         "balancing_cells": [i + 1 for i in range(n) if bal >> i & 1],
         "afe_stat": None, "meas_count": None, "uptime_s": _num(msg.get("uptime_s")),
@@ -148,6 +148,22 @@ def mqtt_state(msg, where="", event_seq=None):
         "config": dict.fromkeys(("chemistry", "cell_channels", "capacity_ah", "shunt_mohm", "modbus_address",
                                  "modbus_baud")),
     }
+    ss = msg.get("soc_state")
+    known = isinstance(ss, int) and not isinstance(ss, bool)
+    ss = ss if known else 0
+    # the message carries the states, not the settings (the settings tab reads those over Modbus)
+    d["soc_window"] = {"charge_stop_pct": None, "discharge_stop_pct": None, "warn_low_pct": None,
+                       "hysteresis_pct": None,
+                       "charge_stopped": bool(ss & M.SOC_CHG_STOP) if known else None,
+                       "discharge_stopped": bool(ss & M.SOC_DSG_STOP) if known else None,
+                       "low_warning": bool(ss & M.SOC_LOW_WARN) if known else None}
+    d["storage"] = {"on": bool(ss & M.SOC_STORAGE) if known else None, "target_pct": None,
+                    "holds_charge": bool(ss & M.SOC_STORAGE_CHG) if known else None,
+                    "holds_discharge": bool(ss & M.SOC_STORAGE_DSG) if known else None,
+                    "at_target": bool(ss & M.SOC_STORAGE_AT) if known else None}
+    ma = _num(msg.get("self_draw_ma"))
+    d["self_draw_a"] = None if ma is None else _round(ma / 1000.0)
+    d["self_drawn_ah"] = num("self_drawn_ah")
     cells, alerts = _cells_alerts(d)
     d.update({
         "where": where, "cells": cells, "alerts": alerts, "charge_off_text": None, "discharge_off_text": None,

@@ -141,6 +141,29 @@
     if (pw.network) ins.push("network on");
     // over MQTT the inputs are not known: "--", not "none"
     setText("inputs", ins.length ? ins.join(", ") : inputs.every((k) => none(pw[k])) ? "--" : "none");
+    // the SOC window and storage mode (settings soc_min/soc_max/storage), the board's own draw
+    const w = s.soc_window || {};
+    const held = [];
+    if (w.charge_stopped) held.push("charge stopped at the top");
+    if (w.discharge_stopped) held.push("discharge stopped at the bottom");
+    if (w.low_warning) held.push("SOC low");
+    let range = "--";
+    if (!none(w.charge_stop_pct) && !none(w.discharge_stop_pct)) {
+      range = w.charge_stop_pct < 100 || w.discharge_stop_pct > 0
+        ? `${fmt(w.discharge_stop_pct, 1)}-${fmt(w.charge_stop_pct, 1)} %` : "off";
+    }
+    setText("soc-window", held.length ? `${range}: ${held.join(", ")}` : range);
+    const st = s.storage || {};
+    setText("storage", none(st.on) ? "--" : st.on ? "ON" : "OFF");
+    let why = "";
+    if (st.on) {
+      const to = none(st.target_pct) ? "the target" : `${fmt(st.target_pct, 1)} %`;
+      why = st.at_target ? `at ${to}: resting, then sleep`
+        : st.holds_charge ? `discharging to ${to}` : st.holds_discharge ? `charging to ${to}` : `going to ${to}`;
+    }
+    setText("storage-why", why);
+    setText("self-draw", none(s.self_draw_a) ? "--"
+      : `${fmt(s.self_draw_a * 1000, 1)} mA, ${fmt(s.self_drawn_ah, 3)} Ah counted since boot`);
   }
 
   function renderCells(s) {
