@@ -165,6 +165,21 @@ def test_config_write_reads_back_and_survives_a_restart(dash):
                     and s["charge_fet"] and s["discharge_fet"], what="the BMS running again")
 
 
+def test_storage_mode_from_the_dashboard(dash):
+    st, r = dash.post("/api/storage", {"on": True})
+    assert st == 400 and "parameter writes are locked" in r["error"], r
+    st, r = dash.post("/api/storage", {"on": "yes", "pin": "1234"})
+    assert st == 400 and '{"on": true}' in r["error"]
+    st, r = dash.post("/api/storage", {"on": True, "pin": "1234"})
+    assert st == 200 and r["storage"] is True and r["storage_soc_pct"] == 50.0, r
+    assert dash.holding("storage") == 1
+    s = dash.wait_state(lambda s: s["storage"]["on"], what="storage mode shown")
+    assert s["soc_window"]["charge_stop_pct"] == 100.0 and s["self_draw_a"] > 0.03
+    st, r = dash.post("/api/storage", {"on": False, "pin": "1234"})
+    assert st == 200 and r["storage"] is False and dash.holding("storage") == 0
+    dash.wait_state(lambda s: not s["storage"]["on"], what="storage mode off")
+
+
 def test_the_command_serves_and_stops_on_ctrl_c(dash):
     """`bmsctl dashboard` as a user starts it (here through python -m, the
     same handler), while the fixture's dashboard lets go of the line."""

@@ -659,33 +659,39 @@ def cmd_clear_latched(args, out):
     return 0
 
 
-def cmd_storage(args, out):
-    """Storage mode on or off: the command register (4/5), which sets the
-    parameter `storage` and saves it; read back, not assumed."""
-    on = args.state == "on"
-    bms = connect(args)
-    try:
-        relock = _command(bms, M.CMD_STORAGE_ON if on else M.CMD_STORAGE_OFF, args.pin)
-        if relock:
-            _lock(bms)
-        # the next control cycle (250 ms) publishes it
-        deadline = time.monotonic() + 3.0
-        while True:
-            got = bool(bms.read_input(M.IR_SOC_STATE, 1)[0] & M.SOC_STORAGE)
-            if got == on or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        target = bms.read_values()[CF.INDEX["storage_soc_dpct"]]
-    finally:
-        bms.close()
+def storage_set(bms, on, pin):
+    """Storage mode on or off by the command register (4/5: the BMS sets the
+    parameter `storage` and saves it), read back, not assumed:
+    {"storage": on, "storage_soc_pct": target}. CtlError when the BMS does
+    not report the mode asked for."""
+    relock = _command(bms, M.CMD_STORAGE_ON if on else M.CMD_STORAGE_OFF, pin)
+    if relock:
+        _lock(bms)
+    deadline = time.monotonic() + 3.0  # the next control cycle (250 ms) publishes it
+    while True:
+        got = bool(bms.read_input(M.IR_SOC_STATE, 1)[0] & M.SOC_STORAGE)
+        if got == on or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     if got != on:
         raise CtlError("the BMS took the command but still reports storage mode %s: check `bmsctl status`"
                        % ("on" if got else "off"), code=3)
+    target = bms.read_values()[CF.INDEX["storage_soc_dpct"]]
+    return {"storage": on, "storage_soc_pct": target / 10}
+
+
+def cmd_storage(args, out):
+    on = args.state == "on"
+    bms = connect(args)
+    try:
+        r = storage_set(bms, on, args.pin)
+    finally:
+        bms.close()
     if args.json:
-        out.write(json.dumps({"storage": on, "storage_soc_pct": target / 10}) + "\n")
+        out.write(json.dumps(r) + "\n")
     elif on:
         out.write("storage mode on: the BMS charges or discharges the pack to %.1f %% and then rests "
-                  "(low power, then sleep); `bmsctl storage off` to use the pack again\n" % (target / 10))
+                  "(low power, then sleep); `bmsctl storage off` to use the pack again\n" % r["storage_soc_pct"])
     else:
         out.write("storage mode off: the pack is in use again\n")
     return 0

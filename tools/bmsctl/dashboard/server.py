@@ -9,6 +9,7 @@ one static page (static/) and a JSON API over a DataSource.
     GET  /api/config            every parameter: value, unit, range
     POST /api/config            {"set": {"cell_ov": "3.60V"}, "pin": "1234"}
     POST /api/restart           {"pin": "1234"}
+    POST /api/storage           {"on": true, "pin": "1234"}: storage mode on or off (docs/POWER.md)
 """
 import json
 import math
@@ -119,7 +120,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = urlsplit(self.path).path
-        if path not in ("/api/config", "/api/restart"):
+        if path not in ("/api/config", "/api/restart", "/api/storage"):
             return self._error(HTTPStatus.NOT_FOUND, "no such page: %s" % self.path)
         # A JSON body needs a CORS preflight from another origin, which this
         # server never grants: other web pages cannot post here.
@@ -147,6 +148,12 @@ class Handler(BaseHTTPRequestHandler):
             with self.server.write_lock:
                 if path == "/api/config":
                     r = src.write_config(body.get("set", {}), pin)
+                elif path == "/api/storage":
+                    on = body.get("on")
+                    if not isinstance(on, bool):
+                        return self._error(HTTPStatus.BAD_REQUEST,
+                                           'say which: {"on": true} or {"on": false}, with "pin"')
+                    r = src.storage(on, pin)
                 else:
                     r = src.restart(pin)
         except CtlError as e:

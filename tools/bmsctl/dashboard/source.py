@@ -275,6 +275,9 @@ class DataSource:
     def restart(self, pin=None):
         raise NotImplementedError
 
+    def storage(self, on, pin=None):
+        raise NotImplementedError
+
     def _record(self, state):
         with self._data_lock:
             self._latest = state
@@ -441,8 +444,18 @@ class ModbusSource(DataSource):
                 self._dirty()
         return {"restarted": True, "seconds": round(took, 2), "configured": bool(st & M.CFG_CONFIGURED)}
 
+    def storage(self, on, pin=None):
+        """`bmsctl storage on|off --pin PIN`."""
+        pin = None if pin in (None, "") else pin
+        with self.lock:
+            try:
+                return cli.storage_set(self.bms, bool(on), pin)
+            finally:
+                self._dirty()
 
-READ_ONLY = ("over MQTT the dashboard only watches: reading or changing the settings, and restarting, need the "
+
+READ_ONLY = ("over MQTT the dashboard only watches: reading or changing the settings, restarting and storage mode "
+             "need the "
              "RS485 link (`bmsctl --port /dev/ttyUSB0 dashboard`)")
 PAHO_MISSING = ("the MQTT source needs the paho-mqtt package: `make setup`, or "
                 "`.venv/bin/pip install paho-mqtt==2.2.0` (requirements.txt pins it)")
@@ -703,4 +716,7 @@ class MqttSource(DataSource):
         raise CtlError(READ_ONLY + "; nothing was written")
 
     def restart(self, pin=None):
+        raise CtlError(READ_ONLY + "; nothing was sent")
+
+    def storage(self, on, pin=None):
         raise CtlError(READ_ONLY + "; nothing was sent")

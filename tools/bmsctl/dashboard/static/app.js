@@ -550,6 +550,20 @@
     loadConfig();
   }
 
+  async function storage(on) {
+    for (const id of ["storage-on", "storage-off"]) $(id).disabled = true;
+    const r = await api("/api/storage", { on, pin: $("cf-pin").value.trim() || null });
+    for (const id of ["storage-on", "storage-off"]) $(id).disabled = false;
+    if (!r.ok) {
+      showResult("storage-result", false, `Not changed: ${r.error}`);
+      return;
+    }
+    showResult("storage-result", true, r.storage
+      ? `Storage mode on: the pack goes to ${fmt(r.storage_soc_pct, 1)} %, then rests and sleeps.`
+      : "Storage mode off: the pack is in use again.");
+    loadConfig();
+  }
+
   // -- tabs and wiring ---------------------------------------------------------------
   function showTab(name) {
     for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b.dataset.tab === name);
@@ -575,6 +589,8 @@
   $("restart").addEventListener("click", () => { $("restart").hidden = true; $("restart-confirm").hidden = false; });
   $("restart-no").addEventListener("click", () => { $("restart-confirm").hidden = true; $("restart").hidden = false; });
   $("restart-yes").addEventListener("click", restart);
+  $("storage-on").addEventListener("click", () => storage(true));
+  $("storage-off").addEventListener("click", () => storage(false));
   window.addEventListener("resize", drawChart);
 
   showTab(location.hash === "#settings" ? "settings" : "live");
