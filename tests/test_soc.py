@@ -246,6 +246,36 @@ def test_full_sync_needs_the_hold_time():
     assert p2.s.soc_dpct < 1000
 
 
+def test_the_full_tail_is_the_cells_current_not_the_bms_supply():
+    """At the end of CV the charger also feeds the BMS's own supply (above
+    the shunt): the shunt reads the tail plus that draw. A small pack's tail
+    (C/20 of 500 mAh: 25 mA) is under the board's 40 mA."""
+    def run(draw_ma):
+        p = Pack(CHEM_LFP, cap=500, true_dpct=980, full_hold_ms=10000, full_tail_ma=25)
+        p.s.set_soc(980)
+        p.s.draw_ma = draw_ma
+        p.run(20000, 50, mvs=[3460] * 4)  # the shunt: 10 mA into the cells + 40 mA to the board
+        return p.s.soc_dpct
+
+    assert run(0) < 1000, "50 mA through the shunt is above the tail"
+    assert run(40) == 1000, "10 mA into the cells is the tail"
+
+
+def test_the_bms_supply_is_counted_against_the_charge():
+    p = Pack(CHEM_LFP, cap=10000, true_dpct=500)
+    p.s.set_soc(500)
+    q0 = p.s.charge_mas()
+    k = 0
+    while k < 3600:  # an hour at 40 mA in 1 s intervals, then an hour in one
+        p.s.draw(40040, 1000)
+        k += 1
+    p.s.draw(40040, 3600000)
+    assert q0 - p.s.charge_mas() == 2 * 40040 * 3600 // 1000  # 288,288 mAs, to the mAs
+    assert p.s.drawn_mah == 80
+    p.s.draw_s(11, 30 * 86400)  # a month of deep sleep at 11 uA: 28,512 mAs more
+    assert q0 - p.s.charge_mas() == 288288 + 28512 and p.s.drawn_mah == 88
+
+
 def test_empty_sync_needs_the_hold_time():
     p = Pack(CHEM_NMC, true_dpct=200, empty_hold_ms=10000, empty_cell_mv=3100)
     p.run(8000, -2000, mvs=[3090, 3300, 3300, 3300])

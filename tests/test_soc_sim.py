@@ -25,11 +25,11 @@ def test_capacity_learning_converges_to_a_changed_capacity(tmp_path):
     learned = []
     for cycle in range(3):
         world.load.off()
-        world.charger.set(5000, 4200)
+        world.charger.set(8000, 4200)  # 0.8 C: under chg_oc (1 C of the 9 Ah set), under half the hours of 0.5 C
         sim.run_until(lambda s: s.app.soc.soc_dpct == 1000 and s.app.soc._full_synced, 6 * 3600 * 1000, 60000)
         world.charger.off()
         sim.run(10 * 60 * 1000)
-        world.load.set(5000)  # until the BMS cuts the discharge off (the empty sync)
+        world.load.set(8000)  # until the BMS cuts the discharge off (the empty sync)
         sim.run_until(lambda s: s.app.soc._empty_synced, 6 * 3600 * 1000, 60000)
         world.load.off()
         sim.run(10 * 60 * 1000)

@@ -208,17 +208,25 @@ def test_thirty_days_of_sleep_are_counted(tmp_path):
     clock. On a 500 mAh pack 30 days of it are 1.6 % of the charge, so
     uncounted it would miss the 1 % this test holds the firmware to."""
     cap = 500
-    # NMC at 90 %: its steep OCV there starts the estimate within 1 % (the
-    # deterministic seed: 0.9 %), so the absolute figure is about the sleep;
-    # the change across the sleep is held to 1 % on its own as well
-    server = start(tmp_path, 90.0, {"lp_idle_ms": 0}, cap_mah=cap, chemistry="nmc")
+    server = start(tmp_path, 95.0, {"lp_idle_ms": 0}, cap_mah=cap, chemistry="nmc")
     try:
-        server.wait_sim_ms(5000)
+        # a full charge first (CC-CV to 4.2 V, the tail held full_hold_ms):
+        # the estimate anchored at 100 %, so the figure after the month is
+        # about the sleep, not where the estimate started
+        with server.lock:
+            server.world.charger.set(cap // 2, 4200)
+        wait_for(server, lambda w: w.pack.true_soc_pct() >= 99.5, "the full charge", 3 * 3600 * 1000)
+        server.wait_sim_ms(server.world.now_ms + 180000)
+        with server.lock:
+            server.world.charger.off()
+        server.wait_sim_ms(server.world.now_ms + 60000)
         client = rtu_client(server.link_path, timeout=0.5, retries=3)
         try:
+            soc = ir(client, M.IR_SOC_DPCT, 1)[0]
             before = (lambda w: (w[0] << 16) | w[1])(ir(client, M.IR_REMAINING_MAH, 2))
         finally:
             client.close()
+        assert soc >= 995, "anchored full (then a minute of the BMS's own draw)"
         server.press_button(3500)  # a long press: sleep
         server.wait_mcu_state("deep_sleep", timeout=30)
         with server.lock:

@@ -288,8 +288,12 @@ class App:
                     self.append(EV_SOC_START, s.soc_dpct, self.uptime_s)
             return
         s.update(now, m, cc, m.fets == 0)
-        if dt > 0 and self.values[P.P_DRAW_COUNTED]:
-            s.draw(self.draw_ua, dt)  # the interval since the last cycle, at its figure
+        if self.values[P.P_DRAW_COUNTED]:
+            s.draw_ma = self.draw_ua // 1000
+            if dt > 0:
+                s.draw(self.draw_ua, dt)  # the interval since the last cycle, at its figure
+        else:
+            s.draw_ma = 0
         if self.failing:
             self.passed(AT_SOC)
 

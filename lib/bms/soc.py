@@ -177,6 +177,7 @@ class Soc:
         self._draw_uams = 0  # uA ms towards the next uA s
         self._draw_uas = 0  # uA s towards the next mA s
         self.drawn_mah = 0  # counted since this estimator started
+        self.draw_ma = 0  # the board's draw now, mA (bms.app sets it while it is counted)
         self._drawn_mas = 0
         # currents
         self._i_ma = 0
@@ -537,7 +538,9 @@ class Soc:
                     self._ocv_correct(self._cell_mean(meas))
         # full and empty
         if meas.cells > 0:
-            if meas.cell_max_mv >= self.full_cell_mv and 0 <= i < self.full_tail_ma:
+            # the tail is the cells' current: at the end of CV the charger
+            # also feeds the BMS's own supply, above the shunt (draw_ma)
+            if meas.cell_max_mv >= self.full_cell_mv and 0 <= i and i - self.draw_ma < self.full_tail_ma:
                 if not self._full_on:
                     self._full_on = True
                     self._full_t = now_ms
