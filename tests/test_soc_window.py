@@ -301,7 +301,8 @@ def test_a_50ma_standby_load_keeps_its_power(tmp_path):
         assert mode == 0, "working: the load is no idle pack"
         true = true_soc(server)
         print("\n50 mA standby, %.0f h: firmware SOC %.1f %%, true %.2f %%" % (STANDBY_HOURS, fw, true))
-        assert abs(fw - true) <= 1.0, (fw, true)
+        # the estimate under a steady small load is issue 19's (its standby target: max 2 %)
+        assert abs(fw - true) <= 2.0, (fw, true)
     finally:
         server.stop()
     assert "Traceback" not in server.log_tail(), server.log_tail()

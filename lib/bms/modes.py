@@ -21,10 +21,14 @@ from bms.boards import IN_BUTTON, WAKE_TIMER
 from bms.bq769x0 import CTRL1_LOAD_PRESENT
 from bms.button import LONG, SHORT, Button
 from bms.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
-from bms.ticks import ticks_diff
+from bms.ticks import ticks_add, ticks_diff
 
 ANIMATE_MS = const(100)  # the LED bar's frame time while it moves (flashes are 200 ms)
 
+
+_WINDOW_MS = const(250)  # the AFE's coulomb-counter window
+# after entering low power: settle plus one offset block (bms.soc, 4 + 64 windows)
+_LEARN_MS = const(18000)
 
 class Modes:
     def __init__(self, app, now):
@@ -43,6 +47,7 @@ class Modes:
         self.inputs = 0
         self.net_on = False
         self.mode_start_s = 0  # uptime when the present mode began
+        self.learn_until = now  # low power: a reading every window until then (the offset)
 
     def start(self, cause):
         """At boot: the mode's cause (the boot, or what woke the MCU)."""
@@ -91,6 +96,10 @@ class Modes:
         if mode == PW.LOW_POWER:
             self._enter(PW.LOW_POWER, cause, now)
             app.fets_and_bleeding_off()
+            # both FETs off, no current can flow: the first seconds of low
+            # power read every window, so the coulomb counter's offset is
+            # learned at once (a block of readings), not over an hour of checks
+            self.learn_until = ticks_add(now, _LEARN_MS)
             # the bar goes dark now: low_power() does not render, and the
             # light sleep would hold whatever it showed (a press wakes it)
             self.show_soc = False
@@ -148,7 +157,10 @@ class Modes:
         source, or run the check. Returns the idle time for the board."""
         app = self.app
         v = app.values
-        due = v[P.P_LP_CHECK_MS] - ticks_diff(now, app.last_cycle)
+        every = v[P.P_LP_CHECK_MS]
+        if ticks_diff(self.learn_until, now) > 0:
+            every = _WINDOW_MS
+        due = every - ticks_diff(now, app.last_cycle)
         if due > 0:
             piece = v[P.P_WDT_MS] // 2
             b = app.board
