@@ -64,7 +64,7 @@ def sim(tmp_path_factory):
 @pytest.fixture
 def client(sim):
     c = ModbusSerialClient(sim.link_path, framer=FramerType.RTU, baudrate=19200, parity="N",
-                           stopbits=2, timeout=1, retries=0)
+                           stopbits=2, timeout=2, retries=0)  # 2 s: a loaded machine (conftest.rtu_client)
     assert c.connect()
     c.socket.reset_input_buffer()  # nothing an earlier test left on the port
     sim.test_clients = [c]  # raw() drops what its frames' replies leave on this port

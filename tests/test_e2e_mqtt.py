@@ -339,12 +339,14 @@ def test_user_password_and_tls_checked_against_a_ca(tmp_path):
     with Broker(tmp_path, users={"bms": "right"}, extra=extra) as broker:
         broker.start()
         with Subscriber(broker.port, "bms/#", username="bms", password="right", ca=files["ca"]) as sub:
+            # 45 s for the first state: on a loaded two-core machine a TLS handshake
+            # can pass the 2 s socket timeout (at most wdt_ms / 4) and back off 1, 2, 4 ... s
             server = start_pack(tmp_path, broker.port, net={"user": "bms", "password": "right", "tls": 1,
                                                             "ca_file": files["ca"], "timeout_ms": 2000},
                                 heap=TLS_HEAP, target=tls_target())
             try:
                 client = rtu_client(server.link_path)
-                sub.wait_for(lambda m: m.topic == "bms/pack1/state", timeout=30)
+                sub.wait_for(lambda m: m.topic == "bms/pack1/state", timeout=45)
                 st = net_status(client)
                 assert st["state"] == M.NET_ONLINE and st["error"] == 0
             finally:

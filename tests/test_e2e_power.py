@@ -140,7 +140,10 @@ def test_working_low_power_and_back(lp):
 
 
 def test_under_voltage_sleep_and_every_wake_source(tmp_path):
-    server = start(tmp_path, soc_pct=2.0, speed=50.0)
+    # sleep_uv_ms 40 s: a wake from the under-voltage sleep stays up 0.8 s of
+    # wall time (at 50x) before it sleeps again, long enough for the reads
+    # below on a loaded machine (the cells at rest stay under the release)
+    server = start(tmp_path, soc_pct=2.0, speed=50.0, sleep_uv_ms=40000)
     try:
         with server.lock:
             server.world.load.set(5000)
