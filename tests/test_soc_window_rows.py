@@ -42,13 +42,8 @@ def engine(**settings):
 
 
 def soc(pr, dpct, storage=False):
-    """The quantities bms.app fills from an SOC estimate."""
-    hi = min(dpct, 999)
-    lo = max(dpct, 1)
-    pr.q[PR.Q_SOC_HIGH_DPCT] = hi
-    pr.q[PR.Q_SOC_LOW_DPCT] = lo
-    pr.q[PR.Q_STORE_HIGH_DPCT] = hi if storage else 0
-    pr.q[PR.Q_STORE_LOW_DPCT] = lo if storage else 1000
+    """The quantities as bms.app fills them from an SOC estimate."""
+    pr.set_soc(dpct, storage)
 
 
 def test_flags_words_hold_a_bit_per_row_of_their_level():
@@ -118,8 +113,7 @@ def test_the_storage_rest_survives_a_reset():
     again, _ = engine(storage_soc_dpct=500)
     assert again.restore(kept, 0)
     assert again.asleep_s == 123456789
-    for q in (PR.Q_SOC_HIGH_DPCT, PR.Q_SOC_LOW_DPCT, PR.Q_STORE_HIGH_DPCT, PR.Q_STORE_LOW_DPCT):
-        again.q[q] = PR.UNKNOWN  # the boot's first cycles: no SOC estimate yet
+    again.set_soc(PR.UNKNOWN, True)  # the boot's first cycles: no SOC estimate yet
     again.evaluate(250, True)
     again.evaluate(500)
     assert again.block == PR.BOTH, "the kept rows hold until the SOC says otherwise"

@@ -679,19 +679,9 @@ class App:
         q[PR.Q_RESET_LOCKOUT] = 1 if self.protection.resets >= _LOCKOUT_RESETS else 0
         # the SOC window and storage (bms.protection Q_SOC_*): UNKNOWN until
         # the SOC is, inside 0.1..99.9 % so 100 % and 0 % mean off
-        hi = lo = PR.UNKNOWN
         s = self.soc
-        if s is not None and self.soc_started:
-            hi = lo = s.soc_dpct
-            if hi > 999:
-                hi = 999
-            if lo < 1:
-                lo = 1
-        q[PR.Q_SOC_HIGH_DPCT] = hi
-        q[PR.Q_SOC_LOW_DPCT] = lo
-        storage = v[P.P_STORAGE]
-        q[PR.Q_STORE_HIGH_DPCT] = hi if storage else 0
-        q[PR.Q_STORE_LOW_DPCT] = lo if storage else 1000  # off: released whatever the SOC
+        self.protection.set_soc(s.soc_dpct if s is not None and self.soc_started else PR.UNKNOWN,
+                                v[P.P_STORAGE])
 
     def _latch_release(self, now):
         """A short circuit latched after its retries clears once the load is

@@ -272,6 +272,22 @@ class Protection:
                 wait = _WAIT_MAX_MS  # beyond, the tick difference would wrap and it would never fire
         return _elapsed(now, self.since[i]) >= wait
 
+    def set_soc(self, dpct, storage):
+        """The SOC window's and storage's quantities from an SOC estimate
+        (0.1 %, or UNKNOWN): kept inside 0.1..99.9 % so a limit at 100 % or
+        0 % never trips; storage off, its rows see a neutral SOC and release."""
+        q = self.q
+        hi = lo = dpct
+        if dpct != UNKNOWN:
+            if hi > 999:
+                hi = 999
+            if lo < 1:
+                lo = 1
+        q[Q_SOC_HIGH_DPCT] = hi
+        q[Q_SOC_LOW_DPCT] = lo
+        q[Q_STORE_HIGH_DPCT] = hi if storage else 0
+        q[Q_STORE_LOW_DPCT] = lo if storage else 1000
+
     def clear_latched(self, load_removed=False):
         """A host's clear (or the load taken away): latched rows may retry."""
         i = 0
