@@ -13,8 +13,9 @@ import pytest
 from bms import paramcheck as C
 from bms import params as P
 from bms import paramload as PL
-from bms import regdoc as D
+from bms.spec import regdoc as D
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms.config import EV_PARAM_SET, Config
 from bms.regimage import RegisterImage
 from bmsctl import cli as ctl
@@ -51,7 +52,7 @@ class FakeBms:
 
     def _boot(self):
         self.hr = RegisterImage(M.HR_SIZE)
-        self.ir = RegisterImage(M.IR_SIZE, M.mapped_mask(M.INPUT_REGS, M.IR_SIZE))
+        self.ir = RegisterImage(M.IR_SIZE, RT.mapped_mask(RT.INPUT_REGS, M.IR_SIZE))
         self.cfg = Config(self.prm, self.hr, self.ir, lambda c, v, t: self.events.append((c, v)))
 
     def _w(self, addr, words):

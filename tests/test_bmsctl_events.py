@@ -7,10 +7,10 @@ import pytest
 from bms import app as APP
 from bms import config as FWCF
 from bms import paramcheck as C
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import power as PW
 from bms import protection as PR
-from bms import protrules
+from bms.spec import protrules
 from bms import netcfg as NC
 from bms import uplink as UP
 from bmsctl import regs as RG

@@ -7,12 +7,13 @@ import struct
 import pytest
 import yaml
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms import soc as S
 from bmsctl import cli as ctl
 from bmsctl import hamodbus as HA
 from conftest import lfp4_sim, rtu_client
 
-ROWS = {r[1]: r for r in M.INPUT_REGS}
+ROWS = {r[1]: r for r in RT.INPUT_REGS}
 HA_UNIT = {"degC": "°C"}
 # What Home Assistant accepts for each device class we use (sensor/const.py).
 DEVICE_CLASS_UNITS = {"voltage": {"V"}, "current": {"A"}, "battery": {"%"}, "temperature": {"°C"},
@@ -85,7 +86,7 @@ def test_every_sensor_matches_the_register_map():
         addr, name, typ, count, exp, unit = row[:6]
         assert typ in STRUCT, "%s: Home Assistant has no data_type for %s" % (name, typ)
         assert s["input_type"] == "input"
-        assert s["address"] == addr + k * M.WORDS[typ], name
+        assert s["address"] == addr + k * RT.WORDS[typ], name
         assert s["data_type"] == typ, name
         assert s["scale"] == pytest.approx(10.0 ** exp, rel=1e-12), name
         assert s["precision"] == max(0, -exp), name
@@ -97,7 +98,7 @@ def test_every_sensor_matches_the_register_map():
         assert "count" not in s and "swap" not in s  # 32-bit: high word first, HA's default
     for b in hub["binary_sensors"]:
         row, k = register_of(b)
-        assert b["input_type"] == "input" and b["address"] == row[0] and M.WORDS[row[2]] == 1
+        assert b["input_type"] == "input" and b["address"] == row[0] and RT.WORDS[row[2]] == 1
 
 
 def test_the_sensors_a_pack_owner_needs_are_there():
@@ -250,7 +251,7 @@ def test_every_entity_reads_back_from_the_simulated_bms(tmp_path):
         try:
             values = []
             for e in entities(hub):
-                n = M.WORDS[e.get("data_type", "uint16")]
+                n = RT.WORDS[e.get("data_type", "uint16")]
                 read = (client.read_input_registers if e["input_type"] == "input"
                         else client.read_holding_registers)
                 rr = read(e["address"], count=n, device_id=e["device_address"])

@@ -36,7 +36,7 @@ def lib_modules():
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for f in files:
             rel = os.path.relpath(os.path.join(dirpath, f), LIB).replace(os.sep, "/")
-            if f.endswith(".py") and rel not in ("bms/regdoc.py", "bms/paramtable.py", "bms/regmap.py", "bms/protrules.py"):
+            if f.endswith(".py") and not B.is_host_only(rel):
                 out.append(rel)
     return sorted(out)
 
@@ -71,8 +71,8 @@ def test_build_holds_every_firmware_module_as_mpy_and_no_host_only_one(built):
     # micropython-lib's MQTT client beside it (bms_sim.deps: the pinned file)
     want.add("lib/umqtt/simple.mpy")
     assert set(files) == want
-    assert "lib/bms/regdoc.mpy" not in files and os.path.exists(os.path.join(LIB, "bms", "regdoc.py"))
-    assert "lib/bms/paramtable.mpy" not in files  # the firmware reads bms/packed.py
+    assert "lib/bms/spec/regdoc.mpy" not in files and os.path.exists(os.path.join(LIB, "bms", "spec", "regdoc.py"))
+    assert "lib/bms/spec/paramtable.mpy" not in files  # the firmware reads bms/gen/packed.py
     # boot.py and main.py as source: MicroPython runs them from source
     for name in ("boot.py", "main.py"):
         with open(os.path.join(ROOT, name), "rb") as f:
@@ -371,6 +371,28 @@ def test_make_deploy_copies_the_build_to_a_board_over_mpremote_and_it_runs(board
     assert "Traceback" not in server.log_tail(), server.log_tail()
 
 
+def _constants_only(name):
+    """True for a module whose body is its docstring, `from micropython
+    import const` and `NAME = const(...)` lines."""
+    import ast
+
+    path = os.path.join(LIB, *name.split(".")) + ".py"
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        body = ast.parse(f.read()).body
+    for node in body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module == "micropython":
+            continue
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", "") == "const"):
+            continue
+        return False
+    return True
+
+
 def test_start_imports_every_module_the_app_needs(tmp_path):
     """bms.start loads the firmware one module at a time (a collection after
     each keeps the heap in one piece): its list must hold every module
@@ -381,8 +403,9 @@ def test_start_imports_every_module_the_app_needs(tmp_path):
     probe = ("import sys\nimport bms.start, bms.params, bms.store\nbefore = set(sys.modules)\nimport bms.app\n"
              "print(' '.join(m for m in sys.modules if m.startswith('bms') and m not in before))\n")
     out = subprocess.run([sys.executable, "-c", probe], cwd=LIB, capture_output=True, text=True, check=True)
-    host_only = {r[:-3].replace("/", ".") for r in B.HOST_ONLY}
-    needed = set(out.stdout.split()) - host_only - {"bms.boards"}
+    # packages, and modules of constants only (the build folds them into
+    # their readers, bms.regmap), are no load of their own
+    needed = {m for m in out.stdout.split() if not _constants_only(m)} - {"bms.boards", "bms.gen"}
     assert needed == set(start.MODULES)
     # each module after everything it imports at module level
     import ast

@@ -12,8 +12,9 @@ from bms import config as CF
 from bms import paramcheck as C
 from bms import params as P
 from bms import paramload as PL
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms import store as S
 from bms.regimage import RegisterImage
 
@@ -38,7 +39,7 @@ class Dev:
         if directory is not None:
             self.prm.store = S.Store(directory, PL.STORE_NAME)
         self.hr = RegisterImage(M.HR_SIZE)
-        self.ir = RegisterImage(M.IR_SIZE, M.mapped_mask(M.INPUT_REGS, M.IR_SIZE))
+        self.ir = RegisterImage(M.IR_SIZE, RT.mapped_mask(RT.INPUT_REGS, M.IR_SIZE))
         self.events = []
         self.cfg = CF.Config(self.prm, self.hr, self.ir, lambda c, v, t: self.events.append((c, v)))
         self.now = 1000

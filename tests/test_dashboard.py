@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bmsctl import cli
 from bmsctl.dashboard import add_command, browser
 from conftest import ROOT, ctrl_c_stops, lfp4_sim, rtu_client

@@ -15,7 +15,7 @@ import urllib.request
 from array import array
 
 import pytest
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import regmap as M
 from bms.telemetry import SAMPLE_SIZE, StateWriter, sample_into
 from bms_sim.cli import provision

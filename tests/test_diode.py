@@ -14,7 +14,7 @@ import pytest
 from bms import app as A
 from bms import params as P
 from bms import protection as PR
-from bms import protrules
+from bms.spec import protrules
 from bms import regmap as M
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim

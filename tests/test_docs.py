@@ -10,7 +10,7 @@ def test_protection_doc_is_current():
 
 def test_protection_doc_names_every_row():
     table = docs.protection_table()
-    from bms import protrules
+    from bms.spec import protrules
 
     for row in protrules.ROWS:
         assert "`%s`" % row[0] in table

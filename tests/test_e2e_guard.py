@@ -4,7 +4,7 @@ and a crash loop ends in the reset-loop lockout with the FETs off while
 Modbus still answers."""
 import os
 
-from bms import protrules
+from bms.spec import protrules
 from bms import regmap as M
 from bms.boards import RESET_HARD
 from bms.eventlog import EventLog

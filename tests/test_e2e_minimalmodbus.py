@@ -4,7 +4,7 @@ diagnostics, and parameter writes (FC06 / FC16)."""
 import minimalmodbus
 import pytest
 
-from bms import paramtable
+from bms.spec import paramtable
 from bms import regmap as M
 from bms_sim.cli import provision
 from bms_sim.link import SimServer

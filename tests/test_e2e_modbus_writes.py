@@ -13,7 +13,7 @@ import pytest
 from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient
 
-from bms import paramtable
+from bms.spec import paramtable
 from bms import params as P
 from bms import regmap as M
 from bms.config import EV_LOCKED, EV_PARAM_SET

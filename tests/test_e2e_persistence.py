@@ -7,7 +7,7 @@ import struct
 
 import pytest
 from bms import paramload as PL
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import regmap as M
 from bms.store import Store
 from conftest import ir, lfp4_sim, rtu_client
@@ -104,7 +104,7 @@ def test_factory_reset_leaves_the_bms_unconfigured(sim, client):
 def test_a_latched_short_stays_latched_through_a_restart(sim, client):
     # the rows' latches live in the board's RTC memory (keep()): a restart
     # keeps them, so DSG is not closed into the short again
-    from bms import protrules
+    from bms.spec import protrules
 
     row = [r[0] for r in protrules.ROWS].index("afe_scd")
     with sim.lock:

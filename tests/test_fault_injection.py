@@ -20,9 +20,9 @@ import re
 import pytest
 
 from bms import params as P
-from bms import paramtable
+from bms.spec import paramtable
 from bms import power as PW
-from bms import protrules
+from bms.spec import protrules
 from bms import regmap as M
 from bms.app import (AT_FLASH, AT_LEDS, AT_MEASURE, AT_MODBUS, AT_MODES, AT_PROTECT, AT_SOC, AT_UPLINK,
                      EV_CRASH, EV_FAULT, PERIOD_MS)

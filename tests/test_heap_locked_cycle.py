@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from bms import paramtable as PT
-from bms import protrules
+from bms.spec import paramtable as PT
+from bms.spec import protrules
 from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.cli import provision

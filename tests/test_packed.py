@@ -1,15 +1,18 @@
-"""bms.packed (what the firmware reads) against the tables it is generated
-from: bms.paramtable, bms.regmap.INPUT_REGS and bms.protrules."""
+"""bms.gen.packed (what the firmware reads) against the tables it is generated
+from: bms.spec.paramtable, bms.spec.regtable.INPUT_REGS and bms.spec.protrules."""
 import subprocess
 import sys
 
 import pytest
 
-from bms import packed, paramdata, params, paramtable, protrules
+from bms.gen import packed, paramdata
+from bms import params
+from bms.spec import paramtable, protrules
 
 from bms import paramload as PL
 from bms import protection as PR
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms_sim import tablegen
 from conftest import ROOT
 
@@ -53,7 +56,7 @@ def test_chemistry_defaults_scale_as_the_table_says():
 def test_input_register_spans_map_exactly_the_table():
     from bms.app import _input_mapped
 
-    assert bytes(_input_mapped()) == bytes(M.mapped_mask(M.INPUT_REGS, M.IR_SIZE))
+    assert bytes(_input_mapped()) == bytes(RT.mapped_mask(RT.INPUT_REGS, M.IR_SIZE))
 
 
 def test_protection_reads_every_row_field_from_packed():

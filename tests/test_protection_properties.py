@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bms import params as P
 from bms import protection as PR
-from bms import protrules
+from bms.spec import protrules
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World

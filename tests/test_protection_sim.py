@@ -10,8 +10,9 @@ import pytest
 
 from bms import params as P
 from bms import protection as PR
-from bms import protrules
+from bms.spec import protrules
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms.bq769x0 import CTRL1_ADC_EN, STAT_SCD, SYS_CTRL1, SYS_CTRL2, SYS_STAT
 from bms.app import EV_AFE_UP, EV_BOOT, EV_RESET
 from bms.power import EV_MODE
@@ -646,13 +647,13 @@ def test_event_log_survives_a_restart(tmp_path):
 
 
 def test_bmsctl_shows_the_factory_state_plainly(tmp_path):
-    from bms import paramtable as PT
+    from bms.spec import paramtable as PT
     from bmsctl import cli
     from bmsctl import regs as RG
 
     sim = DirectSim(World(cells=4), str(tmp_path))
     sim.run(3000)
-    st = {"input": RG.decode(M.INPUT_REGS, list(sim.app.ir.words)),
+    st = {"input": RG.decode(RT.INPUT_REGS, list(sim.app.ir.words)),
           "holding": RG.decode(PT.TABLE, list(sim.app.hr.words))}
     text = cli.format_status(cli.status_dict(st), "sim")
     assert "charge off (unconfigured), discharge off (unconfigured)" in text

@@ -2,21 +2,22 @@
 import io
 import json
 
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import protection as PR
-from bms import protrules
-from bms import regdoc as D
+from bms.spec import protrules
+from bms.spec import regdoc as D
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bmsctl import cli as ctl
 
 
 def test_rows_do_not_overlap_and_fit_the_images():
-    for regs, size in ((M.INPUT_REGS, M.IR_SIZE), (PT.TABLE, M.HR_SIZE)):
+    for regs, size in ((RT.INPUT_REGS, M.IR_SIZE), (PT.TABLE, M.HR_SIZE)):
         used = {}
         for row in regs:
             addr, name, typ, count = row[:4]
-            assert typ in M.WORDS, name
-            for a in range(addr, addr + M.WORDS[typ] * count):
+            assert typ in RT.WORDS, name
+            for a in range(addr, addr + RT.WORDS[typ] * count):
                 assert a not in used, "%s overlaps %s at 0x%04x" % (name, used[a], a)
                 assert a < size, "%s runs past the image" % name
                 used[a] = name
@@ -25,12 +26,12 @@ def test_rows_do_not_overlap_and_fit_the_images():
 
 
 def test_every_name_has_its_words_and_no_more():
-    assert set(D.INPUT) == {r[1] for r in M.INPUT_REGS}
+    assert set(D.INPUT) == {r[1] for r in RT.INPUT_REGS}
     assert set(D.HOLDING) == {r[1] for r in PT.TABLE}
     assert set(D.PROTECTION) == {r[0] for r in protrules.ROWS}
     for text in list(D.INPUT.values()) + list(D.HOLDING.values()) + list(D.PROTECTION.values()):
         assert text and text[0] != " "
-    for regs in (M.INPUT_REGS, PT.TABLE):
+    for regs in (RT.INPUT_REGS, PT.TABLE):
         for row in regs:
             assert -6 <= row[4] <= 3
 
@@ -44,7 +45,7 @@ def test_protection_rows_fit_small_int_flags():
 
 
 def test_mapped_mask_marks_exactly_the_rows():
-    m = M.mapped_mask(M.INPUT_REGS, M.IR_SIZE)
+    m = RT.mapped_mask(RT.INPUT_REGS, M.IR_SIZE)
     assert m[M.IR_CELL_MV + 14] == 1 and m[M.IR_BALANCE_MASK + 1] == 0
 
 
@@ -59,7 +60,7 @@ def test_bmsctl_registers_json_has_the_documented_keys():
                     "count": 15, "scale": 0.001, "unit": "V", "access": "r",
                     "description": cell["description"]}
     assert {r["table"] for r in rows} == {"input", "holding"}
-    assert len(rows) == len(M.INPUT_REGS) + len(PT.TABLE) + len(M.HOLDING_CONTROLS)
+    assert len(rows) == len(RT.INPUT_REGS) + len(PT.TABLE) + len(RT.HOLDING_CONTROLS)
 
 
 def test_bmsctl_registers_table_needs_no_port():

@@ -10,8 +10,9 @@ import os
 
 from bms import config as CF
 from bms import paramload as PL
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms import store as S
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
@@ -76,5 +77,5 @@ def status_text(app):
     from bmsctl import cli
     from bmsctl import regs as RG
 
-    st = {"input": RG.decode(M.INPUT_REGS, list(app.ir.words)), "holding": RG.decode(PT.TABLE, list(app.hr.words))}
+    st = {"input": RG.decode(RT.INPUT_REGS, list(app.ir.words)), "holding": RG.decode(PT.TABLE, list(app.hr.words))}
     return cli.format_status(cli.status_dict(st), "sim")

@@ -4,9 +4,9 @@ from array import array
 
 import pytest
 
-from bms import packed
+from bms.gen import packed
 from bms import protection as PR
-from bms import protrules
+from bms.spec import protrules
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World

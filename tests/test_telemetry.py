@@ -4,6 +4,7 @@ import json
 from array import array
 
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms.telemetry import SIZE, StateWriter
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
@@ -26,7 +27,7 @@ def test_the_message_says_what_the_registers_say(tmp_path):
     sim = DirectSim(world, str(tmp_path))
     sim.run(20000)
     words = sim.app.ir.words
-    raw = RG.decode(M.INPUT_REGS, words)
+    raw = RG.decode(RT.INPUT_REGS, words)
     got = _message(words)
     assert got["pack_v"] == raw["pack_mv"] / 1000 and got["current_a"] == raw["current_ma"] / 1000
     assert got["current_a"] < -4.9  # discharging at 5 A

@@ -2,7 +2,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import params as P
 from bms import paramload as PL
 from bms.ticks import TICKS_PERIOD, ticks_add, ticks_diff

@@ -22,7 +22,7 @@ from bms.eventlog import EventLog
 from bms.lifetime import Lifetime
 from bms.measurements import MAX_CELLS, MAX_TEMPS, Measurements
 from bms.modes import ANIMATE_MS, Modes
-from bms.packed import (DIODE_CHG_ROWS, DIODE_DSG_ROWS, OVER_VOLTAGE_ROWS, SOC_HIGH_ROWS, SOC_LOW_ROWS, SOC_WARN_ROWS,
+from bms.gen.packed import (DIODE_CHG_ROWS, DIODE_DSG_ROWS, OVER_VOLTAGE_ROWS, SOC_HIGH_ROWS, SOC_LOW_ROWS, SOC_WARN_ROWS,
                         SOC_WINDOW_ROWS, STORAGE_HIGH_ROWS, STORAGE_LOW_ROWS, UNDER_VOLTAGE_ROWS)
 from bms.power import CAUSE_BOOT, WORKING
 from bms.modbus_rtu import ModbusSlave
@@ -40,7 +40,7 @@ _LOAD_GONE_MS = const(2000)
 _LOCKOUT_RESETS = const(5)  # unplanned resets in a row, each within _LOCKOUT_CLEAN_S of the boot before
 _LOCKOUT_CLEAN_S = const(600)
 _CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (CV float, charger done)
-# Groups of protection rows as protect_flags masks (bms.protrules GROUPS):
+# Groups of protection rows as protect_flags masks (bms.spec.protrules GROUPS):
 # OVER_VOLTAGE (balancing goes on under it, the SOC syncs to full),
 # UNDER_VOLTAGE (the SOC syncs to empty), DIODE_CHG/DIODE_DSG (the body
 # diodes' rows, docs/PROTECTION.md), SOC_WINDOW (limits of use, not faults).
@@ -98,10 +98,10 @@ _STORE_NEAR_DPCT = const(10)  # storage mode: within 1 % of storage_soc is there
 
 
 def _input_mapped():
-    """bytearray(IR_SIZE), 1 where bms.regmap.INPUT_REGS maps an input
-    register: from its packed spans (bms.packed), so the table's names and
+    """bytearray(IR_SIZE), 1 where bms.spec.regtable.INPUT_REGS maps an input
+    register: from its packed spans (bms.gen.packed), so the table's names and
     units stay with the host tools."""
-    from bms import packed
+    from bms.gen import packed
 
     m = bytearray(M.IR_SIZE)
     s = packed.IR_SPANS
@@ -197,7 +197,7 @@ class App:
         self.log_errors = 0  # the event log's write_errors already counted
         self.net_backoff_ms = 0  # MQTT rests after a caught failure (_uplink_step)
         self.net_retry_at = now
-        # the packed tables (bms.packed) have done their work: let them go
+        # the packed tables (bms.gen.packed) have done their work: let them go
         release("packed")
         prm.release()  # a no-op after bms.start's
         gc.collect()

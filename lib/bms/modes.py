@@ -20,7 +20,7 @@ from bms import regmap as M
 from bms.boards import IN_BUTTON, WAKE_TIMER
 from bms.bq769x0 import CTRL1_LOAD_PRESENT
 from bms.button import LONG, SHORT, Button
-from bms.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
+from bms.gen.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
 from bms.ticks import ticks_add, ticks_diff
 
 ANIMATE_MS = const(100)  # the LED bar's frame time while it moves (flashes are 200 ms)

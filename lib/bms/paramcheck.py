@@ -4,7 +4,7 @@ A parameter set is accepted only when every value is inside its own range
 (bms.params) and, once the pack is configured, every rule below holds. The
 firmware checks a Modbus write with these before it changes anything;
 `bmsctl` checks a profile with the same rows before it sends anything, and
-the docs list them (bms.regdoc words them from the row).
+the docs list them (bms.spec.regdoc words them from the row).
 
 A row is three bytes: kind, a, b (a and b are bms.params P_ indices, or for
 SPECIAL which check). `check()` returns 0, or the failing row's number + 1.

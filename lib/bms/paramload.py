@@ -3,7 +3,7 @@ chemistry's defaults, and the key=value text the host tools use.
 
 A boot-time module: bms.start loads the set with it, then
 bms.params.Params.release() lets it go (with the packed parameter table,
-bms.paramdata) before the rest of the firmware loads, so none of this code
+bms.gen.paramdata) before the rest of the firmware loads, so none of this code
 stays in the heap while the BMS runs. The host tools import it as it is.
 """
 from array import array
@@ -23,14 +23,14 @@ _PACK_INDICES = (P_CHEMISTRY, P_CELL_CHANNELS, P_CAPACITY_MAH, P_AFE_GROUPS)
 
 
 def name_of(i):
-    from bms import paramdata
+    from bms.gen import paramdata
 
     return paramdata.NAMES.split()[i]
 
 
 def index_of(name):
     """The parameter called name, or -1."""
-    from bms import paramdata
+    from bms.gen import paramdata
 
     names = paramdata.NAMES
     at = names.find(" " + name + " ")
@@ -68,7 +68,7 @@ def apply_defaults(p, chemistry, cells, capacity_mah):
     """The chemistry's defaults scaled to this pack, for every protection,
     warning, balancing and state-of-charge parameter (the pack's own
     settings and the device's - Modbus framing, PIN - stay)."""
-    from bms import paramdata
+    from bms.gen import paramdata
 
     v = p.values
     dfl = array("i", paramdata.DEFAULTS)

@@ -2,8 +2,8 @@
 compact per-parameter facts it needs at run time.
 
 The table itself (names, registers, ranges, per-chemistry defaults) is
-bms.paramtable, which the host tools read. The firmware reads it packed,
-from bms.paramdata (generated from the table by `python -m
+bms.spec.paramtable, which the host tools read. The firmware reads it packed,
+from bms.gen.paramdata (generated from the table by `python -m
 bms_sim.tablegen`): `Params` keeps what the loop and the Modbus path need
 in small arrays (register address, width, range), and `release()` lets the
 packed table go once the boot has applied it. Reading the set in (the
@@ -22,7 +22,7 @@ CHEM_NMC = const(2)
 CHEM_LTO = const(3)
 CHEMISTRY_NAMES = ("none", "lfp", "nmc", "lto")
 
-# Indices into the value array (the row order of bms.paramtable.TABLE).
+# Indices into the value array (the row order of bms.spec.paramtable.TABLE).
 P_CHEMISTRY = const(0)
 P_CELL_CHANNELS = const(1)
 P_CAPACITY_MAH = const(2)
@@ -125,7 +125,7 @@ P_SOC_MAX_DPCT = const(117)  # charge stops at this SOC (100 % = off)
 P_SOC_MIN_DPCT = const(118)  # discharge stops at this SOC (0 = off)
 P_SOC_WARN_LOW_DPCT = const(119)  # a warning at this SOC (0 = off)
 P_SOC_HYST_DPCT = const(120)  # the SOC window's and storage's resume hysteresis
-P_STORAGE = const(121)  # 1: storage mode (bms.protrules storage_high/storage_low)
+P_STORAGE = const(121)  # 1: storage mode (bms.spec.protrules storage_high/storage_low)
 P_STORAGE_SOC_DPCT = const(122)
 P_DRAW_COUNTED = const(123)  # 1: the board's own draw (above the shunt) is counted against the SOC
 COUNT = const(124)
@@ -141,7 +141,7 @@ class Params:
     bms.cfg text, chemistry defaults) is bms.paramload, a boot-time module."""
 
     def __init__(self):
-        from bms import paramdata
+        from bms.gen import paramdata
 
         self.values = array("i", bytes(4 * COUNT))  # int32: the same width on the ESP32 and the host
         self.addr = array("H", paramdata.ADDR)

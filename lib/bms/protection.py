@@ -1,5 +1,5 @@
 """Protection: every diagnosis is one row of a declarative table
-(bms.protrules, read here packed: bms.packed).
+(bms.spec.protrules, read here packed: bms.gen.packed).
 
 A row names a measured quantity, how it compares with its thresholds, the
 parameters holding the trip threshold, trip delay, release threshold and
@@ -76,9 +76,9 @@ B_S = const(6)  # sensor, AFE or wiring
 
 NONE = const(-1)
 
-# The rows themselves: bms.protrules.ROWS (name, quantity, comparison,
+# The rows themselves: bms.spec.protrules.ROWS (name, quantity, comparison,
 # trip, trip delay, release, release delay, fets, level, retries, blink),
-# read here packed (bms.packed.PROT_ROWS): the same fields less the name,
+# read here packed (bms.gen.packed.PROT_ROWS): the same fields less the name,
 # one byte each, NONE as 255.
 _RB = const(10)  # bytes per packed row
 _QTY = const(0)
@@ -117,9 +117,9 @@ _LATCHED = const(4)  # retries used up: stays until cleared
 
 class Protection:
     def __init__(self, values, events=None):
-        from bms import packed
+        from bms.gen import packed
 
-        self.rows = packed.PROT_ROWS  # ROW_COUNT rows of _RB bytes (bms.protrules)
+        self.rows = packed.PROT_ROWS  # ROW_COUNT rows of _RB bytes (bms.spec.protrules)
         self.values = values  # the parameter array (bms.params)
         self.events = events  # object with append(code, value, time_s) or None
         self.q = array("l", [0] * Q_COUNT)
@@ -127,7 +127,7 @@ class Protection:
         self.since = array("l", [0] * ROW_COUNT)  # tick the pending/releasing phase began
         self.retries = bytearray(ROW_COUNT)
         # Active rows as bits, one word per level: bit n is the level's n-th
-        # row in table order (bms.protrules BIT), at most 29 a level, so the
+        # row in table order (bms.spec.protrules BIT), at most 29 a level, so the
         # words stay small ints on the ESP32 (31-bit): no allocation
         self.protect_flags = 0
         self.warn_flags = 0

@@ -10,7 +10,7 @@ from array import array
 class RegisterImage:
     def __init__(self, size, mapped=None):
         """mapped: bytearray(size), 1 where a register is mapped
-        (bms.regmap.mapped_mask), or None to map ranges later."""
+        (bms.spec.regtable.mapped_mask), or None to map ranges later."""
         self.words = array("H", bytes(2 * size))
         self.mapped = mapped if mapped is not None else bytearray(size)
         self.size = size

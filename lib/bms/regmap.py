@@ -1,21 +1,12 @@
-"""The Modbus register map: the one table the firmware, `bmsctl`, the docs
-and generated host configs all read.
+"""The Modbus register map's addresses and the values its registers carry:
+the firmware's register header, which the host tools read too.
 
 Input registers (FC 04) hold measurements and state, refreshed once per
-measurement cycle into a register image (see bms.app); holding registers
-(FC 03) hold the parameters, whose table is bms.params. Each row starts
-
-    (address, name, type, count, scale_exp, unit, ...)
-
-- type: "uint16", "int16", "uint32", "int32"; 32-bit values take two
-  registers, high word first. `count` > 1 is an array of that type.
-- value in `unit` = raw register value * 10**scale_exp; the name carries the
-  raw unit (cell_mv is millivolts, shown by a host as volts).
-- input registers are read-only, holding registers read-write; the words
-  for each name are in bms.regdoc (host side).
-
-The address names below are used by the firmware to fill the image; the
-tables are only walked at start-up and by host tools.
+measurement cycle into a register image (bms.regimage); holding registers
+(FC 03) hold the parameters (bms.params). The rows that name, type and
+scale each register are host-only: bms.spec.regtable (input and control
+registers) and bms.spec.paramtable (parameters). Every name here is a
+const(): the device build folds them into the code that reads them.
 """
 from micropython import const
 
@@ -113,77 +104,6 @@ SOC_STORAGE_CHG = const(0x0010)  # storage_high holds charge off
 SOC_STORAGE_DSG = const(0x0020)  # storage_low holds discharge off
 SOC_STORAGE_AT = const(0x0040)  # storage mode within 1 % of storage_soc: arrived (it rests, then sleeps)
 
-INPUT_REGS = (
-    (IR_CELL_COUNT, "cell_count", "uint16", 1, 0, ""),
-    (IR_PACK_MV, "pack_mv", "uint32", 1, -3, "V"),
-    (IR_CURRENT_MA, "current_ma", "int32", 1, -3, "A"),
-    (IR_CELL_MIN_MV, "cell_min_mv", "uint16", 1, -3, "V"),
-    (IR_CELL_MAX_MV, "cell_max_mv", "uint16", 1, -3, "V"),
-    (IR_CELL_SPREAD_MV, "cell_spread_mv", "uint16", 1, -3, "V"),
-    (IR_CELL_MIN_NUM, "cell_min_num", "uint16", 1, 0, ""),
-    (IR_CELL_MAX_NUM, "cell_max_num", "uint16", 1, 0, ""),
-    (IR_TEMP_DC, "temp_dc", "int16", MAX_TEMPS, -1, "degC"),
-    (IR_FET_FLAGS, "fet_flags", "uint16", 1, 0, ""),
-    (IR_AFE_STAT, "afe_stat", "uint16", 1, 0, ""),
-    (IR_PROTECT_FLAGS, "protect_flags", "uint32", 1, 0, ""),
-    (IR_WARN_FLAGS, "warn_flags", "uint32", 1, 0, ""),
-    (IR_CHG_OFF_REASON, "chg_off_reason", "uint16", 1, 0, ""),
-    (IR_DSG_OFF_REASON, "dsg_off_reason", "uint16", 1, 0, ""),
-    (IR_LATCHED_FLAGS, "latched_flags", "uint32", 1, 0, ""),
-    (IR_UPTIME_S, "uptime_s", "uint32", 1, 0, "s"),
-    (IR_MEAS_COUNT, "meas_count", "uint16", 1, 0, ""),
-    (IR_AFE_CRC_ERRORS, "afe_crc_errors", "uint16", 1, 0, ""),
-    (IR_AFE_BUS_ERRORS, "afe_bus_errors", "uint16", 1, 0, ""),
-    (IR_BALANCE_MASK, "balance_mask", "uint16", 1, 0, ""),
-    (IR_EVENT_SEQ, "event_seq", "uint32", 1, 0, ""),
-    (IR_CELL_MV, "cell_mv", "uint16", MAX_CELLS, -3, "V"),
-    (IR_HW_OV_MV, "hw_ov_applied_mv", "uint16", 1, -3, "V"),
-    (IR_HW_UV_MV, "hw_uv_applied_mv", "uint16", 1, -3, "V"),
-    (IR_HW_OCD_MA, "hw_ocd_applied_ma", "uint32", 1, -3, "A"),
-    (IR_HW_OCD_DELAY_MS, "hw_ocd_applied_delay_ms", "uint16", 1, -3, "s"),
-    (IR_HW_SCD_MA, "hw_scd_applied_ma", "uint32", 1, -3, "A"),
-    (IR_HW_SCD_DELAY_US, "hw_scd_applied_delay_us", "uint16", 1, -6, "s"),
-    (IR_SOC_DPCT, "soc_dpct", "uint16", 1, -1, "%"),
-    (IR_SOH_DPCT, "soh_dpct", "uint16", 1, -1, "%"),
-    (IR_TTE_MIN, "tte_min", "uint16", 1, 0, "min"),
-    (IR_TTF_MIN, "ttf_min", "uint16", 1, 0, "min"),
-    (IR_REMAINING_MAH, "remaining_mah", "uint32", 1, -3, "Ah"),
-    (IR_FULL_CAPACITY_MAH, "full_capacity_mah", "uint32", 1, -3, "Ah"),
-    (IR_EVENTS, "events", "event", EVENT_WINDOW, 0, ""),
-    (IR_REMAINING_DWH, "remaining_dwh", "uint32", 1, -1, "Wh"),
-    (IR_CYCLES_DC, "cycles_dc", "uint32", 1, -2, ""),
-    (IR_CC_OFFSET, "cc_offset_dlsb", "int16", 1, 0, ""),
-    (IR_CONFIG_STATE, "config_state", "uint16", 1, 0, ""),
-    (IR_CONFIG_ERROR, "config_error", "uint16", 1, 0, ""),
-    (IR_UNLOCK_LEFT_S, "unlock_left_s", "uint16", 1, 0, "s"),
-    (IR_PARAM_SAVES, "param_saves", "uint32", 1, 0, ""),
-    (IR_LIFE_CHG_MAH, "life_chg_mah", "uint32", 1, -3, "Ah"),
-    (IR_LIFE_DSG_MAH, "life_dsg_mah", "uint32", 1, -3, "Ah"),
-    (IR_LIFE_ON_S, "life_on_s", "uint32", 1, 0, "s"),
-    (IR_LIFE_CELL_MAX_MV, "life_cell_max_mv", "uint16", 1, -3, "V"),
-    (IR_LIFE_CELL_MIN_MV, "life_cell_min_mv", "uint16", 1, -3, "V"),
-    (IR_LIFE_TEMP_MAX_DC, "life_temp_max_dc", "int16", 1, -1, "degC"),
-    (IR_LIFE_TEMP_MIN_DC, "life_temp_min_dc", "int16", 1, -1, "degC"),
-    (IR_LIFE_TRIPS, "life_trips", "uint16", 1, 0, ""),
-    (IR_POWER_MODE, "power_mode", "uint16", 1, 0, ""),
-    (IR_MODE_CAUSE, "mode_cause", "uint16", 1, 0, ""),
-    (IR_MODE_TIME_S, "mode_time_s", "uint32", 1, 0, "s"),
-    (IR_RESET_CAUSE, "reset_cause", "uint16", 1, 0, ""),
-    (IR_IO_STATE, "io_state", "uint16", 1, 0, ""),
-    (IR_NET_STATE, "net_state", "uint16", 1, 0, ""),
-    (IR_NET_ERROR, "net_error", "uint16", 1, 0, ""),
-    (IR_NET_CONNECTS, "net_connects", "uint16", 1, 0, ""),
-    (IR_NET_STORED, "net_stored", "uint16", 1, 0, ""),
-    (IR_NET_DROPPED, "net_dropped", "uint32", 1, 0, ""),
-    (IR_NET_SENT, "net_sent", "uint32", 1, 0, ""),
-    (IR_NET_BLOCK_MAX_MS, "net_block_max_ms", "uint16", 1, -3, "s"),
-    (IR_SAVE_ERRORS, "save_errors", "uint16", 1, 0, ""),
-    (IR_FAULTS, "faults", "uint16", 1, 0, ""),
-    (IR_FAULT_LAST, "fault_last", "uint16", 1, 0, ""),
-    (IR_SOC_STATE, "soc_state", "uint16", 1, 0, ""),
-    (IR_DRAW_UA, "draw_ua", "uint32", 1, -6, "A"),
-    (IR_DRAWN_MAH, "drawn_mah", "uint32", 1, -3, "Ah"),
-)
 
 # IR_NET_STATE: the MQTT link (bms.uplink)
 NET_OFF = const(0)  # no net.cfg, net_enable 0, or not in working mode
@@ -223,7 +143,7 @@ ERR_UNMAPPED = const(10)  # a register of the range is not in the map (exception
 ERR_RESERVED = const(11)  # detail: a reserved register written with other than 0 (exception 03)
 
 # Holding registers (FC 03): the parameters, one row each of
-# bms.paramtable.TABLE (host tools read it there; the firmware maps them
+# bms.spec.paramtable.TABLE (host tools read it there; the firmware maps them
 # from bms.params.Params).
 # Control registers after them: written alone (FC 06, or FC 16 of one register).
 HR_UNLOCK = const(0x00F0)  # write the PIN to unlock, 0 to lock; reads 1 while unlocked
@@ -234,32 +154,8 @@ HR_SIZE = const(0x00F2)
 # cell count needs.
 HR_RESERVED = const(0x000D)
 HR_RESERVED_COUNT = const(3)
-HOLDING_CONTROLS = (
-    (HR_RESERVED, "reserved", "uint16", HR_RESERVED_COUNT, 0, ""),
-    (HR_UNLOCK, "unlock", "uint16", 1, 0, ""),
-    (HR_COMMAND, "command", "uint16", 1, 0, ""),
-)
 CMD_RESTART = const(1)  # restart the BMS after the reply: stored changes take effect
 CMD_CLEAR_LATCHED = const(2)  # release protections latched after their retries (e.g. short circuit)
 CMD_FACTORY_RESET = const(3)  # erase the stored parameters and restart unconfigured
 CMD_STORAGE_ON = const(4)  # storage mode on (the parameter `storage`, saved): charge and discharge to storage_soc
 CMD_STORAGE_OFF = const(5)  # storage mode off: the pack in use again
-
-WORDS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "event": 8}
-
-
-def mapped_mask(table, size):
-    """bytearray(size): 1 where an address of `table` is mapped.
-
-    Built once at start-up so a request over an unmapped register gets
-    exception 02 without walking the table.
-    """
-    m = bytearray(size)
-    for row in table:
-        n = WORDS[row[2]] * row[3]
-        a = row[0]
-        while n:
-            m[a] = 1
-            a += 1
-            n -= 1
-    return m

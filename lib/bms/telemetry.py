@@ -19,7 +19,7 @@ the main values into a 34-byte record for the store-and-forward ring
      "self_draw_ma": 40.040, "self_drawn_ah": 0.012}
 
 Flags are the register map's bit masks (docs/registers.md): bit n of
-"protections" and "latched" is the n-th protection row of bms.protrules,
+"protections" and "latched" is the n-th protection row of bms.spec.protrules,
 of "warnings" the n-th warning row; "soc_state" holds the SOC_ bits.
 """
 from micropython import const

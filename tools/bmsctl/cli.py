@@ -19,12 +19,13 @@ import sys
 import time
 from contextlib import contextmanager
 
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import params as P
 from bms import protection as PR
-from bms import protrules
-from bms import regdoc as D
+from bms.spec import protrules
+from bms.spec import regdoc as D
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bmsctl import config as CF
 from bmsctl import dashboard as DB
 from bmsctl import hamodbus as HA
@@ -82,7 +83,7 @@ class Bms:
         return rr.registers
 
     def read_table(self, table):
-        regs = M.INPUT_REGS if table == "input" else PT.TABLE
+        regs = RT.INPUT_REGS if table == "input" else PT.TABLE
         fn = self.client.read_input_registers if table == "input" else self.client.read_holding_registers
         words = [0] * RG.span(regs)[1]
         # read mapped runs only: a gap in the map answers exception 02
@@ -190,7 +191,7 @@ class Bms:
 
 def live_regs():
     """The input-register rows `log` records: all but the event window."""
-    return tuple(r for r in M.INPUT_REGS if r[2] != "event")
+    return tuple(r for r in RT.INPUT_REGS if r[2] != "event")
 
 
 def is_pseudo_terminal(port):
@@ -200,7 +201,7 @@ def is_pseudo_terminal(port):
 
 def _runs(regs):
     """Contiguous mapped address runs of a table, each at most 125 registers."""
-    addrs = sorted({r[0] + k for r in regs for k in range(M.WORDS[r[2]] * r[3])})
+    addrs = sorted({r[0] + k for r in regs for k in range(RT.WORDS[r[2]] * r[3])})
     runs = []
     for a in addrs:
         if runs and runs[-1][0] + runs[-1][1] == a and runs[-1][1] < 125:
@@ -215,7 +216,7 @@ def _runs(regs):
 def status_dict(st):
     """The status as engineering values for --json."""
     raw = st["input"]
-    ir = RG.scaled(M.INPUT_REGS, raw)
+    ir = RG.scaled(RT.INPUT_REGS, raw)
     hr = RG.scaled(PT.TABLE, st["holding"])
     n = raw["cell_count"]
     temps = [None if t == M.TEMP_INVALID else t / 10.0 for t in raw["temp_dc"]]
@@ -1152,7 +1153,7 @@ def log_columns():
     return cols
 
 
-_ROW_BY_NAME = {r[1]: r for r in M.INPUT_REGS}
+_ROW_BY_NAME = {r[1]: r for r in RT.INPUT_REGS}
 
 
 def log_cell(name, raw):

@@ -20,16 +20,17 @@ from decimal import Decimal, InvalidOperation
 from bms import paramcheck as C
 from bms import params as P
 from bms import paramload as PL
-from bms import paramtable as PT
-from bms import regdoc as D
+from bms.spec import paramtable as PT
+from bms.spec import regdoc as D
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms.bq769x0 import MODELS, default_cell_channels, model_groups
 
 ROWS = PT.TABLE
 COUNT = len(ROWS)
 NAMES = [r[1] for r in ROWS]
 INDEX = {r[1]: i for i, r in enumerate(ROWS)}
-WIDTH = [M.WORDS[r[2]] for r in ROWS]
+WIDTH = [RT.WORDS[r[2]] for r in ROWS]
 MAX_WRITE_REGS = 123  # FC16 carries at most 123 registers
 
 # The same range facts the firmware builds from the table (bms.params.Params).

@@ -3,7 +3,7 @@ the BMS directly over RS485, generated from the firmware's register map.
 
     bmsctl --port /dev/ttyUSB0 ha-modbus --cells 8 > modbus.yaml
 
-Every address, type, scale and unit comes from bms.regmap.INPUT_REGS, looked
+Every address, type, scale and unit comes from bms.spec.regtable.INPUT_REGS, looked
 up by register name, so the output follows the map when it changes.
 docs/HOME_ASSISTANT.md explains the sensors.
 """
@@ -15,9 +15,10 @@ from decimal import Decimal
 
 from bms import paramcheck as C
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bms import soc as S
 
-ROWS = {r[1]: r for r in M.INPUT_REGS}
+ROWS = {r[1]: r for r in RT.INPUT_REGS}
 
 # Home Assistant validates units against the device class: it spells Celsius "°C".
 HA_UNITS = {"degC": "°C"}
@@ -106,7 +107,7 @@ def _entities(unit, cells, name, scan_interval):
         addr, _, typ, count, exp, unit_name = ROWS[reg][:6]
         n = cells if reg == "cell_mv" else count
         for k in range(n):
-            a = addr + k * M.WORDS[typ]
+            a = addr + k * RT.WORDS[typ]
             s = {
                 "name": "%s %s" % (name, label.format(k=k + 1)),
                 "unique_id": "%s_%s" % (prefix, reg) + ("_%d" % (k + 1) if count > 1 else ""),
@@ -133,7 +134,7 @@ def _entities(unit, cells, name, scan_interval):
         if bit != 1:
             raise AssertionError("%s: Home Assistant reads bit 0 of a register, this flag is 0x%x" % (label, bit))
         addr, typ = ROWS[reg][0], ROWS[reg][2]
-        assert M.WORDS[typ] == 1, reg
+        assert RT.WORDS[typ] == 1, reg
         binary.append(("%s bit 0: input register 0x%04X" % (reg, addr), {
             "name": "%s %s" % (name, label),
             "unique_id": "%s_%s_bit0" % (prefix, reg),

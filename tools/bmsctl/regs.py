@@ -1,15 +1,16 @@
 """The firmware's register map (bms.regmap) as the host sees it: JSON rows,
 and decoding of register blocks into engineering values."""
 from bms import paramcheck as C
-from bms import paramtable as PT
+from bms.spec import paramtable as PT
 from bms import protection as PR
-from bms import protrules
-from bms import regdoc as D
+from bms.spec import protrules
+from bms.spec import regdoc as D
 from bms import regmap as M
+from bms.spec import regtable as RT
 
 # Holding registers are written with FC 06/16 once unlocked (bms.config).
-TABLES = (("input", M.INPUT_REGS, "r", D.INPUT), ("holding", PT.TABLE, "rw", D.HOLDING),
-          ("holding", M.HOLDING_CONTROLS, "rw", D.CONTROL))
+TABLES = (("input", RT.INPUT_REGS, "r", D.INPUT), ("holding", PT.TABLE, "rw", D.HOLDING),
+          ("holding", RT.HOLDING_CONTROLS, "rw", D.CONTROL))
 
 
 def rows():
@@ -34,7 +35,7 @@ def rows():
 
 def span(regs):
     """(first address, number of registers) covering a table."""
-    end = max(r[0] + M.WORDS[r[2]] * r[3] for r in regs)
+    end = max(r[0] + RT.WORDS[r[2]] * r[3] for r in regs)
     return 0, end
 
 
@@ -64,7 +65,7 @@ def decode(regs, words, base=0):
     out = {}
     for addr, name, typ, count, *_ in regs:
         i = addr - base
-        step = M.WORDS[typ]
+        step = RT.WORDS[typ]
         vals = [_value(words, i + k * step, typ) for k in range(count)]
         out[name] = vals if count > 1 else vals[0]
     return out
@@ -142,11 +143,11 @@ def config_error_text(word):
 # Every code the firmware logs (a protection row's trip, release and latch,
 # bms.protection; 200.. bms.app, bms.config, bms.power) reads as one short
 # sentence for a pack builder, a measurement in engineering units. The
-# words are bms.regdoc's.
+# words are bms.spec.regdoc's.
 
 # What an event calls each protection-table row: a protection by its
-# setting's name in bms.regdoc.HOLDING ("Cell over-voltage: charge off at
-# or above") or, for a fault flag, bms.regdoc.PROTECTION's words; a
+# setting's name in bms.spec.regdoc.HOLDING ("Cell over-voltage: charge off at
+# or above") or, for a fault flag, bms.spec.regdoc.PROTECTION's words; a
 # warning by the quantity it watches ("Warning: cell spread 100 mV").
 ROW_TITLES = {
     "cell_ov": "Cell over-voltage",

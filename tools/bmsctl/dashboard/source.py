@@ -20,15 +20,16 @@ import time
 
 from bms import params as P
 from bms import protection as PR
-from bms import protrules
-from bms import regdoc as D
+from bms.spec import protrules
+from bms.spec import regdoc as D
 from bms import regmap as M
+from bms.spec import regtable as RT
 from bmsctl import cli
 from bmsctl import config as CF
 from bmsctl import regs as RG
 
 CtlError = cli.CtlError
-EVENT_ROW = next(r for r in M.INPUT_REGS if r[2] == "event")
+EVENT_ROW = next(r for r in RT.INPUT_REGS if r[2] == "event")
 # events kept beyond the BMS's own window of the newest EVENT_WINDOW
 EVENTS_KEPT = 500
 _DESC = {row[0]: cli.row_text(row) for row in protrules.ROWS}

@@ -11,7 +11,7 @@ The first six fields are the register-map row (see bms.regmap). A value in
 becomes the pack's: 0 as is, 1 times the cell count (pack voltages from a
 per-cell value), 2 times the capacity in Ah (currents from a C-rate in mA
 per Ah). Every parameter is read-write; the words for each are in
-bms.regdoc.
+bms.spec.regdoc.
 
 The firmware reads this table once at boot into compact arrays
 (bms.params.Params) and then lets it go, so its tuples do not sit in the

@@ -230,7 +230,7 @@ CONFIG_ERRORS = {
 def rule_text(k):
     """Consistency rule number k (bms.paramcheck) in words."""
     from bms import paramcheck as C
-    from bms import paramtable as PT
+    from bms.spec import paramtable as PT
 
     kind, a, b = C.rule(k)
     name = (lambda i: PT.TABLE[i][1])
