@@ -5,9 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bms import bq769x0 as R
-from bms.afe_bq769x0 import (TEMP_OPEN, TEMP_SHORT, TS_CODES, TS_TABLE_STEP_DC, TS_TABLE_T0_DC,
-                             Bq769x0, adc_to_mv, allowed_balance_channels, div_round, ts_code_to_dc)
+from bms.afe.bq769x0 import regs as R
+from bms import afe as A
+from bms.afe import TEMP_OPEN, TEMP_SHORT
+from bms.afe.bq769x0.driver import (TS_CODES, TS_TABLE_STEP_DC, TS_TABLE_T0_DC, Bq769x0, adc_to_mv,
+                                    allowed_balance_channels, div_round, ts_code_to_dc)
 from bms.measurements import Measurements
 from bms_sim.world import World
 
@@ -40,8 +42,8 @@ def make(cells=4, crc=True, **kw):
 def cycle(world, afe, meas, ms=250):
     world.advance(ms)
     assert afe.read_status(meas)
-    assert afe.read_measurements(meas, meas.stat & R.STAT_CC_READY)
-    afe.clear_status(meas.stat & 0xBF)
+    assert afe.read_measurements(meas, meas.status & R.STAT_CC_READY)
+    afe.clear_status(meas.status & 0xBF)
     meas.update_extremes()
 
 
@@ -64,9 +66,9 @@ def test_configure_reports_the_trips_it_clears():
     assert afe.configure()
     assert world.chip.reg(R.SYS_STAT) & (R.STAT_SCD | R.STAT_OV) == 0, "configure clears the flags"
     assert afe.read_status(meas)
-    assert meas.stat & (R.STAT_SCD | R.STAT_OV) == R.STAT_SCD | R.STAT_OV
+    assert meas.status & (R.STAT_SCD | R.STAT_OV) == R.STAT_SCD | R.STAT_OV
     assert afe.read_status(meas)
-    assert meas.stat & (R.STAT_SCD | R.STAT_OV) == 0, "reported once"
+    assert meas.status & (R.STAT_SCD | R.STAT_OV) == 0, "reported once"
 
 
 @pytest.mark.parametrize("crc", [True, False])
@@ -122,7 +124,7 @@ def test_coulomb_counter_sign_and_scale(load_ma, charge_ma):
         world.charger.set(charge_ma, None)
     cycle(world, afe, meas)  # a window with the current flowing for part of it
     cycle(world, afe, meas)
-    assert meas.stat & R.STAT_CC_READY
+    assert meas.status & R.STAT_CC_READY
     expected = charge_ma - load_ma
     lsb_ma = 8.44 / (world.chip.shunt_uohm / 1000.0)
     assert abs(meas.current_ma - expected) <= lsb_ma
@@ -201,7 +203,7 @@ def test_chip_trips_on_its_own_and_never_turns_back_on():
         cycle(world, afe, meas)
         if not meas.fets & R.CTRL2_CHG_ON:
             break
-    assert meas.stat & R.STAT_OV
+    assert meas.status & R.STAT_OV
     assert not meas.fets & R.CTRL2_CHG_ON
     assert meas.fets & R.CTRL2_DSG_ON
     # the flag was cleared by cycle(); the chip still leaves CHG off itself
@@ -215,7 +217,7 @@ def test_fet_request_refused_while_fault_latched():
     assert afe.set_fets(False, True) == R.CTRL2_DSG_ON
     world.load.set(9000)  # above the 5 A OCD threshold
     world.advance(500)
-    assert afe.read_status(meas) and meas.stat & R.STAT_OCD
+    assert afe.read_status(meas) and meas.status & R.STAT_OCD
     assert afe.set_fets(False, True) == 0  # refused: OCD still latched
     world.load.off()
     assert afe.clear_status(R.STAT_OCD)
@@ -271,10 +273,10 @@ def test_reset_is_seen_and_configure_recovers():
     world.chip.power_on_reset()
     world.advance(250)
     assert afe.read_status(meas)
-    assert meas.stat & R.STAT_DEVICE_XREADY
+    assert meas.status & R.STAT_DEVICE_XREADY
     assert meas.fets == 0
     assert afe.configure()
-    assert afe.read_status(meas) and not meas.stat & R.STAT_DEVICE_XREADY
+    assert afe.read_status(meas) and not meas.status & R.STAT_DEVICE_XREADY
 
 
 def test_cell_wire_open_shows_in_readings():
@@ -294,3 +296,51 @@ def test_every_cell_count_reads_right(cells):
     truth = world.pack.cell_mvs()
     for i in range(cells):
         assert abs(meas.cell_mv[i] - truth[i]) <= 2
+
+
+# -- the chip-neutral interface (bms.afe) ---------------------------------------------------------
+
+
+def test_status_bits_are_the_firmwares_own():
+    # the driver passes SYS_STAT through as the firmware's ST_ bits: they must be the same
+    assert (A.ST_OCD, A.ST_SCD, A.ST_OV, A.ST_UV, A.ST_OVRD, A.ST_DEVICE, A.ST_NEW_CC) == (
+        R.STAT_OCD, R.STAT_SCD, R.STAT_OV, R.STAT_UV, R.STAT_OVRD_ALERT, R.STAT_DEVICE_XREADY, R.STAT_CC_READY)
+    assert A.ST_FAULTS == R.STAT_FAULTS and not A.ST_STOPPED & 0xFF
+    assert (A.FET_CHG, A.FET_DSG) == (R.CTRL2_CHG_ON, R.CTRL2_DSG_ON)
+
+
+def test_read_measures_and_clears_what_it_reported():
+    world, bus, afe, meas = make()
+    world.advance(250)
+    assert afe.read(meas) == A.READ_OK
+    assert meas.status & A.ST_NEW_CC and meas.cells == 4 and not meas.status & A.ST_STOPPED
+    assert meas.fets == 0 and meas.load_present == 0
+    # the window's flag is cleared: read again at once, no new window
+    assert afe.read(meas) == A.READ_OK and not meas.status & A.ST_NEW_CC
+
+
+def test_read_reports_a_stopped_adc_and_a_failed_status_read():
+    world, bus, afe, meas = make()
+    world.advance(250)
+    assert afe.write_reg(R.SYS_CTRL1, 0)  # ADC off
+    assert afe.read(meas) == A.READ_OK and meas.status & A.ST_STOPPED
+    meas.status = A.ST_OV
+
+    class Dead:
+        def readfrom_mem_into(self, *a):
+            raise OSError(19)
+
+        def writeto_mem(self, *a):
+            raise OSError(19)
+
+    afe.i2c = Dead()
+    assert afe.read(meas) == A.READ_NO_STATUS and meas.status == 0
+
+
+def test_open_afe_names_the_family_member():
+    world = World(cells=10)
+    for groups, name in ((1, "bq76920"), (2, "bq76930"), (3, "bq76940"), (0, "bq769x0")):
+        assert A.open_afe(world.chip, 0x3FF, 1000, R.I2C_ADDR, groups).model == name
+    assert A.models() is R.MODELS
+    assert A.model_groups(10) == R.model_groups(10) == 2
+    assert A.default_cell_channels(10, 2) == R.default_cell_channels(10, 2)

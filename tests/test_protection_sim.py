@@ -13,7 +13,7 @@ from bms import protection as PR
 from bms.spec import protrules
 from bms import regmap as M
 from bms.spec import regtable as RT
-from bms.bq769x0 import CTRL1_ADC_EN, STAT_SCD, SYS_CTRL1, SYS_CTRL2, SYS_STAT
+from bms.afe.bq769x0.regs import CTRL1_ADC_EN, STAT_SCD, SYS_CTRL1, SYS_CTRL2, SYS_STAT
 from bms.app import EV_AFE_UP, EV_BOOT, EV_RESET
 from bms.power import EV_MODE
 from bms_sim.cli import provision

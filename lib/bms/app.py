@@ -9,12 +9,12 @@ import gc
 from micropython import const
 
 from bms import VERSION, release
-from bms import bq769x0 as R
 from bms import config as CF
 from bms import params as P
 from bms import protection as PR
 from bms import regmap as M
-from bms.afe_bq769x0 import TEMP_OPEN, TEMP_SHORT, Bq769x0
+from bms.afe import (FET_CHG, FET_DSG, READ_NOT_CLEARED, READ_OK, ST_DEVICE, ST_FAULTS, ST_NEW_CC, ST_OCD, ST_OV,
+                     ST_OVRD, ST_SCD, ST_STOPPED, ST_UV, TEMP_OPEN, TEMP_SHORT, open_afe)
 from bms.boards import (DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_SLEEP_UA, DRAW_LIGHT_SLEEP_UA,
                         DRAW_NETWORK_UA, RESET_DEEPSLEEP, RESET_HARD, RESET_WDT)
 from bms.balancing import Balancer
@@ -53,7 +53,6 @@ _DIODE_QUICK_MS = const(1000)
 _DIODE_HOLD_MS = const(5000)
 _CELL_MIN_PLAUSIBLE_MV = const(500)
 _CELL_MAX_PLAUSIBLE_MV = const(5000)
-_AFE_TRIPS = const(0x1F)  # SYS_STAT OVRD_ALERT | UV | OV | SCD | OCD
 _NO_TEMP = const(-32768)
 
 EVENT_FILE = "events.bin"
@@ -134,14 +133,13 @@ class App:
         v = self.values = prm.values
         groups = v[P.P_AFE_GROUPS] if v[P.P_AFE_GROUPS] else 1
         self.meas = Measurements(groups)
-        self.afe = Bq769x0(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR])
+        self.afe = open_afe(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR], v[P.P_AFE_GROUPS])
         self.ir = RegisterImage(M.IR_SIZE, _input_mapped())
         self.hr = RegisterImage(M.HR_SIZE)
         self.now = board.ticks_ms()
-        model = R.MODELS[groups - 1][0] if 0 < groups <= len(R.MODELS) else "bq769x0"
         self.modbus = ModbusSlave(board.serial, self, v[P.P_MODBUS_ADDRESS], v[P.P_MODBUS_BAUD],
                                   ("open-bms", "BMS-ESP32", VERSION, "", "ESP32 battery management system",
-                                   "ESP32 + " + model, "bms firmware"))
+                                   "ESP32 + " + self.afe.model, "bms firmware"))
         self.log = EventLog(board.storage_dir + EVENT_FILE, 256, M.EVENT_WINDOW)
         self.config = CF.Config(prm, self.hr, self.ir, self.append)
         self.protection = PR.Protection(v, self)
@@ -505,32 +503,25 @@ class App:
                 m.balance_mask = 0
         if not self.afe_ok:
             flags |= 1 << PR.Q_AFE_COMM
-        elif not afe.read_status(m):
-            flags |= 1 << PR.Q_AFE_COMM
-            self.afe_ok = False
         else:
-            stat = m.stat
-            if stat & R.STAT_DEVICE_XREADY or not m.ctrl1 & R.CTRL1_ADC_EN:
+            got = afe.read(m)
+            stat = m.status
+            if got != READ_OK:
+                flags |= 1 << PR.Q_AFE_COMM
+                self.afe_ok = False
+            if stat & (ST_DEVICE | ST_STOPPED):
                 # the chip reset (its FETs, balancing and settings are gone),
                 # or its ADC is off and the cell voltages it reports are old
                 flags |= 1 << PR.Q_AFE_RESET
                 self.afe_ok = False
-            cc = stat & R.STAT_CC_READY
-            if not afe.read_measurements(m, cc):
-                flags |= 1 << PR.Q_AFE_COMM
-                self.afe_ok = False
-            else:
-                if cc:
+            if got == READ_OK or got == READ_NOT_CLEARED:
+                if stat & ST_NEW_CC:
                     self.last_cc = now
                     self.meas_count = (self.meas_count + 1) & 0xFFFF
                 m.update_extremes()
-                clear = stat & (R.STAT_CC_READY | _AFE_TRIPS)
-                if clear and not afe.clear_status(clear):
-                    flags |= 1 << PR.Q_AFE_COMM
-                    self.afe_ok = False
         if not self.afe_ok and afe.fets_off():
             m.fets = 0  # in doubt: off now, not a cycle later
-        self.afe_stat = stat & R.STAT_FAULTS
+        self.afe_stat = stat & ST_FAULTS
         if ticks_diff(now, self.last_cc) > _STALE_MS:
             flags |= 1 << PR.Q_AFE_STALE
         if not self.configured:
@@ -539,7 +530,7 @@ class App:
         self.at = AT_SOC
         if self.soc is not None and self.afe_ok and m.cells:
             try:
-                self._track_soc(now, stat & R.STAT_CC_READY, dt)
+                self._track_soc(now, stat & ST_NEW_CC, dt)
             except Exception as e:  # noqa: BLE001 - not protection: counted, restarted (_soc_failed)
                 self._soc_failed(e)
         self._quantities(stat, flags)
@@ -547,7 +538,7 @@ class App:
         if self.afe_ok and m.cells:
             q = pr.q
             try:
-                self.life.update(dt, m.current_ma, stat & R.STAT_CC_READY, m.cell_min_mv, m.cell_max_mv,
+                self.life.update(dt, m.current_ma, stat & ST_NEW_CC, m.cell_min_mv, m.cell_max_mv,
                                  q[PR.Q_TEMP_MIN_DC], q[PR.Q_TEMP_MAX_DC])
             except Exception as e:  # noqa: BLE001 - statistics: counted, the next cycle tries again
                 self.fault(AT_SOC, e)
@@ -667,11 +658,11 @@ class App:
         q[PR.Q_TEMP_SENSOR] = bad
         q[PR.Q_CELL_IMPLAUSIBLE] = 1 if m.cells and (
             m.cell_min_mv < _CELL_MIN_PLAUSIBLE_MV or m.cell_max_mv > _CELL_MAX_PLAUSIBLE_MV) else 0
-        q[PR.Q_AFE_SCD] = 1 if stat & R.STAT_SCD else 0
-        q[PR.Q_AFE_OCD] = 1 if stat & R.STAT_OCD else 0
-        q[PR.Q_AFE_OV] = 1 if stat & R.STAT_OV else 0
-        q[PR.Q_AFE_UV] = 1 if stat & R.STAT_UV else 0
-        q[PR.Q_AFE_OVRD] = 1 if stat & R.STAT_OVRD_ALERT else 0
+        q[PR.Q_AFE_SCD] = 1 if stat & ST_SCD else 0
+        q[PR.Q_AFE_OCD] = 1 if stat & ST_OCD else 0
+        q[PR.Q_AFE_OV] = 1 if stat & ST_OV else 0
+        q[PR.Q_AFE_UV] = 1 if stat & ST_UV else 0
+        q[PR.Q_AFE_OVRD] = 1 if stat & ST_OVRD else 0
         q[PR.Q_AFE_COMM] = (flags >> PR.Q_AFE_COMM) & 1
         q[PR.Q_AFE_RESET] = (flags >> PR.Q_AFE_RESET) & 1
         q[PR.Q_AFE_STALE] = (flags >> PR.Q_AFE_STALE) & 1
@@ -690,7 +681,7 @@ class App:
         if not pr.latched() or not self.afe_ok:
             self.load_gone_since = now
             return
-        if self.meas.fets & R.CTRL2_CHG_ON or self.meas.ctrl1 & R.CTRL1_LOAD_PRESENT:
+        if self.meas.fets & FET_CHG or self.meas.load_present:
             # LOAD_PRESENT means something only while CHG is off
             self.load_gone_since = now
         elif ticks_diff(now, self.load_gone_since) >= _LOAD_GONE_MS:
@@ -765,7 +756,7 @@ class App:
                 if not was:
                     self.diode_on_since = now
         if want != m.fets:
-            got = self.afe.set_fets(want & R.CTRL2_CHG_ON, want & R.CTRL2_DSG_ON)
+            got = self.afe.set_fets(want & FET_CHG, want & FET_DSG)
             if got < 0:
                 self.afe_ok = False
             else:

@@ -23,8 +23,9 @@ balancer runs in periods:
 `allowed` False, the temperature cut-off, leaving charge/rest, or
 start_mv = 0 end any period at once (mask 0, -> IDLE).
 
-The chip forbids two adjacent inputs of one 5-input group bleeding at once.
-A set only ever holds cells on inputs of one parity (input number = the
+No two adjacent inputs bleed at once (the bq769x0 forbids it within a
+5-input group; the rule is kept for every chip behind bms.afe). A set only
+ever holds cells on inputs of one parity (input number = the
 cell's channel, bit n of cell_channels = input n+1), so no two inputs in it
 are adjacent; the parity alternates across periods so every cell gets its
 turn. When the current parity has no candidate but the other one has, the
@@ -32,7 +33,7 @@ other one is used at once.
 """
 from micropython import const
 
-from bms.bq769x0 import cell_count, cell_inputs
+from bms.afe import cell_count, cell_inputs
 from bms.ticks import ticks_diff
 
 PHASE_IDLE = const(0)

@@ -16,12 +16,12 @@ class Measurements:
         self.cell_mv = array("h", [0] * MAX_CELLS)
         self.pack_mv = 0
         self.current_ma = 0
-        self.cc_raw = 0
+        self.cc_raw = 0  # the coulomb counter's last window, in its LSB (afe.cc_nv_per_lsb)
         self.temps = temps  # thermistor inputs on this AFE (one per group)
         self.temp_dc = array("h", [0] * MAX_TEMPS)
-        self.stat = 0  # SYS_STAT as read this cycle
-        self.ctrl1 = 0
-        self.fets = 0  # CHG_ON | DSG_ON as read back
+        self.status = 0  # bms.afe ST_ bits, as read this cycle
+        self.load_present = 0  # the AFE sees a load on the pack terminals (FETs off)
+        self.fets = 0  # bms.afe FET_CHG | FET_DSG, as read back
         self.balance_mask = 0  # bit k = cell k+1 bleeding
         self.cell_min_mv = 0
         self.cell_max_mv = 0

@@ -18,7 +18,6 @@ from bms import params as P
 from bms import power as PW
 from bms import regmap as M
 from bms.boards import IN_BUTTON, WAKE_TIMER
-from bms.bq769x0 import CTRL1_LOAD_PRESENT
 from bms.button import LONG, SHORT, Button
 from bms.gen.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
 from bms.ticks import ticks_add, ticks_diff
@@ -184,7 +183,7 @@ class Modes:
         # holds both FETs off). With no load, charger or ACC nothing can move
         # the SOC: the pack sleeps, at the target or where it is (a charger
         # wakes it to go on).
-        load = app.meas.ctrl1 & CTRL1_LOAD_PRESENT
+        load = app.meas.load_present
         attention = _trouble(pr) | (0 if app.storage_at_target() else load)
         if self.power.check(app.meas.current_ma, attention, self.inputs, v[P.P_LP_IDLE_MA]):
             self.wake(now, PW.CAUSE_ATTENTION)

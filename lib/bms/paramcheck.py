@@ -13,7 +13,7 @@ Allocation-free: it walks bytes and the value array.
 from micropython import const
 
 from bms import params as P
-from bms.bq769x0 import cell_count
+from bms.afe import cell_count
 
 LT = const(0)  # v[a] < v[b]
 CHEM_MAX = const(1)  # v[a] <= the chemistry's highest cell voltage

@@ -173,7 +173,7 @@ class Params:
         release("paramdata")
 
     def cells(self):
-        from bms.bq769x0 import cell_count
+        from bms.afe import cell_count
 
         return cell_count(self.values[P_CELL_CHANNELS])
 

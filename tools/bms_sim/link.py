@@ -72,7 +72,7 @@ from bms.boards import (DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_
                         RESET_POWER_ON, RESET_SOFT, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_NONE,
                         WAKE_RS485, WAKE_TIMER)
 from bms.boards import sim as P
-from bms.bq769x0 import CC_PERIOD_MS
+from bms.afe.bq769x0.regs import CC_PERIOD_MS
 from bms_sim.build import compile_lib
 from bms_sim.target import TargetError, find_target
 

@@ -47,9 +47,9 @@ Without it, the temperatures stay as the test sets them.
 """
 import math
 
-from bms.bq769x0 import CC_PERIOD_MS
+from bms.afe.bq769x0.regs import CC_PERIOD_MS
 
-from .chip import SimBq769x0
+from bms_sim.afe.bq769x0 import SimBq769x0
 from .pack import Charger, Load, Pack
 
 # A power MOSFET's body diode at a few amps to tens of amps conducts with

@@ -24,7 +24,7 @@ from bms.spec import paramtable as PT
 from bms.spec import regdoc as D
 from bms import regmap as M
 from bms.spec import regtable as RT
-from bms.bq769x0 import MODELS, default_cell_channels, model_groups
+from bms.afe import default_cell_channels, model_groups, models
 
 ROWS = PT.TABLE
 COUNT = len(ROWS)
@@ -701,7 +701,8 @@ KEEP_ON_SETUP = (P.P_MODBUS_ADDRESS, P.P_MODBUS_BAUD, P.P_MODBUS_PARITY, P.P_AFE
 
 
 def afe_name(groups):
-    return MODELS[groups - 1][0] if 1 <= groups <= len(MODELS) else "AFE with %d groups" % groups
+    family = models()
+    return family[groups - 1][0] if 1 <= groups <= len(family) else "AFE with %d groups" % groups
 
 
 def setup_target(cur, chemistry, cells, capacity_mah, shunt_uohm=1000, thermistors=1, groups=None):

@@ -3,7 +3,7 @@
 It offers machine.I2C's memory API (readfrom_mem_into / writeto_mem), byte
 for byte as the chip puts it on the wire, CRC included, so the firmware
 driver's framing, decoding and bit handling are what the tests exercise.
-Every register and bit name comes from bms.bq769x0 (the same header the
+Every register and bit name comes from bms.afe.bq769x0.regs (the same header the
 driver uses), never a re-typed number.
 
 The chip does not keep time itself: World (world.py) calls tick() with
@@ -13,16 +13,16 @@ does its window work (ADC, coulomb counter, OV/UV) when a piece ends on one.
 import math
 import random
 
-from bms.bq769x0 import (
+from bms.afe.bq769x0.regs import (
     ADC_GAIN_BASE_UV, ADCGAIN1, ADCGAIN2, ADCOFFSET, BAT_HI, CC_CFG, CC_HI, CC_NV_PER_LSB,
-    CC_PERIOD_MS, CELL_ADC_MAX, CELLBAL1, CELLBAL3, CTRL1_ADC_EN, CTRL1_LOAD_PRESENT,
-    CTRL1_SHUT_A, CTRL1_SHUT_B, CTRL1_TEMP_SEL, CTRL2_CC_EN, CTRL2_CC_ONESHOT, CTRL2_CHG_ON,
-    CTRL2_DELAY_DIS, CTRL2_DSG_ON, GROUP_INPUTS, I2C_ADDR, OCD_DELAY_MS, OCD_THRESH_MV_RSNS0,
-    OCD_THRESH_MV_RSNS1, OV_DELAY_S, OV_TRIP, OV_TRIP_BASE, PROT1_RSNS, PROTECT1, PROTECT2,
-    PROTECT3, REG_COUNT, SCD_THRESH_MV_RSNS0, SCD_THRESH_MV_RSNS1, STAT_CC_READY,
-    STAT_DEVICE_XREADY, STAT_OCD, STAT_OV, STAT_OVRD_ALERT, STAT_SCD, STAT_UV, SYS_CTRL1,
-    SYS_CTRL2, SYS_STAT, TS1_HI, TS_PERIOD_MS, TS_UV_PER_LSB, UV_DELAY_S, UV_MINQUAL,
-    UV_TRIP, UV_TRIP_BASE, VC1_HI, default_cell_channels, model_groups,
+    CC_PERIOD_MS, CELL_ADC_MAX, CELLBAL1, CELLBAL3, CTRL1_ADC_EN, CTRL1_LOAD_PRESENT, CTRL1_SHUT_A,
+    CTRL1_SHUT_B, CTRL1_TEMP_SEL, CTRL2_CC_EN, CTRL2_CC_ONESHOT, CTRL2_CHG_ON, CTRL2_DELAY_DIS,
+    CTRL2_DSG_ON, GROUP_INPUTS, I2C_ADDR, OCD_DELAY_MS, OCD_THRESH_MV_RSNS0, OCD_THRESH_MV_RSNS1,
+    OV_DELAY_S, OV_TRIP, OV_TRIP_BASE, PROT1_RSNS, PROTECT1, PROTECT2, PROTECT3, REG_COUNT,
+    SCD_THRESH_MV_RSNS0, SCD_THRESH_MV_RSNS1, STAT_CC_READY, STAT_DEVICE_XREADY, STAT_OCD, STAT_OV,
+    STAT_OVRD_ALERT, STAT_SCD, STAT_UV, SYS_CTRL1, SYS_CTRL2, SYS_STAT, TS1_HI, TS_PERIOD_MS,
+    TS_UV_PER_LSB, UV_DELAY_S, UV_MINQUAL, UV_TRIP, UV_TRIP_BASE, VC1_HI, default_cell_channels,
+    model_groups,
 )
 from bms.crc import crc8, crc8_byte
 

@@ -1,8 +1,10 @@
 """TI bq769x0 (bq76920/30/40) register map, bit fields and datasheet tables.
 
-One header for both sides: the firmware driver (bms.afe_bq769x0) and the
-host simulator (tools/bms_sim/chip.py) import these names, so the two
-cannot disagree about the chip. Facts from TI SLUSBK2.
+One header for both sides: the firmware driver (bms.afe.bq769x0.driver)
+and the host simulator's model of the chip (tools/bms_sim/afe/bq769x0.py)
+import these names, so the two cannot disagree about the chip. Nothing
+outside the chip's folder imports it (tests/test_layers.py): the rest of
+the firmware talks to the chip through bms.afe. Facts from TI SLUSBK2.
 """
 from micropython import const
 
@@ -115,29 +117,6 @@ def default_cell_channels(cells, groups):
         mask |= 1 << (g * 5 + 4)
         g += 1
     return mask
-
-
-def cell_count(cell_channels):
-    """Cells in a cell_channels mask (the bits set)."""
-    n = 0
-    while cell_channels:
-        n += cell_channels & 1
-        cell_channels >>= 1
-    return n
-
-
-def cell_inputs(cell_channels):
-    """bytearray(15): the VC input (0..14) of each cell, bottom first, for a
-    cell_channels mask; the cell count is the number of bits set."""
-    ch = bytearray(15)
-    n = 0
-    i = 0
-    while i < 15:
-        if cell_channels & (1 << i):
-            ch[n] = i
-            n += 1
-        i += 1
-    return ch
 
 
 def model_groups(cells):

@@ -10,7 +10,9 @@ what the chip actually applied.
 """
 from micropython import const
 
-from bms import bq769x0 as R
+from bms.afe import (READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_STOPPED, TEMP_OPEN, TEMP_SHORT,
+                     cell_count, cell_inputs)
+from bms.afe.bq769x0 import regs as R
 from bms.crc import crc8_byte
 
 _RETRIES = const(3)
@@ -35,8 +37,6 @@ TS_CODES = (
 )
 TS_OPEN_CODE = const(8500)  # above: V > 3.25 V, the NTC is missing or open
 TS_SHORT_CODE = const(60)  # below: V < 23 mV, the NTC input is shorted
-TEMP_OPEN = const(-32767)
-TEMP_SHORT = const(-32766)
 
 
 def div_round(n, d):
@@ -87,11 +87,11 @@ def _largest_at_most(table, value):
 class Bq769x0:
     """One bq769x0 on an I2C bus.
 
-    cell_channels: bit n = VC input n+1 has a cell (bms.bq769x0.default_cell_channels).
+    cell_channels: bit n = VC input n+1 has a cell (bms.afe.default_cell_channels).
     crc: True, False, or None to detect it at configure().
     """
 
-    def __init__(self, i2c, cell_channels, shunt_uohm, addr=R.I2C_ADDR, crc=None):
+    def __init__(self, i2c, cell_channels, shunt_uohm, addr=R.I2C_ADDR, crc=None, groups=0):
         self.i2c = i2c
         self.addr = addr
         self.cell_channels = cell_channels
@@ -104,8 +104,12 @@ class Bq769x0:
         # trip flags configure() found set before it cleared them: the next
         # read_status() reports them, so a trip during a bus hiccup still counts
         self.held_trips = 0
-        self._chan = R.cell_inputs(cell_channels)  # VC input of each cell
-        self.cells = R.cell_count(cell_channels)
+        self._chan = cell_inputs(cell_channels)  # VC input of each cell
+        self.cells = cell_count(cell_channels)
+        # the family member (its group count): the name the Modbus device identification gives
+        self.model = R.MODELS[groups - 1][0] if 0 < groups <= len(R.MODELS) else "bq769x0"
+        self.cc_nv_per_lsb = R.CC_NV_PER_LSB
+        self.cc_period_ms = R.CC_PERIOD_MS
         # wire buffers (data + CRC per byte); the no-CRC case uses the same
         # buffers with half the length via a memoryview made once
         self._blk = bytearray(2 * _BLOCK_REGS)
@@ -340,16 +344,35 @@ class Bq769x0:
 
     # -- every cycle ------------------------------------------------------
 
+    def read(self, meas):
+        """One cycle (bms.afe): status, then every measurement, then the
+        flags reported cleared. A READ_ result; meas.status is 0 when the
+        status could not be read."""
+        if not self.read_status(meas):
+            meas.status = 0
+            return READ_NO_STATUS
+        stat = meas.status
+        if not self.read_measurements(meas, stat & R.STAT_CC_READY):
+            return READ_NO_DATA
+        clear = stat & (R.STAT_CC_READY | _TRIPS)
+        if clear and not self.clear_status(clear):
+            return READ_NOT_CLEARED
+        return READ_OK
+
     def read_status(self, meas):
-        """SYS_STAT, balancing and FET bits into meas; False on a bus failure."""
+        """SYS_STAT, balancing and FET bits into meas; False on a bus failure.
+
+        The firmware's status bits (bms.afe ST_) are SYS_STAT's own, with
+        ST_STOPPED for an ADC the chip has turned off."""
         buf = self._st if self.crc else self._st_nc
         if not self._read(R.SYS_STAT, buf, _STATUS_REGS):
             return False
-        meas.stat = self._data(buf, 0) | self.held_trips
+        ctrl1 = self._data(buf, 4)
+        meas.status = self._data(buf, 0) | self.held_trips | (0 if ctrl1 & R.CTRL1_ADC_EN else ST_STOPPED)
         self.held_trips = 0
         chan = self._data(buf, 1) | (self._data(buf, 2) << 5) | (self._data(buf, 3) << 10)
         meas.balance_mask = self._channels_to_cells(chan)
-        meas.ctrl1 = self._data(buf, 4)
+        meas.load_present = 1 if ctrl1 & R.CTRL1_LOAD_PRESENT else 0
         meas.fets = self._data(buf, 5) & (R.CTRL2_CHG_ON | R.CTRL2_DSG_ON)
         return True
 

@@ -1,0 +1,109 @@
+"""The analog front end (AFE) boundary: what the firmware knows of any
+cell-monitor chip, in its own terms. One folder per chip beside this one
+(bms/afe/bq769x0/: its registers and its driver); nothing outside a chip's
+folder imports its registers (tests/test_layers.py), and only this module
+knows which chips exist.
+
+A driver takes its I2C bus in the constructor (machine.I2C's memory API)
+and offers:
+
+    configure()              bring the chip up; False on a bus failure
+    set_protection(...)      its own protection, the hardware backstop;
+                             applied_* then hold what the chip applied
+    read(meas)               one cycle's reading into a Measurements:
+                             status (ST_ bits below), fets (FET_ bits),
+                             balance_mask, load_present, cells, pack and
+                             temperatures, and the coulomb counter when a
+                             window ended (ST_NEW_CC); the chip's own flags
+                             it reported are cleared. READ_ result.
+    set_fets(chg, dsg)       FET_ bits the chip reports afterwards, -1
+    fets_off()               both off without a read-back (in doubt)
+    set_balancing(mask)      bit k = cell k+1; the mask applied, -1
+    enter_ship()             the chip's lowest power
+    model, cells, crc_errors, bus_errors, cc_nv_per_lsb, cc_period_ms
+
+Fault bits (meas.status, input register afe_stat) are the firmware's: a
+driver maps its chip's flags onto them.
+"""
+from micropython import const
+
+# meas.status: what the chip reported this cycle
+ST_OCD = const(0x01)  # the chip tripped on discharge over-current
+ST_SCD = const(0x02)  # ... on a short circuit
+ST_OV = const(0x04)  # ... on cell over-voltage
+ST_UV = const(0x08)  # ... on cell under-voltage
+ST_OVRD = const(0x10)  # an external fault input overrode the FETs
+ST_DEVICE = const(0x20)  # the chip reset or found an internal fault: its settings are gone
+ST_FAULTS = const(0x3F)  # the bits above (input register afe_stat)
+ST_NEW_CC = const(0x80)  # a coulomb-counter window ended: meas.cc_raw and current_ma are new
+ST_STOPPED = const(0x100)  # the chip's ADC is off: its cell readings are old
+
+# read() results
+READ_OK = const(0)
+READ_NO_STATUS = const(1)  # the status read failed (meas.status is 0)
+READ_NO_DATA = const(2)  # the measurement read failed
+READ_NOT_CLEARED = const(3)  # measured, but the chip's flags could not be cleared
+
+# meas.fets, set_fets()
+FET_CHG = const(0x01)
+FET_DSG = const(0x02)
+
+# a thermistor reading that is no temperature
+TEMP_OPEN = const(-32767)
+TEMP_SHORT = const(-32766)
+
+MAX_INPUTS = const(15)  # cell inputs of the largest chip
+
+
+def cell_count(cell_channels):
+    """Cells in a cell_channels mask (bit n = cell input n+1 has a cell)."""
+    n = 0
+    while cell_channels:
+        n += cell_channels & 1
+        cell_channels >>= 1
+    return n
+
+
+def cell_inputs(cell_channels):
+    """bytearray(MAX_INPUTS): the input (0..) of each cell, bottom first, for
+    a cell_channels mask; the cell count is the number of bits set."""
+    ch = bytearray(MAX_INPUTS)
+    n = 0
+    i = 0
+    while i < MAX_INPUTS:
+        if cell_channels & (1 << i):
+            ch[n] = i
+            n += 1
+        i += 1
+    return ch
+
+
+def open_afe(i2c, cell_channels, shunt_uohm, addr, groups):
+    """The driver for the configured chip on this bus (groups: the
+    family member, 0 when not set)."""
+    from bms.afe.bq769x0.driver import Bq769x0
+
+    return Bq769x0(i2c, cell_channels, shunt_uohm, addr, groups=groups)
+
+
+def model_groups(cells):
+    """The chip family's smallest member (its group count) for `cells`
+    series cells; 0 when none takes them."""
+    from bms.afe.bq769x0.regs import model_groups as groups
+
+    return groups(cells)
+
+
+def default_cell_channels(cells, groups):
+    """The cell inputs a board with `cells` cells on a chip of `groups`
+    groups uses (its datasheet's wiring); 0 when they do not fit."""
+    from bms.afe.bq769x0.regs import default_cell_channels as channels
+
+    return channels(cells, groups)
+
+
+def models():
+    """((name, groups, min cells, max cells), ...) of the chip family."""
+    from bms.afe.bq769x0.regs import MODELS
+
+    return MODELS
