@@ -18,7 +18,7 @@ def test_a_150_mv_spread_is_balanced_out_over_cycles(tmp_path):
     world = World(cells=4, chemistry="nmc", capacity_mah=CAP, soc_pct=90.0, spread_mv=150, seed=2)
     sim = DirectSim(world, str(tmp_path))
     sim.run(2000)
-    m = sim.app.meas
+    m = sim.app.cycle.meas
     diff = sim.app.values[P.P_BAL_DIFF_MV]
     start = m.cell_max_mv - m.cell_min_mv
     print("\nstart: spread %d mV, cells %s mV, true SOC %s %%" % (
@@ -42,4 +42,4 @@ def test_a_150_mv_spread_is_balanced_out_over_cycles(tmp_path):
         world.load.set(CAP // 2)  # discharge half the pack
         sim.run(3600 * 1000)
     assert spreads[-1] < diff, spreads
-    assert sim.app.protection.protect_flags == 0
+    assert sim.app.cycle.protection.protect_flags == 0

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bms import app as APP
+from bms import events as APP
 from bms import config as FWCF
 from bms import paramcheck as C
 from bms.spec import paramtable as PT

@@ -1,6 +1,6 @@
 """Body diodes: a FET held off for one direction passes the other
 direction's current through its body diode (the simulated World models
-the drop and the heat). The firmware's policy (bms.app._switch_fets,
+the drop and the heat). The firmware's policy (bms.switching.switch_fets,
 docs/PROTECTION.md "Body diodes") switches that FET on while current flows
 the allowed way above diode_on_ma, and off in the first cycle it does not.
 
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from bms import app as A
+from bms import switching as A
 from bms import params as P
 from bms import protection as PR
 from bms.spec import protrules
@@ -37,18 +37,18 @@ def make(tmp_path, soc_pct=50.0, capacity_mah=40000, cells=4, extra=None, **kw):
     sim.cycles = []
     sim.wrong_way_ms = 0  # current the blocked way through a FET that is on (set by watch())
     sim.run(1500)
-    assert sim.app.meas.fets == PR.BOTH and sim.app.protection.protect_flags == 0
+    assert sim.app.cycle.meas.fets == PR.BOTH and sim.app.cycle.protection.protect_flags == 0
     world.diode_over_ma = sim.app.values[P.P_DIODE_ON_MA] or 1000
     return sim
 
 
 def _record(sim):
     a = sim.app
-    sim.cycles.append((sim.world.now_ms, a.meas.current_ma, a.meas.fets, a.protection.block))
+    sim.cycles.append((sim.world.now_ms, a.cycle.meas.current_ma, a.cycle.meas.fets, a.cycle.protection.block))
 
 
 def active(sim, name):
-    return bool(sim.app.protection.protect_flags & (1 << BIT[name]))
+    return bool(sim.app.cycle.protection.protect_flags & (1 << BIT[name]))
 
 
 def fet_flags(sim):
@@ -62,7 +62,7 @@ def watch(sim, blocked):
 
     def on_advance(w):
         i = w.piece_ma
-        if (i > 0 if blocked == PR.CHG else i < 0) and sim.app.protection.block & blocked:
+        if (i > 0 if blocked == PR.CHG else i < 0) and sim.app.cycle.protection.block & blocked:
             sim.wrong_way_ms += w.piece_ms
 
     sim.board.on_advance = on_advance
@@ -89,7 +89,7 @@ def diode_episode(sim, name, blocked, settle_ms=3000):
     cycle after, and nothing flows the blocked way once it is open."""
     w = sim.world
     k = CHG if blocked == PR.CHG else DSG
-    assert active(sim, name) and sim.app.protection.block == blocked, sim.app.protection.block
+    assert active(sim, name) and sim.app.cycle.protection.block == blocked, sim.app.cycle.protection.block
     assert not (fet_flags(sim) & blocked)
     start = len(sim.cycles)
     # 1. the allowed way: a load under a charge block, a charger under a discharge block
@@ -105,7 +105,7 @@ def diode_episode(sim, name, blocked, settle_ms=3000):
     assert w.fets() == (True, True)
     assert w.diode_ma == [0.0, 0.0]
     assert fet_flags(sim) == M.FET_CHG | M.FET_DSG | M.FET_DIODE
-    pr = sim.app.protection
+    pr = sim.app.cycle.protection
     reason = pr.chg_reason if blocked == PR.CHG else pr.dsg_reason
     assert reason == ROW[name] + 1, "the off reason still names the row"
     assert pr.protect_flags & (1 << BIT[name])
@@ -328,7 +328,7 @@ def test_the_diode_heats_the_fets_until_their_over_temperature_trips(tmp_path):
     sim.run(int(W.FET_TAU_S * 1000))
     expected = 25.0 + rise * (1 - math.exp(-(w.now_ms - t0 + 2000) / 1000.0 / W.FET_TAU_S))
     # what the firmware measures (0.1 degC) on the FET sensor, refreshed every 2 s
-    measured = sim.app.protection.q[PR.Q_FET_TEMP_DC] / 10.0
+    measured = sim.app.cycle.protection.q[PR.Q_FET_TEMP_DC] / 10.0
     assert measured == pytest.approx(expected, abs=1.0), (measured, expected)
     assert w.diode_mj[CHG] > diode_w * 60000  # mJ: a minute of 14 W
     fet_ot = sim.app.values[P.P_FET_OT_DC] / 10.0  # 85 degC
@@ -348,7 +348,7 @@ def test_with_the_policy_the_fets_stay_cool(tmp_path):
     assert w.diode_over_ms[CHG] <= CYCLE_MS
     # only the channels' Rds(on): 2 x 3 mOhm x (20 A)^2 = 2.4 W, 12 K
     rise = 2 * W.RDS_ON_MOHM / 1000 * (LOAD_MA / 1000) ** 2 * W.FET_RTH_K_PER_W
-    assert sim.app.protection.q[PR.Q_FET_TEMP_DC] / 10.0 == pytest.approx(25.0 + rise, abs=1.5)
+    assert sim.app.cycle.protection.q[PR.Q_FET_TEMP_DC] / 10.0 == pytest.approx(25.0 + rise, abs=1.5)
 
 
 def test_the_world_rejects_a_fet_sensor_it_does_not_have():

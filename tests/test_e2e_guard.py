@@ -8,7 +8,7 @@ from bms.spec import protrules
 from bms import regmap as M
 from bms.boards import RESET_HARD
 from bms.eventlog import EventLog
-from bms.app import AT_PROTECT, AT_SOC, EV_CRASH
+from bms.events import AT_PROTECT, AT_SOC, EV_CRASH
 from bms.start import KIND_MEMORY, KIND_OTHER
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
@@ -58,7 +58,7 @@ def test_the_guard_switches_the_fets_off_logs_and_resets_as_a_crash(tmp_path):
     sim = DirectSim(World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0), str(tmp_path))
     sim.run(2000)
     assert sim.world.fets() == (True, True)
-    sim.app.at = AT_SOC  # as if the SOC estimator had raised
+    sim.app.cycle.at = AT_SOC  # as if the SOC estimator had raised
     with pytest.raises(SystemExit):
         crashed(sim.board, sim.app, MemoryError())
     assert sim.world.fets() == (False, False)

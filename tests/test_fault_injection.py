@@ -24,8 +24,9 @@ from bms.spec import paramtable
 from bms import power as PW
 from bms.spec import protrules
 from bms import regmap as M
-from bms.app import (AT_FLASH, AT_LEDS, AT_MEASURE, AT_MODBUS, AT_MODES, AT_PROTECT, AT_SOC, AT_UPLINK,
-                     EV_CRASH, EV_FAULT, PERIOD_MS)
+from bms.app import PERIOD_MS
+from bms.events import (AT_FLASH, AT_LEDS, AT_MEASURE, AT_MODBUS, AT_MODES, AT_PROTECT, AT_SOC, AT_UPLINK,
+                        EV_CRASH, EV_FAULT)
 from bms.boards import REASON_CRASH
 from bms.config import EV_STORE_SAVE, SAVE_PARAMS
 from bms.eventlog import EventLog

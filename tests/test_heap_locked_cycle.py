@@ -30,7 +30,7 @@ def test_cycle_and_modbus_allocate_nothing(tmp_path, cells, aged, cold):
     leave them (past 2**30 ms): on the ESP32 twin's 31-bit small ints any
     value the cycle makes from them at 2**30 or more would allocate.
     cold: too cold to charge, the load going on and off: the charge FET
-    switches for its body diode (bms.app._switch_fets) with the heap locked."""
+    switches for its body diode (bms.switching.switch_fets) with the heap locked."""
     provision(str(tmp_path), cells, "nmc", 20000, 500)
     world = World(cells=cells, chemistry="nmc", capacity_mah=20000, soc_pct=50.0, shunt_uohm=500)
     if cold:

@@ -61,29 +61,29 @@ class Watch:
         app = sim.app
         now = w.now_ms
         chg, dsg = w.fets()
-        pr = app.protection
+        pr = app.cycle.protection
         # 1. nothing on that a protection blocks, but for its body diode
         i = w.current_ma
         if chg and pr.block & PR.CHG:
-            assert app.diode_fet == PR.CHG, (now, pr.protect_flags)
+            assert app.cycle.diode_fet == PR.CHG, (now, pr.protect_flags)
         if dsg and pr.block & PR.DSG:
-            assert app.diode_fet == PR.DSG, (now, pr.protect_flags)
-        if app.diode_fet and (i > 0 if app.diode_fet == PR.CHG else i < 0):
+            assert app.cycle.diode_fet == PR.DSG, (now, pr.protect_flags)
+        if app.cycle.diode_fet and (i > 0 if app.cycle.diode_fet == PR.CHG else i < 0):
             self.wrong_way += 1
             assert self.wrong_way <= 2, (now, i, pr.protect_flags)
         else:
             self.wrong_way = 0
         # 2. bounded time above the limit with the FET still on
-        m = app.meas
+        m = app.cycle.meas
         if m.cell_max_mv >= self.ov:
             self.ov_since = now if self.ov_since is None else self.ov_since
-            if chg and app.diode_fet != PR.CHG:  # on for its diode (a discharge): 1. bounds it
+            if chg and app.cycle.diode_fet != PR.CHG:  # on for its diode (a discharge): 1. bounds it
                 assert now - self.ov_since <= self.ov_delay + CYCLE_MS, (now, self.ov_since)
         else:
             self.ov_since = None
         if m.cell_min_mv <= self.uv:
             self.uv_since = now if self.uv_since is None else self.uv_since
-            if dsg and app.diode_fet != PR.DSG:
+            if dsg and app.cycle.diode_fet != PR.DSG:
                 assert now - self.uv_since <= self.uv_delay + CYCLE_MS, (now, self.uv_since)
         else:
             self.uv_since = None
@@ -145,7 +145,7 @@ def run_profile(chemistry, soc, spread, segments):
 @example(chemistry="lfp", soc=96.0, spread=0, segments=[(1200, 4000, False, 3500, 25.0), (600, 4000, False, 0, 25.0)])
 def test_protection_holds_for_any_profile(chemistry, soc, spread, segments):
     sim, watch = run_profile(chemistry, soc, spread, segments)
-    assert not sim.app.protection.protect_flags & ~((1 << len(protrules.level_rows(PR.PROT))) - 1)
+    assert not sim.app.cycle.protection.protect_flags & ~((1 << len(protrules.level_rows(PR.PROT))) - 1)
 
 
 def test_a_charger_that_never_stops_is_stopped_in_time():

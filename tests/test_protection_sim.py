@@ -14,7 +14,7 @@ from bms.spec import protrules
 from bms import regmap as M
 from bms.spec import regtable as RT
 from bms.afe.bq769x0.regs import CTRL1_ADC_EN, STAT_SCD, SYS_CTRL1, SYS_CTRL2, SYS_STAT
-from bms.app import EV_AFE_UP, EV_BOOT, EV_RESET
+from bms.events import EV_AFE_UP, EV_BOOT, EV_RESET
 from bms.power import EV_MODE
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
@@ -31,13 +31,13 @@ def make(tmp_path, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, e
     sim = DirectSim(world, str(tmp_path), on_cycle=_record)
     sim.trace = []
     sim.run(1500)
-    assert sim.app.protection.protect_flags == 0, PR_names(sim.app.protection.protect_flags)
-    assert sim.app.meas.fets == PR.BOTH
+    assert sim.app.cycle.protection.protect_flags == 0, PR_names(sim.app.cycle.protection.protect_flags)
+    assert sim.app.cycle.meas.fets == PR.BOTH
     return sim
 
 
 def _record(sim):
-    pr = sim.app.protection
+    pr = sim.app.cycle.protection
     sim.trace.append((sim.world.now_ms, list(pr.q), protrules.row_bits(pr.protect_flags, pr.warn_flags),
                       sim.world.fets()))
 
@@ -47,7 +47,7 @@ def PR_names(bits):
 
 
 def active(sim, name):
-    pr = sim.app.protection
+    pr = sim.app.cycle.protection
     return bool(protrules.row_bits(pr.protect_flags, pr.warn_flags) & (1 << ROW[name]))
 
 
@@ -96,7 +96,7 @@ def check_trip(sim, name, limit_ms, fets_reachable=True):
     first, at = cond_times(sim, name, True)
     delay = value(sim, r[4]) if r[4] != PR.NONE else 0
     assert delay <= at - first <= delay + CYCLE_MS, (name, first, at, delay)
-    pr = sim.app.protection
+    pr = sim.app.cycle.protection
     if r[8] == PR.PROT:
         if fets_reachable:
             chg, dsg = sim.world.fets()
@@ -145,7 +145,7 @@ def test_cell_over_voltage(tmp_path):
     sim.world.charger.set(5000, None)  # a charger that never stops
     check_trip(sim, "cell_ov", 3600 * 1000)
     assert sim.world.fets() == (False, True), "charge off, discharge still allowed"
-    assert sim.app.protection.chg_reason == ROW["cell_ov"] + 1
+    assert sim.app.cycle.protection.chg_reason == ROW["cell_ov"] + 1
     sim.world.charger.off()
     sim.world.load.set(3000)  # an over-charged pack can still be discharged
     check_release(sim, "cell_ov", 600 * 1000)
@@ -260,7 +260,7 @@ def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tm
     check_trip(sim, "afe_scd", 5000)
     sim.run(20 * retry_ms)
     assert active(sim, "afe_scd"), "after its retries a short circuit latches"
-    assert sim.app.protection.latched() == 1 << BIT["afe_scd"]
+    assert sim.app.cycle.protection.latched() == 1 << BIT["afe_scd"]
     assert sim.world.fets() == (False, False), "latched: both off, so the chip can sense the load"
     codes = [e[3] for e in _events(sim)]
     assert PR.EV_LATCH + ROW["afe_scd"] + 1 in codes
@@ -296,10 +296,10 @@ def test_a_short_that_upsets_the_bus_still_counts_its_trips_and_latches(tmp_path
     sim.world.load.set(100000)  # a dead short
     sim.run(180000)
     retries = value(sim, P.P_SCD_RETRIES)
-    assert sim.app.protection.latched() == 1 << BIT["afe_scd"], PR_names(sim.app.protection.protect_flags)
+    assert sim.app.cycle.protection.latched() == 1 << BIT["afe_scd"], PR_names(sim.app.cycle.protection.protect_flags)
     assert len(trips) == retries + 1, trips
     assert sim.world.fets() == (False, False)
-    assert sim.app.afe.bus_errors > 0, "the bus really was upset"
+    assert sim.app.cycle.afe.bus_errors > 0, "the bus really was upset"
 
 
 def test_no_deep_sleep_while_the_fets_cannot_be_switched_off(tmp_path):
@@ -349,7 +349,7 @@ def test_a_reset_loop_locks_the_fets_off_until_a_host_clears_it(tmp_path):
         sim._boot()
         sim.run(3000)
         assert active(sim, "reset_lockout") == (k == 4), k
-    assert sim.world.fets() == (False, False) and sim.app.protection.chg_reason == row + 1
+    assert sim.world.fets() == (False, False) and sim.app.cycle.protection.chg_reason == row + 1
     assert PR.EV_TRIP + row + 1 in [e[3] for e in _events(sim)]
     assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << BIT["reset_lockout"]), "Modbus still answers and says why"
     sim.board.cause = (RESET_SOFT, 0)  # a restart by command does not clear it
@@ -369,7 +369,7 @@ def test_resets_far_apart_are_not_a_loop(tmp_path):
         sim.board.cause = (RESET_WDT, 0)
         sim._boot()
         sim.run(11 * 60 * 1000)  # up for 11 min each time: not a loop
-    assert not active(sim, "reset_lockout") and sim.app.protection.resets == 0
+    assert not active(sim, "reset_lockout") and sim.app.cycle.protection.resets == 0
 
 
 # -- temperature ------------------------------------------------------------------
@@ -431,7 +431,7 @@ def test_a_latched_short_stays_latched_across_resets(tmp_path):
     sim.world.load.set(100000)  # a dead short
     retries = value(sim, P.P_SCD_RETRIES)
     sim.run((value(sim, P.P_SCD_RETRY_MS) << (retries + 1)) + 30000)
-    assert sim.app.protection.latched() == 1 << BIT["afe_scd"]
+    assert sim.app.cycle.protection.latched() == 1 << BIT["afe_scd"]
     n = len(trips)
     assert n == retries + 1
     dsg_seen = []
@@ -439,7 +439,7 @@ def test_a_latched_short_stays_latched_across_resets(tmp_path):
     for restart in range(4):
         sim._boot()
         sim.run(20000)
-        assert sim.app.protection.latched() == 1 << BIT["afe_scd"], "the latch survived the reset"
+        assert sim.app.cycle.protection.latched() == 1 << BIT["afe_scd"], "the latch survived the reset"
     assert not any(dsg_seen) and len(trips) == n, "DSG closed into the short after a reset"
 
 
@@ -472,7 +472,7 @@ def _latched_short(sim):
     sim.world.load.set(100000)
     retries = value(sim, P.P_SCD_RETRIES)
     sim.run((value(sim, P.P_SCD_RETRY_MS) << (retries + 1)) + 30000)
-    assert sim.app.protection.latched() == 1 << BIT["afe_scd"]
+    assert sim.app.cycle.protection.latched() == 1 << BIT["afe_scd"]
     return 1, "afe_scd"  # DSG must stay off
 
 
@@ -504,7 +504,7 @@ def test_unplanned_resets_never_reclose_the_fet_and_end_in_the_lockout(tmp_path,
         assert active(sim, "reset_lockout") == (k == 4), k
     assert seen and not any(seen), "%s: the FET closed after a reset" % row
     assert sim.world.fets() == (False, False), "locked out: both off"
-    assert sim.app.protection.resets == 5
+    assert sim.app.cycle.protection.resets == 5
 
 
 def test_fet_over_temperature_uses_its_own_sensor(tmp_path):
@@ -538,7 +538,7 @@ def test_warning_rows(tmp_path, name, setup):
     sim = make(tmp_path, soc_pct=40.0)
     setup(sim.world)
     check_trip(sim, name, 30000)
-    assert sim.app.protection.protect_flags == 0
+    assert sim.app.cycle.protection.protect_flags == 0
 
 
 def test_spread_warning(tmp_path):
@@ -556,11 +556,11 @@ def test_spread_warning(tmp_path):
 def _fault_cycle(sim, name, inject, heal):
     inject(sim.world)
     check_trip(sim, name, 10000)
-    assert sim.world.fets() == (False, False) or sim.app.meas.fets == 0
+    assert sim.world.fets() == (False, False) or sim.app.cycle.meas.fets == 0
     heal(sim.world)
     check_release(sim, name, 30000)
     sim.run(2000)
-    assert sim.world.fets() == (True, True), PR_names(sim.app.protection.protect_flags)
+    assert sim.world.fets() == (True, True), PR_names(sim.app.cycle.protection.protect_flags)
 
 
 def test_thermistor_open_and_short(tmp_path):
@@ -584,7 +584,7 @@ def test_afe_nack_storm(tmp_path):
     # a chip that acknowledges nothing cannot be told anything: its own
     # protection is the backstop; the firmware keeps trying
     sim.run(5000)
-    assert sim.app.afe.bus_errors > 0
+    assert sim.app.cycle.afe.bus_errors > 0
     sim.world.chip.nack_all = False
     sim.run(CYCLE_MS * 2)
     assert sim.world.fets() == (False, False), "as soon as the chip answers: FETs off"
@@ -597,7 +597,7 @@ def test_afe_crc_storm(tmp_path):
     sim = make(tmp_path)
     _fault_cycle(sim, "afe_comm", lambda w: setattr(w.chip, "corrupt_every", 1),
                  lambda w: setattr(w.chip, "corrupt_every", 0))
-    assert sim.app.afe.crc_errors > 0
+    assert sim.app.cycle.afe.crc_errors > 0
 
 
 def test_afe_reset(tmp_path):

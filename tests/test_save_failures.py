@@ -60,7 +60,7 @@ def test_a_set_taken_in_at_boot_that_cannot_be_stored_is_logged_and_retried_at_o
     def store_events():
         return [r[4] for r in app.log.read(0, 256) if r[3] == CF.EV_STORE_SAVE]
 
-    assert app.params.imported_text and app.configured and app.config.save_failed
+    assert app.params.imported_text and app.cycle.configured and app.config.save_failed
     assert store_events() == [(CF.SAVE_PARAMS << 8) | S.FAIL_FLASH]
     sim.run(300)  # the first pass retries: it fails too, and is not logged again
     assert app.params.save_errors() == 2 and store_events() == [(CF.SAVE_PARAMS << 8) | S.FAIL_FLASH]

@@ -26,11 +26,11 @@ def test_capacity_learning_converges_to_a_changed_capacity(tmp_path):
     for cycle in range(3):
         world.load.off()
         world.charger.set(8000, 4200)  # 0.8 C: under chg_oc (1 C of the 9 Ah set), under half the hours of 0.5 C
-        sim.run_until(lambda s: s.app.soc.soc_dpct == 1000 and s.app.soc._full_synced, 6 * 3600 * 1000, 60000)
+        sim.run_until(lambda s: s.app.cycle.soc.soc_dpct == 1000 and s.app.cycle.soc._full_synced, 6 * 3600 * 1000, 60000)
         world.charger.off()
         sim.run(10 * 60 * 1000)
         world.load.set(8000)  # until the BMS cuts the discharge off (the empty sync)
-        sim.run_until(lambda s: s.app.soc._empty_synced, 6 * 3600 * 1000, 60000)
+        sim.run_until(lambda s: s.app.cycle.soc._empty_synced, 6 * 3600 * 1000, 60000)
         world.load.off()
         sim.run(10 * 60 * 1000)
         learned.append(u32(sim, M.IR_FULL_CAPACITY_MAH))
@@ -46,7 +46,7 @@ def test_capacity_learning_converges_to_a_changed_capacity(tmp_path):
     assert 0.93 * true_mah <= learned[-1] <= true_mah, (learned, true_mah)
     assert steps[-1] < 0.015 * learned[-1], "converged"
     # only the voltage rows that ended the last discharge may be active
-    assert sim.app.protection.protect_flags & ~0b1111 == 0
+    assert sim.app.cycle.protection.protect_flags & ~0b1111 == 0
 
 
 def test_soc_registers_follow_the_pack(tmp_path):
@@ -69,7 +69,7 @@ def test_soc_registers_follow_the_pack(tmp_path):
 def test_offset_calibrated_at_rest_with_both_fets_off(tmp_path):
     """The calibration a user may ask for (cc_cal_every_ms; off by default:
     it cuts a live load for its 20 s)."""
-    from bms.app import EV_CC_CAL
+    from bms.events import EV_CC_CAL
 
     provision(str(tmp_path), 4, "lfp", 10000, 1000, extra={"cc_cal_every_ms": 14400000, "lp_idle_ms": 0})
     # the chip's coulomb counter reads 4 LSB (34 mA) with no current at all
@@ -88,12 +88,12 @@ def test_offset_calibrated_at_rest_with_both_fets_off(tmp_path):
     assert abs(sim.app.ir.words[M.IR_CC_OFFSET] - 64) <= 8
     # a C/100 load for 90 min is now counted to within 0.2 % of SOC (the
     # uncorrected 34 mA would have added 0.5 %)
-    soc0 = sim.app.soc.soc_dpct
+    soc0 = sim.app.cycle.soc.soc_dpct
     true0 = world.pack.true_soc_pct()
     world.load.set(100)
     sim.run(90 * 60 * 1000)
     true_drop = (true0 - world.pack.true_soc_pct()) * 10  # the load's 1.5 % and the BMS's own draw
-    assert abs((soc0 - sim.app.soc.soc_dpct) - true_drop) <= 2, (soc0, sim.app.soc.soc_dpct, true_drop)
+    assert abs((soc0 - sim.app.cycle.soc.soc_dpct) - true_drop) <= 2, (soc0, sim.app.cycle.soc.soc_dpct, true_drop)
 
 
 def test_offset_learned_while_the_fets_are_off_anyway(tmp_path):
@@ -109,12 +109,12 @@ def test_offset_learned_while_the_fets_are_off_anyway(tmp_path):
     assert sim.app.values[P.P_CC_CAL_EVERY_MS] == 0
     # low power after lp_idle_ms awake from the boot, then lp_idle_ms idle
     sim.run(59 * 60 * 1000)
-    assert world.fets() == (True, True) and not sim.app.soc.offset_learned, "FETs on: nothing learned"
+    assert world.fets() == (True, True) and not sim.app.cycle.soc.offset_learned, "FETs on: nothing learned"
     assert sim.run_until(lambda s: s.app.modes.power.mode == 1, 5 * 60 * 1000) is not None, "low power"
-    t = sim.run_until(lambda s: s.app.soc.offset_learned, 60 * 1000, step_ms=1000)
+    t = sim.run_until(lambda s: s.app.cycle.soc.offset_learned, 60 * 1000, step_ms=1000)
     assert t is not None and t <= 20000, "learned in low power's first seconds: %r" % t
     assert world.fets() == (False, False)
-    s = sim.app.soc
+    s = sim.app.cycle.soc
     assert abs(s.offset_dlsb - 32) <= 8, s.offset_dlsb
     print("\noffset learned %.1f s into low power: %d/16 LSB (the chip's: 32/16)" % (t / 1000.0, s.offset_dlsb))
 
@@ -137,12 +137,12 @@ def _count_under_load(tmp_path, stall_ms):
             s.world.advance(ms)
 
     sim.on_cycle = stall
-    c0 = sim.app.soc.charge_mas()
+    c0 = sim.app.cycle.soc.charge_mas()
     t0 = world.now_ms
     sim.run(10 * 60 * 1000)  # a window counted wrong would be 0.04 %; rounding the gaps was 5 % off
     sim.on_cycle = None
     sim.run(1000)  # a last stall's windows are counted at the next reading: let it come
-    return c0 - sim.app.soc.charge_mas(), 5000 * (world.now_ms - t0) // 1000
+    return c0 - sim.app.cycle.soc.charge_mas(), 5000 * (world.now_ms - t0) // 1000
 
 
 @pytest.fixture(scope="module")

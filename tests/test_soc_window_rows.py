@@ -134,9 +134,9 @@ def test_soc_window_in_the_loop_with_the_body_diode(tmp_path):
     world.charger.set(1800)  # under chg_oc (1C)
     assert sim.run_until(lambda s: not s.world.fets()[0], 3600 * 1000) is not None
     st = sim.app.ir.words[M.IR_SOC_STATE]
-    assert st & M.SOC_CHG_STOP and abs(sim.app.soc.soc_dpct - 600) <= 2
+    assert st & M.SOC_CHG_STOP and abs(sim.app.cycle.soc.soc_dpct - 600) <= 2
     world.charger.off()
     world.load.set(1800)
     sim.run(3000)
     assert world.fets() == (True, True) and sim.app.ir.words[M.IR_FET_FLAGS] & M.FET_DIODE
-    assert sim.app.protection.block == PR.CHG, "charge is still stopped"
+    assert sim.app.cycle.protection.block == PR.CHG, "charge is still stopped"

@@ -127,23 +127,22 @@ def load(storage_dir, wdt_ms=0):
     return parse(text, wdt_ms)
 
 
-def start(app):
-    """At boot, with net_enable 1: the uplink on app.uplink when net.cfg is
-    there and right; a wrong file is logged (the line) and printed (what is
-    wrong), and the network stays off."""
+def start(board, values, ir, log, append, boot_seq, cells):
+    """At boot, with net_enable 1: the uplink (bms.uplink) when net.cfg is
+    there and right, else None; a wrong file is logged (the line) and
+    printed (what is wrong), and the network stays off."""
     try:
-        cfg = load(app.board.storage_dir, app.values[P.P_WDT_MS])
+        cfg = load(board.storage_dir, values[P.P_WDT_MS])
     except ValueError as e:
         print(e.args[0])  # the board's console: what is wrong and where
-        app.ir.set_u16(M.IR_NET_STATE, M.NET_CONFIG_ERROR)
-        app.append(EV_NET_CONFIG, e.args[1] if len(e.args) > 1 else 0, 0)
-        return
+        ir.set_u16(M.IR_NET_STATE, M.NET_CONFIG_ERROR)
+        append(EV_NET_CONFIG, e.args[1] if len(e.args) > 1 else 0, 0)
+        return None
     if cfg is None:
-        return
+        return None
     import gc
 
     gc.collect()
     from bms.uplink import Uplink
 
-    app.uplink = Uplink(app.board, cfg, app.ir.words, app.log, app.append, app.board.ticks_ms(),
-                        app.boot_seq, app.params.cells() if app.configured else 0)
+    return Uplink(board, cfg, ir.words, log, append, board.ticks_ms(), boot_seq, cells)

@@ -30,7 +30,8 @@ KIND_OTHER = const(3)  # another exception
 MODULES = ("bms.gen.packed", "bms.ticks", "bms.afe", "bms.afe.bq769x0", "bms.afe.bq769x0.regs", "bms.paramcheck",
            "bms.measurements", "bms.afe.bq769x0.driver",
            "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.soc",
-           "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.modes", "bms.app")
+           "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.switching", "bms.publish",
+           "bms.cycle", "bms.modes", "bms.app")
 
 
 def _load_params(board):
@@ -82,12 +83,12 @@ def crashed(board, app, e):
     kind = KIND_MEMORY if isinstance(e, MemoryError) else (KIND_OS if isinstance(e, OSError) else KIND_OTHER)
     if app is not None:
         try:
-            app.afe.fets_off()  # preallocated buffers, the chip's own CRC mode
+            app.cycle.afe.fets_off()  # preallocated buffers, the chip's own CRC mode
         except Exception:  # noqa: BLE001 - the next boot switches them off too
             pass
         try:
-            pr = app.protection
-            pr.crash = (app.at << 8) | kind
+            pr = app.cycle.protection
+            pr.crash = (app.cycle.at << 8) | kind
             board.keep(pr.kept())
         except Exception:  # noqa: BLE001
             pass

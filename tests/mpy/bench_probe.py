@@ -179,8 +179,8 @@ def timed_cycle(now):
             if m > K[_C_TOT_MAX]:
                 K[_C_TOT_MAX] = m
     K[_CYCLES] = i + 1
-    meas = app.meas
-    pr = app.protection
+    meas = app.cycle.meas
+    pr = app.cycle.protection
     if meas.balance_mask:
         K[_BAL] += 1
     if pr.protect_flags:
@@ -294,12 +294,12 @@ def main(board, app, heap_total, heap_after_import, heap_after_start, boot_fw_ms
             a = mem_alloc()
             if a > live:
                 live = a
-            saved = app.soc_saved
+            saved = app.cycle.soc_saved
             board.idle(app.step())
             a = mem_alloc()
             if a > hi:
                 hi = a
-            if app.soc_saved != saved:
+            if app.cycle.soc_saved != saved:
                 saves += 1
             n += 1
         gc.enable()
@@ -307,7 +307,7 @@ def main(board, app, heap_total, heap_after_import, heap_after_start, boot_fw_ms
 
     def locked(end):
         """(ok, cycles, requests, events) with the heap locked."""
-        cycles = app.meas_count
+        cycles = app.cycle.meas_count
         served = mb.server_messages
         seq = log.next_seq
         gc.collect()
@@ -318,7 +318,7 @@ def main(board, app, heap_total, heap_after_import, heap_after_start, boot_fw_ms
         except MemoryError:
             ok = 0
         micropython.heap_unlock()
-        return ok, (app.meas_count - cycles) & 0xFFFF, (mb.server_messages - served) & 0xFFFF, log.next_seq - seq
+        return ok, (app.cycle.meas_count - cycles) & 0xFFFF, (mb.server_messages - served) & 0xFFFF, log.next_seq - seq
 
     t = WARM_MS
     run(t)
@@ -339,7 +339,7 @@ def main(board, app, heap_total, heap_after_import, heap_after_start, boot_fw_ms
     print("BENCH locked_ok=%d locked_cycles=%d locked_requests=%d locked_events=%d"
           % (lock_ok, lock_cycles, lock_requests, lock_events))
     print("BENCH cells=%d protect_flags=%d soc_started=%d balance_mask=%d"
-          % (app.meas.cells, app.protection.protect_flags, 1 if app.soc_started else 0, app.meas.balance_mask))
+          % (app.cycle.meas.cells, app.cycle.protection.protect_flags, 1 if app.cycle.soc_started else 0, app.cycle.meas.balance_mask))
     print("BENCH counters=" + ",".join([str(K[i]) for i in range(_NK)]))
     for i in range(K[_CYCLES]):
         print("C", C_US[i], C_BOARD[i], C_EVENT[i])

@@ -21,10 +21,10 @@ from bms.ticks import ticks_diff  # the board clock wraps at 2**30
 
 def loop(app, board, sim_ms):
     start = board.ticks_ms()
-    cycles = app.meas_count
+    cycles = app.cycle.meas_count
     while ticks_diff(board.ticks_ms(), start) < sim_ms:
         board.idle(app.step())
-    return app.meas_count - cycles
+    return app.cycle.meas_count - cycles
 
 
 def locked(app, board, sim_ms):
@@ -41,13 +41,13 @@ def locked(app, board, sim_ms):
 
 def age(app):
     days = 13 * 86400  # 1,123,200 s: 1.12e9 ms, past 2**30
-    app.uptime_s = days
+    app.cycle.uptime_s = days
     app.modes.mode_start_s = 0
-    life = app.life
+    life = app.cycle.life
     life.on_s = days
     life.chg_mah = 1000000000  # 1 GAh: 2**30 less 7 %, more than any pack sees
     life.dsg_mah = 1000000000
-    app.protection.time_s = days
+    app.cycle.protection.time_s = days
 
 
 board = Board()
@@ -70,4 +70,4 @@ if err is not None:
     sys.print_exception(err)
     sys.exit(1)
 print("OK cycles=%d modbus=%d faults=%d uptime_s=%d" % (n, app.modbus.server_messages - served,
-                                                       app.protection.protect_flags, app.uptime_s))
+                                                       app.cycle.protection.protect_flags, app.cycle.uptime_s))

@@ -123,8 +123,8 @@ app = App(board, prm)
 app.start()
 gc.collect()
 loop(app, board, 3000)
-check(app.soc_started, "the SOC did not start")
-app.save_state(app.now)  # a good SOC and lifetime record to keep
+check(app.cycle.soc_started, "the SOC did not start")
+app.cycle.save_state(app.now)  # a good SOC and lifetime record to keep
 old_soc = stored(board, "soc")
 old_life = stored(board, "life")
 check(old_soc is not None and old_life is not None, "no first records")
@@ -136,9 +136,9 @@ check(write(app, HR_UNLOCK, 1234) == 0, "unlock")
 new_ov = old_ov - 10
 Fault.exc = MemoryError()
 check(write(app, OV_ADDR, new_ov) == 0, "write refused")
-cycles = app.meas_count
+cycles = app.cycle.meas_count
 loop(app, board, 8000)  # the save, then retries after 1, 2 and 4 s
-check(app.meas_count > cycles + 20, "the loop stopped", app.meas_count - cycles)
+check(app.cycle.meas_count > cycles + 20, "the loop stopped", app.cycle.meas_count - cycles)
 check(app.config.save_failed, "no failed save seen")
 check(Fault.tries >= 3, "not retried", Fault.tries)
 check(app.params.store.failing == FAIL_MEMORY, "why", app.params.store.failing)
@@ -149,14 +149,14 @@ param_tries = Fault.tries
 
 # -- a periodic SOC and lifetime save whose write raises OSError -------------------
 Fault.exc = OSError(28)
-app.soc_saved = ticks_add(app.now, -600000)  # the 10 minutes are up: the next cycle saves
+app.cycle.soc_saved = ticks_add(app.now, -600000)  # the 10 minutes are up: the next cycle saves
 loop(app, board, 1000)
-check(app.soc_store.failing == FAIL_FLASH and app.life_store.failing == FAIL_FLASH, "SOC save did not fail")
+check(app.cycle.soc_store.failing == FAIL_FLASH and app.cycle.life_store.failing == FAIL_FLASH, "SOC save did not fail")
 check(stored(board, "soc") == old_soc and stored(board, "life") == old_life, "the old SOC record is gone")
 ev = events(app, EV_STORE_SAVE)
 check((2 << 8) | FAIL_FLASH in ev and (3 << 8) | FAIL_FLASH in ev, "events", ev)
 n_ev = len(ev)
-app.soc_saved = ticks_add(app.now, -600000)  # and again: counted, not logged again
+app.cycle.soc_saved = ticks_add(app.now, -600000)  # and again: counted, not logged again
 loop(app, board, 1000)
 check(len(events(app, EV_STORE_SAVE)) == n_ev, "logged per retry", events(app, EV_STORE_SAVE))
 check(save_errors(app) == Fault.tries, "save_errors", save_errors(app), Fault.tries)
@@ -164,9 +164,9 @@ check(save_errors(app) == Fault.tries, "save_errors", save_errors(app), Fault.tr
 # -- a save with no heap at all: not even the file can be opened ------------------
 Fault.exc = None
 before = save_errors(app)
-err = heap_locked(lambda: app.save_state(app.now))
+err = heap_locked(lambda: app.cycle.save_state(app.now))
 check(err is None, "save_state raised with the heap locked:", repr(err))
-check(app.life_store.failing == FAIL_MEMORY, "heap-locked save did not fail", app.life_store.failing)
+check(app.cycle.life_store.failing == FAIL_MEMORY, "heap-locked save did not fail", app.cycle.life_store.failing)
 loop(app, board, 500)
 check(save_errors(app) > before, "not counted")
 check(stored(board, "soc") == old_soc and stored(board, "life") == old_life, "the old records are gone")
@@ -176,7 +176,7 @@ check(stored(board, "soc") == old_soc and stored(board, "life") == old_life, "th
 newer_ov = new_ov - 10
 check(write(app, OV_ADDR, newer_ov) == 0, "write refused")
 before = app.params.save_errors()
-err = heap_locked(lambda: app.config.service(app.now, app.uptime_s))  # the events, the save
+err = heap_locked(lambda: app.config.service(app.now, app.cycle.uptime_s))  # the events, the save
 check(err is None, "the write's save raised with the heap locked:", repr(err))
 app._apply_params()  # the rest of _after_writes (applying a change allocates: not a save)
 check(app.params.save_errors() == before + 1, "not counted", app.params.save_errors(), before)
@@ -184,16 +184,16 @@ check(app.params.store.failing == FAIL_MEMORY, "why", app.params.store.failing)
 check(app.hr.words[OV_ADDR] == newer_ov, "the value in RAM is gone", app.hr.words[OV_ADDR])
 check(stored_ov(board) == old_ov, "the old set does not load", stored_ov(board))
 loop(app, board, 500)  # the loop goes on; the register is every store's count
-total = app.params.save_errors() + app.soc_store.write_errors + app.life_store.write_errors
+total = app.params.save_errors() + app.cycle.soc_store.write_errors + app.cycle.life_store.write_errors
 check(save_errors(app) == total, "save_errors", save_errors(app), total)
 
 # -- the flash works again: the next tries succeed --------------------------------
 loop(app, board, 70000)  # the parameter retry's back-off is at most 64 s
 check(not app.config.save_failed, "the parameters were not saved again")
 check(stored_ov(board) == newer_ov, "the new set does not load", stored_ov(board))
-app.soc_saved = ticks_add(app.now, -600000)
+app.cycle.soc_saved = ticks_add(app.now, -600000)
 loop(app, board, 1000)
-check(app.soc_store.failing == 0 and app.life_store.failing == 0, "the SOC save did not recover")
+check(app.cycle.soc_store.failing == 0 and app.cycle.life_store.failing == 0, "the SOC save did not recover")
 soc = stored(board, "soc")
 check(soc is not None and soc != old_soc and stored(board, "life") != old_life, "no new SOC record")
 ev = events(app, EV_STORE_SAVE)
@@ -201,4 +201,4 @@ check(ev.count((1 << 8) | FAIL_MEMORY) == 1, "the settings' failure logged per r
 for which in (1, 2, 3):
     check(ev.count(which << 8) == 1, "no recovery event", which, ev)
 print("OK cycles=%d param_tries=%d tries=%d save_errors=%d events=%d" % (
-    app.meas_count, param_tries, Fault.tries, save_errors(app), len(ev)))
+    app.cycle.meas_count, param_tries, Fault.tries, save_errors(app), len(ev)))

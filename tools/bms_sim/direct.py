@@ -172,14 +172,14 @@ class DirectSim:
             if self.board.asleep and not self._sleep_until(end):
                 return
             app = self.app
-            last = app.last_cycle
+            last = app.cycle.last_cycle
             try:
                 wait = app.step()
             except SystemExit:
                 if not self.board.asleep:
                     self._boot()  # a restart the firmware asked for
                 continue
-            if self.on_cycle and app.last_cycle != last:
+            if self.on_cycle and app.cycle.last_cycle != last:
                 self.on_cycle(self)  # at the cycle's own time, before the idle
             self.board.idle(wait)
 

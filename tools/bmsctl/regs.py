@@ -356,8 +356,8 @@ def event_text(code, value):
 
 
 def _crash_places():
-    """AT_ code: words, from the firmware's own AT_ constants (bms.app)."""
-    from bms import app
+    """AT_ code: words, from the firmware's own AT_ constants (bms.events)."""
+    from bms import events
 
     words = {"START": "the start-up", "MODBUS": "the Modbus slave", "WRITES": "applying parameter writes",
              "MODES": "the power modes and the button", "MEASURE": "reading the AFE",
@@ -365,9 +365,9 @@ def _crash_places():
              "FLASH": "writing to flash", "BALANCE": "balancing", "PUBLISH": "publishing the registers",
              "UPLINK": "MQTT", "LEDS": "the LED bar"}
     out = {}
-    for name in dir(app):
+    for name in dir(events):
         if name.startswith("AT_"):
-            out[getattr(app, name)] = words.get(name[3:], name[3:].lower())
+            out[getattr(events, name)] = words.get(name[3:], name[3:].lower())
     return out
 
 
@@ -375,7 +375,7 @@ CRASH_KINDS = {1: "out of memory", 2: "an OSError", 3: "an exception"}
 
 
 def fault_text(value):
-    """A caught fault, (where << 8) | kind (bms.app App.fault): "The SOC estimator failed (an exception)"."""
+    """A caught fault, (where << 8) | kind (bms.cycle Cycle.fault): "The SOC estimator failed (an exception)"."""
     what = CRASH_KINDS.get(value & 0xFF, "error %d" % (value & 0xFF))
     where = CRASH_PLACES.get(value >> 8, "place %d" % (value >> 8))
     return "%s failed (%s)" % (where[0].upper() + where[1:], what)

@@ -1,0 +1,40 @@
+"""Every event code the firmware logs (bms.eventlog), in one place: the
+firmware logs them, bmsctl words them (bmsctl/events), the docs list them.
+Constants only: the device build folds them into the code that logs them.
+
+Codes 1..191 are the protection table's: EV_TRIP + row + 1 when a row
+trips, EV_RELEASE + row + 1 when it releases, EV_LATCH + row + 1 when it
+latches after its retries (bms.spec.protrules, docs/PROTECTION.md).
+"""
+from micropython import const
+
+# The application's (200 and up)
+EV_BOOT = const(200)  # value: boot number
+EV_AFE_UP = const(201)  # value: 1 configured, 0 failed
+EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
+EV_OCV_TABLE_REJECTED = const(203)  # the stored OCV table does not rise: the chemistry's is used
+EV_SOC_START = const(204)  # value: the SOC the estimate started from, 0.1 %
+EV_CC_CAL = const(205)  # value: the coulomb-counter offset after a calibration, 1/16 LSB
+# 206..213: bms.config (parameter changes, unlocking, commands, saves); 221: bms.config EV_STORE_SAVE
+EV_CONFIG_RULE = const(214)  # value: the consistency rule the stored set breaks: it runs unconfigured
+EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
+# 216: bms.power EV_MODE (a power-mode change: mode << 8 | cause)
+EV_RESET = const(217)  # value: the boot's reset cause << 8 | wake reason (bms.boards RESET_, WAKE_)
+EV_CRASH = const(222)  # value: where (AT_) << 8 | kind (bms.start KIND_): the guard reset the MCU
+EV_FAULT = const(223)  # value: where (AT_) << 8 | kind: a non-critical path started failing (App.fault)
+
+# Where the firmware is (bms.cycle Cycle.at): a crash keeps it with its kind (bms.start),
+# so the report says where it happened.
+AT_START = const(1)  # App.start(): the logs, the kept record, the AFE, the network
+AT_MODBUS = const(2)  # the Modbus slave: a request, its reply
+AT_WRITES = const(3)  # parameter writes and commands, after their reply
+AT_MODES = const(4)  # inputs, the button, power modes, low power and sleep
+AT_MEASURE = const(5)  # the AFE: status, measurements, bring-up
+AT_SOC = const(6)  # the SOC estimator and the lifetime counters
+AT_PROTECT = const(7)  # the protection table
+AT_SWITCH = const(8)  # latch release, calibration, switching the FETs
+AT_FLASH = const(9)  # the kept record, events and saves to flash
+AT_BALANCE = const(10)
+AT_PUBLISH = const(11)  # the input-register image
+AT_UPLINK = const(12)  # MQTT
+AT_LEDS = const(13)
