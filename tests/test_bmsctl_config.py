@@ -19,6 +19,7 @@ from bms.config import EV_PARAM_SET, Config
 from bms.regimage import RegisterImage
 from bmsctl import cli as ctl
 from bmsctl import config as CF
+from bmsctl import planner as PN
 
 LFP_4S = "chemistry=lfp\ncells=4\ncapacity_mah=100000\n"
 
@@ -138,8 +139,8 @@ def with_changes(values, **changes):
 
 
 def run_plan(dev, target, **kw):
-    steps = CF.plan(dev.read_values(), target, **kw)
-    CF.execute(dev, steps)  # raises WriteRefused on any refused request
+    steps = PN.plan(dev.read_values(), target, **kw)
+    PN.execute(dev, steps)  # raises WriteRefused on any refused request
     got = dev.read_values()
     for i in range(CF.COUNT):
         if i != P.P_PIN:
@@ -308,7 +309,7 @@ def test_setup_plan_on_a_fresh_bms_writes_the_pack_keys_last():
     assert dev.config_state() & M.CFG_RESTART_PENDING
 
 
-@pytest.mark.parametrize("max_regs", [2, 3, 4, CF.MAX_WRITE_REGS])
+@pytest.mark.parametrize("max_regs", [2, 3, 4, PN.MAX_WRITE_REGS])
 def test_requests_are_capped_and_never_split_a_32_bit_parameter(max_regs):
     dev = FakeBms()
     dev.unlock()
@@ -366,9 +367,9 @@ def test_an_unreachable_set_fails_before_anything_is_written(monkeypatch):
     dev.unlock()
     target = CF.setup_target(dev.read_values(), "lfp", 8, 100000)  # 4 -> 8 cells
     assert CF.validate(dev.read_values(), target) is None  # a valid set ...
-    monkeypatch.setattr(CF, "RESERVED", set())  # ... with no register to bridge the gap
-    with pytest.raises(CF.PlanError) as e:
-        CF.plan(dev.read_values(), target)  # ... no write order reaches
+    monkeypatch.setattr(PN, "RESERVED", set())  # ... with no register to bridge the gap
+    with pytest.raises(PN.PlanError) as e:
+        PN.plan(dev.read_values(), target)  # ... no write order reaches
     assert "factory-reset" in str(e.value) and "rule" in str(e.value)
     assert dev.requests == []
 

@@ -28,6 +28,7 @@ from bms import regmap as M
 from bmsctl import config as CF
 from bmsctl import dashboard as DB
 from bmsctl import hamodbus as HA
+from bmsctl import planner as PN
 from bmsctl import plot as PL
 from bmsctl import regs as RG
 
@@ -728,7 +729,7 @@ def _plan(cur, target):
     """The write requests from `cur` to `target` (bmsctl.config.plan), or a
     CtlError saying why there are none; before anything is unlocked."""
     try:
-        return CF.plan(cur, target)
+        return PN.plan(cur, target)
     except CF.ConfigError as e:
         raise CtlError("%s; nothing was written" % e)
 
@@ -746,8 +747,8 @@ def _write_set(bms, cur, target, steps):
             bms.follow(v)
 
     try:
-        CF.execute(bms, steps, after=after)
-    except CF.WriteRefused as e:
+        PN.execute(bms, steps, after=after)
+    except PN.WriteRefused as e:
         why = RG.config_error_text(e.error) or "exception %d" % e.code
         done = [n for s in e.done for n in s.names()]
         raise CtlError("the BMS refused writing %s: %s; %s" % (
