@@ -22,6 +22,7 @@ from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World
 from bmsctl import cli
+from bmsctl import client
 from bmsctl import regs as RG
 from bmsctl.dashboard.source import EVENT_ROW
 from conftest import ROOT, ctrl_c_stops
@@ -142,7 +143,7 @@ def _modbus_view(run):
     """/api/state as ModbusSource makes it from the same App's registers."""
     from bmsctl.dashboard.source import decode_state
 
-    live = RG.decode(cli.live_regs(), list(run.words))
+    live = RG.decode(client.live_regs(), list(run.words))
     holding = RG.decode(PT.TABLE, list(run.holding))
     return decode_state(live, holding)
 
@@ -408,7 +409,7 @@ def test_without_paho_the_command_says_how_to_get_it(monkeypatch):
     from bmsctl.dashboard.source import MqttSource
 
     monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
-    with pytest.raises(cli.CtlError, match=r"needs the paho-mqtt package: `make setup`"):
+    with pytest.raises(client.CtlError, match=r"needs the paho-mqtt package: `make setup`"):
         MqttSource("127.0.0.1", 1883, DEVICE).start()
 
 

@@ -23,15 +23,17 @@ from bms import protection as PR
 from bms import protrules
 from bms import regdoc as D
 from bms import regmap as M
-from bmsctl import cli
+from bmsctl import client
 from bmsctl import config as CF
+from bmsctl import fmt
 from bmsctl import regs as RG
+from bmsctl import writes
 
-CtlError = cli.CtlError
+CtlError = client.CtlError
 EVENT_ROW = next(r for r in M.INPUT_REGS if r[2] == "event")
 # events kept beyond the BMS's own window of the newest EVENT_WINDOW
 EVENTS_KEPT = 500
-_DESC = {row[0]: cli.row_text(row) for row in protrules.ROWS}
+_DESC = {row[0]: fmt.row_text(row) for row in protrules.ROWS}
 _EFFECT = {PR.CHG: "charging is off", PR.DSG: "discharging is off", PR.BOTH: "charging and discharging are off",
            0: "reported only: the FETs stay as they are"}
 _ROW = {row[0]: row for row in protrules.ROWS}
@@ -61,7 +63,7 @@ def decode_state(live, holding, where=""):
     """/api/state from raw input registers (all but the event window) and
     the raw holding registers: `bmsctl status --json` plus what the page
     shows directly (cells with their balancing mark, alerts in words)."""
-    d = cli.status_dict({"input": dict(live, events=[]), "holding": holding})
+    d = fmt.status_dict({"input": dict(live, events=[]), "holding": holding})
     n = d["cell_count"]
     cells, alerts = _cells_alerts(d)
     cs = live["config_state"]
@@ -183,7 +185,7 @@ def history_sample(state):
 
 def event_dict(rec):
     t = rec["time_s"]
-    return dict(rec, text=cli.event_text(rec["code"], rec["value"]), kind=RG.event_kind(rec["code"], rec["value"]),
+    return dict(rec, text=fmt.event_text(rec["code"], rec["value"]), kind=RG.event_kind(rec["code"], rec["value"]),
                 uptime="%d:%02d:%02d" % (t // 3600, t // 60 % 60, t % 60))
 
 
@@ -333,7 +335,7 @@ class ModbusSource(DataSource):
     @classmethod
     def connect(cls, args, **kw):
         """From bmsctl's global options (--port, --unit, --baud, --parity, --timeout)."""
-        return cls(cli.connect(args), where=args.port, **kw)
+        return cls(client.connect(args), where=args.port, **kw)
 
     def start(self):
         if self._thread is None:
@@ -421,7 +423,7 @@ class ModbusSource(DataSource):
         pin = None if pin in (None, "") else pin
         with self.lock:
             try:
-                r = cli.config_set(self.bms, items, pin)
+                r = writes.config_set(self.bms, items, pin)
             finally:
                 self._dirty()
         if r is None:
@@ -438,7 +440,7 @@ class ModbusSource(DataSource):
         pin = None if pin in (None, "") else pin
         with self.lock:
             try:
-                took = cli.restart_and_wait(self.bms, pin, wait_s)
+                took = writes.restart_and_wait(self.bms, pin, wait_s)
                 st = self.bms.config_state()
             finally:
                 self._dirty()
@@ -449,7 +451,7 @@ class ModbusSource(DataSource):
         pin = None if pin in (None, "") else pin
         with self.lock:
             try:
-                return cli.storage_set(self.bms, bool(on), pin)
+                return writes.storage_set(self.bms, bool(on), pin)
             finally:
                 self._dirty()
 
