@@ -19,7 +19,12 @@ from bms.spec import regtable as RT
 from bms.config import EV_PARAM_SET, Config
 from bms.regimage import RegisterImage
 from bmsctl import cli as ctl
+from bmsctl import client
+from bmsctl import csvlog
+from bmsctl import fmt
+from bmsctl import prompt
 from bmsctl import config as CF
+from bmsctl import planner as PN
 
 LFP_4S = "chemistry=lfp\ncells=4\ncapacity_mah=100000\n"
 
@@ -65,7 +70,7 @@ class FakeBms:
             self._boot()
         return code
 
-    # -- what bmsctl.cli.Bms offers -----------------------------------------
+    # -- what bmsctl.client.Bms offers -----------------------------------------
     def read_values(self):
         w = self.hr.words
         out = []
@@ -101,7 +106,7 @@ class FakeBms:
         return self.boot, 0
 
     def read_live(self):
-        d = {r[1]: [0] * r[3] if r[3] > 1 else 0 for r in ctl.live_regs()}
+        d = {r[1]: [0] * r[3] if r[3] > 1 else 0 for r in client.live_regs()}
         d["config_state"] = self.config_state()
         d["fet_flags"] = 3 if self.cfg.running_configured else 0
         d["cell_count"] = self.prm.cells()
@@ -139,8 +144,8 @@ def with_changes(values, **changes):
 
 
 def run_plan(dev, target, **kw):
-    steps = CF.plan(dev.read_values(), target, **kw)
-    CF.execute(dev, steps)  # raises WriteRefused on any refused request
+    steps = PN.plan(dev.read_values(), target, **kw)
+    PN.execute(dev, steps)  # raises WriteRefused on any refused request
     got = dev.read_values()
     for i in range(CF.COUNT):
         if i != P.P_PIN:
@@ -309,7 +314,7 @@ def test_setup_plan_on_a_fresh_bms_writes_the_pack_keys_last():
     assert dev.config_state() & M.CFG_RESTART_PENDING
 
 
-@pytest.mark.parametrize("max_regs", [2, 3, 4, CF.MAX_WRITE_REGS])
+@pytest.mark.parametrize("max_regs", [2, 3, 4, PN.MAX_WRITE_REGS])
 def test_requests_are_capped_and_never_split_a_32_bit_parameter(max_regs):
     dev = FakeBms()
     dev.unlock()
@@ -367,9 +372,9 @@ def test_an_unreachable_set_fails_before_anything_is_written(monkeypatch):
     dev.unlock()
     target = CF.setup_target(dev.read_values(), "lfp", 8, 100000)  # 4 -> 8 cells
     assert CF.validate(dev.read_values(), target) is None  # a valid set ...
-    monkeypatch.setattr(CF, "RESERVED", set())  # ... with no register to bridge the gap
-    with pytest.raises(CF.PlanError) as e:
-        CF.plan(dev.read_values(), target)  # ... no write order reaches
+    monkeypatch.setattr(PN, "RESERVED", set())  # ... with no register to bridge the gap
+    with pytest.raises(PN.PlanError) as e:
+        PN.plan(dev.read_values(), target)  # ... no write order reaches
     assert "factory-reset" in str(e.value) and "rule" in str(e.value)
     assert dev.requests == []
 
@@ -386,7 +391,7 @@ def test_serial_settings_go_last():
 @pytest.fixture
 def fake(monkeypatch):
     box = {"dev": configured()}
-    monkeypatch.setattr(ctl, "connect", lambda args: box["dev"])
+    monkeypatch.setattr(client, "connect", lambda args: box["dev"])
     return box
 
 
@@ -516,9 +521,9 @@ def test_setup_asks_in_a_terminal(fake, capsys, monkeypatch):
     fake["dev"] = FakeBms()
     answers = iter(["nmc", "x", "5", "50Ah", "", "", "y"])
     secrets = iter(["", "4321", "4321"])  # PIN: the default 1234; a new one, twice
-    monkeypatch.setattr(ctl, "_interactive", lambda: True)
+    monkeypatch.setattr(prompt, "interactive", lambda: True)
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
-    monkeypatch.setattr(ctl.getpass, "getpass", lambda prompt="": next(secrets))
+    monkeypatch.setattr(prompt.getpass, "getpass", lambda prompt="": next(secrets))
     rc, out, err = run(["setup"], capsys)
     assert rc == 0, err + out
     dev = fake["dev"]
@@ -546,11 +551,11 @@ def test_parameter_change_events_in_words():
     dev = configured()
     dev.unlock()
     run_plan(dev, with_changes(dev.read_values(), cell_ov_mv=3700, chg_ot_dc=500))
-    texts = [ctl.event_text(c, v) for c, v in dev.events if c == EV_PARAM_SET]
+    texts = [fmt.event_text(c, v) for c, v in dev.events if c == EV_PARAM_SET]
     assert "Setting cell_ov_mv changed to 3.700 V" in texts
     assert "Setting chg_ot_dc changed to 50.0 degC" in texts
-    assert ctl.event_text(208, 0) == "Settings unlocked"
-    assert ctl.event_text(211, 1) == "Host command: restart"
+    assert fmt.event_text(208, 0) == "Settings unlocked"
+    assert fmt.event_text(211, 1) == "Host command: restart"
 
 
 # -- log ------------------------------------------------------------------------------
@@ -569,14 +574,14 @@ def test_bad_durations(text):
 
 
 def test_log_columns_and_cells():
-    heads = [c[0] for c in ctl.log_columns()]
+    heads = [c[0] for c in csvlog.log_columns()]
     assert heads[:2] == ["cell_count", "pack_mv"]
     assert ["cell_mv_%d" % k for k in range(1, 16)] == [h for h in heads if h.startswith("cell_mv_")]
     assert not any(h.startswith("events") for h in heads)
-    assert ctl.log_cell("cell_mv", 3271) == "3.271"
-    assert ctl.log_cell("temp_dc", 251) == "25.1" and ctl.log_cell("temp_dc", M.TEMP_INVALID) == ""
-    assert ctl.log_cell("current_ma", -2500) == "-2.500"
-    assert ctl.log_cell("tte_min", 0xFFFF) == ""
+    assert csvlog.log_cell("cell_mv", 3271) == "3.271"
+    assert csvlog.log_cell("temp_dc", 251) == "25.1" and csvlog.log_cell("temp_dc", M.TEMP_INVALID) == ""
+    assert csvlog.log_cell("current_ma", -2500) == "-2.500"
+    assert csvlog.log_cell("tte_min", 0xFFFF) == ""
 
 
 def test_log_survives_a_missed_reply_and_ctrl_c(fake, capsys, tmp_path):
@@ -587,7 +592,7 @@ def test_log_survives_a_missed_reply_and_ctrl_c(fake, capsys, tmp_path):
     def read_live():
         calls.append(1)
         if len(calls) == 2:
-            raise ctl.CtlError("no reply from unit 1", code=3)
+            raise client.CtlError("no reply from unit 1", code=3)
         if len(calls) == 4:
             raise KeyboardInterrupt
         return real()

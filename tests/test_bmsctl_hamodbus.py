@@ -10,6 +10,7 @@ from bms import regmap as M
 from bms.spec import regtable as RT
 from bms import soc as S
 from bmsctl import cli as ctl
+from bmsctl import client
 from bmsctl import hamodbus as HA
 from conftest import lfp4_sim, rtu_client
 
@@ -176,9 +177,9 @@ def test_cells_is_required(capsys):
 
 
 def test_bad_serial_settings_are_refused():
-    with pytest.raises(ctl.CtlError, match="1-247"):
+    with pytest.raises(client.CtlError, match="1-247"):
         run(["--unit", "0", "ha-modbus", "--cells", "4"])
-    with pytest.raises(ctl.CtlError, match="9600, 19200"):
+    with pytest.raises(client.CtlError, match="9600, 19200"):
         run(["--baud", "4800", "ha-modbus", "--cells", "4"])
     with pytest.raises(ValueError, match="series cell count"):
         HA.generate("/dev/ttyUSB0", 1, 19200, "E", 16)
@@ -188,7 +189,7 @@ def test_bad_serial_settings_are_refused():
 
 def test_the_simulator_port_gets_a_note(capsys):
     hub = hub_of(run(["ha-modbus", "--cells", "4"]))
-    assert hub["port"] == ctl.DEFAULT_PORT
+    assert hub["port"] == client.DEFAULT_PORT
     assert "--port /dev/ttyUSB0" in capsys.readouterr().err
     run(["--port", "/dev/ttyUSB0", "ha-modbus", "--cells", "4"])
     assert capsys.readouterr().err == ""

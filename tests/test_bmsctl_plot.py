@@ -10,6 +10,8 @@ import pytest
 
 from bms import regmap as M
 from bmsctl import cli
+from bmsctl import client
+from bmsctl import csvlog
 from bmsctl import plot as PL
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def raw_sample(t_s, cells=4, hours=3.0):
     """The raw input registers of a pack charging at 20 A from 20 % to 95 %
     over `hours`, with temperature sensor 2 missing."""
-    raw = {r[1]: ([0] * r[3] if r[3] > 1 else 0) for r in cli.live_regs()}
+    raw = {r[1]: ([0] * r[3] if r[3] > 1 else 0) for r in client.live_regs()}
     f = t_s / (hours * 3600.0)
     base = 3200 + int(200 * f)
     mv = [base + 5 * k for k in range(cells)]
@@ -30,8 +32,8 @@ def raw_sample(t_s, cells=4, hours=3.0):
 
 
 def write_log(path, times, sample=raw_sample, append=False, t_start=None):
-    """A CSV as `bmsctl log` writes it (cli.log_columns, cli.log_cell)."""
-    cols = cli.log_columns()
+    """A CSV as `bmsctl log` writes it (csvlog.log_columns, csvlog.log_cell)."""
+    cols = csvlog.log_columns()
     t_start = t_start or datetime.datetime(2024, 5, 1, 10, 0, tzinfo=datetime.timezone.utc)
     with open(path, "a" if append else "w", newline="") as f:
         w = csv.writer(f)
@@ -40,7 +42,7 @@ def write_log(path, times, sample=raw_sample, append=False, t_start=None):
         for t in times:
             raw = sample(t)
             stamp = (t_start + datetime.timedelta(seconds=t)).isoformat(timespec="milliseconds")
-            w.writerow([stamp, "%.3f" % t] + [cli.log_cell(n, raw[n][k] if k is not None else raw[n])
+            w.writerow([stamp, "%.3f" % t] + [csvlog.log_cell(n, raw[n][k] if k is not None else raw[n])
                                                for _, n, k in cols])
     return str(path)
 
@@ -183,7 +185,7 @@ def test_plot_command_prints_what_it_wrote(charge_log, tmp_path):
         assert f.read(8) == PNG_MAGIC
 
     args = _parser().parse_args(["plot", charge_log, "--out", str(tmp_path / "x.gif"), "--json"])
-    with pytest.raises(cli.CtlError) as e:
+    with pytest.raises(client.CtlError) as e:
         args.func(args, io.StringIO())
     assert ".png" in str(e.value) and e.value.code == 2
     assert not (tmp_path / "x.gif").exists()

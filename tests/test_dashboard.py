@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 from bms.spec import paramtable as PT
 from bmsctl import cli
+from bmsctl import client
 from bmsctl.dashboard import add_command, browser
 from conftest import ROOT, ctrl_c_stops, lfp4_sim, rtu_client
 
@@ -77,7 +78,7 @@ def dash(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("dashboard")
     with lfp4_sim(tmp / "flash", tmp / "tty", speed=20.0, soc_pct=60.0, seed=5) as sim:
-        src = ModbusSource(cli.Bms(sim.link_path), interval=0.5)
+        src = ModbusSource(client.Bms(sim.link_path), interval=0.5)
         src.poll()
         src.start()
         httpd = DashboardServer(src, "127.0.0.1", 0)
@@ -242,14 +243,14 @@ def test_write_config_answers_as_bmsctl_config_set(assignments, monkeypatch, cap
     from test_bmsctl_config import configured
 
     cli_dev, dash_dev = configured(), configured()
-    monkeypatch.setattr(cli, "connect", lambda args: cli_dev)
+    monkeypatch.setattr(client, "connect", lambda args: cli_dev)
     rc = cli.main(["config", "set"] + assignments + ["--pin", "1234", "--json"], out=io.StringIO())
     cli_err = capsys.readouterr().err
     src = ModbusSource(dash_dev, where="fake")
     try:
         r = src.write_config(dict(a.split("=", 1) for a in assignments), "1234")
         err = None
-    except cli.CtlError as e:
+    except client.CtlError as e:
         err = "bmsctl: %s\n" % e
     assert (rc == 0) == (err is None)
     if err:

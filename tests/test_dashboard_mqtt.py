@@ -22,8 +22,9 @@ from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World
 from bmsctl import cli
+from bmsctl import client as bmsctl_client
 from bmsctl import regs as RG
-from bmsctl.dashboard.source import EVENT_ROW
+from bmsctl.dashboard.state import EVENT_ROW
 from conftest import ROOT, ctrl_c_stops
 from mqtt_broker import MISSING, Broker, client, close_client, free_port, make_tls_files, mosquitto_binary
 
@@ -140,9 +141,9 @@ def dash(mqtt_broker):
 
 def _modbus_view(run):
     """/api/state as ModbusSource makes it from the same App's registers."""
-    from bmsctl.dashboard.source import decode_state
+    from bmsctl.dashboard.state import decode_state
 
-    live = RG.decode(cli.live_regs(), list(run.words))
+    live = RG.decode(bmsctl_client.live_regs(), list(run.words))
     holding = RG.decode(PT.TABLE, list(run.holding))
     return decode_state(live, holding)
 
@@ -177,7 +178,7 @@ def test_state_over_mqtt_says_what_the_registers_say(dash, run):
 
 
 def test_events_read_as_over_modbus(dash, run):
-    from bmsctl.dashboard.source import event_dict
+    from bmsctl.dashboard.state import event_dict
 
     dash.publish("state", run.states[-1])
     for rec in run.events:
@@ -408,7 +409,7 @@ def test_without_paho_the_command_says_how_to_get_it(monkeypatch):
     from bmsctl.dashboard.source import MqttSource
 
     monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
-    with pytest.raises(cli.CtlError, match=r"needs the paho-mqtt package: `make setup`"):
+    with pytest.raises(bmsctl_client.CtlError, match=r"needs the paho-mqtt package: `make setup`"):
         MqttSource("127.0.0.1", 1883, DEVICE).start()
 
 

@@ -376,7 +376,7 @@ def test_cold_charge_block_with_a_load_under_micropython(tmp_path):
             world.load.set(LOAD_MA)
         d = E.wait_for(link, lambda d: d["charge_fet"], server)
         assert "chg_ut" in d["protections"] and d["charge_off_reason"] == "chg_ut" and d["fet_for_diode"]
-        from bmsctl.cli import format_status
+        from bmsctl.fmt import format_status
 
         assert "FETs      charge ON for the discharge current (chg_ut still blocks charge), discharge ON" in (
             format_status(d)), format_status(d)

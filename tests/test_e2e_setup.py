@@ -16,6 +16,7 @@ from bms import regmap as M
 from bms_sim.link import SimServer
 from bms_sim.world import World
 from bmsctl import cli as ctl
+from bmsctl import client
 from bmsctl import config as CF
 from bmsctl import regs as RG
 
@@ -45,7 +46,7 @@ class Reader:
         self.sim = sim
 
     def __enter__(self):
-        self.bms = ctl.Bms(self.sim.link_path)
+        self.bms = client.Bms(self.sim.link_path)
         return self.bms
 
     def __exit__(self, *exc):

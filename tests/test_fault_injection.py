@@ -96,7 +96,7 @@ def run(tmp_path, point, kind, first, count, extra=None, before=None, during=Non
                 c.close()
             if point == "soc":
                 import test_e2e_protection as E
-                from bmsctl.cli import format_status
+                from bmsctl.fmt import format_status
 
                 registers.append(format_status(E.status(server.link_path)))
     log = EventLog(os.path.join(state, "events.bin"))

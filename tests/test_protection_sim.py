@@ -648,13 +648,13 @@ def test_event_log_survives_a_restart(tmp_path):
 
 def test_bmsctl_shows_the_factory_state_plainly(tmp_path):
     from bms.spec import paramtable as PT
-    from bmsctl import cli
+    from bmsctl import fmt
     from bmsctl import regs as RG
 
     sim = DirectSim(World(cells=4), str(tmp_path))
     sim.run(3000)
     st = {"input": RG.decode(RT.INPUT_REGS, list(sim.app.ir.words)),
           "holding": RG.decode(PT.TABLE, list(sim.app.hr.words))}
-    text = cli.format_status(cli.status_dict(st), "sim")
+    text = fmt.format_status(fmt.status_dict(st), "sim")
     assert "charge off (unconfigured), discharge off (unconfigured)" in text
     assert "no pack configuration stored" in text and "not estimated yet" in text

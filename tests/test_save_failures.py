@@ -74,8 +74,8 @@ def test_a_set_taken_in_at_boot_that_cannot_be_stored_is_logged_and_retried_at_o
 
 
 def status_text(app):
-    from bmsctl import cli
+    from bmsctl import fmt
     from bmsctl import regs as RG
 
     st = {"input": RG.decode(RT.INPUT_REGS, list(app.ir.words)), "holding": RG.decode(PT.TABLE, list(app.hr.words))}
-    return cli.format_status(cli.status_dict(st), "sim")
+    return fmt.format_status(fmt.status_dict(st), "sim")

@@ -17,6 +17,7 @@ from bms import paramcheck as C
 from bms import regmap as M
 from bms.spec import regtable as RT
 from bms import soc as S
+from bmsctl.client import DEFAULT_PORT, CtlError
 
 ROWS = {r[1]: r for r in RT.INPUT_REGS}
 
@@ -246,8 +247,6 @@ def _interval_arg(text):
 
 
 def cmd_ha_modbus(args, out):
-    from bmsctl.cli import DEFAULT_PORT, CtlError  # here: cli imports this module
-
     if args.port == DEFAULT_PORT:
         sys.stderr.write("bmsctl: note: port %s is the simulator's link; give --port as Home Assistant "
                          "sees the RS485 adapter, e.g. --port /dev/ttyUSB0\n" % args.port)

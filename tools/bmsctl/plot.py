@@ -291,7 +291,7 @@ def plot(log, out_path, title=None):
 # -- the bmsctl subcommand ---------------------------------------------------------
 
 def cmd_plot(args, out):
-    from bmsctl.cli import CtlError  # here: cli imports this module
+    from bmsctl.client import CtlError  # here: reading and drawing a log need no BMS link
 
     try:
         output_format(args.out)  # before reading a long log

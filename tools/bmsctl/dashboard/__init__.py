@@ -118,7 +118,7 @@ def start_sim(speed=60.0, link=SIM_LINK, state=SIM_STATE, argv=()):
 
 def _mqtt_source(args, history_s):
     """The MqttSource the options name, connected; CtlError when they do not fit."""
-    from bmsctl.cli import DEFAULT_PORT, CtlError
+    from bmsctl.client import DEFAULT_PORT, CtlError
     from bmsctl.dashboard.source import MqttSource
 
     if getattr(args, "port", DEFAULT_PORT) != DEFAULT_PORT:
@@ -135,7 +135,7 @@ def _mqtt_source(args, history_s):
 
 
 def _serve(args, out):
-    from bmsctl.cli import CtlError
+    from bmsctl.client import CtlError
     from bmsctl.config import ConfigError, parse_duration
     from bmsctl.dashboard.server import DashboardServer
     from bmsctl.dashboard.source import ModbusSource

@@ -22,7 +22,7 @@ def screenshot(path, seconds=40.0, width=1280, height=1060, settings_path=None):
     from bms_sim.cli import provision
     from bms_sim.link import SimServer
     from bms_sim.world import World
-    from bmsctl.cli import Bms
+    from bmsctl.client import Bms
     from bmsctl.dashboard import browser
     from bmsctl.dashboard.server import DashboardServer
     from bmsctl.dashboard.source import ModbusSource
@@ -69,7 +69,7 @@ def screenshot(path, seconds=40.0, width=1280, height=1060, settings_path=None):
 
 
 def main(argv=None):
-    from bmsctl import cli
+    from bmsctl import client
     from bmsctl.dashboard import add_command
 
     p = argparse.ArgumentParser(prog="python -m bmsctl.dashboard", description=__doc__,
@@ -78,7 +78,7 @@ def main(argv=None):
     p.add_argument("--settings-screenshot", metavar="FILE.png", help="and one of the settings tab")
     p.add_argument("--seconds", type=float, default=40.0, help="how long the simulated run goes before the picture")
     # else `bmsctl dashboard` with bmsctl's link options
-    p.add_argument("--port", default=cli.DEFAULT_PORT, help="serial port of the RS485 link (default %(default)s)")
+    p.add_argument("--port", default=client.DEFAULT_PORT, help="serial port of the RS485 link (default %(default)s)")
     p.add_argument("--unit", type=int, default=1, help="Modbus address of the BMS (default 1)")
     p.add_argument("--baud", type=int, default=19200, help="baud rate (default 19200)")
     p.add_argument("--parity", choices=("E", "O", "N"), default="E", help="default E")
@@ -96,7 +96,7 @@ def main(argv=None):
         return 0
     try:
         return args.func(args, sys.stdout)
-    except cli.CtlError as e:
+    except client.CtlError as e:
         sys.stderr.write("bmsctl: %s\n" % e)
         return e.code
 
