@@ -9,7 +9,7 @@ from bms import regmap as M
 from bms.boards import RESET_HARD
 from bms.eventlog import EventLog
 from bms.events import AT_PROTECT, AT_SOC, EV_CRASH
-from bms.start import KIND_MEMORY, KIND_OTHER
+from bms.events import KIND_MEMORY, KIND_OTHER
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World

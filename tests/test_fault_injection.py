@@ -30,7 +30,7 @@ from bms.events import (AT_FLASH, AT_LEDS, AT_MEASURE, AT_MODBUS, AT_MODES, AT_P
 from bms.boards import REASON_CRASH
 from bms.config import EV_STORE_SAVE, SAVE_PARAMS
 from bms.eventlog import EventLog
-from bms.start import KIND_MEMORY, KIND_OS, KIND_OTHER
+from bms.events import KIND_MEMORY, KIND_OS, KIND_OTHER
 from bms.store import FAIL_ERROR
 from bms_sim.cli import provision
 from bms_sim.link import SimServer

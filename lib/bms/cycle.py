@@ -22,13 +22,12 @@ from bms.afe import (READ_NOT_CLEARED, READ_OK, ST_DEVICE, ST_FAULTS, ST_NEW_CC,
 from bms.balancing import Balancer
 from bms.boards import DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_SLEEP_UA, DRAW_LIGHT_SLEEP_UA, DRAW_NETWORK_UA
 from bms.events import (AT_BALANCE, AT_FLASH, AT_MEASURE, AT_MODES, AT_PROTECT, AT_PUBLISH, AT_SOC, AT_START, AT_SWITCH,
-                        EV_FAULT, EV_SOC_START)
+                        EV_FAULT, EV_SOC_START, KIND_MEMORY, KIND_OS, KIND_OTHER)
 from bms.gen.packed import OVER_VOLTAGE_ROWS, UNDER_VOLTAGE_ROWS
 from bms.lifetime import Lifetime
 from bms.measurements import Measurements
 from bms.power import WORKING
 from bms.soc import STATE_SIZE, Soc
-from bms.start import KIND_MEMORY, KIND_OS, KIND_OTHER
 from bms.store import FAIL_ERROR, FAIL_MEMORY, Store
 from bms.ticks import ticks_diff
 

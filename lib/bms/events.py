@@ -38,3 +38,7 @@ AT_BALANCE = const(10)
 AT_PUBLISH = const(11)  # the input-register image
 AT_UPLINK = const(12)  # MQTT
 AT_LEDS = const(13)
+# The kind of a failure (EV_CRASH, EV_FAULT: where << 8 | kind)
+KIND_MEMORY = const(1)  # the crash's kind: a MemoryError
+KIND_OS = const(2)  # an OSError
+KIND_OTHER = const(3)  # another exception

@@ -12,18 +12,15 @@ tight and keeps the free heap in pieces large enough for the App's buffers.
 """
 import gc
 
-from micropython import const
 
 from bms.boards import REASON_CRASH
+from bms.events import KIND_MEMORY, KIND_OS, KIND_OTHER
 
 # The watchdog main.py starts before anything else, for the boot: about ten
 # times the boot's time on an ESP32 (8 ms on the twin, docs/PERFORMANCE.md,
 # times the 60-100x the ESP32 is slower, plus flash). App.start() then sets
 # the user's wdt_ms.
 BOOT_WDT_MS = 8000  # not const(): main.py, run as source, imports it
-KIND_MEMORY = const(1)  # the crash's kind: a MemoryError
-KIND_OS = const(2)  # an OSError
-KIND_OTHER = const(3)  # another exception
 
 # every module bms.app needs that bms.params has not loaded, leaves first
 # (tests/test_build_deploy.py checks the list is complete)
