@@ -16,7 +16,8 @@ from bms import paramload as PL
 from bms.spec import regdoc as D
 from bms import regmap as M
 from bms.spec import regtable as RT
-from bms.config import EV_PARAM_SET, Config
+from bms.config import Config
+from bms.events import EV_PARAM_SET
 from bms.regimage import RegisterImage
 from bmsctl import cli as ctl
 from bmsctl import client

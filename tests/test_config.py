@@ -17,6 +17,7 @@ from bms import regmap as M
 from bms.spec import regtable as RT
 from bms import store as S
 from bms.regimage import RegisterImage
+from bms.events import EV_COMMAND, EV_LOCKED, EV_PARAM_SET, EV_PARAM_SET_K, EV_STORE_SAVE
 
 NAMES = [r[1] for r in PT.TABLE]
 ADDR = {r[1]: r[0] for r in PT.TABLE}
@@ -198,7 +199,7 @@ def test_unlock_expires_and_writes_renew_it():
     d.now += 300000
     assert d.set(cell_ov_mv=3640) == [1]
     d.service()
-    assert (CF.EV_LOCKED, 0) in d.events
+    assert (EV_LOCKED, 0) in d.events
 
 
 def test_range_refused_names_the_parameter():
@@ -295,7 +296,7 @@ def test_commands():
     assert d.service() & CF.CLEAR_LATCHED
     assert d.write(M.HR_COMMAND, [M.CMD_RESTART]) == 0
     assert d.service() & CF.RESTART
-    assert (CF.EV_COMMAND, M.CMD_RESTART) in d.events
+    assert (EV_COMMAND, M.CMD_RESTART) in d.events
 
 
 def test_storage_commands_set_the_parameter_and_save_it(tmp_path):
@@ -307,7 +308,7 @@ def test_storage_commands_set_the_parameter_and_save_it(tmp_path):
     assert d.write(M.HR_COMMAND, [M.CMD_STORAGE_ON]) == 0
     assert d.prm.values[P.P_STORAGE] == 1 and d.read("storage") == 1
     assert d.service() & CF.APPLY
-    assert (CF.EV_COMMAND, M.CMD_STORAGE_ON) in d.events
+    assert (EV_COMMAND, M.CMD_STORAGE_ON) in d.events
     assert PL.load(base).values[P.P_STORAGE] == 1, "saved: it survives a restart"
     assert d.write(M.HR_COMMAND, [M.CMD_STORAGE_OFF]) == 0 and d.read("storage") == 0
     d.service()
@@ -324,10 +325,10 @@ def test_service_logs_each_change_and_reports_what_to_apply(tmp_path):
     assert d.set(cell_ov_mv=3620, cell_ov_release_ms=3600000, modbus_address=9) == [0, 0, 0]
     work = d.service()
     assert work & CF.APPLY and work & CF.COMM
-    changes = [(c, v) for c, v in d.events if c in (CF.EV_PARAM_SET, CF.EV_PARAM_SET_K)]
-    assert (CF.EV_PARAM_SET, (ADDR["cell_ov_mv"] << 20) | 3620) in changes
-    assert (CF.EV_PARAM_SET_K, (ADDR["cell_ov_release_ms"] << 20) | 3600) in changes
-    assert (CF.EV_PARAM_SET, (ADDR["modbus_address"] << 20) | 9) in changes
+    changes = [(c, v) for c, v in d.events if c in (EV_PARAM_SET, EV_PARAM_SET_K)]
+    assert (EV_PARAM_SET, (ADDR["cell_ov_mv"] << 20) | 3620) in changes
+    assert (EV_PARAM_SET_K, (ADDR["cell_ov_release_ms"] << 20) | 3600) in changes
+    assert (EV_PARAM_SET, (ADDR["modbus_address"] << 20) | 9) in changes
     assert d.cfg.saves == 1 and d.ir.words[M.IR_PARAM_SAVES + 1] == 1
     assert d.service() == 0  # nothing more to do
     # a restart key: the change waits for the restart
@@ -342,7 +343,7 @@ def test_a_failed_save_says_so_and_keeps_the_old_set(tmp_path):
     assert d.set(cell_ov_mv=3620) == [0]
     d.service()
     assert d.ir.words[M.IR_CONFIG_STATE] & M.CFG_SAVE_FAILED
-    assert (CF.EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | S.FAIL_FLASH) in d.events
+    assert (EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | S.FAIL_FLASH) in d.events
     assert d.prm.values[P.P_CELL_OV_MV] == 3620  # the values in RAM stay
 
 
@@ -388,8 +389,8 @@ def test_a_failed_save_is_retried_with_a_back_off_and_logged_once(tmp_path, monk
     assert d.ir.words[M.IR_CONFIG_STATE] & M.CFG_SAVE_FAILED
     assert d.prm.values[P.P_CELL_OV_MV] == 3610 and d.read("cell_ov_mv") == 3610
     assert stored_value(directory, "cell_ov_mv") == 3620  # the old set still loads
-    failed = [(c, v) for c, v in d.events if c == CF.EV_STORE_SAVE]
-    assert failed == [(CF.EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | why)]
+    failed = [(c, v) for c, v in d.events if c == EV_STORE_SAVE]
+    assert failed == [(EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | why)]
     # retries: 1 s after the failure, then 2 s, 4 s, ... up to 64 s; none between
     tries = [d.now]
     for _ in range(600):  # 150 s
@@ -401,7 +402,7 @@ def test_a_failed_save_is_retried_with_a_back_off_and_logged_once(tmp_path, monk
     gaps = [b - a for a, b in zip(tries, tries[1:])]
     assert gaps == [1000, 2000, 4000, 8000, 16000, 32000, 64000], gaps
     assert d.prm.save_errors() == len(tries) and d.cfg.save_failed
-    assert [c for c, _ in d.events].count(CF.EV_STORE_SAVE) == 1  # once, not per retry
+    assert [c for c, _ in d.events].count(EV_STORE_SAVE) == 1  # once, not per retry
     assert stored_value(directory, "cell_ov_mv") == 3620
     # the flash works again: the next retry stores the set and says so
     fault.on = False
@@ -409,7 +410,7 @@ def test_a_failed_save_is_retried_with_a_back_off_and_logged_once(tmp_path, monk
     d.service()
     assert not d.cfg.save_failed and not d.ir.words[M.IR_CONFIG_STATE] & M.CFG_SAVE_FAILED
     assert stored_value(directory, "cell_ov_mv") == 3610
-    assert [(c, v) for c, v in d.events if c == CF.EV_STORE_SAVE][1:] == [(CF.EV_STORE_SAVE, CF.SAVE_PARAMS << 8)]
+    assert [(c, v) for c, v in d.events if c == EV_STORE_SAVE][1:] == [(EV_STORE_SAVE, CF.SAVE_PARAMS << 8)]
     d.now += 100000
     assert d.service() == 0 and fault.tries == len(tries)  # nothing left to retry
 
@@ -425,7 +426,7 @@ def test_a_set_that_cannot_be_encoded_is_a_failed_save(tmp_path, monkeypatch):
     assert d.set(cell_ov_mv=3620) == [0]
     d.service()
     assert d.cfg.save_failed and d.prm.save_errors() == 1 and d.prm.save_failing() == S.FAIL_MEMORY
-    assert (CF.EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | S.FAIL_MEMORY) in d.events
+    assert (EV_STORE_SAVE, (CF.SAVE_PARAMS << 8) | S.FAIL_MEMORY) in d.events
     monkeypatch.undo()
     d.now += 1000
     d.service()

@@ -16,7 +16,7 @@ from pymodbus.client import ModbusSerialClient
 from bms.spec import paramtable
 from bms import params as P
 from bms import regmap as M
-from bms.config import EV_LOCKED, EV_PARAM_SET
+from bms.events import EV_LOCKED, EV_PARAM_SET
 from bms.crc import crc16
 from bms_sim.cli import provision
 from bms_sim.link import SimServer

@@ -27,8 +27,8 @@ import uuid
 import pytest
 
 from bms import regmap as M
-from bms.netcfg import EV_NET_CONFIG
-from bms.uplink import EV_NET_DOWN, EV_NET_UP
+from bms.events import EV_NET_CONFIG
+from bms.events import EV_NET_DOWN, EV_NET_UP
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.target import Target, pip_micropython

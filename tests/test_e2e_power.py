@@ -10,8 +10,8 @@ import pytest
 
 from bms import regmap as M
 from bms.boards import RESET_DEEPSLEEP, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_RS485
-from bms.power import (CAUSE_ATTENTION, CAUSE_IDLE, CAUSE_LONG_PRESS, CAUSE_UNDER_VOLTAGE, EV_MODE,
-                       LOW_POWER, SLEEP, WORKING)
+from bms.power import CAUSE_ATTENTION, CAUSE_IDLE, CAUSE_LONG_PRESS, CAUSE_UNDER_VOLTAGE, LOW_POWER, SLEEP, WORKING
+from bms.events import EV_MODE
 from bms_sim.cli import provision
 from bms_sim.link import SimServer
 from bms_sim.world import World

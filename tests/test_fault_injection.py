@@ -28,7 +28,8 @@ from bms.app import PERIOD_MS
 from bms.events import (AT_FLASH, AT_LEDS, AT_MEASURE, AT_MODBUS, AT_MODES, AT_PROTECT, AT_SOC, AT_UPLINK,
                         EV_CRASH, EV_FAULT)
 from bms.boards import REASON_CRASH
-from bms.config import EV_STORE_SAVE, SAVE_PARAMS
+from bms.config import SAVE_PARAMS
+from bms.events import EV_STORE_SAVE
 from bms.eventlog import EventLog
 from bms.events import KIND_MEMORY, KIND_OS, KIND_OTHER
 from bms.store import FAIL_ERROR

@@ -15,10 +15,11 @@ from bms import regmap as M
 from bms.spec import regtable as RT
 from bms.afe.bq769x0.regs import CTRL1_ADC_EN, STAT_SCD, SYS_CTRL1, SYS_CTRL2, SYS_STAT
 from bms.events import EV_AFE_UP, EV_BOOT, EV_RESET
-from bms.power import EV_MODE
+from bms.events import EV_MODE
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World
+from bms.events import EV_LATCH, EV_RELEASE, EV_TRIP
 
 CYCLE_MS = 250
 ROW = {r[0]: i for i, r in enumerate(protrules.ROWS)}
@@ -113,7 +114,7 @@ def check_trip(sim, name, limit_ms, fets_reachable=True):
         assert sim.world.fets() == (True, True), "a warning leaves the FETs alone"
         assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << BIT[name])
     codes = [e[3] for e in _events(sim)]
-    assert PR.EV_TRIP + ROW[name] + 1 in codes
+    assert EV_TRIP + ROW[name] + 1 in codes
     return first, at
 
 
@@ -124,7 +125,7 @@ def check_release(sim, name, limit_ms):
     first, at = cond_times(sim, name, False)
     delay = value(sim, r[6]) if r[6] != PR.NONE else 0
     assert delay <= at - first <= delay + CYCLE_MS, (name, first, at, delay)
-    assert PR.EV_RELEASE + ROW[name] + 1 in [e[3] for e in _events(sim)]
+    assert EV_RELEASE + ROW[name] + 1 in [e[3] for e in _events(sim)]
     sim.run(2 * CYCLE_MS)
 
 
@@ -159,7 +160,7 @@ def test_the_fet_switches_before_the_trip_is_written_to_flash(tmp_path):
     sim = make(tmp_path, soc_pct=97.0, spread_mv=10)
     log = sim.app.log
     real = log._write
-    trip = PR.EV_TRIP + ROW["cell_ov"] + 1
+    trip = EV_TRIP + ROW["cell_ov"] + 1
     chg_at_write = []
 
     def write(slot, buf):
@@ -263,7 +264,7 @@ def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tm
     assert sim.app.cycle.protection.latched() == 1 << BIT["afe_scd"]
     assert sim.world.fets() == (False, False), "latched: both off, so the chip can sense the load"
     codes = [e[3] for e in _events(sim)]
-    assert PR.EV_LATCH + ROW["afe_scd"] + 1 in codes
+    assert EV_LATCH + ROW["afe_scd"] + 1 in codes
     sim.world.load.off()  # the load is taken away: the chip no longer senses it
     took = sim.run_until(lambda s: not active(s, "afe_scd"), 10000)
     assert took is not None
@@ -304,7 +305,8 @@ def test_a_short_that_upsets_the_bus_still_counts_its_trips_and_latches(tmp_path
 
 def test_no_deep_sleep_while_the_fets_cannot_be_switched_off(tmp_path):
     from bms.boards import IN_BUTTON
-    from bms.power import CAUSE_SLEEP_REFUSED, EV_MODE, WORKING
+    from bms.power import CAUSE_SLEEP_REFUSED, WORKING
+    from bms.events import EV_MODE
 
     sim = make(tmp_path)
     chip = sim.world.chip
@@ -350,7 +352,7 @@ def test_a_reset_loop_locks_the_fets_off_until_a_host_clears_it(tmp_path):
         sim.run(3000)
         assert active(sim, "reset_lockout") == (k == 4), k
     assert sim.world.fets() == (False, False) and sim.app.cycle.protection.chg_reason == row + 1
-    assert PR.EV_TRIP + row + 1 in [e[3] for e in _events(sim)]
+    assert EV_TRIP + row + 1 in [e[3] for e in _events(sim)]
     assert reg_u32(sim, M.IR_PROTECT_FLAGS) & (1 << BIT["reset_lockout"]), "Modbus still answers and says why"
     sim.board.cause = (RESET_SOFT, 0)  # a restart by command does not clear it
     sim._boot()
@@ -547,7 +549,7 @@ def test_spread_warning(tmp_path):
     sim = make(tmp_path, soc_pct=50.0, chemistry="nmc", spread_mv=150)
     assert active(sim, "spread_warn") and sim.world.fets() == (True, True)
     assert reg_u32(sim, M.IR_WARN_FLAGS) & (1 << BIT["spread_warn"])
-    assert PR.EV_TRIP + ROW["spread_warn"] + 1 in [e[3] for e in _events(sim)]
+    assert EV_TRIP + ROW["spread_warn"] + 1 in [e[3] for e in _events(sim)]
     assert sim.trace[0][2] & (1 << ROW["spread_warn"]), "active at the first cycle"
 
 
@@ -643,7 +645,7 @@ def test_event_log_survives_a_restart(tmp_path):
     assert [r[3] for r in after[:4]] == [EV_MODE, EV_AFE_UP, EV_RESET, EV_BOOT]
     assert after[3][1] == before[0][1] + 1, "boot number counts up"
     assert after[4:] == before[:len(after) - 4]
-    assert any(r[3] == PR.EV_TRIP + ROW["cell_ov"] + 1 for r in after)
+    assert any(r[3] == EV_TRIP + ROW["cell_ov"] + 1 for r in after)
 
 
 def test_bmsctl_shows_the_factory_state_plainly(tmp_path):

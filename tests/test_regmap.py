@@ -9,6 +9,7 @@ from bms.spec import regdoc as D
 from bms import regmap as M
 from bms.spec import regtable as RT
 from bmsctl import cli as ctl
+from bms.events import EV_RELEASE
 
 
 def test_rows_do_not_overlap_and_fit_the_images():
@@ -39,7 +40,7 @@ def test_every_name_has_its_words_and_no_more():
 def test_protection_rows_fit_small_int_flags():
     """Each level's flags word keeps one bit a row, and its last shift
     (1 << rows) must stay a small int on the ESP32 (under 2**30)."""
-    assert len(protrules.ROWS) == PR.ROW_COUNT < PR.EV_RELEASE
+    assert len(protrules.ROWS) == PR.ROW_COUNT < EV_RELEASE
     for level in (PR.PROT, PR.WARN):
         assert len(protrules.level_rows(level)) <= 29
 

@@ -18,6 +18,7 @@ from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.link import SimServer
 from bms_sim.world import World
+from bms.events import EV_STORE_SAVE
 from conftest import mpy_tests
 
 ADDR = {r[1]: r[0] for r in PT.TABLE}
@@ -28,7 +29,7 @@ def test_failed_saves_never_end_the_firmware(tmp_path):
     world = World(cells=4, chemistry="nmc", capacity_mah=20000, soc_pct=50.0, shunt_uohm=500)
     server = SimServer(world, str(tmp_path), speed=200.0,
                        main_py=os.path.join(mpy_tests(), "mpy_save_fail.py"),
-                       main_args=[M.HR_UNLOCK, ADDR["cell_ov_mv"], M.IR_SAVE_ERRORS, CF.EV_STORE_SAVE])
+                       main_args=[M.HR_UNLOCK, ADDR["cell_ov_mv"], M.IR_SAVE_ERRORS, EV_STORE_SAVE])
     with server:
         world.load.set(4000)  # working mode throughout
         server.exited.wait(240)
@@ -58,7 +59,7 @@ def test_a_set_taken_in_at_boot_that_cannot_be_stored_is_logged_and_retried_at_o
     app = sim.app
 
     def store_events():
-        return [r[4] for r in app.log.read(0, 256) if r[3] == CF.EV_STORE_SAVE]
+        return [r[4] for r in app.log.read(0, 256) if r[3] == EV_STORE_SAVE]
 
     assert app.params.imported_text and app.cycle.configured and app.config.save_failed
     assert store_events() == [(CF.SAVE_PARAMS << 8) | S.FAIL_FLASH]

@@ -10,6 +10,7 @@ from bms.spec import protrules
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World
+from bms.events import EV_RELEASE, EV_TRIP
 
 ROW = {r[0]: i for i, r in enumerate(protrules.ROWS)}
 BIT = protrules.bit_of()
@@ -75,13 +76,13 @@ def test_the_window_stops_one_direction_with_hysteresis():
     pr.evaluate(250)
     assert pr.block == PR.CHG and pr.chg_reason == ROW["soc_high"] + 1
     assert pr.protect_flags == 1 << BIT["soc_high"]
-    assert (PR.EV_TRIP + ROW["soc_high"] + 1, 800) in log.codes
+    assert (EV_TRIP + ROW["soc_high"] + 1, 800) in log.codes
     soc(pr, 751)
     pr.evaluate(500)
     assert pr.block == PR.CHG, "inside the hysteresis: still stopped"
     soc(pr, 749)
     pr.evaluate(750)
-    assert pr.block == 0 and (PR.EV_RELEASE + ROW["soc_high"] + 1, 749) in log.codes
+    assert pr.block == 0 and (EV_RELEASE + ROW["soc_high"] + 1, 749) in log.codes
     soc(pr, 250)
     pr.evaluate(1000)
     pr.evaluate(2500)  # the warning's delay (warn_delay_ms)

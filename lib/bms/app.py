@@ -17,7 +17,8 @@ from bms.boards import RESET_DEEPSLEEP, RESET_HARD, RESET_WDT
 from bms.cycle import Cycle
 from bms.eventlog import EventLog
 from bms.events import (AT_MODBUS, AT_MODES, AT_LEDS, AT_START, AT_UPLINK, AT_WRITES, EV_AFE_UP, EV_BOOT, EV_CONFIG_ERRORS,
-                        EV_CONFIG_IMPORTED, EV_CONFIG_RULE, EV_CRASH, EV_OCV_TABLE_REJECTED, EV_RESET)
+                        EV_CONFIG_IMPORTED, EV_CONFIG_RULE, EV_CRASH, EV_OCV_TABLE_REJECTED, EV_PARAMS_MIGRATED,
+                        EV_RESET)
 from bms.modbus_rtu import ModbusSlave
 from bms.modes import ANIMATE_MS, Modes
 from bms.power import CAUSE_BOOT, WORKING
@@ -111,7 +112,7 @@ class App:
         if prm.errors:
             append(EV_CONFIG_ERRORS, len(prm.errors), 0)
         if prm.migrated_from:
-            append(CF.EV_PARAMS_MIGRATED, prm.migrated_from, 0)
+            append(EV_PARAMS_MIGRATED, prm.migrated_from, 0)
         if prm.imported_text:
             append(EV_CONFIG_IMPORTED, 0, 0)
         # the set taken in could not be stored: say so once; Config retries it

@@ -26,6 +26,7 @@ from bms import paramcheck as C
 from bms import params as P
 from bms import regmap as M
 from bms.ticks import ticks_diff
+from bms.events import EV_PARAM_SET, EV_PARAM_SET_K, EV_UNLOCKED, EV_LOCKED, EV_BAD_PIN, EV_COMMAND, EV_STORE_SAVE
 
 _NONE = const(0xFF)  # not a parameter's first register
 _SECOND = const(0xFE)  # the low word of a 32-bit parameter
@@ -398,15 +399,6 @@ class Config:
 
 
 # Event codes (bms.app holds 200..205)
-EV_PARAM_SET = const(206)  # value: address << 20 | new value (20-bit signed)
-EV_PARAM_SET_K = const(207)  # the same, the value in thousands
-EV_UNLOCKED = const(208)
-EV_LOCKED = const(209)  # by a write of 0 or the timeout
-EV_BAD_PIN = const(210)  # value: wrong PINs in a row
-EV_COMMAND = const(211)  # value: the command
-EV_SAVE_FAILED = const(212)  # older firmware, per failed settings save (value: errors so far); now EV_STORE_SAVE
-EV_PARAMS_MIGRATED = const(213)  # value: the format version the stored set came from
-EV_STORE_SAVE = const(221)  # value: SAVE_ store << 8 | why (bms.store FAIL_), 0 when saving works again
 
 # The stores a save goes to (EV_STORE_SAVE's high byte)
 SAVE_PARAMS = const(1)  # the parameter set (params.a/b)

@@ -8,20 +8,18 @@ latches after its retries (bms.spec.protrules, docs/PROTECTION.md).
 """
 from micropython import const
 
-# The application's (200 and up)
+# The application's (200 and up): bms.app and bms.cycle
 EV_BOOT = const(200)  # value: boot number
 EV_AFE_UP = const(201)  # value: 1 configured, 0 failed
 EV_CONFIG_ERRORS = const(202)  # value: stored settings that were rejected
 EV_OCV_TABLE_REJECTED = const(203)  # the stored OCV table does not rise: the chemistry's is used
 EV_SOC_START = const(204)  # value: the SOC the estimate started from, 0.1 %
 EV_CC_CAL = const(205)  # value: the coulomb-counter offset after a calibration, 1/16 LSB
-# 206..213: bms.config (parameter changes, unlocking, commands, saves); 221: bms.config EV_STORE_SAVE
 EV_CONFIG_RULE = const(214)  # value: the consistency rule the stored set breaks: it runs unconfigured
 EV_CONFIG_IMPORTED = const(215)  # a bms.cfg file was taken in as the stored set
-# 216: bms.power EV_MODE (a power-mode change: mode << 8 | cause)
 EV_RESET = const(217)  # value: the boot's reset cause << 8 | wake reason (bms.boards RESET_, WAKE_)
 EV_CRASH = const(222)  # value: where (AT_) << 8 | kind (bms.start KIND_): the guard reset the MCU
-EV_FAULT = const(223)  # value: where (AT_) << 8 | kind: a non-critical path started failing (App.fault)
+EV_FAULT = const(223)  # value: where (AT_) << 8 | kind: a non-critical path started failing (Cycle.fault)
 
 # Where the firmware is (bms.cycle Cycle.at): a crash keeps it with its kind (bms.start),
 # so the report says where it happened.
@@ -42,3 +40,29 @@ AT_LEDS = const(13)
 KIND_MEMORY = const(1)  # the crash's kind: a MemoryError
 KIND_OS = const(2)  # an OSError
 KIND_OTHER = const(3)  # another exception
+
+# bms.config: parameter changes, unlocking, commands, saves
+EV_PARAM_SET = const(206)  # value: address << 20 | new value (20-bit signed)
+EV_PARAM_SET_K = const(207)  # the same, the value in thousands
+EV_UNLOCKED = const(208)
+EV_LOCKED = const(209)  # by a write of 0 or the timeout
+EV_BAD_PIN = const(210)  # value: wrong PINs in a row
+EV_COMMAND = const(211)  # value: the command
+EV_SAVE_FAILED = const(212)  # older firmware, per failed settings save (value: errors so far); now EV_STORE_SAVE
+EV_PARAMS_MIGRATED = const(213)  # value: the format version the stored set came from
+EV_STORE_SAVE = const(221)  # value: SAVE_ store << 8 | why (bms.store FAIL_), 0 when saving works again
+
+# bms.power
+EV_MODE = const(216)  # value: mode << 8 | cause
+
+# bms.netcfg
+EV_NET_CONFIG = const(220)  # value: the net.cfg line that is wrong (0: the whole file): the network stays off
+
+# bms.protection: the code's base, plus the row's index + 1
+EV_TRIP = const(0)
+EV_RELEASE = const(64)
+EV_LATCH = const(128)
+
+# bms.uplink (MQTT)
+EV_NET_UP = const(218)  # value: connections since boot
+EV_NET_DOWN = const(219)  # value: NERR_ << 8 | detail (a change of error, not every retry)

@@ -18,7 +18,7 @@ from bms import params as P
 from bms import power as PW
 from bms import regmap as M
 from bms.boards import IN_BUTTON, WAKE_TIMER
-from bms.events import AT_LEDS, AT_MODES
+from bms.events import AT_LEDS, AT_MODES, EV_MODE
 from bms.button import LONG, SHORT, Button
 from bms.gen.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
 from bms.ticks import ticks_add, ticks_diff
@@ -56,7 +56,7 @@ class Modes:
     def start(self, cause):
         """At boot: the mode's cause (the boot, or what woke the MCU)."""
         self.power.cause = cause
-        self.cy.append(PW.EV_MODE, (PW.WORKING << 8) | cause, 0)
+        self.cy.append(EV_MODE, (PW.WORKING << 8) | cause, 0)
         self.network()
 
     def network(self):
@@ -116,7 +116,7 @@ class Modes:
         cy = self.cy
         self.power.enter(mode, cause, now)
         self.mode_start_s = cy.uptime_s
-        cy.append(PW.EV_MODE, (mode << 8) | cause, self.mode_start_s)
+        cy.append(EV_MODE, (mode << 8) | cause, self.mode_start_s)
         self.publish(cy.ir)  # a read before the next cycle sees the new mode
 
     def wake(self, now, cause):

@@ -17,12 +17,11 @@ Read once at boot (boot-only, like bms.paramload): `load()` returns a dict of
 every key in KEYS, or raises ValueError naming the line and the fix;
 `start(app)` reads it and, when it is right, starts bms.uplink.
 """
-from micropython import const
 
 from bms import params as P
 from bms import regmap as M
+from bms.events import EV_NET_CONFIG
 
-EV_NET_CONFIG = const(220)  # value: the net.cfg line that is wrong (0: the whole file): the network stays off
 
 # key: default (an int default makes the value an integer)
 KEYS = {

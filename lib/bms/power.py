@@ -34,7 +34,6 @@ CAUSE_BOOT = const(10)
 CAUSE_SLEEP_REFUSED = const(11)  # the AFE did not confirm the FETs off (no deep sleep unwatched), or sleep failed
 CAUSE_STORAGE = const(12)  # storage mode with nothing to move the SOC: nothing to do until a wake source
 
-EV_MODE = const(216)  # value: mode << 8 | cause
 
 
 class Power:

@@ -16,6 +16,7 @@ from array import array
 from micropython import const
 
 from bms.crc import crc8
+from bms.events import EV_TRIP, EV_RELEASE, EV_LATCH
 
 # Quantities
 Q_CELL_MAX_MV = const(0)
@@ -100,9 +101,6 @@ R_UNCONFIGURED = const(20)
 
 # Event codes: a trip is the row index + 1, its release 64 + that, a latch
 # (retries used up) 128 + that. Codes from 200 are the application's.
-EV_TRIP = const(0)
-EV_RELEASE = const(64)
-EV_LATCH = const(128)
 _RETRY_FORGET_MS = const(600000)
 _WAIT_MAX_MS = const(0x10000000)  # the longest release back-off: 2**28 ms (3.1 days), inside the ticks range
 

@@ -45,9 +45,8 @@ from bms import regmap as M
 from bms.sfring import Ring
 from bms.telemetry import SAMPLE_SIZE, StateWriter, sample_into
 from bms.ticks import ticks_add, ticks_diff
+from bms.events import EV_NET_UP, EV_NET_DOWN
 
-EV_NET_UP = const(218)  # value: connections since boot
-EV_NET_DOWN = const(219)  # value: NERR_ << 8 | detail (a change of error, not every retry)
 
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(64000)

@@ -1,5 +1,6 @@
 """The firmware's register map (bms.regmap) as the host sees it: JSON rows,
 and decoding of register blocks into engineering values."""
+from bms import events as E
 from bms import paramcheck as C
 from bms.spec import paramtable as PT
 from bms import protection as PR
@@ -99,13 +100,28 @@ def reason_name(code):
 
 
 # The application's event codes by their machine-readable names (event_text words them).
-APP_EVENTS = {200: "boot", 201: "afe_configured", 202: "config_errors", 203: "ocv_table_rejected",
-              204: "soc_started_at_dpct", 205: "cc_offset_calibrated_dlsb",
-              208: "unlocked", 209: "locked", 210: "wrong_pin", 211: "command",
-              212: "config_save_failed", 213: "config_migrated_from_format", 214: "config_breaks_rule",
-              215: "config_file_imported", 218: "mqtt_connected", 219: "mqtt_link_down",
-              220: "net_cfg_rejected_at_line", 221: "store_save", 222: "crash_reset",
-              223: "fault_caught"}
+APP_EVENTS = {
+    E.EV_BOOT: "boot",
+    E.EV_AFE_UP: "afe_configured",
+    E.EV_CONFIG_ERRORS: "config_errors",
+    E.EV_OCV_TABLE_REJECTED: "ocv_table_rejected",
+    E.EV_SOC_START: "soc_started_at_dpct",
+    E.EV_CC_CAL: "cc_offset_calibrated_dlsb",
+    E.EV_UNLOCKED: "unlocked",
+    E.EV_LOCKED: "locked",
+    E.EV_BAD_PIN: "wrong_pin",
+    E.EV_COMMAND: "command",
+    E.EV_SAVE_FAILED: "config_save_failed",
+    E.EV_PARAMS_MIGRATED: "config_migrated_from_format",
+    E.EV_CONFIG_RULE: "config_breaks_rule",
+    E.EV_CONFIG_IMPORTED: "config_file_imported",
+    E.EV_NET_UP: "mqtt_connected",
+    E.EV_NET_DOWN: "mqtt_link_down",
+    E.EV_NET_CONFIG: "net_cfg_rejected_at_line",
+    E.EV_STORE_SAVE: "store_save",
+    E.EV_CRASH: "crash_reset",
+    E.EV_FAULT: "fault_caught",
+}
 PARAM_BY_ADDR = {r[0]: r for r in PT.TABLE}
 SAVE_STORES = {1: "settings", 2: "SOC state", 3: "lifetime counters"}  # bms.config SAVE_
 SAVE_FAILURES = {1: "out of memory", 2: "filesystem error", 3: "a firmware fault"}  # bms.store FAIL_
@@ -118,12 +134,12 @@ RESET_NAMES = {1: "power-on", 2: "hard reset", 3: "watchdog", 4: "wake from deep
 
 
 def param_change(code, value):
-    """(parameter row, new raw value) of a parameter-change event (206/207)."""
+    """(parameter row, new raw value) of a parameter-change event (EV_PARAM_SET, _K)."""
     addr = (value >> 20) & 0x7FF
     x = value & 0xFFFFF
     if x & 0x80000:
         x -= 0x100000
-    if code == 207:
+    if code == E.EV_PARAM_SET_K:
         x *= 1000
     return PARAM_BY_ADDR.get(addr), x
 
@@ -141,7 +157,7 @@ def config_error_text(word):
 
 # -- the event log in words ----------------------------------------------------------
 # Every code the firmware logs (a protection row's trip, release and latch,
-# bms.protection; 200.. bms.app, bms.config, bms.power) reads as one short
+# bms.protection; 200.. the rest, bms.events) reads as one short
 # sentence for a pack builder, a measurement in engineering units. The
 # words are bms.spec.regdoc's.
 
@@ -237,7 +253,7 @@ def _row_event(kind, r, value):
 
 
 def _setting_event(code, value):
-    """A parameter change (206, 207): its name, which users look up, and
+    """A parameter change (EV_PARAM_SET, EV_PARAM_SET_K): its name, which users look up, and
     the new value as `bmsctl config get` shows it."""
     from bmsctl import config as CF
 
@@ -246,7 +262,7 @@ def _setting_event(code, value):
         return "Unknown setting at register 0x%03X changed to %d" % ((value >> 20) & 0x7FF, x)
     if row[1] == "pin":
         return "PIN changed"
-    return "Setting %s changed to %s%s" % (row[1], "about " if code == 207 else "",
+    return "Setting %s changed to %s%s" % (row[1], "about " if code == E.EV_PARAM_SET_K else "",
                                            CF.display(CF.INDEX[row[1]], x))
 
 
@@ -286,71 +302,71 @@ def net_error_text(word):
 
 def event_text(code, value):
     """A plain-language sentence for an event-log record (code, value)."""
-    if code in (206, 207):
+    if code in (E.EV_PARAM_SET, E.EV_PARAM_SET_K):
         return _setting_event(code, value)
     kind, row = divmod(code, 64)
     if 1 <= row <= len(protrules.ROWS) and kind in (0, 1, 2):
         return _row_event(kind, protrules.ROWS[row - 1], value)
-    if code == 200:
+    if code == E.EV_BOOT:
         return "Firmware started (boot %d)" % value
-    if code == 201:
+    if code == E.EV_AFE_UP:
         return "AFE configured" if value else "AFE configuration failed"
-    if code == 202:
+    if code == E.EV_CONFIG_ERRORS:
         return "Stored settings rejected at start: %d (defaults used)" % value
-    if code == 203:
+    if code == E.EV_OCV_TABLE_REJECTED:
         return "Stored OCV table rejected (it does not rise): the chemistry's table is used"
-    if code == 204:
+    if code == E.EV_SOC_START:
         return "State of charge started at %.1f %%" % (value / 10.0)
-    if code == 205:
+    if code == E.EV_CC_CAL:
         return "Coulomb-counter offset calibrated: %g LSB" % (value / 16.0)
-    if code == 208:
+    if code == E.EV_UNLOCKED:
         return "Settings unlocked"
-    if code == 209:
+    if code == E.EV_LOCKED:
         return "Settings locked"
-    if code == 210:
+    if code == E.EV_BAD_PIN:
         left = MAX_BAD_PINS - value
         if left > 0:
             return "Wrong PIN (%s left)" % _plural(left, "try", "tries")
         return "Wrong PIN: unlocking refused for a minute"
-    if code == 211:
+    if code == E.EV_COMMAND:
         return "Host command: %s" % _COMMANDS.get(value, "unknown (%d)" % value)
-    if code == 212:
+    if code == E.EV_SAVE_FAILED:
         return "Saving settings to flash failed (%s so far): the previous settings stay stored" % (
             _plural(value, "write error", "write errors"))
-    if code == 221:
+    if code == E.EV_STORE_SAVE:
         what = SAVE_STORES.get(value >> 8, "store %d" % (value >> 8))
         why = value & 0xFF
         if not why:
             return "Saving the %s to flash works again" % what
         return "Saving the %s to flash failed (%s): the previous record stays stored, retried later" % (
             what, SAVE_FAILURES.get(why, "error %d" % why))
-    if code == 213:
+    if code == E.EV_PARAMS_MIGRATED:
         return "Stored settings converted from format %d" % value
-    if code == 214:
+    if code == E.EV_CONFIG_RULE:
         return "Stored settings break a rule (%s): running unconfigured" % _rule_text(value)
-    if code == 215:
+    if code == E.EV_CONFIG_IMPORTED:
         return "Settings imported from bms.cfg"
-    if code == 216:
+    if code == E.EV_MODE:
         mode, cause = value >> 8, value & 0xFF
         text = "Entered %s mode" % MODE_NAMES.get(mode, "power %d" % mode)
         return text + (" (%s)" % CAUSE_NAMES.get(cause, "cause %d" % cause) if cause else "")
-    if code == 217:
+    if code == E.EV_RESET:
         cause, wake = value >> 8, value & 0xFF
         text = "Reset cause: %s" % RESET_NAMES.get(cause, "unknown (%d)" % cause)
         return text + (", woken by %s" % CAUSE_NAMES.get(wake, "wake %d" % wake) if wake else "")
-    if code == 218:
+    if code == E.EV_NET_UP:
         return "Connected to the MQTT broker (connection %d since boot)" % value
-    if code == 219:
+    if code == E.EV_NET_DOWN:
         return "MQTT link down: %s" % net_error_text(value & 0xFFFF)
-    if code == 220:
+    if code == E.EV_NET_CONFIG:
         where = "line %d" % value if value else "the file"
         return "Network settings rejected (net.cfg %s): the network stays off" % where
-    if code == 222:
+    if code == E.EV_CRASH:
         what = CRASH_KINDS.get(value & 0xFF, "error %d" % (value & 0xFF))
         where = CRASH_PLACES.get(value >> 8, "place %d" % (value >> 8))
         return "The firmware stopped on %s in %s: FETs off, MCU reset (a firmware fault: please report it)" % (
             what, where)
-    if code == 223:
+    if code == E.EV_FAULT:
         return "%s: caught, counted (faults), protection went on" % fault_text(value)
     return "event %d (value %d)" % (code, value)
 
@@ -391,8 +407,8 @@ def event_kind(code, value):
         if kind == 1:
             return "release"
         return "warn" if kind == 0 and protrules.ROWS[row - 1][8] == PR.WARN else "trip"
-    if (code == 201 and not value) or code in (210, 212, 214, 222) or (code == 221 and value & 0xFF):
+    if (code == E.EV_AFE_UP and not value) or code in (E.EV_BAD_PIN, E.EV_SAVE_FAILED, E.EV_CONFIG_RULE, E.EV_CRASH) or (code == E.EV_STORE_SAVE and value & 0xFF):
         return "trip"
-    if code in (219, 220, 223):
+    if code in (E.EV_NET_DOWN, E.EV_NET_CONFIG, E.EV_FAULT):
         return "warn"
     return ""
