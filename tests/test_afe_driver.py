@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from bms.afe.bq769x0 import regs as R
 from bms import afe as A
+from bms.afe import chips
 from bms.afe import TEMP_OPEN, TEMP_SHORT
-from bms.afe.bq769x0.driver import (TS_CODES, TS_TABLE_STEP_DC, TS_TABLE_T0_DC, Bq769x0, adc_to_mv,
+from bms.afe.bq769x0 import (TS_CODES, TS_TABLE_STEP_DC, TS_TABLE_T0_DC, Bq769x0, adc_to_mv,
                                     allowed_balance_channels, div_round, ts_code_to_dc)
 from bms.measurements import Measurements
 from bms_sim.world import World
@@ -340,7 +341,7 @@ def test_read_reports_a_stopped_adc_and_a_failed_status_read():
 def test_open_afe_names_the_family_member():
     world = World(cells=10)
     for groups, name in ((1, "bq76920"), (2, "bq76930"), (3, "bq76940"), (0, "bq769x0")):
-        assert A.open_afe(world.chip, 0x3FF, 1000, R.I2C_ADDR, groups).model == name
-    assert A.models() is R.MODELS
-    assert A.model_groups(10) == R.model_groups(10) == 2
-    assert A.default_cell_channels(10, 2) == R.default_cell_channels(10, 2)
+        assert chips.open_afe(world.chip, 0x3FF, 1000, R.I2C_ADDR, groups).model == name
+    assert chips.models() is R.MODELS
+    assert chips.model_groups(10) == R.model_groups(10) == 2
+    assert chips.default_cell_channels(10, 2) == R.default_cell_channels(10, 2)

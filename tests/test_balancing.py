@@ -4,9 +4,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bms.afe.bq769x0.driver import allowed_balance_channels
+from bms.afe.bq769x0 import allowed_balance_channels
 from bms.balancing import PHASE_BLEEDING, PHASE_IDLE, PHASE_SETTLING, Balancer
-from bms.afe import default_cell_channels
+from bms.afe.chips import default_cell_channels
 from bms.measurements import Measurements
 from bms.ticks import TICKS_PERIOD, ticks_add
 from conftest import run_mpy

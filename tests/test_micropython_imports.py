@@ -18,7 +18,7 @@ def firmware_modules():
 
 def test_every_firmware_module_imports_under_micropython(micropython):
     mods = firmware_modules()
-    assert "bms.afe.bq769x0.driver" in mods and "bms.boards.esp32" in mods
+    assert "bms.afe.bq769x0" in mods and "bms.boards.esp32" in mods
     from bms_sim.build import compile_lib
 
     # lib/bms/spec: host-side tables and text, never on the device
@@ -44,3 +44,11 @@ def test_firmware_files_use_no_cpython_only_modules():
                 for mod in banned:
                     assert not (s.startswith("import " + mod) or s.startswith("from " + mod + " ")), \
                         "%s:%d imports %s, which MicroPython lacks" % (path, n, mod)
+
+
+def test_release_lets_boot_only_modules_go(micropython):
+    """bms.release() on dotted names (bms.gen.packed, bms.afe.chips): the
+    App's boot lets them go; their heap comes back."""
+    proc = run_mpy(micropython, "mpy_release.py")
+    ok, took, freed = proc.stdout.split()
+    assert ok == "OK" and int(took) > 0 and int(freed) >= int(took) // 2, proc.stdout

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bms.afe.bq769x0.regs import ADCGAIN1, ADCGAIN2, ADCOFFSET, BAT_HI, CC_CFG, CC_CFG_VALUE, CC_HI, CELLBAL1, CELLBAL2, CTRL1_ADC_EN, CTRL1_LOAD_PRESENT, CTRL1_SHUT_A, CTRL1_SHUT_B, CTRL1_TEMP_SEL, CTRL2_CC_EN, CTRL2_CC_ONESHOT, CTRL2_DELAY_DIS, CTRL2_CHG_ON, CTRL2_DSG_ON, I2C_ADDR, OV_TRIP, PROT1_RSNS, PROTECT1, PROTECT2, PROTECT3, STAT_CC_READY, STAT_DEVICE_XREADY, STAT_OCD, STAT_OV, STAT_OVRD_ALERT, STAT_SCD, STAT_UV, SYS_CTRL1, SYS_CTRL2, SYS_STAT, TS1_HI, UV_TRIP, VC1_HI
-from bms.afe import default_cell_channels
+from bms.afe.chips import default_cell_channels
 from bms.crc import crc8
 from bms_sim.afe.bq769x0 import SimBq769x0
 from bms_sim.pack import Pack, soc_for_ocv

@@ -33,8 +33,8 @@ print("boot", boot, "cause", b.reset_cause()[0], b.reset_cause()[1], "ticks", b.
 
 
 def ship():
-    from bms.afe.bq769x0.driver import Bq769x0
-    from bms.afe import default_cell_channels
+    from bms.afe.bq769x0 import Bq769x0
+    from bms.afe.chips import default_cell_channels
 
     afe = Bq769x0(b.i2c, default_cell_channels(4, 1), 1000, crc=True)
     print("ship", afe.enter_ship(), "read", afe.read_reg(0))

@@ -4,11 +4,12 @@ VERSION = "0.4.0"
 
 
 def release(name):
-    """Let the boot-only module bms.<name> go once it has done its work:
-    drop the two references its import left (sys.modules and this package's
-    attribute) so the collector frees its code and tables. The caller must
-    hold no reference of its own. Under CPython (the host's tests and tools,
-    which share the module) nothing is dropped."""
+    """Let the boot-only module bms.<name> ("paramload", "gen.packed") go
+    once it has done its work: drop the two references its import left
+    (sys.modules and its package's attribute) so the collector frees its
+    code and tables. The caller must hold no reference of its own. Under
+    CPython (the host's tests and tools, which share the module) nothing is
+    dropped."""
     import sys
 
     if sys.implementation.name != "micropython":
@@ -16,6 +17,10 @@ def release(name):
     full = "bms." + name
     if full in sys.modules:
         del sys.modules[full]
-    g = globals()
-    if name in g:
-        del g[name]
+    k = full.rfind(".")
+    parent = sys.modules.get(full[:k])
+    if parent is not None:
+        g = parent.__dict__
+        leaf = full[k + 1:]
+        if leaf in g:
+            del g[leaf]

@@ -81,7 +81,9 @@ class App:
         self.net_backoff_ms = 0  # MQTT rests after a caught failure (_uplink_step)
         self.net_retry_at = self.now
         # the packed tables (bms.gen.packed) have done their work: let them go
-        release("packed")
+        release("gen.packed")
+        release("gen")  # the package of generated tables: empty by now
+        release("afe.chips")  # the driver is built
         prm.release()  # a no-op after bms.start's
         gc.collect()
 

@@ -18,7 +18,7 @@ from bms import publish as PB
 from bms import regmap as M
 from bms import switching as SW
 from bms.afe import (READ_NOT_CLEARED, READ_OK, ST_DEVICE, ST_FAULTS, ST_NEW_CC, ST_OCD, ST_OV, ST_OVRD, ST_SCD,
-                     ST_STOPPED, ST_UV, TEMP_OPEN, TEMP_SHORT, open_afe)
+                     ST_STOPPED, ST_UV, TEMP_OPEN, TEMP_SHORT)
 from bms.balancing import Balancer
 from bms.boards import DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_SLEEP_UA, DRAW_LIGHT_SLEEP_UA, DRAW_NETWORK_UA
 from bms.events import (AT_BALANCE, AT_FLASH, AT_MEASURE, AT_MODES, AT_PROTECT, AT_PUBLISH, AT_SOC, AT_START, AT_SWITCH,
@@ -54,6 +54,8 @@ class Cycle:
         v = self.values = prm.values
         groups = v[P.P_AFE_GROUPS] if v[P.P_AFE_GROUPS] else 1
         self.meas = Measurements(groups)
+        from bms.afe.chips import open_afe  # boot-only: the App lets it go
+
         self.afe = open_afe(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR], v[P.P_AFE_GROUPS])
         self.ir = ir
         self.log = log

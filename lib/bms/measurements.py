@@ -16,7 +16,7 @@ class Measurements:
         self.cell_mv = array("h", [0] * MAX_CELLS)
         self.pack_mv = 0
         self.current_ma = 0
-        self.cc_raw = 0  # the coulomb counter's last window, in its LSB (afe.cc_nv_per_lsb)
+        self.cc_raw = 0  # the coulomb counter's last window, in the chip's LSB
         self.temps = temps  # thermistor inputs on this AFE (one per group)
         self.temp_dc = array("h", [0] * MAX_TEMPS)
         self.status = 0  # bms.afe ST_ bits, as read this cycle

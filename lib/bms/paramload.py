@@ -90,7 +90,7 @@ def pack_defaults(p):
     """The chemistry's defaults for the pack the pack keys describe."""
     v = p.values
     if v[P_CELL_CHANNELS] and not v[P_AFE_GROUPS]:
-        from bms.afe import model_groups
+        from bms.afe.chips import model_groups
 
         v[P_AFE_GROUPS] = model_groups(p.cells())
     apply_defaults(p, v[P_CHEMISTRY], p.cells(), v[P_CAPACITY_MAH])
@@ -149,7 +149,7 @@ def set_text(p, key, text):
         return None
     if key == "cells":
         # shorthand: the default wiring for that many cells
-        from bms.afe import default_cell_channels, model_groups
+        from bms.afe.chips import default_cell_channels, model_groups
 
         try:
             n = int(text)

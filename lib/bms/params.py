@@ -170,7 +170,8 @@ class Params:
         from bms import release
 
         release("paramload")
-        release("paramdata")
+        release("gen.paramdata")
+        release("afe.chips")  # paramload's question: which inputs a pack of n cells uses
 
     def cells(self):
         from bms.afe import cell_count

@@ -6,7 +6,7 @@
 # variable BMS_BENCH = "warm,measure,gap,peak,locked,max_cycles,max_requests":
 #
 # - warm: nothing measured (the SOC starts, the unlock write is logged).
-# - measure: every App.cycle() timed with time.ticks_us(), and every
+# - measure: every Cycle.run() timed with time.ticks_us(), and every
 #   ModbusSlave.poll() that handled a request; around each, the bytes
 #   gc.mem_alloc() grew by with the collector disabled (retained bytes:
 #   what the path left in the heap; a collection runs, outside the paths,
@@ -34,7 +34,7 @@ from array import array
 from time import ticks_diff as us_diff
 from time import ticks_us
 
-from bms.app import App
+from bms.cycle import Cycle
 from bms.boards import sim as S
 from bms.modbus_rtu import ModbusSlave
 from bms.ticks import ticks_diff  # the board clock wraps at 2**30
@@ -96,9 +96,9 @@ _DSG = const(36)  # ... measuring a discharge current
 _call = S._Link.call
 _OP_R = S.OP_I2C_READ
 _OP_W = S.OP_I2C_WRITE
-_cycle = App.cycle
+_cycle = Cycle.run
 _poll = ModbusSlave.poll
-_app = [None, None, None]  # app, its ModbusSlave, its EventLog
+_app = [None, None, None]  # the app's Cycle, its ModbusSlave, its EventLog
 # the measure segment runs with the collector off; a collection (outside
 # the measured paths) when less than this is left
 _MIN_FREE = const(12288)
@@ -123,14 +123,14 @@ def timed_call(self, op, a, b, n, arg):
 
 
 def timed_cycle(now):
-    app = _app[0]
+    cy = _app[0]
     if not K[_MEASURING]:
-        _cycle(app, now)
+        _cycle(cy, now)
         return
     i = K[_CYCLES]
     if i >= N:
         K[_DROPPED] += 1
-        _cycle(app, now)
+        _cycle(cy, now)
         return
     log = _app[2]
     wrap = i & 1
@@ -145,7 +145,7 @@ def timed_cycle(now):
     a0 = mem_alloc()
     m0 = mem_total()
     t0 = ticks_us()
-    _cycle(app, now)
+    _cycle(cy, now)
     t1 = ticks_us()
     m1 = mem_total()
     a1 = mem_alloc()
@@ -179,8 +179,8 @@ def timed_cycle(now):
             if m > K[_C_TOT_MAX]:
                 K[_C_TOT_MAX] = m
     K[_CYCLES] = i + 1
-    meas = app.cycle.meas
-    pr = app.cycle.protection
+    meas = cy.meas
+    pr = cy.protection
     if meas.balance_mask:
         K[_BAL] += 1
     if pr.protect_flags:
@@ -237,12 +237,12 @@ def timed_poll(now):
 def main(board, app, heap_total, heap_after_import, heap_after_start, boot_fw_ms):
     mb = app.modbus
     log = app.log
-    _app[0] = app
+    _app[0] = app.cycle
     _app[1] = mb
     _app[2] = log
-    # step() calls self.cycle(now) and self.modbus.poll(now): an instance
+    # step() calls self.cycle.run(now) and self.modbus.poll(now): an instance
     # attribute (a plain function: no bound method is made) takes the call
-    app.cycle = timed_cycle
+    app.cycle.run = timed_cycle
     mb.poll = timed_poll
     gc.collect()
     # the bench's own code and buffers, now in the heap: taken off the peak

@@ -13,7 +13,7 @@ POINTS = {
     # point: (module, class or None for a module function, function)
     "afe_read": ("bms.boards.sim", "SimI2C", "readfrom_mem_into"),  # the board's I2C bus
     "afe_write": ("bms.boards.sim", "SimI2C", "writeto_mem"),
-    "afe_driver": ("bms.afe.bq769x0.driver", "Bq769x0", "read_measurements"),  # the driver itself
+    "afe_driver": ("bms.afe.bq769x0", "Bq769x0", "read_measurements"),  # the driver itself
     "protection": ("bms.protection", "Protection", "evaluate"),
     "soc": ("bms.soc", "Soc", "update"),
     "modbus": ("bms.modbus_rtu", "ModbusSlave", "poll"),

@@ -29,7 +29,7 @@ PROBE_DIR = os.path.join(ROOT, "build", "bench")
 
 # bms.start's order: the parameters (their loader and packed table are let go
 # before the rest loads: BOOT_ONLY), then the firmware a module at a time
-BOOT = ("bms", "bms.crc", "bms.boards", "bms.boards.sim", "bms.afe.bq769x0.regs", "bms.params", "bms.gen.paramdata",
+BOOT = ("bms", "bms.crc", "bms.boards", "bms.boards.sim", "bms.afe", "bms.params", "bms.gen.paramdata",
         "bms.store", "bms.paramload")
 BOOT_ONLY = ("bms.gen.paramdata", "bms.paramload")
 MODULES = BOOT + tuple(m for m in START_MODULES if m not in BOOT)

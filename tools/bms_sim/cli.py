@@ -12,7 +12,7 @@ import time
 from bms import params as P
 
 from bms import paramload as PL
-from bms.afe import model_groups
+from bms.afe.chips import model_groups
 from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
 from bms_sim.target import TargetError, find_target
 from bms_sim.world import World

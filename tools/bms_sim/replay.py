@@ -37,7 +37,7 @@ import time
 from bms import params as P
 from bms import regmap as M
 from bms.afe.bq769x0.regs import CC_PERIOD_MS
-from bms.afe import model_groups
+from bms.afe.chips import model_groups
 from bms.crc import crc16
 from bms_sim.afe.bq769x0 import SimBq769x0
 from bms_sim.link import DEFAULT_HEAP, SimError, SimServer

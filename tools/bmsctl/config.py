@@ -18,7 +18,7 @@ from bms.spec import paramtable as PT
 from bms.spec import regdoc as D
 from bms import regmap as M
 from bms.spec import regtable as RT
-from bms.afe import default_cell_channels, model_groups, models
+from bms.afe.chips import default_cell_channels, model_groups, models
 
 ROWS = PT.TABLE
 COUNT = len(ROWS)

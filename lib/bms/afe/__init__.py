@@ -1,8 +1,8 @@
 """The analog front end (AFE) boundary: what the firmware knows of any
 cell-monitor chip, in its own terms. One folder per chip beside this one
 (bms/afe/bq769x0/: its registers and its driver); nothing outside a chip's
-folder imports its registers (tests/test_layers.py), and only this module
-knows which chips exist.
+folder imports its registers (tests/test_layers.py), and only
+bms.afe.chips (the selector, boot-only) knows which chips exist.
 
 A driver takes its I2C bus in the constructor (machine.I2C's memory API)
 and offers:
@@ -20,7 +20,7 @@ and offers:
     fets_off()               both off without a read-back (in doubt)
     set_balancing(mask)      bit k = cell k+1; the mask applied, -1
     enter_ship()             the chip's lowest power
-    model, cells, crc_errors, bus_errors, cc_nv_per_lsb, cc_period_ms
+    model, cells, crc_errors, bus_errors
 
 Fault bits (meas.status, input register afe_stat) are the firmware's: a
 driver maps its chip's flags onto them.
@@ -76,34 +76,3 @@ def cell_inputs(cell_channels):
             n += 1
         i += 1
     return ch
-
-
-def open_afe(i2c, cell_channels, shunt_uohm, addr, groups):
-    """The driver for the configured chip on this bus (groups: the
-    family member, 0 when not set)."""
-    from bms.afe.bq769x0.driver import Bq769x0
-
-    return Bq769x0(i2c, cell_channels, shunt_uohm, addr, groups=groups)
-
-
-def model_groups(cells):
-    """The chip family's smallest member (its group count) for `cells`
-    series cells; 0 when none takes them."""
-    from bms.afe.bq769x0.regs import model_groups as groups
-
-    return groups(cells)
-
-
-def default_cell_channels(cells, groups):
-    """The cell inputs a board with `cells` cells on a chip of `groups`
-    groups uses (its datasheet's wiring); 0 when they do not fit."""
-    from bms.afe.bq769x0.regs import default_cell_channels as channels
-
-    return channels(cells, groups)
-
-
-def models():
-    """((name, groups, min cells, max cells), ...) of the chip family."""
-    from bms.afe.bq769x0.regs import MODELS
-
-    return MODELS

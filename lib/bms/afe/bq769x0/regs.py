@@ -1,6 +1,6 @@
 """TI bq769x0 (bq76920/30/40) register map, bit fields and datasheet tables.
 
-One header for both sides: the firmware driver (bms.afe.bq769x0.driver)
+One header for both sides: the firmware driver (bms.afe.bq769x0)
 and the host simulator's model of the chip (tools/bms_sim/afe/bq769x0.py)
 import these names, so the two cannot disagree about the chip. Nothing
 outside the chip's folder imports it (tests/test_layers.py): the rest of
