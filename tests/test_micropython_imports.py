@@ -19,7 +19,7 @@ def firmware_modules():
 def test_every_firmware_module_imports_under_micropython(micropython):
     mods = firmware_modules()
     assert "bms.afe.bq769x0" in mods and "bms.boards.esp32" in mods
-    from bms_sim.build import compile_lib
+    from bms_build.build import compile_lib
 
     # lib/bms/spec: host-side tables and text, never on the device
     mods = [m for m in mods if not (m + ".").startswith("bms.spec.")]

@@ -13,15 +13,15 @@ from bms import paramload as PL
 from bms import protection as PR
 from bms import regmap as M
 from bms.spec import regtable as RT
-from bms_sim import tablegen
+from bms_build import tablegen
 from conftest import ROOT
 
 
 def test_packed_is_generated_from_the_tables():
     for path, text in tablegen.outputs():
         with open(path) as f:
-            assert f.read() == text, "%s is stale: run python -m bms_sim.tablegen" % path
-    proc = subprocess.run([sys.executable, "-m", "bms_sim.tablegen", "--check"], cwd=ROOT,
+            assert f.read() == text, "%s is stale: run python -m bms_build.tablegen" % path
+    proc = subprocess.run([sys.executable, "-m", "bms_build.tablegen", "--check"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

@@ -20,7 +20,7 @@ import tarfile
 
 import pytest
 
-from bms_sim import build as B
+from bms_build import build as B
 from bms_sim import target as T
 from bms_sim import twin as TW
 from conftest import ROOT, firmware_target

@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 from bms.start import MODULES as START_MODULES
-from bms_sim.build import compile_lib
+from bms_build.build import compile_lib
 from bms_sim.target import Target, find_target, pip_micropython
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -49,7 +49,7 @@ import tempfile
 import time
 
 from bench import heapmap, perf
-from bms_sim import build as B
+from bms_build import build as B
 from bms_sim import twin as TW
 from bms_sim.cli import provision
 from bms_sim.target import Target, find_target
@@ -122,7 +122,7 @@ def frozen_tree(name, src):
     sources = [(os.path.join(d, n), os.path.relpath(os.path.join(d, n), src).replace(os.sep, "/"))
                for d, _, names in os.walk(src) for n in names if n.endswith(".py")]
     sources.append((os.path.join(B.board_dir(), "board_pins.py"), "board_pins.py"))
-    from bms_sim import deps
+    from bms_build import deps
 
     sources.append((deps.umqtt_simple(), deps.UMQTT_REL))
     for py, rel in sources:

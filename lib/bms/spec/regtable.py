@@ -2,7 +2,7 @@
 every input register, and the control registers after the parameters.
 Host-only (bms.spec is never on the device): bmsctl, the docs and the
 generated host configs read it; the firmware reads its spans packed
-(bms.gen.packed, `python -m bms_sim.tablegen`). The addresses are
+(bms.gen.packed, `python -m bms_build.tablegen`). The addresses are
 bms.regmap's constants, which the firmware uses too.
 
 Each row: (address, name, type, count, scale_exp, unit)

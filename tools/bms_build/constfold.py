@@ -9,7 +9,7 @@ parameters, events and flags; on the device those names alone took about a
 fifth of the heap.
 
 The device build therefore compiles the firmware from folded source (this
-module, called by bms_sim.build):
+module, called by bms_build.build):
 
 - every read of a public integer constant, `NAME` in its own module,
   `ALIAS.NAME` through `from bms import regmap as ALIAS`, or a name brought

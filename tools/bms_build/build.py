@@ -1,19 +1,19 @@
 """Compile the firmware with mpy-cross into build/device, the board's filesystem.
 
-`make build` (python -m bms_sim.build) produces build/device/:
+`make build` (python -m bms_build.build) produces build/device/:
 
     boot.py, main.py          as source: MicroPython runs them from source
     lib/bms/**.mpy            the firmware package, compiled
     lib/board_pins.mpy        the board's pin map (firmware/boards/BOARD/board_pins.py)
     FILES.txt                 every file above with its size and sha256: the
-                              deploy plan (python -m bms_sim.deploy)
+                              deploy plan (python -m bms_build.deploy)
     .folded/                  the source mpy-cross compiled (not deployed):
                               lib/ with its named constants folded in
-                              (bms_sim.constfold); firmware/manifest.py
+                              (bms_build.constfold); firmware/manifest.py
                               freezes these files into a custom image
 
 The firmware is compiled from folded source: every public `NAME = const(n)`
-read anywhere in the firmware becomes the integer n (bms_sim.constfold),
+read anywhere in the firmware becomes the integer n (bms_build.constfold),
 so the device keeps neither the names nor their dictionary slots in RAM;
 line numbers stay those of lib/.
 
@@ -37,8 +37,8 @@ import shutil
 import subprocess
 import sys
 
-from bms_sim import deps
-from bms_sim.constfold import FoldError, const_table, fold_source, fold_tree, module_name
+from bms_build import deps
+from bms_build.constfold import FoldError, const_table, fold_source, fold_tree, module_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIB = os.path.join(ROOT, "lib")
@@ -318,7 +318,7 @@ def _compile_tree(src, out, board):
 
 
 def _compile_deps(exe, out, files, done, fold_out):
-    """micropython-lib's umqtt.simple (bms_sim.deps) as out/umqtt/simple.mpy,
+    """micropython-lib's umqtt.simple (bms_build.deps) as out/umqtt/simple.mpy,
     compiled as it is: it is not the firmware's, so nothing is folded. Its
     source goes into the folded tree too, which the frozen images freeze."""
     try:
@@ -434,7 +434,7 @@ def read_manifest(dest=DEVICE):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bms_sim.build",
+    ap = argparse.ArgumentParser(prog="python -m bms_build.build",
                                  description="Compile the firmware into the board's filesystem image (build/device).")
     ap.add_argument("--board", default=DEFAULT_BOARD, help="firmware/boards/BOARD holds the pin map (default %(default)s)")
     ap.add_argument("--out", default=DEVICE, help="output directory (default build/device)")

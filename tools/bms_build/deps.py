@@ -80,4 +80,4 @@ if __name__ == "__main__":
     try:
         print(umqtt_simple())
     except DepError as e:
-        raise SystemExit("bms_sim.deps: %s" % e)
+        raise SystemExit("bms_build.deps: %s" % e)

@@ -1,13 +1,13 @@
 """Put the firmware on a real board: the commands behind `make deploy`,
 `make repl` and `make flash-micropython`.
 
-    python -m bms_sim.deploy --port /dev/ttyUSB0 [--dry-run]        build, copy, reset
-    python -m bms_sim.deploy --port /dev/ttyUSB0 --repl             the board's REPL
-    python -m bms_sim.deploy --port /dev/ttyUSB0 --flash FW.bin     erase, write MicroPython
+    python -m bms_build.deploy --port /dev/ttyUSB0 [--dry-run]        build, copy, reset
+    python -m bms_build.deploy --port /dev/ttyUSB0 --repl             the board's REPL
+    python -m bms_build.deploy --port /dev/ttyUSB0 --flash FW.bin     erase, write MicroPython
 
 --dry-run prints the exact commands (a shell script) instead of running them.
 
-Deploying builds build/device (bms_sim.build) and copies the files its
+Deploying builds build/device (bms_build.build) and copies the files its
 FILES.txt lists with mpremote, in four steps:
 
  1. stop: interrupt the running firmware (mpremote's Ctrl-C), delete main.py
@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 
-from bms_sim import build as B
+from bms_build import build as B
 
 BOOT_WAIT_S = 2.0  # the ESP32 boots (ROM, MicroPython, boot.py) in about one second
 ESPTOOL_BAUD = 460800
@@ -218,7 +218,7 @@ def run(steps, what, runner=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bms_sim.deploy",
+    ap = argparse.ArgumentParser(prog="python -m bms_build.deploy",
                                  description="Copy the built firmware to a board with mpremote (make deploy), "
                                              "open its REPL (--repl) or flash MicroPython with esptool (--flash).")
     ap.add_argument("--port", default="", help=USAGE_PORT)
