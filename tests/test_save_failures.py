@@ -15,7 +15,7 @@ from bms import regmap as M
 from bms import store as S
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from conftest import mpy_tests
 

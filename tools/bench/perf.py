@@ -65,7 +65,8 @@ from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.build import compile_lib, find_mpy_cross, fold_scripts
 from bms_sim.cli import provision
-from bms_sim.link import SimError, SimServer
+from bms_sim.process import SimError
+from bms_sim.server import SimServer
 from bms_sim.target import TWIN_HEAP, Target, TargetError, find_target, pip_micropython
 from bms_sim.world import World
 

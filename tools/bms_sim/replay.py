@@ -39,7 +39,8 @@ from bms import regmap as M
 from bms.bq769x0 import CC_PERIOD_MS, model_groups
 from bms.crc import crc16
 from bms_sim.chip import SimBq769x0
-from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
+from bms_sim.process import DEFAULT_HEAP, SimError
+from bms_sim.server import SimServer
 
 
 class TraceError(SimError):
