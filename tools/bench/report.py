@@ -43,15 +43,17 @@ def rows(r):
         ("heap_peak_bytes", "%d B" % r["heap_peak_bytes"], "(frozen)", ""),
         ("heap_min_frozen_bytes", bytes_text(r["heap_min_frozen_bytes"]), "(frozen, bisected on the %d s scenario)"
          % r["heap_scenario_s"], ""),
-        ("heap_min_day_frozen_bytes", bytes_text(r["heap_min_day_frozen_bytes"]), "(frozen, the day confirmed there)", ""),
+        ("heap_min_day_frozen_bytes", bytes_text(r["heap_min_day_frozen_bytes"]), "(frozen, the day confirmed there)",
+         ""),
         ("heap_min_mpy_bytes", bytes_text(r["heap_min_mpy_bytes"]), "(.mpy, bisected on the %d s scenario)"
          % r["heap_scenario_s"], ""),
         ("fits_day_40k", str(r["fits_day_40k"]).lower(), "true (the day at %s, frozen)" % r["heap_day"],
          _yes(c["fits_day_40k"])),
-        ("margin_day_40k_bytes", bytes_text(r["margin_day_40k_bytes"]), "> 0 (%s less the day's smallest heap)" % r["heap_day"],
+        ("margin_day_40k_bytes", bytes_text(r["margin_day_40k_bytes"]),
+         "> 0 (%s less the day's smallest heap)" % r["heap_day"],
          _yes(c["fits_day_40k"] and (r["margin_day_40k_bytes"] or 0) > 0)),
-        ("headroom_40k_peak_bytes", bytes_text(r["headroom_40k_peak_bytes"]), "(%s's bytes less heap_peak_bytes)" % r["heap_day"],
-         ""),
+        ("headroom_40k_peak_bytes", bytes_text(r["headroom_40k_peak_bytes"]),
+         "(%s's bytes less heap_peak_bytes)" % r["heap_day"], ""),
         ("margin_e2e_56k_bytes", bytes_text(r["margin_e2e_56k_bytes"]), "> 0 (%s less the day's smallest heap)"
          % r["heap_small"], _yes(c["e2e_56k_has_margin"])),
         ("boot_ms", "%.1f ms" % r["boot_ms"], "", ""),
@@ -173,8 +175,9 @@ def render_section(r):
     out.append("- Smallest heaps, bisected in %d-byte steps on the %d s scenario, each run from a freshly "
                "provisioned flash: frozen %s (%d runs; there it %s; a step below it failed: %s); from .mpy %s (%d runs; a "
                "step below it failed: %s); 64-bit pip port from .mpy %s (%d runs)."
-               % (QUICK_HEAP_STEP if r["quick"] else HEAP_STEP, r["heap_scenario_s"], bytes_text(r["heap_min_frozen_bytes"]),
-                  r["heap_min_frozen_runs"], r["heap_min_frozen_detail"], r["heap_min_frozen_below"],
+               % (QUICK_HEAP_STEP if r["quick"] else HEAP_STEP, r["heap_scenario_s"],
+                  bytes_text(r["heap_min_frozen_bytes"]), r["heap_min_frozen_runs"], r["heap_min_frozen_detail"],
+                  r["heap_min_frozen_below"],
                   bytes_text(r["heap_min_mpy_bytes"]), r["heap_min_mpy_runs"], r["heap_min_mpy_below"],
                   bytes_text(r["heap_min_64bit_mpy_bytes"]), r["heap_min_64bit_mpy_runs"]))
     w = r["heap_runs_wall_s"]
@@ -184,8 +187,9 @@ def render_section(r):
                "The end-to-end suite's `%s` (%d bytes usable) leaves %s over the day's smallest heap."
                % (bytes_text(r["heap_min_day_frozen_bytes"]), r["heap_min_day_frozen_detail"], w["day_at_min"],
                   r["heap_day"], r["heap_day_total_bytes"], r["fits_day_40k_detail"], w["day_at_40k"],
-                  bytes_text(r["margin_day_40k_bytes"]), bytes_text(r["headroom_40k_peak_bytes"]), r["heap_day_total_bytes"],
-                  r["heap_small"], r["heap_small_total_bytes"], bytes_text(r["margin_e2e_56k_bytes"])))
+                  bytes_text(r["margin_day_40k_bytes"]), bytes_text(r["headroom_40k_peak_bytes"]),
+                  r["heap_day_total_bytes"], r["heap_small"], r["heap_small_total_bytes"],
+                  bytes_text(r["margin_e2e_56k_bytes"])))
     b = r["bits64"]
     out.append("- 64-bit pip port, .mpy: the same cycle run at `-X heapsize=%s` (%d bytes): %d B after "
                "import, %d B after `App.start()`, peak %d B; allocation %d B a cycle, %d B a request. Its objects "
