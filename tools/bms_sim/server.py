@@ -37,7 +37,7 @@ def _part(path):
         return self
 
     return property(lambda self: getattr(owner(self), name), lambda self, v: setattr(owner(self), name, v),
-                    doc="SimServer.%s" % path)
+                    doc="self.%s" % path)
 
 
 class SimServer:
