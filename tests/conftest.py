@@ -138,7 +138,7 @@ def lfp4_sim(state, link_path, speed=20.0, **world_kw):
     serving it on a pty at link_path, 3 simulated seconds in; afterwards the
     firmware's log must hold no traceback."""
     from bms_sim.cli import provision
-    from bms_sim.link import SimServer
+    from bms_sim.server import SimServer
     from bms_sim.world import World
 
     provision(str(state), 4, "lfp", 10000, 1000)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench import perf
+from bench import perf, report
 from conftest import ROOT
 
 REQUIRED = ("cycle_alloc_bytes", "modbus_alloc_bytes", "cycle_us_p50", "cycle_us_p99", "modbus_turnaround_ms_p50",
@@ -93,14 +93,14 @@ def test_every_key_with_a_measured_value_and_the_doc_from_them(quick, tmp_path):
     assert m["cpu_model"] and m["python"] and "MicroPython" in m["micropython"] and "MicroPython" in m["micropython_64bit"]
     # the table
     assert "cycle_us_p99" in stdout and "fits_day_40k" in stdout and "64-bit heap_peak_bytes" in stdout
-    assert perf.TWIN_TITLE in stdout and perf.BITS64_TITLE in stdout
+    assert report.TWIN_TITLE in stdout and report.BITS64_TITLE in stdout
 
 
 def check_the_doc_section_comes_from_the_json(r, tmp_path):
     doc = tmp_path / "PERFORMANCE.md"
-    doc.write_text("# x\n\nbefore\n\n%s\nOLD-SECTION\n%s\n\nafter\n" % (perf.DOC_BEGIN, perf.DOC_END))
+    doc.write_text("# x\n\nbefore\n\n%s\nOLD-SECTION\n%s\n\nafter\n" % (report.DOC_BEGIN, report.DOC_END))
     text = perf.write_doc(r, str(doc))
-    assert text.startswith("# x\n\nbefore\n\n" + perf.DOC_BEGIN) and text.endswith(perf.DOC_END + "\n\nafter\n")
+    assert text.startswith("# x\n\nbefore\n\n" + report.DOC_BEGIN) and text.endswith(report.DOC_END + "\n\nafter\n")
     assert "OLD-SECTION" not in text
     assert "| `cycle_us_p99` | %d us |" % r["cycle_us_p99"] in text
     assert "| `heap_peak_bytes` | %d B |" % r["heap_peak_bytes"] in text
@@ -114,8 +114,8 @@ def check_the_doc_section_comes_from_the_json(r, tmp_path):
 def test_the_doc_has_its_generated_section():
     with open(perf.DOC) as f:
         text = f.read()
-    assert text.count(perf.DOC_BEGIN) == 1 and text.count(perf.DOC_END) == 1
-    section = text.split(perf.DOC_BEGIN, 1)[1].split(perf.DOC_END, 1)[0]
+    assert text.count(report.DOC_BEGIN) == 1 and text.count(report.DOC_END) == 1
+    section = text.split(report.DOC_BEGIN, 1)[1].split(report.DOC_END, 1)[0]
     assert "Measured by `make bench`" in section
     for k in REQUIRED[:-1]:
         assert "`%s`" % k in section, k

@@ -350,7 +350,7 @@ def test_make_deploy_copies_the_build_to_a_board_over_mpremote_and_it_runs(board
     # the deployed filesystem boots in the simulator and answers Modbus
     from bms import regmap as M
     from bms_sim.cli import provision
-    from bms_sim.link import SimServer
+    from bms_sim.server import SimServer
     from bms_sim.world import World
     from conftest import rtu_client
 

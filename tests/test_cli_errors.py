@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from bms_sim import cli as simcli
-from bms_sim.link import SimError, find_micropython
+from bms_sim.process import SimError, find_micropython
 from bmsctl import cli as ctl
 
 import pytest

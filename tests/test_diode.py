@@ -361,7 +361,7 @@ def test_the_world_rejects_a_fet_sensor_it_does_not_have():
 
 def test_cold_charge_block_with_a_load_under_micropython(tmp_path):
     import test_e2e_protection as E
-    from bms_sim.link import SimServer
+    from bms_sim.server import SimServer
 
     provision(str(tmp_path), 4, "lfp", 40000, 1000)
     world = World(cells=4, chemistry="lfp", capacity_mah=40000, soc_pct=50.0, seed=5)

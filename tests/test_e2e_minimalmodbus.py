@@ -7,7 +7,7 @@ import pytest
 from bms.spec import paramtable
 from bms import regmap as M
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 
 PIN = 1234

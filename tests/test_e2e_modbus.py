@@ -10,7 +10,7 @@ from bms import params as P
 from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from bmsctl import cli as ctl
 from conftest import lfp4_sim, rtu_client

@@ -19,7 +19,7 @@ from bms import regmap as M
 from bms.events import EV_LOCKED, EV_PARAM_SET
 from bms.crc import crc16
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 
 SPEED = 50.0  # simulated seconds per wall second: the default unlock (300 s) lasts 6 s of wall time

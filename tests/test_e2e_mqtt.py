@@ -30,7 +30,7 @@ from bms import regmap as M
 from bms.events import EV_NET_CONFIG
 from bms.events import EV_NET_DOWN, EV_NET_UP
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.target import Target, pip_micropython
 from bms_sim.world import World
 from conftest import ir, rtu_client

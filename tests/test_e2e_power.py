@@ -13,7 +13,7 @@ from bms.boards import RESET_DEEPSLEEP, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_C
 from bms.power import CAUSE_ATTENTION, CAUSE_IDLE, CAUSE_LONG_PRESS, CAUSE_UNDER_VOLTAGE, LOW_POWER, SLEEP, WORKING
 from bms.events import EV_MODE
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from conftest import ir, rtu_client
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from bmsctl import cli as ctl
 

@@ -13,7 +13,7 @@ from bms import params as P
 
 from bms import paramload as PL
 from bms import regmap as M
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from bmsctl import cli as ctl
 from bmsctl import client

@@ -34,7 +34,7 @@ from bms.eventlog import EventLog
 from bms.events import KIND_MEMORY, KIND_OS, KIND_OTHER
 from bms.store import FAIL_ERROR
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from conftest import MPY_TESTS, ir, rtu_client
 

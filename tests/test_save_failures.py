@@ -16,7 +16,7 @@ from bms.spec import regtable as RT
 from bms import store as S
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from bms.events import EV_STORE_SAVE
 from conftest import mpy_tests

@@ -11,10 +11,11 @@ import pytest
 from bms.boards import (DRAW_AFE_SHIP_UA, DRAW_AFE_UA, DRAW_AWAKE_UA, DRAW_DEEP_SLEEP_UA, IN_ACC, IN_BUTTON,
                         RESET_DEEPSLEEP, RESET_SOFT, WAKE_ACC)
 from bms.afe.bq769x0.regs import CC_HI, CC_NV_PER_LSB, CTRL2_CC_EN, CTRL2_CHG_ON, CTRL2_DSG_ON, SYS_CTRL2
+from bms_sim.boardmodel import CLOCK_EPOCH_S
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
-from bms_sim.link import (CLOCK_EPOCH_S, MA_AFE_NORMAL, MA_AFE_SHIP, MA_AWAKE, MA_DEEP_SLEEP, MA_LIGHT_SLEEP,
-                          MA_NETWORK, SimServer)
+from bms_sim.power import MA_AFE_NORMAL, MA_AFE_SHIP, MA_AWAKE, MA_DEEP_SLEEP, MA_LIGHT_SLEEP, MA_NETWORK
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from test_sim_chip import wr
 from test_sim_power import HEAD, wait_log

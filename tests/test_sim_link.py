@@ -5,7 +5,7 @@ import time
 from bms import regmap as M
 from bms.crc import crc16
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 
 

@@ -10,8 +10,10 @@ import time
 import pytest
 from bms.boards import (RESET_DEEPSLEEP, RESET_POWER_ON, RESET_SOFT, RESET_WDT, WAKE_ACC,
                         WAKE_BUTTON, WAKE_CHARGER, WAKE_NONE, WAKE_RS485, WAKE_TIMER)
-from bms_sim.link import (BOOT_MS, MA_AFE_NORMAL, MA_AFE_SHIP, MA_AWAKE, MA_DEEP_SLEEP,
-                          MA_LIGHT_SLEEP, MA_NETWORK, SimError, SimServer)
+from bms_sim.boardmodel import BOOT_MS
+from bms_sim.power import MA_AFE_NORMAL, MA_AFE_SHIP, MA_AWAKE, MA_DEEP_SLEEP, MA_LIGHT_SLEEP, MA_NETWORK
+from bms_sim.process import SimError
+from bms_sim.server import SimServer
 from bms_sim.world import World
 
 # the start of every script: a board, and its boot count kept in the flash

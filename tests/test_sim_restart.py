@@ -4,8 +4,10 @@ import os
 import time
 
 import pytest
+from bms_sim.boardmodel import BOOT_MS
 from bms_sim.cli import provision
-from bms_sim.link import BOOT_MS, SimError, SimServer
+from bms_sim.process import SimError
+from bms_sim.server import SimServer
 from bms_sim.world import World
 
 # Counts its boots in the flash; the first boot idles a little and resets

@@ -22,7 +22,7 @@ import pytest
 from bms import regmap as M
 from bms.power import CAUSE_IDLE, CAUSE_STORAGE, LOW_POWER, SLEEP
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from conftest import ir, rtu_client
 from test_e2e_power import modes_logged

@@ -19,7 +19,7 @@ import pytest
 
 from bms import regmap as M
 from bms_sim.cli import provision
-from bms_sim.link import SimServer
+from bms_sim.server import SimServer
 from bms_sim.world import World
 from conftest import ir, rtu_client
 

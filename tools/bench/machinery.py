@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 
-from bench import heapmap, perf
+from bench import config, cycle, harness, heapmap, heaps
 from bms_build import build as B
 from bms_sim import twin as TW
 from bms_sim.cli import provision
@@ -73,7 +73,7 @@ def _patch(path, old, new):
     with open(path) as f:
         text = f.read()
     if old not in text:
-        raise perf.BenchError("%s no longer holds the text the %s variant patches: update bench.machinery"
+        raise config.BenchError("%s no longer holds the text the %s variant patches: update bench.machinery"
                               % (path, os.path.basename(path)))
     with open(path, "w") as f:
         f.write(text.replace(old, new, 1))
@@ -131,7 +131,7 @@ def frozen_tree(name, src):
         proc = subprocess.run([exe, *B.MPY_CROSS_ARGS, "-o", mpy, "-s", rel[:-3].replace("/", "."), py],
                               capture_output=True, text=True)
         if proc.returncode:
-            raise perf.BenchError("mpy-cross rejects %s: %s" % (py, proc.stderr))
+            raise config.BenchError("mpy-cross rejects %s: %s" % (py, proc.stderr))
         tree[rel] = py
     return tree, out
 
@@ -157,22 +157,22 @@ def build_twin(name, tree, src_tree):
 def cycle_figures(fresh, target, heap, lib):
     """Heap after import, after App.start() and the peak, from bench.perf's
     quick cycle run on a fresh copy of the provisioned flash."""
-    tmp, state = perf._fresh_state(fresh)
+    tmp, state = heaps.fresh_state(fresh)
     try:
-        summary, cnt = perf.cycle_run(perf.MODES["quick"], state, target, heap, None, lib_dir=lib)[:2]
+        summary, cnt = cycle.cycle_run(config.MODES["quick"], state, target, heap, None, lib_dir=lib)[:2]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    f = perf.probe_figures(summary, cnt)
+    f = cycle.probe_figures(summary, cnt)
     return {k: f[k] for k in ("heap_after_import_bytes", "heap_after_start_bytes", "heap_peak_bytes")}
 
 
 def measure(quick=False, progress=print):
     twin = find_target()
     if twin.kind != "twin":
-        raise perf.BenchError("no twin here: " + twin.why)
+        raise config.BenchError("no twin here: " + twin.why)
     _, src_tree = TW.find_source()
-    step = perf.QUICK_HEAP_STEP if quick else perf.HEAP_STEP
-    short = perf.QUICK_SHORT_MS if quick else perf.SHORT_MS
+    step = config.QUICK_HEAP_STEP if quick else config.HEAP_STEP
+    short = config.QUICK_SHORT_MS if quick else config.SHORT_MS
     t0 = time.monotonic()
     os.makedirs(WORK, exist_ok=True)
     lib = snapshot_lib()
@@ -188,15 +188,15 @@ def measure(quick=False, progress=print):
         built[name] = (build_twin(name, tree, src_tree), mpy_dir)
     with tempfile.TemporaryDirectory(prefix="bms-machinery-") as tmp:
         fresh = os.path.join(tmp, "provisioned")
-        provision(fresh, perf.CELLS, perf.CHEMISTRY, perf.CAPACITY_MAH, perf.SHUNT_UOHM)
+        provision(fresh, config.CELLS, config.CHEMISTRY, config.CAPACITY_MAH, config.SHUNT_UOHM)
         jobs = {}
-        with perf.process_pool(2) as pool:
+        with harness.process_pool(2) as pool:
             for name in VARIANTS:
                 exe, mpy_dir = built[name]
                 for mode in MODES:
                     t = Target(exe, "twin", frozen=mode == "frozen")
-                    jobs[name, mode] = pool.submit(perf.bisect_heap, short, fresh, t, *HEAP_RANGE[mode], step,
-                                                   perf._say, mpy_dir)
+                    jobs[name, mode] = pool.submit(heaps.bisect_heap, short, fresh, t, *HEAP_RANGE[mode], step,
+                                                   harness.say, mpy_dir)
             for name in VARIANTS:
                 exe, mpy_dir = built[name]
                 row = res["variants"][name] = {}
@@ -281,7 +281,7 @@ def main(argv=None):
             print(markdown(json.load(f)))
         return 0
     res = measure(args.quick, progress=lambda s: print(s, flush=True))
-    perf.write_json(args.out, res)
+    harness.write_json(args.out, res)
     print()
     print(markdown(res))
     print("\nwrote %s (%.0f s)" % (args.out, res["wall_s"]))

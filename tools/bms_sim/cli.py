@@ -13,7 +13,8 @@ from bms import params as P
 
 from bms import paramload as PL
 from bms.afe.chips import model_groups
-from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
+from bms_sim.process import DEFAULT_HEAP, SimError
+from bms_sim.server import SimServer
 from bms_sim.target import TargetError, find_target
 from bms_sim.world import World
 

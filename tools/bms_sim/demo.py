@@ -5,7 +5,7 @@ import os
 import sys
 
 from bms_sim import cli as simcli
-from bms_sim.link import SimError
+from bms_sim.process import SimError
 from bmsctl import cli as ctl
 
 

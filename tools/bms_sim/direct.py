@@ -8,7 +8,7 @@ MicroPython unix port through SimServer; this is the fast lane for
 scenario and property tests.
 
 The board's own supply current drains the World's pack as SimServer's
-does (world.bms_ma, bms_sim.link.board_draw_ma): awake (and the network)
+does (world.bms_ma, bms_sim.power.board_draw_ma): awake (and the network)
 while the App runs and idles, light sleep in light_sleep(), deep sleep
 while DirectSim sleeps; the AFE's share follows world.chip.shipped. A deep
 sleep with the AFE shipped passes in pieces of up to DEEP_PIECE_MS, the
@@ -20,7 +20,8 @@ import os
 from bms.app import App
 from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, REASON_CRASH, RESET_DEEPSLEEP, RESET_HARD, RESET_POWER_ON,
                         RESET_SOFT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_RS485, WAKE_TIMER)
-from bms_sim.link import CLOCK_EPOCH_S, DEEP_PIECE_MS, TICKS_MASK, TICKS_START, board_draw_ma
+from bms_sim.boardmodel import CLOCK_EPOCH_S, DEEP_PIECE_MS, TICKS_MASK, TICKS_START
+from bms_sim.power import board_draw_ma
 
 
 class _Serial:

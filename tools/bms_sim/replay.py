@@ -40,7 +40,8 @@ from bms.afe.bq769x0.regs import CC_PERIOD_MS
 from bms.afe.chips import model_groups
 from bms.crc import crc16
 from bms_sim.afe.bq769x0 import SimBq769x0
-from bms_sim.link import DEFAULT_HEAP, SimError, SimServer
+from bms_sim.process import DEFAULT_HEAP, SimError
+from bms_sim.server import SimServer
 
 
 class TraceError(SimError):

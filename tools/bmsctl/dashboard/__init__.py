@@ -155,7 +155,7 @@ def _serve(args, out):
             src = _mqtt_source(args, history_s)
             stack.callback(src.close)
         elif args.sim:
-            from bms_sim.link import SimError
+            from bms_sim.process import SimError
 
             try:
                 sim = start_sim(args.sim_speed)

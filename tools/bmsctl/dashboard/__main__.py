@@ -20,7 +20,7 @@ def _phase(sim, load_ma, charge_ma, cv_mv=3600):
 
 def screenshot(path, seconds=40.0, width=1280, height=1060, settings_path=None):
     from bms_sim.cli import provision
-    from bms_sim.link import SimServer
+    from bms_sim.server import SimServer
     from bms_sim.world import World
     from bmsctl.client import Bms
     from bmsctl.dashboard import browser
