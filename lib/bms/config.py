@@ -398,8 +398,6 @@ class Config:
         self.log(code, (self.prm.addr[i] << 20) | (x & 0xFFFFF), time_s)
 
 
-# Event codes (bms.app holds 200..205)
-
 # The stores a save goes to (EV_STORE_SAVE's high byte)
 SAVE_PARAMS = const(1)  # the parameter set (params.a/b)
 SAVE_SOC = const(2)  # the SOC state (soc.a/b)

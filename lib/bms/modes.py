@@ -201,7 +201,7 @@ class Modes:
     def leds(self, now):
         """Render and show the bar; True while it animates (the loop then
         wakes often enough for the frames). A failure is not protection:
-        counted (App.fault), the bar dark, tried again next pass."""
+        counted (Cycle.fault), the bar dark, tried again next pass."""
         cy = self.cy
         try:
             busy = self._show(now)

@@ -1,5 +1,5 @@
 """The power modes and the rules that move between them: pure, so every
-transition is tested without a board (bms.app carries them out).
+transition is tested without a board (bms.modes carries them out).
 
     WORKING     measurement, protection, balancing, Modbus, the network
     LOW_POWER   the pack idle and trouble-free for `lp_idle_ms`: FETs off,

@@ -39,7 +39,7 @@ Q_TEMP_SENSOR = const(16)
 Q_CELL_IMPLAUSIBLE = const(17)
 Q_UNCONFIGURED = const(18)
 Q_AFE_OVRD = const(19)
-Q_RESET_LOCKOUT = const(20)  # 1: too many unplanned resets in a row (bms.app)
+Q_RESET_LOCKOUT = const(20)  # 1: too many unplanned resets in a row (bms.cycle)
 # The SOC, 0.1 %, as the SOC window's rows see it: kept inside 0.1..99.9 %,
 # so a limit at 100 % (or 0 %) never trips; UNKNOWN while the SOC is not
 # known, and neutral (0 for the high rows, 1000 for the low ones) while the

@@ -11,7 +11,7 @@ said otherwise:
 
 1. cycle run: tests/mpy/bench_cycle.py boots the real App as bms.start does
    and tests/mpy/bench_probe.py runs its main loop as bms.app.run does,
-   measuring from inside (App.cycle and ModbusSlave.poll timed with
+   measuring from inside (Cycle.run and ModbusSlave.poll timed with
    time.ticks_us(), gc.mem_alloc() deltas with the collector off, the heap,
    a stretch with micropython.heap_lock() held). Simulated time runs as fast
    as the firmware goes (speed=None): time passes only while it idles, so

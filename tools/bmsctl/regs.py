@@ -219,7 +219,7 @@ def quantity_text(q, x):
     if q in (PR.Q_CHG_MA, PR.Q_DSG_MA):
         return "%.2f A" % (x / 1000.0)
     if q in (PR.Q_TEMP_MAX_DC, PR.Q_TEMP_MIN_DC, PR.Q_FET_TEMP_DC):
-        # bms.app: -32768 no sensor, 32767 no cell sensor, -32767/-32766 open/short
+        # bms.publish: -32768 no sensor, 32767 no cell sensor, -32767/-32766 open/short
         return NO_READING if x <= -32766 or x >= 0x7FFF else "%.1f degC" % (x / 10.0)
     if q == PR.Q_SPREAD_MV:
         return "%d mV" % x
