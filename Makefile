@@ -40,7 +40,7 @@ test: setup
 # simulated week on the twin (about half an hour here; `make test` runs 5 h).
 test-long: setup
 	@$(BIN)/python -m bms_sim.twin --or-fallback
-	BMS_STANDBY_HOURS=168 $(BIN)/python -m pytest -q -s --timeout=3600 tests/test_soc_window.py -k standby
+	BMS_STANDBY_HOURS=168 $(BIN)/python -m pytest -q -s --timeout=3600 tests/sim/test_soc_window.py -k standby
 
 # The ESP32's twin (tools/bms_sim/twin.py): a 32-bit unix MicroPython with
 # the firmware frozen in (firmware/manifest.py), in build/twin/. Source:

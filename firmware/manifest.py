@@ -22,7 +22,7 @@
 #                       even when the filesystem has one)
 #
 # The manifest tool runs this file from its own directory: the paths are
-# relative to firmware/. tests/test_twin.py checks that it freezes exactly
+# relative to firmware/. tests/build/test_twin.py checks that it freezes exactly
 # what `make build` compiles.
 import os
 

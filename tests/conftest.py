@@ -17,6 +17,14 @@ settings.register_profile("suite", suppress_health_check=[HealthCheck.too_slow],
 settings.load_profile("suite")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tests by what they test (firmware, sim, e2e, bmsctl, build; tests/mpy
+# holds the scripts MicroPython runs). A few share helpers across groups
+# (test_sim_draw uses test_sim_chip's, test_soc_window test_e2e_power's):
+# every group is importable, whichever file runs alone.
+for _group in ("firmware", "sim", "e2e", "bmsctl", "build"):
+    _dir = os.path.join(ROOT, "tests", _group)
+    if _dir not in sys.path:
+        sys.path.append(_dir)
 LIB = os.path.join(ROOT, "lib")
 MPY_TESTS = os.path.join(ROOT, "tests", "mpy")
 # tests/mpy with the firmware's constants folded in, as the firmware is (bms_build.constfold)

@@ -23,7 +23,7 @@ from bms.events import KIND_MEMORY, KIND_OS, KIND_OTHER
 BOOT_WDT_MS = 8000  # not const(): main.py, run as source, imports it
 
 # every module bms.app needs that bms.params has not loaded, leaves first
-# (tests/test_build_deploy.py checks the list is complete)
+# (tests/build/test_build_deploy.py checks the list is complete)
 MODULES = ("bms.gen.packed", "bms.ticks", "bms.afe", "bms.afe.bq769x0.regs", "bms.paramcheck",
            "bms.measurements", "bms.afe.bq769x0",
            "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.soc",

@@ -1,5 +1,5 @@
 # The firmware's entry with a fault injected at a named point, for
-# tests/test_fault_injection.py: `fault_main.py POINT KIND FIRST COUNT`.
+# tests/e2e/test_fault_injection.py: `fault_main.py POINT KIND FIRST COUNT`.
 # KIND: error (a ValueError: a firmware bug), memory (MemoryError), os
 # (OSError, as a driver or the filesystem raises it). From the FIRST call of
 # the point's function on, COUNT calls raise (0: every call from then on).

@@ -1,7 +1,7 @@
 # Under the MicroPython unix port: Balancer.update() allocates nothing, in
 # every phase (idle, bleeding, settling, the decisions between them, the
 # conditions switching off and on, the ticks wrap).
-# Prints "OK ..." or exits 1 with the reason. Run by tests/test_balancing.py.
+# Prints "OK ..." or exits 1 with the reason. Run by tests/firmware/test_balancing.py.
 import sys
 
 import micropython

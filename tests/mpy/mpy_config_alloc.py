@@ -5,7 +5,7 @@
 # 32-bit write, control-register spans, commands, broadcasts, wrong PINs up
 # to the lockout. Config.service() (after the reply) may allocate and is not
 # called here.
-# Prints "OK" or exits 1 with the reason. Run by tests/test_config_alloc.py.
+# Prints "OK" or exits 1 with the reason. Run by tests/firmware/test_config_alloc.py.
 import sys
 from array import array
 

@@ -1,7 +1,7 @@
 # Under the MicroPython unix port: EventLog appends, reloads, wraps, skips a
 # corrupt record, survives a failed write, and newest_into()/encode() allocate
 # nothing. Argument: a writable temp directory. Prints "OK" or exits 1 with
-# the reason. Run by tests/test_eventlog.py.
+# the reason. Run by tests/firmware/test_eventlog.py.
 import os
 import sys
 

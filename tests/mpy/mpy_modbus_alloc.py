@@ -3,7 +3,7 @@
 # slave or the bank, a bank that raises, broadcasts), FC08 diagnostics (echo,
 # counters, listen-only and restart), FC 0x2B/0x0E device identification,
 # FC 0x11, and when answering exceptions.
-# Prints "OK" or exits 1 with the reason. Run by tests/test_modbus_rtu.py.
+# Prints "OK" or exits 1 with the reason. Run by tests/firmware/test_modbus_rtu.py.
 import sys
 
 import micropython

@@ -2,7 +2,7 @@
 # every branch: counting both ways, rest, offset learning with the FETs off,
 # the OCV correction and its slew, empty and full syncs, capacity learning,
 # TTE/TTF, across the ticks wrap.
-# Prints "OK ..." or exits 1 with the reason. Run by tests/test_soc.py.
+# Prints "OK ..." or exits 1 with the reason. Run by tests/firmware/test_soc.py.
 import sys
 
 import micropython

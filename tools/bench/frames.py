@@ -15,7 +15,7 @@ def frame(body):
 
 
 # Requests, as a host polling the BMS sends them: (name, frame). The writes
-# are the ones tests/test_heap_locked_cycle.py proves allocation-free: the
+# are the ones tests/firmware/test_heap_locked_cycle.py proves allocation-free: the
 # NMC default again (accepted, nothing to save) and an out-of-range value
 # (exception 03).
 R_STATUS = ("fc04_status", frame(bytes([1, 4, 0, M.IR_CELL_COUNT, 0, M.IR_BALANCE_MASK + 1])))

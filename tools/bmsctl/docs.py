@@ -3,7 +3,7 @@
     python -m bmsctl.docs     # rewrites docs/registers.md and the generated part of docs/PROTECTION.md
 
 Both are made from bms.regmap, bms.spec.paramtable, bms.protection and
-bms.spec.regdoc; tests/test_docs.py fails when either is stale.
+bms.spec.regdoc; tests/bmsctl/test_docs.py fails when either is stale.
 """
 import os
 import sys

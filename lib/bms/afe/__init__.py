@@ -1,7 +1,7 @@
 """The analog front end (AFE) boundary: what the firmware knows of any
 cell-monitor chip, in its own terms. One folder per chip beside this one
 (bms/afe/bq769x0/: its registers and its driver); nothing outside a chip's
-folder imports its registers (tests/test_layers.py), and only
+folder imports its registers (tests/firmware/test_layers.py), and only
 bms.afe.chips (the selector, boot-only) knows which chips exist.
 
 A driver takes its I2C bus in the constructor (machine.I2C's memory API)

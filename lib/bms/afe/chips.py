@@ -1,5 +1,5 @@
 """Which chips exist, and the one this pack has: the only module outside a
-chip's folder that imports it (tests/test_layers.py). Boot-only on the
+chip's folder that imports it (tests/firmware/test_layers.py). Boot-only on the
 device: the App lets it go (bms.release) once the driver is built; the
 host tools ask it for the chips' models and wiring.
 """

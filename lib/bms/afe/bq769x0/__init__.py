@@ -29,7 +29,7 @@ _OFF_CC = const(0x32 - 0x0C)
 
 # Thermistor: TS ADC code at -40, -35, ..., 125 degC for the board's NTC
 # (10 kOhm at 25 degC, beta 3435) on the chip's 10 kOhm pull-up to 3.3 V at
-# 382 uV/LSB. tests/test_afe_driver.py recomputes it from the formula.
+# 382 uV/LSB. tests/firmware/test_afe_driver.py recomputes it from the formula.
 TS_TABLE_T0_DC = const(-400)
 TS_TABLE_STEP_DC = const(50)
 TS_CODES = (

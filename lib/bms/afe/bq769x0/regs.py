@@ -3,7 +3,7 @@
 One header for both sides: the firmware driver (bms.afe.bq769x0)
 and the host simulator's model of the chip (tools/bms_sim/afe/bq769x0.py)
 import these names, so the two cannot disagree about the chip. Nothing
-outside the chip's folder imports it (tests/test_layers.py): the rest of
+outside the chip's folder imports it (tests/firmware/test_layers.py): the rest of
 the firmware talks to the chip through bms.afe. Facts from TI SLUSBK2.
 """
 from micropython import const

@@ -40,7 +40,7 @@ def test_every_key_with_a_measured_value_and_the_doc_from_them(quick, tmp_path):
     for k in REQUIRED:
         assert k in r, k
     assert r["quick"] is True
-    # the steady-state paths allocate nothing (tests/test_heap_locked_cycle.py proves it too)
+    # the steady-state paths allocate nothing (tests/firmware/test_heap_locked_cycle.py proves it too)
     assert r["cycle_alloc_bytes"] == 0
     assert r["modbus_alloc_bytes"] == 0
     assert r["loop_alloc_bytes"] == 0

@@ -24,7 +24,7 @@ def test_every_firmware_module_imports_under_micropython(micropython):
     # lib/bms/spec: host-side tables and text, never on the device
     mods = [m for m in mods if not (m + ".").startswith("bms.spec.")]
     # both boards and every module at once (a device loads one board): more
-    # than the ESP32's initial heap, which tests/test_heap_locked_cycle.py holds
+    # than the ESP32's initial heap, which tests/firmware/test_heap_locked_cycle.py holds
     # heap: every module's __file__ is its full path, and a deep checkout makes those
     # long (a board's are /lib/...): 160wK leaves room for any checkout
     proc = run_mpy(micropython, "mpy_imports.py", *mods, path=compile_lib() + ":" + FAKES, heap="160wK")

@@ -123,7 +123,7 @@ def _count_under_load(tmp_path, stall_ms):
     """(counted, flowed) mAs over 10 min at 5 A, the loop blocking
     stall_ms(rnd) ms after every cycle (None: never)."""
     # the coulomb counter alone: the board's own draw neither drains the
-    # pack nor is counted (it has tests of its own: tests/test_sim_draw.py)
+    # pack nor is counted (it has tests of its own: tests/sim/test_sim_draw.py)
     provision(str(tmp_path), 4, "lfp", 10000, 1000, extra={"draw_counted": 0})
     world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=80.0, seed=4, bms_draw=False)
     sim = DirectSim(world, str(tmp_path))

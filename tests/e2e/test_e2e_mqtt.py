@@ -60,7 +60,7 @@ def start_pack(tmp_path, port, speed=20.0, net=None, heap=None, target=None, **p
            "timeout_ms": 300}
     cfg.update(net or {})
     with open(state / "net.cfg", "w") as f:
-        f.write("# written by tests/test_e2e_mqtt.py\n")
+        f.write("# written by tests/e2e/test_e2e_mqtt.py\n")
         for k, v in cfg.items():
             f.write("%s = %s\n" % (k, v))
     world = World(cells=CELLS, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=8)

@@ -14,7 +14,7 @@ from conftest import LIB, ROOT, rtu_client
 
 # MicroPython compiles every module from source at import, which takes far
 # more heap than running the frozen image: this is a test of the source,
-# not of the ESP32's heap (tests/test_heap_locked_cycle.py and make bench are)
+# not of the ESP32's heap (tests/firmware/test_heap_locked_cycle.py and make bench are)
 SOURCE_HEAP = "4M"
 
 

@@ -11,11 +11,11 @@ from bms.boards import (IN_ACC, IN_BUTTON, IN_CHARGER, RESET_DEEPSLEEP, RESET_HA
                         RESET_SOFT, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_NONE,
                         WAKE_RS485, WAKE_TIMER)
 
-FAKES = os.path.join(os.path.dirname(__file__), "fakes")
+FAKES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fakes")
 FAKE_MODULES = ("machine", "machine_hw", "esp32", "network", "bms.boards.esp32", "board_pins")
 # the pin map bms.boards.esp32 imports (board_pins): on the device it is
 # lib/board_pins.mpy; here, the reference board's source
-PINS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "firmware", "boards", "reference")
+PINS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "firmware", "boards", "reference")
 
 BUTTON, ACC, CHARGER, RX, DE, AFE_BOOT = 35, 34, 39, 26, 14, 13
 LEDS = (16, 17, 18, 19, 23)

@@ -1,6 +1,6 @@
 """bms.dns, the non-blocking DNS client, under CPython against a real UDP
 socket playing the server: what it takes from a reply and what it refuses
-(the end-to-end run under MicroPython is tests/test_e2e_dns.py)."""
+(the end-to-end run under MicroPython is tests/e2e/test_e2e_dns.py)."""
 import errno
 import socket
 import struct

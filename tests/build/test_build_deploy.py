@@ -1,6 +1,6 @@
 """`make build`, `make deploy`, `make repl` and `make flash-micropython`:
 what goes on a real board, checked as far as the host goes (the freeze
-manifest: tests/test_twin.py).
+manifest: tests/build/test_twin.py).
 
 `make deploy` runs for real: mpremote (the pinned one) copies build/device
 over a pseudo-terminal to tests/mpy/mpy_raw_repl_board.py, a stand-in board

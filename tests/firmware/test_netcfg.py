@@ -50,7 +50,7 @@ def test_no_file_means_no_network(tmp_path):
 def test_every_key_is_documented():
     import os
 
-    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "MQTT.md")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "MQTT.md")) as f:
         doc = f.read()
     assert [k for k in netcfg.KEYS if "`%s`" % k not in doc] == []
 

@@ -4,8 +4,8 @@ firmware. Under the ESP32 twin, the App's loop runs on while the store's
 file write raises MemoryError and OSError and while the heap is locked;
 the failures are counted in save_errors and logged once per change, the
 old records still load, and later saves succeed. (The store, the
-parameter retry and its back-off on CPython: tests/test_store.py,
-tests/test_config.py.)"""
+parameter retry and its back-off on CPython: tests/firmware/test_store.py,
+tests/firmware/test_config.py.)"""
 import os
 
 from bms import config as CF
