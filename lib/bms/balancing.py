@@ -34,13 +34,13 @@ other one is used at once.
 from micropython import const
 
 from bms.afe import cell_count, cell_inputs
+from bms.regmap import MAX_CELLS
 from bms.ticks import ticks_diff
 
 PHASE_IDLE = const(0)
 PHASE_BLEEDING = const(1)
 PHASE_SETTLING = const(2)
 
-_MAX_CELLS = const(15)
 _MIN_SETTLE_MS = const(251)  # one 250 ms ADC window, plus one
 
 
@@ -57,7 +57,7 @@ class Balancer:
         self.diff_mv = 0
         self.at_rest = False
         self.min_idle_ms = 0
-        self.max_cells = _MAX_CELLS
+        self.max_cells = MAX_CELLS
         self.max_temp_dc = 0
         # state
         self.mask = 0
@@ -79,7 +79,7 @@ class Balancer:
         self.diff_mv = diff_mv
         self.at_rest = bool(at_rest)
         self.min_idle_ms = min_idle_ms
-        self.max_cells = max_cells if 0 < max_cells < _MAX_CELLS else _MAX_CELLS
+        self.max_cells = max_cells if 0 < max_cells < MAX_CELLS else MAX_CELLS
         self.max_temp_dc = max_temp_dc
 
     # -- decisions --------------------------------------------------------

@@ -4,10 +4,8 @@ Filled by the AFE driver, read by the control logic and the register image.
 """
 from array import array
 
-from micropython import const
+from bms.regmap import MAX_CELLS, MAX_TEMPS
 
-MAX_CELLS = const(15)
-MAX_TEMPS = const(3)
 
 
 class Measurements:

@@ -4,10 +4,10 @@ Allocation-free but for the event window.
 """
 from bms import params as P
 from bms import regmap as M
+from bms.regmap import MAX_CELLS, MAX_TEMPS
 from bms.afe import TEMP_OPEN, TEMP_SHORT
 from bms.events import AT_UPLINK
 from bms.gen.packed import SOC_HIGH_ROWS, SOC_LOW_ROWS, SOC_WARN_ROWS, STORAGE_HIGH_ROWS, STORAGE_LOW_ROWS
-from bms.measurements import MAX_CELLS, MAX_TEMPS
 
 
 def publish(cy):

@@ -87,8 +87,8 @@ IR_DRAW_UA = const(0x00E0)  # uint32: the board's own supply current now (its mo
 IR_DRAWN_MAH = const(0x00E2)  # uint32: the board's own draw counted against the SOC since boot, sleep before it included
 IR_SIZE = const(0x00E4)
 
-MAX_CELLS = const(15)
-MAX_TEMPS = const(3)
+MAX_CELLS = const(15)  # cells of the largest pack: the cell inputs of the largest AFE (bms.afe)
+MAX_TEMPS = const(3)  # thermistor inputs of the largest AFE
 
 # FET flag bits (IR_FET_FLAGS), as read back from the AFE
 FET_CHG = const(0x0001)

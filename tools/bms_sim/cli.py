@@ -20,7 +20,7 @@ from bms_sim.world import World
 
 DEFAULT_LINK = os.path.join("build", "ttyBMS")
 DEFAULT_STATE = os.path.join("build", "sim-state")
-CHEMISTRIES = ("lfp", "nmc", "lto")
+CHEMISTRIES = P.CHEMISTRY_NAMES[1:]  # bms.params: the firmware's chemistry codes, by name
 # charge voltage per cell the simulated charger regulates to
 CHARGE_CV_MV = {"lfp": 3550, "nmc": 4200, "lto": 2750}
 
@@ -210,7 +210,7 @@ def build_parser():
     r.set_defaults(func=cmd_run)
     r = sub.add_parser("replay", help="play a trace through the simulated AFE into the firmware; write what it reports")
     r.add_argument("trace", help="TRACE.csv: t_s,current_ma,temp_c,cell1_mv,...,cellN_mv")
-    r.add_argument("--chemistry", choices=("lfp", "nmc", "lto"),
+    r.add_argument("--chemistry", choices=CHEMISTRIES,
                    help="the cells' chemistry (needed without --params; with it, changes the profile's)")
     r.add_argument("--capacity-mah", type=int,
                    help="rated capacity the BMS is configured with (needed without --params; with it, changes the profile's)")

@@ -27,6 +27,8 @@ driver maps its chip's flags onto them.
 """
 from micropython import const
 
+from bms.regmap import MAX_CELLS  # the cell inputs of the largest chip
+
 # meas.status: what the chip reported this cycle
 ST_OCD = const(0x01)  # the chip tripped on discharge over-current
 ST_SCD = const(0x02)  # ... on a short circuit
@@ -52,7 +54,6 @@ FET_DSG = const(0x02)
 TEMP_OPEN = const(-32767)
 TEMP_SHORT = const(-32766)
 
-MAX_INPUTS = const(15)  # cell inputs of the largest chip
 
 
 def cell_count(cell_channels):
@@ -65,12 +66,12 @@ def cell_count(cell_channels):
 
 
 def cell_inputs(cell_channels):
-    """bytearray(MAX_INPUTS): the input (0..) of each cell, bottom first, for
+    """bytearray(MAX_CELLS): the input (0..) of each cell, bottom first, for
     a cell_channels mask; the cell count is the number of bits set."""
-    ch = bytearray(MAX_INPUTS)
+    ch = bytearray(MAX_CELLS)
     n = 0
     i = 0
-    while i < MAX_INPUTS:
+    while i < MAX_CELLS:
         if cell_channels & (1 << i):
             ch[n] = i
             n += 1
