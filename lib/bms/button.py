@@ -9,7 +9,7 @@ from micropython import const
 
 from bms.ticks import ticks_diff
 
-NONE = const(0)
+NO_PRESS = const(0)
 SHORT = const(1)
 LONG = const(2)
 
@@ -31,12 +31,12 @@ class Button:
         return self.raw or self.pressed
 
     def update(self, raw, now):
-        """raw: the input reads pressed. Returns NONE, SHORT or LONG."""
+        """raw: the input reads pressed. Returns NO_PRESS, SHORT or LONG."""
         raw = bool(raw)
         if raw != self.raw:
             self.raw = raw
             self.raw_since = now
-            return NONE
+            return NO_PRESS
         if raw != self.pressed and ticks_diff(now, self.raw_since) >= self.debounce_ms:
             self.pressed = raw
             if raw:
@@ -44,8 +44,8 @@ class Button:
                 self.long_sent = False
             elif not self.long_sent:
                 return SHORT
-            return NONE
+            return NO_PRESS
         if self.pressed and not self.long_sent and ticks_diff(now, self.pressed_at) >= self.long_ms:
             self.long_sent = True
             return LONG
-        return NONE
+        return NO_PRESS

@@ -11,7 +11,7 @@ from micropython import const
 
 _MAS_PER_MAH = const(3600000)  # mA*ms in one mAh
 _FMT = "<IIIHHhhHH"  # chg mAh, dsg mAh, seconds on, max/min cell mV, max/min temp, trips, spare
-SIZE = const(24)
+LIFE_SIZE = const(24)
 _NO_TEMP = const(-32768)
 
 
@@ -28,7 +28,7 @@ class Lifetime:
         self._chg_mas = 0
         self._dsg_mas = 0
         self._on_ms = 0
-        self._record = bytearray(SIZE)  # encode()'s: a save needs no heap for it
+        self._record = bytearray(LIFE_SIZE)  # encode()'s: a save needs no heap for it
 
     def update(self, dt_ms, current_ma, cc, cell_min_mv, cell_max_mv, temp_min_dc, temp_max_dc):
         """One cycle: dt_ms since the last, the window's current when cc
@@ -70,7 +70,7 @@ class Lifetime:
 
     def decode(self, payload):
         """Take a stored record; False when it does not fit (kept as is)."""
-        if payload is None or len(payload) < SIZE:
+        if payload is None or len(payload) < LIFE_SIZE:
             return False
         (self.chg_mah, self.dsg_mah, self.on_s, self.cell_max_mv, self.cell_min_mv,
          self.temp_max_dc, self.temp_min_dc, self.trips, _) = struct.unpack_from(_FMT, payload, 0)

@@ -7,7 +7,7 @@ from micropython import const
 
 from bms import params as P
 from bms import protection as PR
-from bms.afe import FET_CHG, FET_DSG
+from bms.regmap import FET_CHG, FET_DSG
 from bms.events import EV_CC_CAL
 from bms.gen.packed import DIODE_CHG_ROWS, DIODE_DSG_ROWS, OVER_VOLTAGE_ROWS, SOC_WINDOW_ROWS
 from bms.power import WORKING

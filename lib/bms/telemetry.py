@@ -26,12 +26,12 @@ from micropython import const
 
 from bms import regmap as M
 
-SIZE = const(640)  # the longest message (15 cells, three sensors) with room to spare
+MESSAGE_SIZE = const(640)  # the longest message (15 cells, three sensors) with room to spare
 _MODES = (b"working", b"low_power", b"sleep")
 
 
 class StateWriter:
-    def __init__(self, size=SIZE):
+    def __init__(self, size=MESSAGE_SIZE):
         self.buf = bytearray(size)
         self._digits = bytearray(20)  # any 64-bit integer
         self.n = 0

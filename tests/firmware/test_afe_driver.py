@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from bms.afe.bq769x0 import regs as R
 from bms import afe as A
+from bms import regmap as M
 from bms.afe import chips
 from bms.afe import TEMP_OPEN, TEMP_SHORT
 from bms.afe.bq769x0 import (TS_CODES, TS_TABLE_STEP_DC, TS_TABLE_T0_DC, Bq769x0, adc_to_mv,
@@ -307,7 +308,7 @@ def test_status_bits_are_the_firmwares_own():
     assert (A.ST_OCD, A.ST_SCD, A.ST_OV, A.ST_UV, A.ST_OVRD, A.ST_DEVICE, A.ST_NEW_CC) == (
         R.STAT_OCD, R.STAT_SCD, R.STAT_OV, R.STAT_UV, R.STAT_OVRD_ALERT, R.STAT_DEVICE_XREADY, R.STAT_CC_READY)
     assert A.ST_FAULTS == R.STAT_FAULTS and not A.ST_STOPPED & 0xFF
-    assert (A.FET_CHG, A.FET_DSG) == (R.CTRL2_CHG_ON, R.CTRL2_DSG_ON)
+    assert (M.FET_CHG, M.FET_DSG) == (R.CTRL2_CHG_ON, R.CTRL2_DSG_ON)
 
 
 def test_read_measures_and_clears_what_it_reported():

@@ -106,7 +106,7 @@ def test_bounce_is_ignored():
     b = B.Button()
     t = 0
     for k in range(20):  # contact bounce: 5 ms pulses
-        assert b.update(k % 2 == 0, t) == B.NONE
+        assert b.update(k % 2 == 0, t) == B.NO_PRESS
         t += 5
     assert not b.pressed
 

@@ -2,7 +2,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bms.lifetime import SIZE, Lifetime
+from bms.lifetime import LIFE_SIZE, Lifetime
 
 
 def test_charge_and_discharge_in_whole_mah_without_drift():
@@ -35,7 +35,7 @@ def test_record_round_trip(chg, dsg, on_s, cmax, cmin, tmax, tmin, trips):
     a.chg_mah, a.dsg_mah, a.on_s, a.cell_max_mv, a.cell_min_mv = chg, dsg, on_s, cmax, cmin
     a.temp_max_dc, a.temp_min_dc, a.trips = tmax, tmin, trips
     rec = a.encode()
-    assert len(rec) == SIZE
+    assert len(rec) == LIFE_SIZE
     b = Lifetime()
     assert b.decode(rec)
     assert b.encode() == rec

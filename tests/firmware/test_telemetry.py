@@ -5,7 +5,7 @@ from array import array
 
 from bms import regmap as M
 from bms.spec import regtable as RT
-from bms.telemetry import SIZE, StateWriter
+from bms.telemetry import MESSAGE_SIZE, StateWriter
 from bms_sim.cli import provision
 from bms_sim.direct import DirectSim
 from bms_sim.world import World
@@ -16,7 +16,7 @@ from conftest import run_mpy
 def _message(words):
     sw = StateWriter()
     n = sw.state(words)
-    assert n <= SIZE
+    assert n <= MESSAGE_SIZE
     return json.loads(bytes(sw.buf[:n]))
 
 

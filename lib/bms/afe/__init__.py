@@ -16,7 +16,8 @@ and offers:
                              temperatures, and the coulomb counter when a
                              window ended (ST_NEW_CC); the chip's own flags
                              it reported are cleared. READ_ result.
-    set_fets(chg, dsg)       FET_ bits the chip reports afterwards, -1
+    set_fets(chg, dsg)       the FET bits the chip reports afterwards (bms.regmap
+                             FET_CHG, FET_DSG, as input register fet_flags), -1
     fets_off()               both off without a read-back (in doubt)
     set_balancing(mask)      bit k = cell k+1; the mask applied, -1
     enter_ship()             the chip's lowest power
@@ -46,9 +47,6 @@ READ_NO_STATUS = const(1)  # the status read failed (meas.status is 0)
 READ_NO_DATA = const(2)  # the measurement read failed
 READ_NOT_CLEARED = const(3)  # measured, but the chip's flags could not be cleared
 
-# meas.fets, set_fets()
-FET_CHG = const(0x01)
-FET_DSG = const(0x02)
 
 # a thermistor reading that is no temperature
 TEMP_OPEN = const(-32767)
