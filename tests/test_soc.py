@@ -592,12 +592,15 @@ def test_update_allocates_nothing_under_micropython(micropython):
 # ------------------------------------------------------------ 31-bit small ints
 def test_update_keeps_integers_under_2_30_for_the_largest_pack():
     """The ESP32's small ints are 31-bit: trace every int local and attribute
-    in bms.soc while a 2,000,000 mAh 15S pack on a 50 uOhm shunt runs at the
-    counter's full scale through counting, syncs, rest and the OCV blend."""
+    in bms.soc and its base class's bms.coulomb while a 2,000,000 mAh 15S
+    pack on a 50 uOhm shunt runs at the counter's full scale through
+    counting, syncs, rest and the OCV blend."""
     import sys
 
+    from bms import coulomb
+
     worst = [0, None]
-    src = socmod.__file__
+    src = (socmod.__file__, coulomb.__file__)
 
     def check(d, where):
         for k, v in d.items():
@@ -606,7 +609,7 @@ def test_update_keeps_integers_under_2_30_for_the_largest_pack():
                 worst[1] = (where, k, v)
 
     def tracer(frame, event, arg):
-        if frame.f_code.co_filename != src:
+        if frame.f_code.co_filename not in src:
             return None
         if event in ("line", "return"):
             check(frame.f_locals, frame.f_code.co_name)

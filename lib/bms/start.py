@@ -28,8 +28,8 @@ KIND_OTHER = const(3)  # another exception
 # every module bms.app needs that bms.params has not loaded, leaves first
 # (tests/test_build_deploy.py checks the list is complete)
 MODULES = ("bms.packed", "bms.ticks", "bms.bq769x0", "bms.paramcheck", "bms.measurements", "bms.afe_bq769x0",
-           "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.soc",
-           "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.modes", "bms.app")
+           "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.coulomb",
+           "bms.soc", "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.modes", "bms.app")
 
 
 def _load_params(board):
