@@ -592,15 +592,15 @@ def test_update_allocates_nothing_under_micropython(micropython):
 # ------------------------------------------------------------ 31-bit small ints
 def test_update_keeps_integers_under_2_30_for_the_largest_pack():
     """The ESP32's small ints are 31-bit: trace every int local and attribute
-    in bms.soc and its base class's bms.coulomb while a 2,000,000 mAh 15S
+    in bms.soc and its base class's bms.cc while a 2,000,000 mAh 15S
     pack on a 50 uOhm shunt runs at the counter's full scale through
     counting, syncs, rest and the OCV blend."""
     import sys
 
-    from bms import coulomb
+    from bms import cc
 
     worst = [0, None]
-    src = (socmod.__file__, coulomb.__file__)
+    src = (socmod.__file__, cc.__file__)
 
     def check(d, where):
         for k, v in d.items():

@@ -1,7 +1,7 @@
 """State of charge, remaining energy and state of health (pure logic, integers
 only, allocation-free update()).
 
-Coulomb counting is the backbone (bms.coulomb, Soc's base class): it
+Coulomb counting is the backbone (bms.cc, Soc's base class): it
 loses nothing, every reading is counted with carried remainders.
 
 Three kinds of anchor correct the counted charge:
@@ -34,7 +34,7 @@ from array import array
 
 from micropython import const
 
-from bms.coulomb import MULDIV_MAX, ChargeCounter, div_round, isqrt, muldiv, muldiv_round
+from bms.cc import MULDIV_MAX, ChargeCounter, div_round, isqrt, muldiv, muldiv_round
 from bms.crc import crc16
 from bms.ticks import ticks_add, ticks_diff
 

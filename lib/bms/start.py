@@ -28,7 +28,7 @@ KIND_OTHER = const(3)  # another exception
 # every module bms.app needs that bms.params has not loaded, leaves first
 # (tests/test_build_deploy.py checks the list is complete)
 MODULES = ("bms.packed", "bms.ticks", "bms.bq769x0", "bms.paramcheck", "bms.measurements", "bms.afe_bq769x0",
-           "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.coulomb",
+           "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.cc",
            "bms.soc", "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.modes", "bms.app")
 
 

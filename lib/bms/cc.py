@@ -1,5 +1,6 @@
-"""Coulomb counting for the state-of-charge estimator, and the integer
-arithmetic the estimator shares.
+"""The coulomb counter (CC, as the AFE and the firmware call it): counting
+for the state-of-charge estimator, and the integer arithmetic the estimator
+shares.
 
 ChargeCounter is bms.soc.Soc's base class: the part that turns
 coulomb-counter readings and the board's own draw into counted charge,
@@ -15,7 +16,9 @@ muldiv() and the helpers beside it keep every product and quotient under
 2**30, the ESP32's small ints, so the control cycle allocates nothing (for
 capacities up to 2,000,000 mAh). They live here, not in a module of their
 own, because every module costs the device heap (docs/ARCHITECTURE.md,
-"Heap"): bms.soc imports them from here.
+"Heap"): bms.soc imports them from here. The short module name is one the
+firmware has interned already (a new name is a runtime qstr, which can
+grow the qstr pool at boot).
 """
 from micropython import const
 
