@@ -1,11 +1,8 @@
 """State of charge, remaining energy and state of health (pure logic, integers
 only, allocation-free update()).
 
-Coulomb counting is the backbone; it loses nothing: every 250 ms reading of
-the coulomb counter (minus the learned offset, in 1/16 LSB) is added as
-integer counts and turned into charge with carried remainders
-(1/(8 x shunt) mAs -> mAs -> mAh), so no current is too small to count and
-no dead band exists (except with both FETs off, when no current can flow).
+Coulomb counting is the backbone (bms.cc, Soc's base class): it
+loses nothing, every reading is counted with carried remainders.
 
 Three kinds of anchor correct the counted charge:
 
@@ -37,13 +34,11 @@ from array import array
 
 from micropython import const
 
+from bms.cc import MULDIV_MAX, ChargeCounter, div_round, isqrt, muldiv, muldiv_round
 from bms.crc import crc16
+from bms.params import CHEM_LFP, CHEM_LTO, CHEM_NMC, OCV_POINTS
 from bms.ticks import ticks_add, ticks_diff
 
-CHEM_LFP = const(1)
-CHEM_NMC = const(2)
-CHEM_LTO = const(3)
-OCV_POINTS = const(21)
 STATE_SIZE = const(24)
 STATE_VERSION = const(1)
 MAX_CAPACITY_MAH = const(2000000)
@@ -71,64 +66,15 @@ _SIGMA_V_MV = (5, 10, 5, 5)
 # (makers differ): trust its OCV that much less than the user's own table.
 _SIGMA_V_GENERIC_MV = (20, 15, 25, 20)
 
-_BIG = const(0x1FFFFF)  # 2**21 - 1: bound for _muldiv's a and c
-_NET_MAX = const(0x1FFFFFFF)
 _SIG_MAX_DPCT = const(500)  # the SOC's standard deviation is capped at 50 %
-_READINGS_PER_HOUR = const(14400)
 _CC_MS = const(250)  # the chip's coulomb-counter window
 _CC_WINDOWS_MAX = const(40)  # a reading stands for at most 10 s of windows
-_EMA_SHIFT = const(8)  # averaged current: 1/256 per 250 ms, ~64 s
-_EMA_N = const(256)
-_EMA_SCALE = const(64)
-_OFF_BLOCK = const(64)  # readings per offset block (16 s)
-_OFF_SETTLE = const(4)  # fresh readings with both FETs off before learning
-_OFF_SPREAD_LSB = const(6)  # max - min within a block: steady, not a load
-_OFF_MAX_LSB = const(40)  # a larger mean is no offset
-_OFF_ZERO_LSB = const(8)  # FETs off: readings within this are no current
 _LEARN_MIN_DPCT = const(400)  # anchors at least 40 % apart
 _ANCHOR_SIGMA_DPCT = const(20)  # an OCV point this certain is an anchor
 _NONE = const(-1)
 
 
-def _muldiv(a, b, c, rnd):
-    """(a * b + rnd) // c without intermediates >= 2**30 (rnd 0: floor,
-    c >> 1: rounded): 0 <= a <= _BIG, 0 <= b < 2**30, 0 < c <= _BIG,
-    result < 2**30."""
-    q = 0
-    r = 0
-    s = 24
-    while s >= 0:
-        t = (r << 8) + a * ((b >> s) & 255)
-        if not s:
-            t += rnd
-        q = (q << 8) + t // c
-        r = t % c
-        s -= 8
-    return q
-
-
-def _muldiv_round(a, b, c):
-    return _muldiv(a, b, c, c >> 1)
-
-
-def _div_round(n, d):
-    if n >= 0:
-        return (n + (d >> 1)) // d
-    return -((-n + (d >> 1)) // d)
-
-
-def _isqrt(n):
-    if n <= 0:
-        return 0
-    x = n
-    y = (x + 1) >> 1
-    while y < x:
-        x = y
-        y = (x + n // x) >> 1
-    return x
-
-
-class Soc:
+class Soc(ChargeCounter):
     def __init__(self, chemistry, cells, capacity_mah, shunt_uohm):
         if not 0 < capacity_mah <= MAX_CAPACITY_MAH:
             raise ValueError("capacity_mah")
@@ -136,52 +82,25 @@ class Soc:
             raise ValueError("shunt_uohm")
         if chemistry not in (CHEM_LFP, CHEM_NMC, CHEM_LTO):
             raise ValueError("chemistry")
+        ChargeCounter.__init__(self, capacity_mah, shunt_uohm)
         self.chemistry = chemistry
         self.cells = cells
-        self.shunt_uohm = shunt_uohm
         self.rated_capacity_mah = capacity_mah
-        self._d = 8 * shunt_uohm  # acc units: 1/(8 x shunt) mAs
         self._sigma_v = _SIGMA_V_MV[chemistry]
-        lsb_ma = -(-8440 // shunt_uohm)  # one LSB in mA, rounded up
-        self._lsb_ma = lsb_ma
         self._ocv = array("h", [0] * OCV_POINTS)
         self._cum = array("l", [0] * OCV_POINTS)  # mV x dpct from 0 % to point i
         self.set_ocv_table(None)
         self.configure(_DEF_FULL_MV[chemistry], capacity_mah // 20, 60000,
                        _DEF_EMPTY_MV[chemistry], 10000, 100,
                        _DEF_RELAX_CHG[chemistry], _DEF_RELAX_DSG[chemistry])
-        # learned / persistent
         self.full_capacity_mah = capacity_mah
-        self.cycles_dc = 0
-        self.offset_dlsb = 0
-        self.offset_learned = False
-        self._off256 = 0
         self._set_full(capacity_mah)
-        # counted charge: q mAh + mas mAs + acc / (8 shunt) mAs
-        self._q = capacity_mah // 2
-        self._mas = 0
-        self._acc = 0
-        self._sig = capacity_mah // 2  # standard deviation of q (mAh)
-        self._thr = 0  # throughput mAh towards the next 1 % sigma step
-        self._tick = 0  # readings towards the next hour
-        self._pos = 0  # backlash position 0.._blh (throughput without noise)
-        self._dsg100 = 0  # discharged mAh x 100 towards the next 0.01 cycle
         self._pending = 0  # OCV correction still to slew in (mAh)
         self._slew_acc = 0
-        self._net = 0  # counted mAh since the last anchor
         self._anchor = _NONE  # SOC (dpct) of the last anchor
         self.learn_count = 0
         self.started_from_state = False
         self.last_learned_mah = 0
-        # the BMS's own draw (draw()): it never passes the shunt
-        self._draw_uams = 0  # uA ms towards the next uA s
-        self._draw_uas = 0  # uA s towards the next mA s
-        self.drawn_mah = 0  # counted since this estimator started
-        self.draw_ma = 0  # the board's draw now, mA (bms.app sets it while it is counted)
-        self._drawn_mas = 0
-        # currents
-        self._i_ma = 0
-        self._avg64 = 0
         # rest / OCV
         self._resting = True
         self._rest_t = 0
@@ -196,13 +115,6 @@ class Soc:
         self._empty_on = False
         self._empty_t = 0
         self._empty_synced = False
-        # offset learning
-        self._off_settle = 0
-        self._ob_n = 0
-        self._ob_sum = 0
-        self._ob_min = 0
-        self._ob_max = 0
-        self.offset_blocks = 0
         # results
         self.soc_dpct = 500
         self.remaining_mah = self._q
@@ -262,12 +174,12 @@ class Soc:
         self.relax_dsg_ms = relax_after_discharge_ms if relax_after_discharge_ms < 0x1FFFFFFF else 0x1FFFFFFF
 
     def _set_full(self, mah):
-        if mah > _BIG:
-            mah = _BIG
+        if mah > MULDIV_MAX:
+            mah = MULDIV_MAX
         if mah < 1:
             mah = 1
         self.full_capacity_mah = mah
-        self.soh_dpct = _muldiv_round(mah, 1000, self.rated_capacity_mah)
+        self.soh_dpct = muldiv_round(mah, 1000, self.rated_capacity_mah)
         self._blh = mah // 1000 if mah >= 2000 else 2  # backlash (mAh)
         self._tt_min_ma = self.rated_capacity_mah // 1000 if self.rated_capacity_mah >= 1000 else 1
 
@@ -331,7 +243,7 @@ class Soc:
             e += lo * f + ((ocv[i + 1] - lo) * f * f) // 100
         # x cells / 1000 -> mean pack mV x SOC fraction; mAh x mV = uWh
         x = e * self.cells // 1000
-        return _muldiv(full_mah, x, 100000, 0)
+        return muldiv(full_mah, x, 100000, 0)
 
     @staticmethod
     def _cell_mean(meas):
@@ -363,11 +275,11 @@ class Soc:
         rated_now = self.rated_capacity_mah
         if rated != rated_now or not rated_now * 3 // 10 <= full <= rated_now * 3 // 2:
             # another pack (or capacity setting): keep the SOC fraction only
-            if full <= 0 or full > _BIG:
+            if full <= 0 or full > MULDIV_MAX:
                 return None
-            frac = _muldiv_round(q if q <= full else full, 1000, full)
+            frac = muldiv_round(q if q <= full else full, 1000, full)
             full = rated_now
-            q = _muldiv_round(frac, full, 1000)
+            q = muldiv_round(frac, full, 1000)
         if q > full:
             return None
         return q, full, cycles, off, sig, bool(flags & 1)
@@ -395,7 +307,7 @@ class Soc:
             if ocv_soc == _NONE or loaded:
                 use_state = True
             else:
-                soc = _muldiv_round(q, 1000, full)
+                soc = muldiv_round(q, 1000, full)
                 tol = 3 * self._sigma_v + 10  # not known to be relaxed
                 lo = self.ocv_to_soc(mv - tol) - 30
                 hi = self.ocv_to_soc(mv + tol) + 30
@@ -404,7 +316,7 @@ class Soc:
             self._q = q
             sig_dpct = sig + 10  # + 1 %: time off, self-discharge
         elif ocv_soc != _NONE:
-            self._q = _muldiv_round(ocv_soc, full, 1000)
+            self._q = muldiv_round(ocv_soc, full, 1000)
             sig_dpct = self._ocv_sigma_dpct(ocv_soc, ocv_soc, 3 * self._sigma_v)
         else:
             self._q = full // 2
@@ -412,7 +324,7 @@ class Soc:
         if sig_dpct > _SIG_MAX_DPCT:
             sig_dpct = _SIG_MAX_DPCT
         self.started_from_state = use_state
-        self._sig = _muldiv(sig_dpct, full, 1000, 0)
+        self._sig = muldiv(sig_dpct, full, 1000, 0)
         self._mas = 0
         self._acc = 0
         self._pending = 0
@@ -455,7 +367,7 @@ class Soc:
         (Modbus) u16."""
         import struct
 
-        sig = _muldiv_round(self._sig, 1000, self.full_capacity_mah)
+        sig = muldiv_round(self._sig, 1000, self.full_capacity_mah)
         q = self._q + self._pending
         if q < 0:
             q = 0
@@ -477,18 +389,13 @@ class Soc:
         if dpct > 1000:
             dpct = 1000
         full = self.full_capacity_mah
-        self._q = _muldiv_round(dpct, full, 1000)
+        self._q = muldiv_round(dpct, full, 1000)
         self._mas = 0
         self._acc = 0
         self._pending = 0
         self._anchor = _NONE
-        self._sig = _muldiv(_SIG_MAX_DPCT, full, 1000, 0)
+        self._sig = muldiv(_SIG_MAX_DPCT, full, 1000, 0)
         self._outputs()
-
-    def charge_mas(self):
-        """The counted charge in whole mAs (diagnostics, tests; may be a big
-        int under MicroPython: not for the control loop)."""
-        return self._q * 3600 + self._mas
 
     # -- the control cycle ------------------------------------------------
 
@@ -590,175 +497,6 @@ class Soc:
             self._q = q
         self._outputs()
 
-    def _reading(self, raw, fets_off, windows=1):
-        """One coulomb-counter reading, standing for `windows` 250 ms
-        windows: offset learning and counting."""
-        c16 = raw * 16 - self.offset_dlsb
-        if fets_off:
-            # no current can flow: a steady reading is the offset
-            if self._off_settle < _OFF_SETTLE:
-                self._off_settle += 1
-                self._ob_n = 0
-            else:
-                self._offset_sample(raw)
-                if -_OFF_ZERO_LSB * 16 <= c16 <= _OFF_ZERO_LSB * 16:
-                    c16 = 0  # counted as nothing: it cannot be current
-        else:
-            self._off_settle = 0
-            self._ob_n = 0
-        shunt = self.shunt_uohm
-        if c16 >= 0:
-            self._i_ma = (c16 * 1055 + shunt) // (2 * shunt)
-        else:
-            self._i_ma = -((-c16 * 1055 + shunt) // (2 * shunt))
-        # averaged current (for TTE/TTF)
-        im = self._i_ma
-        if im > _BIG:
-            im = _BIG
-        elif im < -_BIG:
-            im = -_BIG
-        self._avg64 += _div_round(im * _EMA_SCALE - self._avg64, _EMA_N)
-        # time: the residual offset's uncertainty grows the SOC's
-        self._tick += windows
-        if self._tick >= _READINGS_PER_HOUR:
-            self._tick -= _READINGS_PER_HOUR
-            self._grow(self._lsb_ma // 8 + 1 if self.offset_learned else 2 * self._lsb_ma)
-        if not c16:
-            return
-        while windows:  # one window at a time: c16 * 1055 * windows could pass 2**30
-            windows -= 1
-            self._count(c16)
-
-    def draw(self, ua, ms):
-        """The BMS board drew ua for ms (its own supply, from the pack, never
-        through the shunt): counted against the charge. Allocation-free for
-        any interval the loop makes (ms up to an hour at 120 mA)."""
-        s = ms // 1000
-        r = self._draw_uams + ua * (ms - s * 1000)
-        k = r // 1000
-        self._draw_uams = r - k * 1000
-        self.draw_s(ua, s, k)
-
-    def draw_s(self, ua, seconds, extra_uas=0):
-        """As draw(), over whole seconds (a deep sleep: boot-time only, may
-        allocate for a sleep of years)."""
-        u = self._draw_uas + ua * seconds + extra_uas
-        m = u // 1000
-        if not m:
-            self._draw_uas = u
-            return
-        self._draw_uas = u - m * 1000
-        d = self._drawn_mas + m
-        if d >= 3600:
-            h = d // 3600
-            self.drawn_mah += h
-            d -= h * 3600
-        self._drawn_mas = d
-        mas = self._mas - m
-        if mas < 0:
-            dq = mas // 3600  # negative: floor division borrows whole mAh
-            self._mas = mas - dq * 3600
-            self._carry(dq)
-        else:
-            self._mas = mas
-
-    def _count(self, c16):
-        """One window's reading (1/16 LSB, offset removed), counted with carried remainders."""
-        acc = self._acc + c16 * 1055
-        d = self._d
-        if acc >= d or acc < 0:
-            m = acc // d
-            acc -= m * d
-            mas = self._mas + m
-            self._acc = acc
-            if mas >= 3600 or mas < 0:
-                dq = mas // 3600
-                self._mas = mas - dq * 3600
-                self._carry(dq)
-            else:
-                self._mas = mas
-        else:
-            self._acc = acc
-
-    def _carry(self, dq):
-        """dq whole mAh counted (signed)."""
-        q = self._q + dq
-        full = self.full_capacity_mah
-        # clamp the whole mAh only: the remainders (always 0 <= r < one
-        # unit) stay, or every negative reading at empty would count as a
-        # whole mAh and the charge between anchors would be overstated
-        if q < 0:
-            q = 0
-        elif q >= full:
-            q = full
-        self._q = q
-        net = self._net + dq
-        if net > _NET_MAX:
-            net = _NET_MAX
-        elif net < -_NET_MAX:
-            net = -_NET_MAX
-        self._net = net
-        # throughput with a backlash: noise around a mAh boundary is no charge
-        pos = self._pos + dq
-        moved = 0
-        if pos > self._blh:
-            moved = pos - self._blh
-            pos = self._blh
-        elif pos < 0:
-            moved = -pos
-            pos = 0
-            d100 = self._dsg100 + moved * 100
-            if d100 >= full:
-                n = d100 // full
-                self.cycles_dc += n
-                d100 -= n * full
-            self._dsg100 = d100
-        self._pos = pos
-        if moved:
-            t = self._thr + moved
-            if t >= 100:
-                n = t // 100
-                t -= n * 100
-                self._grow(n)
-            self._thr = t
-
-    def _offset_sample(self, raw):
-        """Both FETs off and settled: blocks of readings that are steady
-        and small enough to be an offset feed a slow average."""
-        n = self._ob_n
-        if n == 0:
-            self._ob_sum = 0
-            self._ob_min = raw
-            self._ob_max = raw
-        elif raw < self._ob_min:
-            self._ob_min = raw
-        elif raw > self._ob_max:
-            self._ob_max = raw
-        self._ob_sum += raw
-        n += 1
-        if n < _OFF_BLOCK:
-            self._ob_n = n
-            return
-        self._ob_n = 0
-        sm = self._ob_sum
-        if self._ob_max - self._ob_min > _OFF_SPREAD_LSB:
-            return  # not steady: something moves
-        if sm > _OFF_MAX_LSB * _OFF_BLOCK or sm < -_OFF_MAX_LSB * _OFF_BLOCK:
-            return  # too large for an offset
-        m256 = sm * (256 // _OFF_BLOCK)  # block mean in 1/256 LSB
-        if self.offset_learned:
-            self._off256 += _div_round(m256 - self._off256, 4)
-        else:
-            self._off256 = m256
-            self.offset_learned = True
-        self.offset_dlsb = _div_round(self._off256, 16)
-        self.offset_blocks += 1
-
-    def _grow(self, mah):
-        s = self._sig + mah
-        cap = self.full_capacity_mah >> 1
-        self._sig = s if s < cap else cap
-
     def _hold(self, q):
         """At an end (full or empty) while its condition lasts."""
         self._q = q
@@ -779,14 +517,14 @@ class Soc:
                 net = -net
             # net and ds of the same sign, 40 % apart, counting uncertainty small
             if ds >= _LEARN_MIN_DPCT and net > 0 and self._sig * 20 <= net:
-                if net > _BIG:
-                    net = _BIG
-                learned = _muldiv_round(net, 1000, ds)
+                if net > MULDIV_MAX:
+                    net = MULDIV_MAX
+                learned = muldiv_round(net, 1000, ds)
                 self.last_learned_mah = learned
                 rated = self.rated_capacity_mah
                 if rated * 3 // 10 <= learned <= rated * 3 // 2:
                     full = self.full_capacity_mah
-                    step = _div_round(learned - full, 4)
+                    step = div_round(learned - full, 4)
                     lim = full // 20
                     if step > lim:
                         step = lim
@@ -807,11 +545,11 @@ class Soc:
             q = 0
         elif q > full:
             q = full
-        prior = _muldiv_round(q, 1000, full)
+        prior = muldiv_round(q, 1000, full)
         z = self.ocv_to_soc(mv)
         self.ocv_soc_dpct = z
         so = self._ocv_sigma_dpct(prior, z, self._sigma_v)
-        sc = _muldiv_round(self._sig, 1000, full)
+        sc = muldiv_round(self._sig, 1000, full)
         if sc > _SIG_MAX_DPCT:
             sc = _SIG_MAX_DPCT
         if sc < 1:
@@ -819,39 +557,39 @@ class Soc:
         p = sc * sc
         r = so * so
         k = (p * 1000 + ((p + r) >> 1)) // (p + r)  # gain x 1000
-        corr = _div_round((z - prior) * k, 1000)
-        post = _isqrt(r * k // 1000)
+        corr = div_round((z - prior) * k, 1000)
+        post = isqrt(r * k // 1000)
         if corr:
             if corr > 0:
-                dq = _muldiv_round(corr, full, 1000)
+                dq = muldiv_round(corr, full, 1000)
             else:
-                dq = -_muldiv_round(-corr, full, 1000)
+                dq = -muldiv_round(-corr, full, 1000)
             self._pending = q + dq - self._q
         if so <= _ANCHOR_SIGMA_DPCT:
-            self._anchor_at(z, _muldiv(post, full, 1000, 0))
+            self._anchor_at(z, muldiv(post, full, 1000, 0))
         else:
-            self._sig = _muldiv(post, full, 1000, 0)
+            self._sig = muldiv(post, full, 1000, 0)
 
     def _outputs(self):
         full = self.full_capacity_mah
         q = self._q
         self.remaining_mah = q
-        soc = _muldiv_round(q, 1000, full)
+        soc = muldiv_round(q, 1000, full)
         self.soc_dpct = soc
         self.remaining_dwh = self.energy_dwh(soc, full)
-        s = _muldiv_round(self._sig, 1000, full)
+        s = muldiv_round(self._sig, 1000, full)
         self.sigma_dpct = s if s < 1000 else 1000
         a = self._avg64
         avg = (a + 32) >> 6 if a >= 0 else -((-a + 32) >> 6)
         self.current_avg_ma = avg
         m = self._tt_min_ma
         if avg <= -m:
-            t = _muldiv(q, 60, -avg, 0)
+            t = muldiv(q, 60, -avg, 0)
             self.tte_min = t if t < NO_TIME else NO_TIME - 1
         else:
             self.tte_min = NO_TIME
         if avg >= m:
-            t = _muldiv(full - q, 60, avg, 0)
+            t = muldiv(full - q, 60, avg, 0)
             self.ttf_min = t if t < NO_TIME else NO_TIME - 1
         else:
             self.ttf_min = NO_TIME

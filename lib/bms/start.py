@@ -26,7 +26,7 @@ BOOT_WDT_MS = 8000  # not const(): main.py, run as source, imports it
 # (tests/build/test_build_deploy.py checks the list is complete)
 MODULES = ("bms.gen.packed", "bms.ticks", "bms.afe", "bms.afe.bq769x0.regs", "bms.paramcheck",
            "bms.measurements", "bms.afe.bq769x0",
-           "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.soc",
+           "bms.regimage", "bms.modbus_rtu", "bms.eventlog", "bms.protection", "bms.balancing", "bms.cc", "bms.soc",
            "bms.lifetime", "bms.config", "bms.led", "bms.button", "bms.power", "bms.switching", "bms.publish",
            "bms.cycle", "bms.modes", "bms.app")
 

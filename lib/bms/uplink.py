@@ -42,6 +42,7 @@ from micropython import const
 
 from bms import VERSION
 from bms import regmap as M
+from bms.netsock import BoundedSocket, SocketModule, connect_errno, errno_of, quiet_close, timed_out, wrap_tls
 from bms.sfring import Ring
 from bms.telemetry import SAMPLE_SIZE, StateWriter, sample_into
 from bms.ticks import ticks_add, ticks_diff
@@ -78,71 +79,6 @@ _SENSORS = (
     (b"self_drawn_ah", b"BMS own draw counted", b"Ah", b"", b"total_increasing"),
 )
 _FETS = ((b"chg_fet", b"Charge FET"), (b"dsg_fet", b"Discharge FET"))
-
-
-class _Socket:
-    """The socket umqtt.simple is given: already connected (bms.uplink made
-    the connection without blocking), and every blocking call bounded.
-
-    umqtt.simple switches its socket between blocking and non-blocking, and
-    newer releases pass connect()'s `timeout` (None: forever); here
-    "blocking" always means "for at most timeout_ms"."""
-
-    def __init__(self, stream, raw, timeout_s):
-        """stream: what to read and write (the TLS socket, or raw); raw: the
-        TCP socket under it, which holds the timeout."""
-        self.s = stream
-        self.raw = raw
-        self.t = timeout_s
-        raw.settimeout(timeout_s)
-
-    def connect(self, addr):
-        pass  # connected already
-
-    def settimeout(self, t):
-        pass  # ours stays
-
-    def setblocking(self, flag):
-        if flag:
-            if self.s is not self.raw:
-                self.s.setblocking(True)
-            self.raw.settimeout(self.t)
-        else:
-            self.s.setblocking(False)
-
-    def read(self, n):
-        return self.s.read(n)
-
-    def write(self, buf, n=-1):
-        return self.s.write(buf) if n < 0 else self.s.write(buf, n)
-
-    def close(self):
-        self.s.close()
-
-
-class _SocketModule:
-    """Stands in for the `socket` module inside umqtt.simple during
-    connect(): hands it the connection made here."""
-
-    def __init__(self, conn, addr):
-        self.conn = conn
-        self.addr = addr
-
-    def socket(self, *args):
-        return self.conn
-
-    def getaddrinfo(self, host, port, *args):
-        return [(0, 0, 0, "", self.addr)]
-
-
-def _quiet_close(s):
-    """Close a socket (or its TLS layer) that may be half gone: its error
-    is not news, the session is being closed anyway."""
-    if s is not None:
-        try:
-            s.close()
-        except OSError:
-            pass
 
 
 class Uplink:
@@ -292,15 +228,15 @@ class Uplink:
         try:
             s = socket.socket(self.family, socket.SOCK_STREAM)
         except OSError as e:
-            self._fail(now, M.NERR_REFUSED, _errno(e))
+            self._fail(now, M.NERR_REFUSED, errno_of(e))
             return
         self.sock = s
         s.setblocking(False)
         try:
             s.connect(self.addr)
         except OSError as e:
-            if _errno(e) not in (errno.EINPROGRESS, errno.EAGAIN):
-                self._fail(now, M.NERR_REFUSED, _errno(e))
+            if errno_of(e) not in (errno.EINPROGRESS, errno.EAGAIN):
+                self._fail(now, M.NERR_REFUSED, errno_of(e))
                 return
         p = select.poll()
         p.register(s, select.POLLOUT)
@@ -336,7 +272,7 @@ class Uplink:
             self._address(got[0], now, got[1])
             return True
         except OSError as e:
-            self._fail(now, M.NERR_DNS, _errno(e))
+            self._fail(now, M.NERR_DNS, errno_of(e))
             return False
 
     def _address(self, ip, now, ttl_s):
@@ -362,7 +298,7 @@ class Uplink:
                 self._fail(now, M.NERR_TIMEOUT, 0)
             return
         if ready & (select.POLLERR | select.POLLHUP):
-            self._fail(now, M.NERR_REFUSED, _connect_errno(self.sock))
+            self._fail(now, M.NERR_REFUSED, connect_errno(self.sock))
             return
         self.poll = None
         self._session(now)
@@ -376,22 +312,22 @@ class Uplink:
             try:
                 raw.setblocking(True)
                 raw.settimeout(self.timeout_s)
-                sock = _tls(raw, cfg)
+                sock = wrap_tls(raw, cfg)
                 self.tls = sock
             except MemoryError:
                 # MicroPython's TLS takes its buffers from the heap on some ports
                 self._fail(now, M.NERR_TLS, errno.ENOMEM)
                 return
             except Exception as e:  # OSError, ValueError: a bad CA file or certificate
-                self._fail(now, M.NERR_TLS, _errno(e))
+                self._fail(now, M.NERR_TLS, errno_of(e))
                 return
         from umqtt import simple
 
-        conn = _Socket(sock, raw, self.timeout_s)
+        conn = BoundedSocket(sock, raw, self.timeout_s)
         c = simple.MQTTClient(self.device, cfg["host"], cfg["port"], cfg["user"] or None,
                               cfg["password"] or None, self.state_ms * 3 // 1000 + 30)
         c.set_last_will(self.t_status, b"offline", True, 1)
-        simple.socket = _SocketModule(conn, self.addr)
+        simple.socket = SocketModule(conn, self.addr)
         try:
             c.connect()
             self.client = c
@@ -401,7 +337,7 @@ class Uplink:
             self._fail(now, M.NERR_AUTH if code in (4, 5) else M.NERR_BROKER, code)
             return
         except (OSError, IndexError) as e:  # IndexError: the broker closed before CONNACK
-            self._fail(now, M.NERR_TIMEOUT if _timed_out(e) else M.NERR_LOST, _errno(e))
+            self._fail(now, M.NERR_TIMEOUT if timed_out(e) else M.NERR_LOST, errno_of(e))
             return
         self.connects += 1
         self.sent += 1
@@ -447,7 +383,7 @@ class Uplink:
                 self.live = False
                 sample_into(self.words, self.rec)
                 self.ring.push(self.rec)
-            self._fail(now, M.NERR_TIMEOUT if _timed_out(e) else M.NERR_LOST, _errno(e))
+            self._fail(now, M.NERR_TIMEOUT if timed_out(e) else M.NERR_LOST, errno_of(e))
             return False
         self.sent += 1
         return True
@@ -483,10 +419,10 @@ class Uplink:
         self._end_query()
         t = self.tls
         self.tls = None
-        _quiet_close(t)
+        quiet_close(t)
         s = self.sock
         self.sock = None
-        _quiet_close(s)
+        quiet_close(s)
 
     def _log(self, code, value):
         w = self.words
@@ -598,51 +534,3 @@ def _numbered(w, s, idx):
     w._lit(s)
     if idx >= 0:
         w._int(idx + 1)
-
-
-def _errno(e):
-    a = getattr(e, "errno", None)
-    if a is None and e.args and isinstance(e.args[0], int):
-        a = e.args[0]
-    return a if isinstance(a, int) and a > 0 else 0
-
-
-def _timed_out(e):
-    n = _errno(e)
-    return n == errno.ETIMEDOUT or n == errno.EAGAIN
-
-
-def _connect_errno(sock):
-    """Why a non-blocking connect failed (ECONNREFUSED, EHOSTUNREACH...)."""
-    try:
-        sock.write(b"")
-        sock.read(1)
-    except OSError as e:
-        return _errno(e)
-    return 0
-
-
-def _tls(sock, cfg):
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca = cfg["ca_file"]
-    if ca:
-        ctx.load_verify_locations(cadata=_der(ca))
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    else:
-        ctx.verify_mode = ssl.CERT_NONE  # encrypted, the broker unchecked: docs/MQTT.md says why not to
-    return ctx.wrap_socket(sock, server_hostname=cfg["host"])
-
-
-def _der(path):
-    """The CA certificate as DER, from a DER or PEM file: MicroPython's TLS
-    (mbedTLS) takes DER as cadata."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data.startswith(b"-----BEGIN"):
-        return data
-    import binascii
-
-    body = b"".join(line for line in data.split(b"\n") if line and not line.startswith(b"-----"))
-    return binascii.a2b_base64(body)

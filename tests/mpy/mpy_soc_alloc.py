@@ -8,7 +8,8 @@ import sys
 import micropython
 
 from bms.measurements import Measurements
-from bms.soc import CHEM_NMC, STATE_SIZE, Soc
+from bms.params import CHEM_NMC
+from bms.soc import STATE_SIZE, Soc
 from bms.ticks import TICKS_PERIOD, ticks_add
 
 CELLS = 4
