@@ -53,7 +53,7 @@ REASON_CRASH = const(1)  # the guard (bms.start) after an exception: the next bo
 # The reference board's supply current, uA, per part and state: estimates
 # from the datasheets. The firmware counts its own draw against the SOC
 # with them (it comes from the pack and never passes the shunt: bms.cycle);
-# the simulator drains its pack by the same figures (tools/bms_sim/link.py).
+# the simulator drains its pack by the same figures (tools/bms_sim/power.py).
 # Espressif ESP32 datasheet (v4.x), "Power consumption by power modes":
 # modem-sleep (CPU running, radio off) at 160 MHz 27-44 mA, light sleep
 # 0.8 mA, deep sleep with the RTC timer and RTC memory 10 uA; Wi-Fi
