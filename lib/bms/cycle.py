@@ -120,9 +120,7 @@ class Cycle:
         s = self.soc
         if s is None:
             return
-        s.configure(v[P.P_FULL_CELL_MV], v[P.P_FULL_TAIL_MA], v[P.P_FULL_HOLD_MS],
-                    v[P.P_EMPTY_CELL_MV], v[P.P_EMPTY_HOLD_MS], v[P.P_REST_CURRENT_MA],
-                    v[P.P_RELAX_CHG_MS], v[P.P_RELAX_DSG_MS])
+        s.configure_values(v)
         # all zero: the chemistry's table (paramcheck allows nothing between)
         table = [v[P.P_OCV_0_MV + k] for k in range(P.OCV_POINTS)] if v[P.P_OCV_0_MV] else None
         try:

@@ -36,7 +36,8 @@ from micropython import const
 
 from bms.cc import MULDIV_MAX, ChargeCounter, div_round, isqrt, muldiv, muldiv_round
 from bms.crc import crc16
-from bms.params import CHEM_LFP, CHEM_LTO, CHEM_NMC, OCV_POINTS
+from bms.params import (CHEM_LFP, CHEM_LTO, CHEM_NMC, OCV_POINTS, P_EMPTY_CELL_MV, P_EMPTY_HOLD_MS, P_FULL_CELL_MV,
+                        P_FULL_HOLD_MS, P_FULL_TAIL_MA, P_RELAX_CHG_MS, P_RELAX_DSG_MS, P_REST_CURRENT_MA)
 from bms.ticks import ticks_add, ticks_diff
 
 STATE_SIZE = const(24)
@@ -55,12 +56,9 @@ DEFAULT_OCV = (
      2308, 2317, 2327, 2340, 2355, 2375, 2400, 2440, 2520, 2750),
 )
 
-# per chemistry (index = CHEM_*): full_cell_mv, empty_cell_mv, relax after
-# charge / discharge (ms), OCV voltage uncertainty (mV, incl. hysteresis)
-_DEF_FULL_MV = (0, 3450, 4150, 2700)
-_DEF_EMPTY_MV = (0, 2800, 3100, 1950)
-_DEF_RELAX_CHG = (0, 7200000, 1800000, 1800000)
-_DEF_RELAX_DSG = (0, 10800000, 3600000, 3600000)
+# per chemistry (index = CHEM_*): the OCV voltage uncertainty (mV, incl.
+# hysteresis). The full and empty voltages, holds and relax times are the
+# parameters' (bms.spec.paramtable's chemistry defaults): configure_values().
 _SIGMA_V_MV = (5, 10, 5, 5)
 # A chemistry's generic table fits a particular cell only to tens of mV
 # (makers differ): trust its OCV that much less than the user's own table.
@@ -90,9 +88,9 @@ class Soc(ChargeCounter):
         self._ocv = array("h", [0] * OCV_POINTS)
         self._cum = array("l", [0] * OCV_POINTS)  # mV x dpct from 0 % to point i
         self.set_ocv_table(None)
-        self.configure(_DEF_FULL_MV[chemistry], capacity_mah // 20, 60000,
-                       _DEF_EMPTY_MV[chemistry], 10000, 100,
-                       _DEF_RELAX_CHG[chemistry], _DEF_RELAX_DSG[chemistry])
+        # not configured (no full or empty detection) until configure_values()
+        # gives it the parameters: bms.cycle does at once
+        self.configure(0, 0, 0, 0, 0, 0, 0, 0)
         self.full_capacity_mah = capacity_mah
         self._set_full(capacity_mah)
         self._pending = 0  # OCV correction still to slew in (mAh)
@@ -160,6 +158,12 @@ class Soc(ChargeCounter):
         while i < OCV_POINTS:
             cum[i] = cum[i - 1] + (ocv[i - 1] + ocv[i]) * 25  # mV x dpct over 5 %
             i += 1
+
+    def configure_values(self, v):
+        """configure() from the parameter values (an array indexed by
+        bms.params' P_ indices)."""
+        self.configure(v[P_FULL_CELL_MV], v[P_FULL_TAIL_MA], v[P_FULL_HOLD_MS], v[P_EMPTY_CELL_MV],
+                       v[P_EMPTY_HOLD_MS], v[P_REST_CURRENT_MA], v[P_RELAX_CHG_MS], v[P_RELAX_DSG_MS])
 
     def configure(self, full_cell_mv, full_tail_ma, full_hold_ms, empty_cell_mv, empty_hold_ms,
                   rest_current_ma, relax_after_charge_ms, relax_after_discharge_ms):

@@ -9,10 +9,29 @@ from hypothesis import strategies as st
 
 from bms import soc as socmod
 from bms.measurements import Measurements
+from bms import paramload as PL
+from bms import params as P
 from bms.params import CHEM_LFP, CHEM_LTO, CHEM_NMC, OCV_POINTS
-from bms.soc import DEFAULT_OCV, NO_TIME, STATE_SIZE, Soc
+from bms.soc import DEFAULT_OCV, NO_TIME, STATE_SIZE
+from bms.soc import Soc as _Soc
 from bms.ticks import TICKS_PERIOD, ticks_add
 from conftest import run_mpy
+
+
+def defaults(chem, cells=4, cap=10000):
+    """The parameter table's defaults for this pack (bms.paramload), the
+    values the firmware configures its SOC estimator with."""
+    p = P.Params()
+    PL.apply_defaults(p, chem, cells, cap)
+    return p.values
+
+
+def Soc(chem, cells, cap, shunt):
+    """A Soc configured as the firmware configures it: from the chemistry's
+    defaults for this pack (bms.cycle: configure_values)."""
+    s = _Soc(chem, cells, cap, shunt)
+    s.configure_values(defaults(chem, cells, cap))
+    return s
 
 STEP = 250
 MIN = 60000
@@ -58,10 +77,11 @@ class Pack:
         self.t = t0
         self.s = Soc(chem, cells, cap, shunt)
         self.mv_err = 0
-        conf = dict(full_cell_mv=socmod._DEF_FULL_MV[chem], full_tail_ma=cap // 20, full_hold_ms=60000,
-                    empty_cell_mv=socmod._DEF_EMPTY_MV[chem], empty_hold_ms=10000, rest_current_ma=100,
-                    relax_after_charge_ms=socmod._DEF_RELAX_CHG[chem],
-                    relax_after_discharge_ms=socmod._DEF_RELAX_DSG[chem])
+        d = defaults(chem, cells, cap)
+        conf = dict(full_cell_mv=d[P.P_FULL_CELL_MV], full_tail_ma=d[P.P_FULL_TAIL_MA], full_hold_ms=d[P.P_FULL_HOLD_MS],
+                    empty_cell_mv=d[P.P_EMPTY_CELL_MV], empty_hold_ms=d[P.P_EMPTY_HOLD_MS],
+                    rest_current_ma=d[P.P_REST_CURRENT_MA], relax_after_charge_ms=d[P.P_RELAX_CHG_MS],
+                    relax_after_discharge_ms=d[P.P_RELAX_DSG_MS])
         conf.update(cfg)
         self.s.configure(**conf)
         self.m = meas_of([self.cell_mv()] * cells)
@@ -207,7 +227,7 @@ def test_soc_always_within_bounds(seq, chem, dpct):
     v = ocv_mv(chem, dpct)
     m = meas_of([v] * 4)
     s.start(0, m)
-    s.configure(socmod._DEF_FULL_MV[chem], 250, 1000, socmod._DEF_EMPTY_MV[chem], 1000, 100, 2000, 2000)
+    s.configure(defaults(chem)[P.P_FULL_CELL_MV], 250, 1000, defaults(chem)[P.P_EMPTY_CELL_MV], 1000, 100, 2000, 2000)
     t = 0
     for raw, n, off in seq:
         m.cc_raw = raw
@@ -413,8 +433,8 @@ def test_fets_off_readings_are_not_counted():
 def cycle_full_empty(p, cycles, current=5000):
     """Charge to full (CV tail, sync) and discharge to empty (sync)."""
     chem = p.chem
-    full_mv = socmod._DEF_FULL_MV[chem] + 20
-    empty_mv = socmod._DEF_EMPTY_MV[chem] - 20
+    full_mv = defaults(chem)[P.P_FULL_CELL_MV] + 20
+    empty_mv = defaults(chem)[P.P_EMPTY_CELL_MV] - 20
     steps = []
     for _ in range(cycles):
         while p.true_dpct < 999.9:
@@ -615,7 +635,7 @@ def test_update_keeps_integers_under_2_30_for_the_largest_pack():
         if event in ("line", "return"):
             check(frame.f_locals, frame.f_code.co_name)
             me = frame.f_locals.get("self")
-            if isinstance(me, Soc):
+            if isinstance(me, _Soc):
                 check(me.__dict__, frame.f_code.co_name + ".self")
         return tracer
 
