@@ -141,17 +141,18 @@ def ir(client, addr, count=1):
 
 
 @contextlib.contextmanager
-def lfp4_sim(state, link_path, speed=20.0, **world_kw):
+def lfp4_sim(state, link_path, speed=20.0, server_kw=None, **world_kw):
     """A provisioned 4-cell 10 Ah LFP pack, the firmware under MicroPython
     serving it on a pty at link_path, 3 simulated seconds in; afterwards the
-    firmware's log must hold no traceback."""
+    firmware's log must hold no traceback. server_kw: more for SimServer
+    (lib_dir and main_py: a firmware of the test's own)."""
     from bms_sim.cli import provision
     from bms_sim.server import SimServer
     from bms_sim.world import World
 
     provision(str(state), 4, "lfp", 10000, 1000)
     world = World(cells=4, chemistry="lfp", capacity_mah=10000, **world_kw)
-    server = SimServer(world, str(state), speed=speed, link_path=str(link_path))
+    server = SimServer(world, str(state), speed=speed, link_path=str(link_path), **(server_kw or {}))
     with server:
         server.wait_sim_ms(3000, timeout=20)
         yield server

@@ -349,26 +349,15 @@ def test_make_deploy_copies_the_build_to_a_board_over_mpremote_and_it_runs(board
 
     # the deployed filesystem boots in the simulator and answers Modbus
     from bms import regmap as M
-    from bms_sim.cli import provision
-    from bms_sim.server import SimServer
-    from bms_sim.world import World
-    from conftest import rtu_client
+    from conftest import ir, lfp4_sim, rtu_client
 
-    state = tmp_path / "state"
-    provision(str(state), 4, "lfp", 10000, 1000)
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=1)
-    server = SimServer(world, str(state), speed=20.0, link_path=str(tmp_path / "tty"),
-                       lib_dir=str(root / "lib"), main_py=str(root / "main.py"))
-    with server:
-        server.wait_sim_ms(1500, timeout=20)
+    with lfp4_sim(tmp_path / "state", tmp_path / "tty", soc_pct=60.0, seed=1,
+                  server_kw=dict(lib_dir=str(root / "lib"), main_py=str(root / "main.py"))) as server:
         client = rtu_client(server.link_path, retries=2)
         try:
-            rr = client.read_input_registers(M.IR_CELL_COUNT, count=1, device_id=1)
-            assert not rr.isError(), rr
-            assert rr.registers == [4]
+            assert ir(client, M.IR_CELL_COUNT) == [4]
         finally:
             client.close()
-    assert "Traceback" not in server.log_tail(), server.log_tail()
 
 
 def _constants_only(name):

@@ -7,10 +7,7 @@ import os
 import shutil
 
 from bms import regmap as M
-from bms_sim.cli import provision
-from bms_sim.server import SimServer
-from bms_sim.world import World
-from conftest import LIB, ROOT, rtu_client
+from conftest import LIB, ROOT, ir, lfp4_sim, rtu_client
 
 # MicroPython compiles every module from source at import, which takes far
 # more heap than running the frozen image: this is a test of the source,
@@ -25,22 +22,12 @@ def test_plain_lib_copy_boots_and_answers_modbus(tmp_path):
     assert not [f for _, _, fs in os.walk(lib) for f in fs if not f.endswith(".py")]
     main_py = tmp_path / "board" / "main.py"
     shutil.copy(os.path.join(ROOT, "main.py"), main_py)
-    state = tmp_path / "state"
-    provision(str(state), 4, "lfp", 10000, 1000)
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=60.0, seed=1)
-    server = SimServer(world, str(state), speed=20.0, link_path=str(tmp_path / "tty"), heap=SOURCE_HEAP,
-                       lib_dir=str(lib), main_py=str(main_py))
-    with server:
-        server.wait_sim_ms(3000, timeout=60)
+    with lfp4_sim(tmp_path / "state", tmp_path / "tty", soc_pct=60.0, seed=1,
+                  server_kw=dict(heap=SOURCE_HEAP, lib_dir=str(lib), main_py=str(main_py))) as server:
         client = rtu_client(server.link_path, retries=2)
         try:
-            rr = client.read_input_registers(M.IR_CELL_COUNT, count=1, device_id=1)
-            assert not rr.isError(), rr
-            assert rr.registers == [4]
-            rr = client.read_input_registers(M.IR_FET_FLAGS, count=1, device_id=1)
-            assert not rr.isError(), rr
-            assert rr.registers[0] & (M.FET_CHG | M.FET_DSG) == M.FET_CHG | M.FET_DSG
+            assert ir(client, M.IR_CELL_COUNT) == [4]
+            fets = ir(client, M.IR_FET_FLAGS)[0]
+            assert fets & (M.FET_CHG | M.FET_DSG) == M.FET_CHG | M.FET_DSG
         finally:
             client.close()
-        log = server.log_tail(200)
-    assert "Traceback" not in log, log
