@@ -79,7 +79,6 @@ class Cycle:
         self.afe_ok = False
         self.afe_stat = 0
         self.evaluated = False  # no protection pass on real measurements yet since the MCU started
-        self.flags = 0  # this cycle's sensor and link faults, as Q_ flag quantities
         self.meas_count = 0
         # seconds, plus the milliseconds towards the next: uptime in ms would
         # pass 2**30 after 12.4 days and allocate on every cycle on the ESP32
@@ -331,7 +330,6 @@ class Cycle:
             flags |= 1 << PR.Q_AFE_STALE
         if not self.configured:
             flags |= 1 << PR.Q_UNCONFIGURED
-        self.flags = flags
         self.at = AT_SOC
         if self.soc is not None and self.afe_ok and m.cells:
             try:
