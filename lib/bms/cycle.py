@@ -34,7 +34,6 @@ from bms.ticks import ticks_diff
 _STALE_MS = const(600)  # no new coulomb-counter window for this long: the measurement is stale
 _LOCKOUT_RESETS = const(5)  # unplanned resets in a row, each within _LOCKOUT_CLEAN_S of the boot before
 _LOCKOUT_CLEAN_S = const(600)
-CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (bms.switching)
 _CELL_MIN_PLAUSIBLE_MV = const(500)
 _CELL_MAX_PLAUSIBLE_MV = const(5000)
 _NO_TEMP = const(-32768)
@@ -96,7 +95,7 @@ class Cycle:
         self.diode_on_since = now  # when diode_fet last went on
         self.cal_start = now
         self.cal_last = now - v[P.P_CC_CAL_EVERY_MS]  # the first rest may calibrate
-        self.charge_seen = now - CHARGE_HOLD_MS
+        self.charge_seen = now - SW.CHARGE_HOLD_MS
         # the board's own draw (bms.boards DRAW_): this interval's figure, and
         # the deep sleep before this boot, counted once the SOC has started
         self.draw_ua = DRAW_AWAKE_UA + DRAW_AFE_UA

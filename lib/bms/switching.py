@@ -14,7 +14,7 @@ from bms.power import WORKING
 from bms.ticks import TICKS_LIMIT, held_since, ticks_diff
 
 _LOAD_GONE_MS = const(2000)  # a latched short clears once the load is gone this long
-_CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (CV float, charger done)
+CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (CV float, charger done)
 # A FET closed for its diode whose current turned the blocked way within
 # _DIODE_QUICK_MS (closing it is what made a charger charge, or a load draw,
 # through it) stays open _DIODE_HOLD_MS before it may close again: closing
@@ -122,7 +122,7 @@ def balance(cy, now):
     if i > rest:
         cy.charge_seen = now
     else:
-        cy.charge_seen = held_since(now, cy.charge_seen, _CHARGE_HOLD_MS)
+        cy.charge_seen = held_since(now, cy.charge_seen, CHARGE_HOLD_MS)
     resting_ms = ticks_diff(now, cy.rest_since)
     # In CV the charger mostly replaces the bleed current, so the charge
     # current sags while bleeding: "charging" holds for a while after it.
@@ -130,7 +130,7 @@ def balance(cy, now):
     # the high cell is what lets the charge go on.
     pr = cy.protection
     over = pr.protect_flags & OVER_VOLTAGE_ROWS
-    charging = i >= -rest and (over or ticks_diff(now, cy.charge_seen) < _CHARGE_HOLD_MS)
+    charging = i >= -rest and (over or ticks_diff(now, cy.charge_seen) < CHARGE_HOLD_MS)
     allowed = (cy.afe_ok and (pr.protect_flags & ~(OVER_VOLTAGE_ROWS | SOC_WINDOW_ROWS)) == 0
                and cy.modes.power.mode == WORKING)
     q = pr.q
