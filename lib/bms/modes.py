@@ -20,7 +20,7 @@ from bms import regmap as M
 from bms.boards import IN_BUTTON, WAKE_TIMER
 from bms.events import AT_LEDS, AT_MODES, EV_MODE
 from bms.button import LONG, SHORT, Button
-from bms.gen.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
+from bms.gen.packed import SOC_WINDOW_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
 from bms.ticks import ticks_add, ticks_diff
 
 ANIMATE_MS = const(100)  # the LED bar's frame time while it moves (flashes are 200 ms)
@@ -265,4 +265,4 @@ class Modes:
 def _trouble(pr):
     """Protections and warnings that keep the pack awake: all but the SOC
     window's and storage's rows, which are limits of use."""
-    return (pr.protect_flags & ~SOC_WINDOW_ROWS) | (pr.warn_flags & ~SOC_WARN_ROWS)
+    return (pr.protect_flags & ~SOC_WINDOW_ROWS) | (pr.warn_flags & ~SOC_WINDOW_WARN_ROWS)
