@@ -237,14 +237,17 @@ class Config:
         if r:
             return self._refuse(3, M.ERR_RULE, r)
         i = 0
+        n = 0
         while i < P.COUNT:
             if st[i] != v[i]:
                 v[i] = st[i]
                 self.changed[i] = 1
                 self._publish(i)
+                n += 1
             i += 1
         self._accepted()
-        self.pending |= APPLY
+        if n:  # a write of the values already set: nothing to apply, log or save
+            self.pending |= APPLY
         return 0
 
     def _accepted(self):

@@ -337,6 +337,20 @@ def test_service_logs_each_change_and_reports_what_to_apply(tmp_path):
     assert d.ir.words[M.IR_CONFIG_STATE] & M.CFG_RESTART_PENDING
 
 
+def test_a_write_of_the_values_already_set_is_accepted_and_saves_nothing(tmp_path):
+    """Accepted (the host's retry of a write that worked is not an error),
+    but nothing to apply, log or save: flash is not touched."""
+    d = Dev(directory=str(tmp_path) + "/")
+    d.unlock()
+    assert d.set(cell_ov_mv=3620) == [0]
+    assert d.service() & CF.APPLY and d.cfg.saves == 1
+    stamp = sorted((f, os.stat(os.path.join(tmp_path, f)).st_mtime_ns) for f in os.listdir(tmp_path))
+    before = list(d.events)
+    assert d.set(cell_ov_mv=3620) == [0] and d.error() == 0
+    assert d.service() == 0 and d.cfg.saves == 1 and d.events == before
+    assert sorted((f, os.stat(os.path.join(tmp_path, f)).st_mtime_ns) for f in os.listdir(tmp_path)) == stamp
+
+
 def test_a_failed_save_says_so_and_keeps_the_old_set(tmp_path):
     d = Dev(directory=str(tmp_path) + "/missing/")
     d.unlock()
