@@ -35,13 +35,13 @@ FAST = {"chg_oc_ma": 5 * C_MA, "chg_oc_warn_ma": 4 * C_MA + 500, "dsg_oc_ma": 5 
         "dsg_oc_warn_ma": 4 * C_MA + 500, "hw_ocd_ma": 8 * C_MA, "hw_scd_ma": 12 * C_MA, "warn_hyst_ma": 100}
 
 
-def start(tmp_path, soc_pct, extra, cap_mah=CAP_MAH, chemistry="lfp"):
+def start(tmp_path, soc_pct, extra, cap_mah=CAP_MAH, chemistry="lfp", speed=None):
     state = tmp_path / "flash"
     provision(str(state), 4, chemistry, cap_mah, 1000, extra=dict(FAST, **extra) if cap_mah == CAP_MAH else extra)
     world = World(cells=4, chemistry=chemistry, capacity_mah=cap_mah, soc_pct=soc_pct, seed=3)
     for c in world.pack.cells:
         c.self_discharge_pct_per_month = 0.0  # the firmware does not model it: keep it out of the comparison
-    server = SimServer(world, str(state), link_path=str(tmp_path / "tty"))
+    server = SimServer(world, str(state), link_path=str(tmp_path / "tty"), speed=speed)
     server.start()
     return server
 
@@ -93,7 +93,8 @@ def test_soc_window_holds_over_ten_cycles(tmp_path):
     # few tenths of a percent (at 50 %, on the plateau, it can be 5 % off:
     # an estimator matter, not the window's)
     server = start(tmp_path, 12.0, {"soc_min_dpct": int(lo * 10), "soc_max_dpct": int(hi * 10),
-                                    "soc_warn_low_dpct": int(lo * 10) + 50, "lp_idle_ms": 0})
+                                    "soc_warn_low_dpct": int(lo * 10) + 50, "lp_idle_ms": 0},
+                   speed=100)  # a reply a loaded machine delays 1 s is 100 simulated s late, not minutes
     client = rtu_client(server.link_path, timeout=0.5, retries=3)
     amps = 4 * C_MA
     # one control cycle's charge at this current, in % of the pack
