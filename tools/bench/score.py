@@ -66,6 +66,24 @@ def read_series(path, column="soc_pct"):
     return ts, vs
 
 
+def rest_counts(path):
+    """(rests, share of rows at rest in %, OCV corrections) from a replay's
+    OUT.csv (its columns rest, rests, ocv_fixes), or Nones when it has none."""
+    n = at_rest = 0
+    last = None
+    with open(path, newline="") as f:
+        rows = csv.DictReader(f)
+        if not rows.fieldnames or not {"rest", "rests", "ocv_fixes"} <= set(rows.fieldnames):
+            return None, None, None
+        for row in rows:
+            n += 1
+            at_rest += row["rest"] == "1"
+            last = row
+    if last is None:
+        return None, None, None
+    return int(last["rests"]), 100.0 * at_rest / n, int(last["ocv_fixes"])
+
+
 def interp(times, values, t):
     """Linear interpolation of (times, values) at t; held flat outside."""
     if not times:
@@ -172,21 +190,27 @@ def markdown(results, command, date, replay_cmd):
     ] + ["- " + t for t in TARGET_TEXT] + [
         "",
         "Errors are reported minus true SOC, in percentage points, at every recorded "
-        "point (every 10 s of simulated time).",
+        "point (every 10 s of simulated time). Rests: how many rests the firmware judged "
+        "(no current, the cells' voltage relaxed) and the share of the trace it spent at "
+        "rest; OCV: how many times the rested OCV corrected the SOC (`bms-sim replay`'s "
+        "columns rest, rests, ocv_fixes).",
         "",
-        "| trace | chem | OCV table | RMS % | max % | max after 1st full % | max through standby % | result |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trace | chem | OCV table | RMS % | max % | max after 1st full % | max through standby % "
+        "| rests (time at rest) | OCV fixes | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.get("error"):
-            lines.append("| %s | %s | %s | - | - | - | - | ERROR: %s |"
+            lines.append("| %s | %s | %s | - | - | - | - | - | - | ERROR: %s |"
                          % (r["name"], r["chemistry"], "yes" if r["ocv_table"] else "no",
                             r["error"].splitlines()[0][:120].replace("|", "/")))
             continue
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        rests = "-" if r.get("rests") is None else "%d (%.0f %%)" % (r["rests"], r["rest_pct"])
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["name"], r["chemistry"], "yes" if r["ocv_table"] else "no",
             fmt(r["rms_pct"]), fmt(r["max_pct"]), fmt(r["max_after_full_pct"]),
-            fmt(r["max_standby_pct"]), "pass" if r["pass"] else "FAIL"))
+            fmt(r["max_standby_pct"]), rests, "-" if r.get("ocv_fixes") is None else r["ocv_fixes"],
+            "pass" if r["pass"] else "FAIL"))
     n_pass = sum(1 for r in results if r.get("pass"))
     lines += ["", "%d of %d runs meet their targets." % (n_pass, len(results)), ""]
     return "\n".join(lines)
@@ -244,13 +268,14 @@ def run_all(traces_dir, results_dir, replay_cmd, ocv_modes, only=None, timeout=3
             try:
                 out_t, out_soc = read_series(out)
                 res = score_trace(entry, out_t, out_soc, truth_t, truth_soc)
+                res["rests"], res["rest_pct"], res["ocv_fixes"] = rest_counts(out)
             except (OSError, ValueError) as e:
                 results.append(dict(base, error=str(e), **{"pass": False}))
                 continue
             res.update(base)
-            log.write("  %s: rms %s %%, max %s %%, after full %s %%, standby %s %% -> %s\n" % (
+            log.write("  %s: rms %s %%, max %s %%, after full %s %%, standby %s %%, rests %s, OCV fixes %s -> %s\n" % (
                 res["name"], fmt(res["rms_pct"]), fmt(res["max_pct"]), fmt(res["max_after_full_pct"]),
-                fmt(res["max_standby_pct"]), "pass" if res["pass"] else "FAIL"))
+                fmt(res["max_standby_pct"]), res["rests"], res["ocv_fixes"], "pass" if res["pass"] else "FAIL"))
             results.append(res)
     return results
 
