@@ -25,8 +25,7 @@ from bms.power import CAUSE_BOOT, WORKING
 from bms.regimage import RegisterImage
 from bms.ticks import ticks_add, ticks_diff
 
-PERIOD_MS = const(250)  # the AFE's coulomb-counter window
-_FALLBACK_MS = const(300)  # cycle anyway when ALERT stays quiet this long
+_FALLBACK_MS = const(300)  # cycle anyway when ALERT stays quiet this long (bms.afe WINDOW_MS + 50)
 _MIN_GAP_MS = const(50)  # ALERT held high (a stuck flag) must not spin the loop
 EVENT_FILE = "events.bin"
 _NET_RETRY_MIN_MS = const(1000)  # MQTT after a caught failure: rests this long, doubling up to

@@ -17,16 +17,16 @@ from bms import led as LED
 from bms import params as P
 from bms import power as PW
 from bms import regmap as M
+from bms.afe import WINDOW_MS
 from bms.boards import IN_BUTTON, WAKE_TIMER
 from bms.events import AT_LEDS, AT_MODES, EV_MODE
 from bms.button import LONG, SHORT, Button
-from bms.gen.packed import SOC_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
+from bms.gen.packed import SOC_WINDOW_WARN_ROWS, SOC_WINDOW_ROWS, UNDER_VOLTAGE_ROWS
 from bms.ticks import ticks_add, ticks_diff
 
 ANIMATE_MS = const(100)  # the LED bar's frame time while it moves (flashes are 200 ms)
 
 
-_WINDOW_MS = const(250)  # the AFE's coulomb-counter window
 # after entering low power: settle plus one offset block (bms.soc, 4 + 64 windows)
 _LEARN_MS = const(18000)
 
@@ -163,7 +163,7 @@ class Modes:
         v = cy.values
         every = v[P.P_LP_CHECK_MS]
         if ticks_diff(self.learn_until, now) > 0:
-            every = _WINDOW_MS
+            every = WINDOW_MS
         due = every - ticks_diff(now, cy.last_cycle)
         if due > 0:
             piece = v[P.P_WDT_MS] // 2
@@ -265,4 +265,4 @@ class Modes:
 def _trouble(pr):
     """Protections and warnings that keep the pack awake: all but the SOC
     window's and storage's rows, which are limits of use."""
-    return (pr.protect_flags & ~SOC_WINDOW_ROWS) | (pr.warn_flags & ~SOC_WARN_ROWS)
+    return (pr.protect_flags & ~SOC_WINDOW_ROWS) | (pr.warn_flags & ~SOC_WINDOW_WARN_ROWS)

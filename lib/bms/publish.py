@@ -7,7 +7,7 @@ from bms import regmap as M
 from bms.regmap import MAX_CELLS, MAX_TEMPS
 from bms.afe import TEMP_OPEN, TEMP_SHORT
 from bms.events import AT_UPLINK
-from bms.gen.packed import SOC_HIGH_ROWS, SOC_LOW_ROWS, SOC_WARN_ROWS, STORAGE_HIGH_ROWS, STORAGE_LOW_ROWS
+from bms.gen.packed import SOC_HIGH_ROW, SOC_LOW_ROW, SOC_WINDOW_WARN_ROWS, STORAGE_HIGH_ROW, STORAGE_LOW_ROW
 
 
 def publish(cy):
@@ -65,17 +65,17 @@ def publish(cy):
     ir.set_u32(M.IR_DRAW_UA, cy.draw_ua)
     f = pr.protect_flags
     w = 0
-    if f & SOC_HIGH_ROWS:
+    if f & SOC_HIGH_ROW:
         w |= M.SOC_CHG_STOP
-    if f & SOC_LOW_ROWS:
+    if f & SOC_LOW_ROW:
         w |= M.SOC_DSG_STOP
-    if pr.warn_flags & SOC_WARN_ROWS:
+    if pr.warn_flags & SOC_WINDOW_WARN_ROWS:
         w |= M.SOC_LOW_WARN
     if cy.values[P.P_STORAGE]:
         w |= M.SOC_STORAGE
-    if f & STORAGE_HIGH_ROWS:
+    if f & STORAGE_HIGH_ROW:
         w |= M.SOC_STORAGE_CHG
-    if f & STORAGE_LOW_ROWS:
+    if f & STORAGE_LOW_ROW:
         w |= M.SOC_STORAGE_DSG
     if cy.storage_at_target():
         w |= M.SOC_STORAGE_AT

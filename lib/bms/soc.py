@@ -35,6 +35,7 @@ from array import array
 
 from micropython import const
 
+from bms.afe import WINDOW_MS
 from bms.cc import MULDIV_MAX, ChargeCounter, cell_mean, div_round, isqrt, muldiv, muldiv_round
 from bms.crc import crc16
 from bms.params import (CHEM_LFP, CHEM_LTO, CHEM_NMC, OCV_POINTS, P_EMPTY_CELL_MV, P_EMPTY_HOLD_MS, P_FULL_CELL_MV,
@@ -66,7 +67,6 @@ _SIGMA_V_MV = (5, 10, 5, 5)
 _SIGMA_V_GENERIC_MV = (20, 15, 25, 20)
 
 _SIG_MAX_DPCT = const(500)  # the SOC's standard deviation is capped at 50 %
-_CC_MS = const(250)  # the chip's coulomb-counter window
 _CC_WINDOWS_MAX = const(40)  # a reading stands for at most 10 s of windows
 _LEARN_MIN_DPCT = const(400)  # anchors at least 40 % apart
 _ANCHOR_SIGMA_DPCT = const(20)  # an OCV point this certain is an anchor
@@ -399,12 +399,12 @@ class Soc(ChargeCounter):
             # neither gains nor loses a window (rounding the time between
             # readings did: a late one after a prompt one counted twice).
             d = ticks_diff(now_ms, self._cc_t)
-            n = d // _CC_MS
+            n = d // WINDOW_MS
             if n < 1 or n > _CC_WINDOWS_MAX:
                 n = 1 if n < 1 else _CC_WINDOWS_MAX
                 self._cc_t = now_ms  # sooner than the grid (or lost): the grid starts here
             else:
-                self._cc_t = ticks_add(self._cc_t, n * _CC_MS)
+                self._cc_t = ticks_add(self._cc_t, n * WINDOW_MS)
             self._reading(meas.cc_raw, both_fets_off, n)
         i = self._i_ma
         if self.rest(now_ms, meas):

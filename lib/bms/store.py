@@ -13,15 +13,16 @@ returned with its version so the caller migrates it rather than dropping it.
 A failed save (MemoryError: no heap for the file or a first buffer;
 OSError: the filesystem refused, or wrote short) never raises: it
 returns False, counts itself in `write_errors`, says why in `failing` (FAIL_),
-and leaves the newest record in flash and in RAM (`payload`, `seq`,
-`slot`) as it was, so the next save simply tries the same slot again.
-A later successful save clears `failing`.
+and leaves the newest record in flash and what the store knows of it
+(`seq`, `slot`, `version`, `length`, `crc`) as it was, so the next save
+simply tries the same slot again. A later successful save clears `failing`.
 
 A save needs little heap: the record is never built whole. The header and
 the CRC go from two small preallocated buffers, the payload straight from
-the caller's, and `payload` is copied over in place (the same length as
-before). What is left is the file object. Whatever may allocate happens
-before the file is opened.
+the caller's. What is left is the file object. The store keeps no copy of
+the payload in RAM (the parameter set's is 744 bytes): a save whose payload
+has the newest record's length and CRC is compared with flash, a chunk at a
+time, and written only when it differs.
 
 Not in the control loop: loads allocate (files, buffers), and so does
 opening the file for a save.
@@ -77,7 +78,7 @@ def _whole(n, want):
 
 def decode(rec):
     """(version, seq, payload) of a valid record, else None. The payload
-    is a bytearray: a store keeps it and copies later saves over it."""
+    is a new bytearray, the caller's."""
     if rec is None or len(rec) < _HEAD + 2 or rec[0:4] != MAGIC:
         return None
     n = rec[10] | (rec[11] << 8)
@@ -95,8 +96,9 @@ class Store:
         self.paths = (directory + name + ".a", directory + name + ".b")
         self.seq = 0  # of the newest valid record
         self.slot = -1  # which slot holds it (-1: none)
-        self.payload = None  # what the newest record holds (a bytearray; a save copies over it)
         self.version = 0
+        self.length = -1  # the newest record's payload length (-1: none)
+        self.crc = 0  # and its payload's CRC-16: a save of the same is compared with flash
         self.write_errors = 0  # failed saves since boot (any cause)
         self.failing = 0  # FAIL_ of the last save, 0 when it worked
 
@@ -121,10 +123,35 @@ class Store:
         except OSError:
             return None
 
+    def _holds(self, payload, n):
+        """True when the newest record's payload in flash is `payload`
+        (compared a chunk at a time: no copy of it in RAM). An unreadable
+        record is not the same (the save writes the other slot). Allocates
+        a 16-byte chunk and the file object, as a save does."""
+        buf = bytearray(16)
+        try:
+            with open(self.paths[self.slot], "rb") as f:
+                f.seek(_HEAD)
+                i = 0
+                while i < n:
+                    k = f.readinto(buf)
+                    if not k:
+                        return False
+                    k = k if k < n - i else n - i
+                    j = 0
+                    while j < k:
+                        if buf[j] != payload[i + j]:
+                            return False
+                        j += 1
+                    i += k
+        except OSError:
+            return False
+        return True
+
     def load(self):
         """(version, payload) of the newest valid record, or None. The
-        payload is the store's own: the next save overwrites it in place,
-        so a caller that keeps it copies it."""
+        payload is a new bytearray, the caller's: the store keeps its
+        length and CRC only."""
         best = None
         slot = 0
         while slot < 2:
@@ -137,8 +164,10 @@ class Store:
         if best is None:
             self.slot = -1
             return None
-        self.version, self.seq, self.payload = best
-        return self.version, self.payload
+        self.version, self.seq, payload = best
+        self.length = len(payload)
+        self.crc = crc16(payload, 0, self.length)
+        return self.version, payload
 
     def save(self, version, payload):
         """Write a new record unless the newest one already holds this.
@@ -149,13 +178,12 @@ class Store:
         which an exhausted heap cannot give.) The caller's payload is not
         kept: it may fill the same buffer again."""
         try:
-            keep = self.payload
-            if self.slot >= 0 and self.version == version and keep == payload:
+            n = len(payload)
+            pc = crc16(payload, 0, n)
+            if (self.slot >= 0 and self.version == version and self.length == n and self.crc == pc
+                    and self._holds(payload, n)):
                 self.failing = 0
                 return True
-            n = len(payload)
-            if keep is None or len(keep) != n:
-                keep = bytearray(n)  # the first save, or a new size: before the file is touched
             seq = (self.seq + 1) & 0xFFFFFFFF
             # never the newest record's slot: a failure from here on (no
             # heap for the file, a refused or short write, a power cut)
@@ -171,9 +199,6 @@ class Store:
                 ok = _whole(f.write(h), _HEAD) and _whole(f.write(payload), n) and _whole(f.write(t), 2)
             if not ok:
                 return self.fail(FAIL_FLASH)
-            # in place: no heap (should it raise, the next save writes this
-            # slot again; the newest record in the other stays)
-            keep[:] = payload
         except MemoryError:
             return self.fail(FAIL_MEMORY)
         except OSError:
@@ -182,8 +207,9 @@ class Store:
             return self.fail(FAIL_ERROR)
         self.seq = seq
         self.slot = slot
-        self.payload = keep
         self.version = version
+        self.length = n
+        self.crc = pc
         self.failing = 0
         return True
 
@@ -208,5 +234,5 @@ class Store:
                     pass  # it was not there
         self.seq = 0
         self.slot = -1
-        self.payload = None
+        self.length = -1
         return ok

@@ -24,7 +24,7 @@ from bms.spec import paramtable
 from bms import power as PW
 from bms.spec import protrules
 from bms import regmap as M
-from bms.app import PERIOD_MS
+from bms.afe import WINDOW_MS as PERIOD_MS
 from bms.events import (AT_FLASH, AT_LEDS, AT_MEASURE, AT_MODBUS, AT_MODES, AT_PROTECT, AT_SOC, AT_UPLINK,
                         EV_CRASH, EV_FAULT)
 from bms.boards import REASON_CRASH

@@ -346,3 +346,9 @@ def test_open_afe_names_the_family_member():
     assert chips.models() is R.MODELS
     assert chips.model_groups(10) == R.model_groups(10) == 2
     assert chips.default_cell_channels(10, 2) == R.default_cell_channels(10, 2)
+
+
+def test_the_firmware_window_is_the_chips_coulomb_counter_period():
+    """The cycle, the SOC and the power modes run on bms.afe.WINDOW_MS; the
+    bq769x0 delivers a coulomb-counter reading every CC_PERIOD_MS (SLUSBK2)."""
+    assert A.WINDOW_MS == R.CC_PERIOD_MS == 250

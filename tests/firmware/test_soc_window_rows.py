@@ -55,7 +55,7 @@ def test_flags_words_hold_a_bit_per_row_of_their_level():
     assert protrules.row_bits(1 << BIT["soc_high"], 1 << BIT["soc_low_warn"]) == \
         (1 << ROW["soc_high"]) | (1 << ROW["soc_low_warn"])
     assert protrules.names(packed.SOC_WINDOW_ROWS) == ["soc_high", "soc_low", "storage_high", "storage_low"]
-    assert protrules.names(0, packed.SOC_WARN_ROWS) == ["soc_low_warn"]
+    assert protrules.names(0, packed.SOC_WINDOW_WARN_ROWS) == ["soc_low_warn"]
 
 
 def test_off_by_default_even_at_full_and_empty():
@@ -101,7 +101,7 @@ def test_storage_holds_towards_its_target(dpct, held):
     soc(pr, dpct, storage=True)
     pr.evaluate(250)
     assert pr.block == held
-    both = packed.STORAGE_HIGH_ROWS | packed.STORAGE_LOW_ROWS
+    both = packed.STORAGE_HIGH_ROW | packed.STORAGE_LOW_ROW
     assert (pr.protect_flags & both == both) == (held == PR.BOTH)
 
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import pytest
 
 from bms import store as S
+from bms.crc import crc16
 from bms.store import FAIL_FLASH, FAIL_MEMORY, Store, decode, encode
 from conftest import run_mpy
 
@@ -146,7 +147,6 @@ class Faults:
     ("short", 3, None, FAIL_FLASH),
     ("open", 1, MemoryError(), FAIL_MEMORY),
     ("write", 2, MemoryError(), FAIL_MEMORY),
-    ("buffer", 1, MemoryError(), FAIL_MEMORY),
 ])
 def test_a_failed_save_keeps_the_newest_record_counts_and_a_later_save_works(
         tmp_path, monkeypatch, where, at, exc, why):
@@ -154,27 +154,17 @@ def test_a_failed_save_keeps_the_newest_record_counts_and_a_later_save_works(
     s = Store(d(tmp_path), "p")
     assert s.save(1, b"one") and s.save(1, b"two")
     newest = s.slot
-    if where == "buffer":
-        # a payload of a new size needs a buffer to keep it in: no heap for
-        # it (a load's copy of a record, bytearray(bytes), still works)
-        def no_heap(*a):
-            if isinstance(a[0], int):
-                raise exc
-            return bytearray(*a)
-        monkeypatch.setattr(S, "bytearray", no_heap, raising=False)
-    else:
-        faults.where = where
-        faults.at = at
-        if exc is not None:
-            faults.exc = exc
+    faults.where = where
+    faults.at = at
+    if exc is not None:
+        faults.exc = exc
     for n in (1, 2, 3):  # every retry fails the same way and is counted
         assert s.save(1, b"three") is False
         assert s.write_errors == n and s.failing == why
-        # the newest record, in RAM and in flash, is what it was
-        assert (s.slot, s.seq, s.payload, s.version) == (newest, 2, b"two", 1)
+        # the newest record, in flash and as the store knows it, is what it was
+        assert (s.slot, s.seq, s.version, s.length, s.crc) == (newest, 2, 1, 3, crc16(b"two", 0, 3))
         assert Store(d(tmp_path), "p").load() == (1, b"two")
     assert s.save(1, b"two") is True and s.failing == 0  # flash already holds it
-    monkeypatch.delattr(S, "bytearray", raising=False)
     faults.where = None
     assert s.save(1, b"three") is True
     assert s.failing == 0 and s.write_errors == 3 and s.slot == 1 - newest
@@ -192,21 +182,46 @@ def test_a_save_writes_the_record_without_building_it(tmp_path):
             assert f.read() == encode(7, seq, payload)
 
 
-def test_the_callers_buffer_is_copied_and_a_same_size_save_reuses_the_store_s(tmp_path):
+def _same_crc(payload):
+    """Another payload of the same length and CRC-16 (its last two bytes
+    chosen to match): only a comparison of the bytes tells them apart."""
+    want = crc16(payload, 0, len(payload))
+    other = bytearray(payload)
+    other[0] ^= 0xFF
+    for v in range(65536):
+        other[-2] = v & 0xFF
+        other[-1] = v >> 8
+        if crc16(other, 0, len(other)) == want:
+            return bytes(other)
+    raise AssertionError("no collision")
+
+
+def test_the_store_keeps_no_copy_and_compares_an_unchanged_save_with_flash(tmp_path):
     s = Store(d(tmp_path), "p")
-    buf = bytearray(b"abcd")
+    buf = bytearray(b"abcdefgh" * 9)  # longer than the comparison's chunk
     assert s.save(1, buf)
-    kept = s.payload
-    assert kept is not buf
-    buf[0] = ord("x")  # the caller fills its buffer again: what flash holds does not change
-    assert s.payload == b"abcd"
-    assert s.save(1, buf) and s.payload == b"xbcd" and s.payload is kept  # copied over, in place
+    assert not hasattr(s, "payload")  # no copy in RAM: the length and CRC only
+    slot, seq = s.slot, s.seq
+    buf[0] = ord("x")  # the caller fills its buffer again: flash keeps what was saved
+    assert Store(d(tmp_path), "p").load() == (1, b"abcdefgh" * 9)
+    assert s.save(1, b"abcdefgh" * 9) and (s.slot, s.seq) == (slot, seq)  # unchanged: nothing written
+    twin = _same_crc(b"abcdefgh" * 9)  # the same length and CRC, other bytes
+    assert s.save(1, twin) and (s.slot, s.seq) == (1 - slot, seq + 1)
+    assert Store(d(tmp_path), "p").load() == (1, twin)
     t = Store(d(tmp_path), "p")
     loaded = t.load()[1]
-    assert loaded == b"xbcd" and isinstance(loaded, bytearray)
-    assert t.save(1, b"ybcd") and t.payload is loaded  # a loaded record's buffer is reused too
-    assert t.save(1, b"longer") and t.payload == b"longer"
-    assert Store(d(tmp_path), "p").load() == (1, b"longer")
+    assert isinstance(loaded, bytearray)
+    loaded[0] ^= 1  # the caller's own: the store did not keep it
+    assert t.save(1, twin) and t.seq == seq + 1  # flash already holds it
+    assert t.save(2, twin) and t.seq == seq + 2  # a new version is a new record
+    assert t.save(2, b"longer") and Store(d(tmp_path), "p").load() == (2, b"longer")
+
+
+def test_an_unreadable_newest_record_is_written_again(tmp_path):
+    s = Store(d(tmp_path), "p")
+    assert s.save(1, b"same")
+    os.remove(s.paths[s.slot])  # flash lost it (or cannot read it): the same payload goes out again
+    assert s.save(1, b"same") and Store(d(tmp_path), "p").load() == (1, b"same")
 
 
 def test_erase_never_raises_for_want_of_heap(tmp_path, monkeypatch):

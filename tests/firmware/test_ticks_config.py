@@ -116,7 +116,9 @@ def test_a_long_back_off_still_releases():
     v[P_SCD_RETRY_MS] = 600000
     v[P_SCD_RETRIES] = 10
     pr = PR.Protection(v)
-    row = PR.R_AFE_SCD
+    from bms.spec import protrules
+
+    row = protrules.bit_of()["afe_scd"]
     now = 0
     step = 60000
     for k in range(10):

@@ -4,6 +4,7 @@ scenario, the simulated DAY) and the targets the figures are checked
 against."""
 import os
 
+from bms.afe import WINDOW_MS
 from bms_sim.target import TWIN_HEAP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,7 +25,7 @@ SPREAD_MV = 40
 # the ESP32 translation: the unix port on a PC runs MicroPython 60-100x
 # faster than an ESP32 (pystone ~110,000 vs ~1,700); estimates use 80x
 ESP32_FACTOR = 80
-PERIOD_MS = 250  # the control cycle's period (the AFE's coulomb-counter window)
+PERIOD_MS = WINDOW_MS  # the control cycle's period (the AFE's coulomb-counter window)
 # The heap targets, on the twin with the firmware frozen: every end-to-end
 # test runs at the ESP32's initial heap (bms_sim.target TWIN_HEAP, 56K), and
 # a simulated day must run in DAY_HEAP.

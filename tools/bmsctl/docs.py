@@ -50,12 +50,12 @@ def _p(i, chem):
 def protection_table(chem=P.CHEM_LFP):
     lines = [
         "| row | flag bit | name | level | trips when | delay | releases when | release delay | FETs off | LED code "
-        "| meaning |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| roles | meaning |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     bits = protrules.bit_of()
     for i, r in enumerate(protrules.ROWS):
-        name, q, cmp, trip, delay, rel, rel_delay, fets, level, retries, blink = r
+        name, q, cmp, trip, delay, rel, rel_delay, fets, level, retries, blink, roles = r
         what = _QUANTITY[q]
         if cmp == PR.FLAG:
             trips, releases = what + " is set", "it is clear"
@@ -68,9 +68,9 @@ def protection_table(chem=P.CHEM_LFP):
         rd = _p(rel_delay, chem)
         if retries != PR.NONE:
             rd += ", doubling per retry; latches after %s" % _p(retries, chem)
-        lines.append("| %d | %s %d | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %d | %s %d | `%s` | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             i, "protect_flags" if level == PR.PROT else "warn_flags", bits[name], name, "protection" if level == PR.PROT else "warning", trips, _p(delay, chem), releases, rd,
-            _FETS[fets], blink or "-", D.PROTECTION[name]))
+            _FETS[fets], blink or "-", ", ".join(x.lower() for x in roles) or "-", D.PROTECTION[name]))
     return "\n".join(lines)
 
 

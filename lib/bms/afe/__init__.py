@@ -48,6 +48,11 @@ READ_NO_DATA = const(2)  # the measurement read failed
 READ_NOT_CLEARED = const(3)  # measured, but the chip's flags could not be cleared
 
 
+# The coulomb counter's window: every driver delivers one current (ST_NEW_CC)
+# per window, and the cycle, the SOC and the power modes run on it (the
+# bq769x0's own period, its regs.CC_PERIOD_MS; tests/firmware/test_afe_driver.py)
+WINDOW_MS = const(250)
+
 # a thermistor reading that is no temperature
 TEMP_OPEN = const(-32767)
 TEMP_SHORT = const(-32766)

@@ -11,7 +11,7 @@ IR_SPANS = (
     b"\x00\x1d\x1e\x11\x30\xb6"
 )
 
-# Protection rows, 10 bytes each: bms.spec.protrules.ROWS less the name, -1 as 255
+# Protection rows, 10 bytes each: bms.spec.protrules.ROWS less the name and roles, -1 as 255
 PROT_ROW_BYTES = 10
 PROT_ROWS = (
     b"\x00\x00\x0a\x0b\x0c\x0d\x01\x01\xff\x01\x01\x01\x0e\x0f\x10\x11"
@@ -38,14 +38,46 @@ PROT_ROWS = (
     b"\x02\x01\xff\x00\x16\x03\x77\x3e\x78\xff\x00\x00\xff\x00"
 )
 
-# bms.spec.protrules.GROUPS as masks of protect_flags (warn_flags for warnings)
+# bms.spec.protrules: each role's rows, then each row, as masks of protect_flags
+# (warn_flags for warnings)
 OVER_VOLTAGE_ROWS = const(0x00000105)
 UNDER_VOLTAGE_ROWS = const(0x0000020A)
 DIODE_CHG_ROWS = const(0x02800C15)
 DIODE_DSG_ROWS = const(0x050030AA)
 SOC_WINDOW_ROWS = const(0x07800000)
-SOC_HIGH_ROWS = const(0x00800000)
-SOC_LOW_ROWS = const(0x01000000)
-STORAGE_HIGH_ROWS = const(0x02000000)
-STORAGE_LOW_ROWS = const(0x04000000)
-SOC_WARN_ROWS = const(0x00000080)
+SOC_WINDOW_WARN_ROWS = const(0x00000080)
+CELL_OV_ROW = const(0x00000001)
+CELL_UV_ROW = const(0x00000002)
+PACK_OV_ROW = const(0x00000004)
+PACK_UV_ROW = const(0x00000008)
+CHG_OC_ROW = const(0x00000010)
+DSG_OC_ROW = const(0x00000020)
+AFE_SCD_ROW = const(0x00000040)
+AFE_OCD_ROW = const(0x00000080)
+AFE_OV_ROW = const(0x00000100)
+AFE_UV_ROW = const(0x00000200)
+CHG_OT_ROW = const(0x00000400)
+CHG_UT_ROW = const(0x00000800)
+DSG_OT_ROW = const(0x00001000)
+DSG_UT_ROW = const(0x00002000)
+FET_OT_ROW = const(0x00004000)
+AFE_COMM_ROW = const(0x00008000)
+AFE_RESET_ROW = const(0x00010000)
+AFE_STALE_ROW = const(0x00020000)
+TEMP_SENSOR_ROW = const(0x00040000)
+CELL_IMPLAUSIBLE_ROW = const(0x00080000)
+UNCONFIGURED_ROW = const(0x00100000)
+AFE_OVRD_ROW = const(0x00200000)
+CELL_OV_WARN_ROW = const(0x00000001)
+CELL_UV_WARN_ROW = const(0x00000002)
+CHG_OC_WARN_ROW = const(0x00000004)
+DSG_OC_WARN_ROW = const(0x00000008)
+TEMP_HIGH_WARN_ROW = const(0x00000010)
+TEMP_LOW_WARN_ROW = const(0x00000020)
+SPREAD_WARN_ROW = const(0x00000040)
+RESET_LOCKOUT_ROW = const(0x00400000)
+SOC_HIGH_ROW = const(0x00800000)
+SOC_LOW_ROW = const(0x01000000)
+STORAGE_HIGH_ROW = const(0x02000000)
+STORAGE_LOW_ROW = const(0x04000000)
+SOC_LOW_WARN_ROW = const(0x00000080)

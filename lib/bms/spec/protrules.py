@@ -14,76 +14,109 @@ from bms.protection import (ABOVE, ABOVE_H, B_OC, B_OV, B_S, B_SC, B_T, B_UV, BE
                             Q_RESET_LOCKOUT, Q_SOC_HIGH_DPCT, Q_SOC_LOW_DPCT, Q_STORE_HIGH_DPCT, Q_STORE_LOW_DPCT,
                             Q_TEMP_MIN_DC, Q_TEMP_SENSOR, Q_UNCONFIGURED, WARN)
 
+# Roles, the last column: what the firmware does with a row beyond switching
+# its FETs. `python -m bms_build.tablegen` turns each role into <ROLE>_ROWS, the
+# mask of the rows that carry it, in bms.gen.packed (and every row into
+# <NAME>_ROW, its own bit), so no bit position is typed by hand: reordering
+# the rows regenerates the masks.
+# a cut-off at the top: balancing goes on under it, the SOC syncs to full
+OVER_VOLTAGE = "OVER_VOLTAGE"
+# the discharge cut-off: the SOC syncs to empty, sleep follows
+UNDER_VOLTAGE = "UNDER_VOLTAGE"
+# Body diodes (docs/PROTECTION.md): a one-direction row whose FET goes on
+# while current flows the other way; DIODE_CHG_ROWS and DIODE_DSG_ROWS by the
+# row's FETs. Not afe_scd (after a short the FET stays off until its own
+# retry closes it), afe_ov and afe_uv (the chip's independent trip: while it
+# stands, the FET it opened stays open), and no row holding both FETs.
+DIODE = "DIODE"
+# limits of use, not trouble: low power and sleep may follow, balancing goes
+# on (SOC_WINDOW_ROWS; SOC_WINDOW_WARN_ROWS for the warnings)
+SOC_WINDOW = "SOC_WINDOW"
+ROLES = (OVER_VOLTAGE, UNDER_VOLTAGE, DIODE, SOC_WINDOW)
+
 # Row: (name, quantity, comparison, trip, trip delay, release, release delay, fets, level, retries,
-#       blink)
+#       blink, roles)
 # trip/delay/release/retries are parameter indices (bms.params), NONE for none;
 # blink: the LED bar's fault code while the row holds a FET off (docs/LED.md).
 # fmt: off
 ROWS = (
-    ("cell_ov", Q_CELL_MAX_MV, ABOVE, P.P_CELL_OV_MV, P.P_CELL_OV_DELAY_MS, P.P_CELL_OV_RELEASE_MV, P.P_CELL_OV_RELEASE_MS, CHG, PROT, NONE, B_OV),
-    ("cell_uv", Q_CELL_MIN_MV, BELOW, P.P_CELL_UV_MV, P.P_CELL_UV_DELAY_MS, P.P_CELL_UV_RELEASE_MV, P.P_CELL_UV_RELEASE_MS, DSG, PROT, NONE, B_UV),
-    ("pack_ov", Q_PACK_MV, ABOVE, P.P_PACK_OV_MV, P.P_PACK_OV_DELAY_MS, P.P_PACK_OV_RELEASE_MV, P.P_PACK_OV_RELEASE_MS, CHG, PROT, NONE, B_OV),
-    ("pack_uv", Q_PACK_MV, BELOW, P.P_PACK_UV_MV, P.P_PACK_UV_DELAY_MS, P.P_PACK_UV_RELEASE_MV, P.P_PACK_UV_RELEASE_MS, DSG, PROT, NONE, B_UV),
-    ("chg_oc", Q_CHG_MA, ABOVE, P.P_CHG_OC_MA, P.P_CHG_OC_DELAY_MS, P.P_CHG_OC_MA, P.P_CHG_OC_RELEASE_MS, CHG, PROT, NONE, B_OC),
-    ("dsg_oc", Q_DSG_MA, ABOVE, P.P_DSG_OC_MA, P.P_DSG_OC_DELAY_MS, P.P_DSG_OC_MA, P.P_DSG_OC_RELEASE_MS, DSG, PROT, NONE, B_OC),
-    ("afe_scd", Q_AFE_SCD, FLAG, NONE, NONE, NONE, P.P_SCD_RETRY_MS, DSG, PROT, P.P_SCD_RETRIES, B_SC),
-    ("afe_ocd", Q_AFE_OCD, FLAG, NONE, NONE, NONE, P.P_DSG_OC_RELEASE_MS, DSG, PROT, NONE, B_OC),
-    ("afe_ov", Q_AFE_OV, FLAG, NONE, NONE, NONE, P.P_CELL_OV_RELEASE_MS, CHG, PROT, NONE, B_OV),
-    ("afe_uv", Q_AFE_UV, FLAG, NONE, NONE, NONE, P.P_CELL_UV_RELEASE_MS, DSG, PROT, NONE, B_UV),
-    ("chg_ot", Q_TEMP_MAX_DC, ABOVE, P.P_CHG_OT_DC, P.P_TEMP_DELAY_MS, P.P_CHG_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, CHG, PROT, NONE, B_T),
-    ("chg_ut", Q_TEMP_MIN_DC, BELOW, P.P_CHG_UT_DC, P.P_TEMP_DELAY_MS, P.P_CHG_UT_RELEASE_DC, P.P_TEMP_RELEASE_MS, CHG, PROT, NONE, B_T),
-    ("dsg_ot", Q_TEMP_MAX_DC, ABOVE, P.P_DSG_OT_DC, P.P_TEMP_DELAY_MS, P.P_DSG_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, DSG, PROT, NONE, B_T),
-    ("dsg_ut", Q_TEMP_MIN_DC, BELOW, P.P_DSG_UT_DC, P.P_TEMP_DELAY_MS, P.P_DSG_UT_RELEASE_DC, P.P_TEMP_RELEASE_MS, DSG, PROT, NONE, B_T),
-    ("fet_ot", Q_FET_TEMP_DC, ABOVE, P.P_FET_OT_DC, P.P_TEMP_DELAY_MS, P.P_FET_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, BOTH, PROT, NONE, B_T),
-    ("afe_comm", Q_AFE_COMM, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("afe_reset", Q_AFE_RESET, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("afe_stale", Q_AFE_STALE, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("temp_sensor", Q_TEMP_SENSOR, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("cell_implausible", Q_CELL_IMPLAUSIBLE, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("unconfigured", Q_UNCONFIGURED, FLAG, NONE, NONE, NONE, NONE, BOTH, PROT, NONE, 0),
-    ("afe_ovrd", Q_AFE_OVRD, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S),
-    ("cell_ov_warn", Q_CELL_MAX_MV, ABOVE_H, P.P_CELL_OV_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
-    ("cell_uv_warn", Q_CELL_MIN_MV, BELOW_H, P.P_CELL_UV_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
-    ("chg_oc_warn", Q_CHG_MA, ABOVE_H, P.P_CHG_OC_WARN_MA, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MA, NONE, 0, WARN, NONE, 0),
-    ("dsg_oc_warn", Q_DSG_MA, ABOVE_H, P.P_DSG_OC_WARN_MA, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MA, NONE, 0, WARN, NONE, 0),
-    ("temp_high_warn", Q_TEMP_MAX_DC, ABOVE_H, P.P_TEMP_HIGH_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0),
-    ("temp_low_warn", Q_TEMP_MIN_DC, BELOW_H, P.P_TEMP_LOW_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0),
-    ("spread_warn", Q_SPREAD_MV, ABOVE_H, P.P_SPREAD_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0),
-    ("reset_lockout", Q_RESET_LOCKOUT, FLAG, NONE, NONE, NONE, NONE, BOTH, PROT, NONE, B_S),
+    ("cell_ov", Q_CELL_MAX_MV, ABOVE, P.P_CELL_OV_MV, P.P_CELL_OV_DELAY_MS, P.P_CELL_OV_RELEASE_MV, P.P_CELL_OV_RELEASE_MS, CHG, PROT, NONE, B_OV, (OVER_VOLTAGE, DIODE)),
+    ("cell_uv", Q_CELL_MIN_MV, BELOW, P.P_CELL_UV_MV, P.P_CELL_UV_DELAY_MS, P.P_CELL_UV_RELEASE_MV, P.P_CELL_UV_RELEASE_MS, DSG, PROT, NONE, B_UV, (UNDER_VOLTAGE, DIODE)),
+    ("pack_ov", Q_PACK_MV, ABOVE, P.P_PACK_OV_MV, P.P_PACK_OV_DELAY_MS, P.P_PACK_OV_RELEASE_MV, P.P_PACK_OV_RELEASE_MS, CHG, PROT, NONE, B_OV, (OVER_VOLTAGE, DIODE)),
+    ("pack_uv", Q_PACK_MV, BELOW, P.P_PACK_UV_MV, P.P_PACK_UV_DELAY_MS, P.P_PACK_UV_RELEASE_MV, P.P_PACK_UV_RELEASE_MS, DSG, PROT, NONE, B_UV, (UNDER_VOLTAGE, DIODE)),
+    ("chg_oc", Q_CHG_MA, ABOVE, P.P_CHG_OC_MA, P.P_CHG_OC_DELAY_MS, P.P_CHG_OC_MA, P.P_CHG_OC_RELEASE_MS, CHG, PROT, NONE, B_OC, (DIODE,)),
+    ("dsg_oc", Q_DSG_MA, ABOVE, P.P_DSG_OC_MA, P.P_DSG_OC_DELAY_MS, P.P_DSG_OC_MA, P.P_DSG_OC_RELEASE_MS, DSG, PROT, NONE, B_OC, (DIODE,)),
+    ("afe_scd", Q_AFE_SCD, FLAG, NONE, NONE, NONE, P.P_SCD_RETRY_MS, DSG, PROT, P.P_SCD_RETRIES, B_SC, ()),
+    ("afe_ocd", Q_AFE_OCD, FLAG, NONE, NONE, NONE, P.P_DSG_OC_RELEASE_MS, DSG, PROT, NONE, B_OC, (DIODE,)),
+    ("afe_ov", Q_AFE_OV, FLAG, NONE, NONE, NONE, P.P_CELL_OV_RELEASE_MS, CHG, PROT, NONE, B_OV, (OVER_VOLTAGE,)),
+    ("afe_uv", Q_AFE_UV, FLAG, NONE, NONE, NONE, P.P_CELL_UV_RELEASE_MS, DSG, PROT, NONE, B_UV, (UNDER_VOLTAGE,)),
+    ("chg_ot", Q_TEMP_MAX_DC, ABOVE, P.P_CHG_OT_DC, P.P_TEMP_DELAY_MS, P.P_CHG_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, CHG, PROT, NONE, B_T, (DIODE,)),
+    ("chg_ut", Q_TEMP_MIN_DC, BELOW, P.P_CHG_UT_DC, P.P_TEMP_DELAY_MS, P.P_CHG_UT_RELEASE_DC, P.P_TEMP_RELEASE_MS, CHG, PROT, NONE, B_T, (DIODE,)),
+    ("dsg_ot", Q_TEMP_MAX_DC, ABOVE, P.P_DSG_OT_DC, P.P_TEMP_DELAY_MS, P.P_DSG_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, DSG, PROT, NONE, B_T, (DIODE,)),
+    ("dsg_ut", Q_TEMP_MIN_DC, BELOW, P.P_DSG_UT_DC, P.P_TEMP_DELAY_MS, P.P_DSG_UT_RELEASE_DC, P.P_TEMP_RELEASE_MS, DSG, PROT, NONE, B_T, (DIODE,)),
+    ("fet_ot", Q_FET_TEMP_DC, ABOVE, P.P_FET_OT_DC, P.P_TEMP_DELAY_MS, P.P_FET_OT_RELEASE_DC, P.P_TEMP_RELEASE_MS, BOTH, PROT, NONE, B_T, ()),
+    ("afe_comm", Q_AFE_COMM, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S, ()),
+    ("afe_reset", Q_AFE_RESET, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S, ()),
+    ("afe_stale", Q_AFE_STALE, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S, ()),
+    ("temp_sensor", Q_TEMP_SENSOR, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S, ()),
+    ("cell_implausible", Q_CELL_IMPLAUSIBLE, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S, ()),
+    ("unconfigured", Q_UNCONFIGURED, FLAG, NONE, NONE, NONE, NONE, BOTH, PROT, NONE, 0, ()),
+    ("afe_ovrd", Q_AFE_OVRD, FLAG, NONE, NONE, NONE, P.P_FAULT_RELEASE_MS, BOTH, PROT, NONE, B_S, ()),
+    ("cell_ov_warn", Q_CELL_MAX_MV, ABOVE_H, P.P_CELL_OV_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0, ()),
+    ("cell_uv_warn", Q_CELL_MIN_MV, BELOW_H, P.P_CELL_UV_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0, ()),
+    ("chg_oc_warn", Q_CHG_MA, ABOVE_H, P.P_CHG_OC_WARN_MA, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MA, NONE, 0, WARN, NONE, 0, ()),
+    ("dsg_oc_warn", Q_DSG_MA, ABOVE_H, P.P_DSG_OC_WARN_MA, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MA, NONE, 0, WARN, NONE, 0, ()),
+    ("temp_high_warn", Q_TEMP_MAX_DC, ABOVE_H, P.P_TEMP_HIGH_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0, ()),
+    ("temp_low_warn", Q_TEMP_MIN_DC, BELOW_H, P.P_TEMP_LOW_WARN_DC, P.P_WARN_DELAY_MS, P.P_WARN_HYST_DC, NONE, 0, WARN, NONE, 0, ()),
+    ("spread_warn", Q_SPREAD_MV, ABOVE_H, P.P_SPREAD_WARN_MV, P.P_WARN_DELAY_MS, P.P_WARN_HYST_MV, NONE, 0, WARN, NONE, 0, ()),
+    ("reset_lockout", Q_RESET_LOCKOUT, FLAG, NONE, NONE, NONE, NONE, BOTH, PROT, NONE, B_S, ()),
     # the SOC window and storage mode (docs/POWER.md): limits of use, not faults
-    ("soc_high", Q_SOC_HIGH_DPCT, ABOVE_H, P.P_SOC_MAX_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, CHG, PROT, NONE, 0),
-    ("soc_low", Q_SOC_LOW_DPCT, BELOW_H, P.P_SOC_MIN_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, DSG, PROT, NONE, 0),
-    ("storage_high", Q_STORE_HIGH_DPCT, ABOVE_H, P.P_STORAGE_SOC_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, CHG, PROT, NONE, 0),
-    ("storage_low", Q_STORE_LOW_DPCT, BELOW_H, P.P_STORAGE_SOC_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, DSG, PROT, NONE, 0),
-    ("soc_low_warn", Q_SOC_LOW_DPCT, BELOW_H, P.P_SOC_WARN_LOW_DPCT, P.P_WARN_DELAY_MS, P.P_SOC_HYST_DPCT, NONE, 0, WARN, NONE, 0),
+    ("soc_high", Q_SOC_HIGH_DPCT, ABOVE_H, P.P_SOC_MAX_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, CHG, PROT, NONE, 0, (DIODE, SOC_WINDOW)),
+    ("soc_low", Q_SOC_LOW_DPCT, BELOW_H, P.P_SOC_MIN_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, DSG, PROT, NONE, 0, (DIODE, SOC_WINDOW)),
+    ("storage_high", Q_STORE_HIGH_DPCT, ABOVE_H, P.P_STORAGE_SOC_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, CHG, PROT, NONE, 0, (DIODE, SOC_WINDOW)),
+    ("storage_low", Q_STORE_LOW_DPCT, BELOW_H, P.P_STORAGE_SOC_DPCT, NONE, P.P_SOC_HYST_DPCT, NONE, DSG, PROT, NONE, 0, (DIODE, SOC_WINDOW)),
+    ("soc_low_warn", Q_SOC_LOW_DPCT, BELOW_H, P.P_SOC_WARN_LOW_DPCT, P.P_WARN_DELAY_MS, P.P_SOC_HYST_DPCT, NONE, 0, WARN, NONE, 0, (SOC_WINDOW,)),
 )
 # fmt: on
 
-# Groups of rows the firmware treats alike, by name; `python -m
-# bms_build.tablegen` turns each into a protect_flags (or warn_flags) mask in
-# bms.gen.packed, so no bit position is typed by hand.
-GROUPS = (
-    # a cut-off at the top: balancing goes on under it, the SOC syncs to full
-    ("OVER_VOLTAGE", ("cell_ov", "pack_ov", "afe_ov")),
-    # the discharge cut-off: the SOC syncs to empty, sleep follows
-    ("UNDER_VOLTAGE", ("cell_uv", "pack_uv", "afe_uv")),
-    # Body diodes (docs/PROTECTION.md): one-direction rows whose FET goes on
-    # while current flows the other way. Not afe_scd (after a short the FET
-    # stays off until its own retry closes it), afe_ov and afe_uv (the chip's
-    # independent trip: while it stands, the FET it opened stays open), and
-    # no row holding both FETs.
-    ("DIODE_CHG", ("cell_ov", "pack_ov", "chg_oc", "chg_ot", "chg_ut", "soc_high", "storage_high")),
-    ("DIODE_DSG", ("cell_uv", "pack_uv", "dsg_oc", "afe_ocd", "dsg_ot", "dsg_ut", "soc_low", "storage_low")),
-    # limits of use, not trouble: low power and sleep may follow, balancing goes on
-    ("SOC_WINDOW", ("soc_high", "soc_low", "storage_high", "storage_low")),
-    # one each, for the SOC state register (bms.regmap SOC_)
-    ("SOC_HIGH", ("soc_high",)),
-    ("SOC_LOW", ("soc_low",)),
-    ("STORAGE_HIGH", ("storage_high",)),
-    ("STORAGE_LOW", ("storage_low",)),
-    # warnings that are no trouble either (bms.power)
-    ("SOC_WARN", ("soc_low_warn",)),
-)
+ROLE = 11  # the roles column's index
+
+
+def role_masks(rows=None):
+    """[(mask name, mask), ...]: each role's rows as a mask of its level's
+    flags word (bms.gen.packed), DIODE split by the rows' FETs and the
+    warnings' masks named _WARN; then every row's own bit as <NAME>_ROW."""
+    rows = ROWS if rows is None else rows
+    bits = bit_of(rows)
+    out = []
+    for role in ROLES:
+        for level, lname in ((PROT, ""), (WARN, "_WARN")):
+            carry = [r for r in rows if role in r[ROLE] and r[8] == level]
+            if role == DIODE:
+                if level == WARN:
+                    if carry:
+                        raise ValueError("a warning holds no FET: %s" % carry[0][0])
+                    continue
+                for fets, fname in ((CHG, "_CHG"), (DSG, "_DSG")):
+                    out.append((role + fname + "_ROWS", _mask([r for r in carry if r[7] == fets], bits)))
+                odd = [r[0] for r in carry if r[7] not in (CHG, DSG)]
+                if odd:
+                    raise ValueError("a body-diode row holds one FET, not %s" % odd)
+            elif carry or level == PROT:
+                out.append((role + lname + "_ROWS", _mask(carry, bits)))
+    for r in rows:
+        unknown = [x for x in r[ROLE] if x not in ROLES]
+        if unknown:
+            raise ValueError("row %s: unknown role %s (one of %s)" % (r[0], unknown, ", ".join(ROLES)))
+        out.append((r[0].upper() + "_ROW", 1 << bits[r[0]]))
+    return out
+
+
+def _mask(rows, bits):
+    m = 0
+    for r in rows:
+        m |= 1 << bits[r[0]]
+    return m
 
 
 def bit_of(rows=None):
@@ -100,20 +133,6 @@ def bit_of(rows=None):
 def level_rows(level, rows=None):
     """The rows of one level (PROT or WARN) in bit order."""
     return [r for r in (ROWS if rows is None else rows) if r[8] == level]
-
-
-def group_mask(names, rows=None):
-    """A group's mask in its level's flags word (all its rows share a level)."""
-    rows = ROWS if rows is None else rows
-    bits = bit_of(rows)
-    by = {r[0]: r for r in rows}
-    levels = {by[n][8] for n in names}
-    if len(levels) != 1:
-        raise ValueError("a group's rows must share a level: %s" % (names,))
-    m = 0
-    for n in names:
-        m |= 1 << bits[n]
-    return m
 
 
 def row_bits(protect_flags=0, warn_flags=0):
