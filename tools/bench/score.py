@@ -225,6 +225,10 @@ def markdown(results, command, date, replay_cmd):
             fmt(r["rms_pct"]), fmt(r["max_pct"]), fmt(r["max_after_full_pct"]),
             fmt(r["max_standby_pct"]), rests, "-" if r.get("ocv_fixes") is None else r["ocv_fixes"],
             "pass" if r["pass"] else "FAIL"))
+    for r in results:
+        if r.get("restarts"):
+            lines += ["", "%s%s: the firmware restarted %d time(s) during the replay (the SOC came back from its "
+                      "last saved record)." % (r["name"], " (own OCV table)" if r["ocv_table"] else "", r["restarts"])]
     n_pass = sum(1 for r in results if r.get("pass"))
     lines += ["", "%d of %d runs meet their targets." % (n_pass, len(results)), ""]
     return "\n".join(lines)
@@ -287,6 +291,9 @@ def run_all(traces_dir, results_dir, replay_cmd, ocv_modes, only=None, timeout=3
                 results.append(dict(base, error=str(e), **{"pass": False}))
                 continue
             res.update(base)
+            # bms-sim replay says so when the firmware restarted mid-trace
+            res["restarts"] = sum(int(line.split()[3]) for line in proc.stderr.splitlines()
+                                  if line.startswith("the firmware restarted "))
             log.write("  %s: rms %s %%, max %s %%, after full %s %%, standby %s %%, rests %s, OCV fixes %s -> %s\n" % (
                 res["name"], fmt(res["rms_pct"]), fmt(res["max_pct"]), fmt(res["max_after_full_pct"]),
                 fmt(res["max_standby_pct"]), res["rests"], res["ocv_fixes"], "pass" if res["pass"] else "FAIL"))

@@ -463,6 +463,9 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
             with server:
                 server.wait_sim_ms(world.end_ms, timeout=max(600.0, (world.end_ms - times[0]) / 1000.0))
                 wall = time.monotonic() - t0
+                # every boot after the first is a restart: the SOC comes back
+                # from its last saved record, so an estimate can jump there
+                restarts = list(server.reset_causes[1:])
                 if "Traceback" in server.log_tail():
                     raise SimError("the firmware failed during the replay:\n" + server.log_tail())
         log.write("replayed %.1f h of %d cells in %.1f s; %d rows in %s\n"
@@ -471,6 +474,11 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
                   "corrected the SOC %d time%s (columns rest, rests, ocv_fixes of the output)\n" % (
                       rec.rests, "" if rec.rests == 1 else "s", 100.0 * rec.rest_rows / max(1, rec.rows),
                       rec.ocv_fixes, "" if rec.ocv_fixes == 1 else "s"))
+        if restarts:
+            log.write("the firmware restarted %d time%s during the replay (bms.boards RESET_ causes: %s); the SOC "
+                      "came back from its last saved record each time\n" % (
+                          len(restarts), "" if len(restarts) == 1 else "s", ", ".join(str(c) for c in restarts)))
+        replay.restarts = restarts
         replay.rest = {"rests": rec.rests, "rest_rows_pct": round(100.0 * rec.rest_rows / max(1, rec.rows), 1),
                        "ocv_fixes": rec.ocv_fixes}
         replay.conflicts = world.conflicts
@@ -493,3 +501,4 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
 
 replay.conflicts = []
 replay.rest = {}
+replay.restarts = []
