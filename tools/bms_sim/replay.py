@@ -8,7 +8,8 @@ simulated AFE into the firmware under MicroPython, as fast as it runs.
 TRACE.csv: `t_s,current_ma,temp_c,cell1_mv,...,cellN_mv`, one row per second
 or slower, current positive = charging. The simulated bq769x0 presents the
 cell voltages through its registers (quantised by its own gain and
-offset), integrates the current into its coulomb counter every 250 ms, and
+offset), integrates the current into its coulomb counter every 250 ms (the
+trace's current as measured: no offset of the chip's own on top), and
 converts the temperature through its thermistor inputs; the firmware runs
 its real control loop. OUT.csv gets, every --record-every-s simulated
 seconds, what the firmware reports in its Modbus registers then (from its
@@ -193,7 +194,11 @@ class ReplayWorld:
         self.times = times
         self.currents = currents
         n = len(cells[0])
-        self.chip = SimBq769x0(self.pack, groups=model_groups(n), shunt_uohm=shunt_uohm, seed=seed)
+        # the trace's current is already what the BMS measured, its sensor's
+        # offset in it: the chip adds none of its own (it did, +1 LSB, and
+        # every trace was scored with two offsets), only its quantisation
+        self.chip = SimBq769x0(self.pack, groups=model_groups(n), shunt_uohm=shunt_uohm, seed=seed,
+                               cc_offset_lsb=0)
         self.now_ms = times[0]
         self.end_ms = times[-1]
         self.conflicts = []  # FetConflict, in time order
