@@ -153,11 +153,7 @@ TRACES = [
         "rated_mah": None,
         "rated_factor": 1.0,
         "gain_error": 0.004,
-        # the issue's "small" offset: the simulated bq769x0 adds its own
-        # typical +1 LSB (0.84 mA here), so the counter reads 1.3 mA (1.6 LSB)
-        # off in all; +1.5 mA put it at 2.8 LSB, the datasheet's worst case,
-        # where plain coulomb counting misses the targets too
-        "offset_ma": 0.5,
+        "offset_ma": 1.5,
         # a 2.3 Ah pack has a 10 mOhm shunt (0.84 mA per coulomb-counter LSB):
         # at 1 mOhm the bq769x0's +-3 LSB offset alone would be C/90
         "shunt_uohm": 10000,
