@@ -193,9 +193,9 @@ def markdown(results, command, date, replay_cmd):
         "",
         "`lfp_prada2013_standby_load` is issue 19's case: a steady C/40 load (57 mA on a "
         "4S1P 2.3 Ah pack, under the 100 mA that used to count as rest) on the LFP plateau "
-        "for 12 h with three bursts, a current sensor with +0.4 % gain and +0.5 mA offset "
-        "error (and the simulated chip's own +1 LSB, 0.84 mA on its 10 mOhm shunt); it must stay "
-        "within RMS 1 % and max 2 %.",
+        "for 12 h with three bursts, a current sensor with +0.4 % gain and +1.5 mA offset "
+        "error (1.8 LSB of the bq769x0's counter on its 10 mOhm shunt); it must stay within RMS 1 % "
+        "and max 2 %.",
         "",
         "Date: %s. Replay command: `%s`. Traces, ground truth and sensor errors: "
         "`bench/traces/manifest.json` and `tools/bench/README.md`." % (date, replay_cmd),
