@@ -7,10 +7,19 @@ coulomb-counter readings and the board's own draw into counted charge,
 learns the counter's offset and counts cycles. It loses nothing: every
 250 ms reading of the coulomb counter (minus the learned offset, in 1/16
 LSB) is added as integer counts and turned into charge with carried
-remainders (1/(8 x shunt) mAs -> mAs -> mAh), so no current is too small to
-count and no dead band exists (except with both FETs off, when no current
-can flow). The anchors, the OCV correction and the outputs are bms.soc's;
-the counted charge is clamped to 0..full_capacity_mah, which bms.soc sets.
+remainders (1/(8 x shunt) mAs -> mAs -> mAh). Every reading above the
+offset's uncertainty counts: the AFE's datasheet offset (+-3 LSB) until the
+offset is learned, half an LSB after. The offset is learned only while both
+FETs are off (whatever turned them off: low power, sleep, a protection,
+storage), when no current can flow, and never beyond the datasheet's bound;
+nothing switches the FETs off to learn it. The anchors, the OCV correction
+and the outputs are bms.soc's; the counted charge is clamped to
+0..full_capacity_mah, which bms.soc sets.
+
+Rest (rest()): the current under max(5 mA, C/1000, the offset's uncertainty
++ 3 LSB) and the cells' mean voltage relaxed, drifting less than 2 mV
+over 5 minutes. A steady small load is no rest, however flat the OCV curve
+makes its voltage.
 
 muldiv() and the helpers beside it keep every product and quotient under
 2**30, the ESP32's small ints, so the control cycle allocates nothing (for
@@ -22,6 +31,8 @@ grow the qstr pool at boot).
 """
 from micropython import const
 
+from bms.ticks import ticks_diff
+
 MULDIV_MAX = const(0x1FFFFF)  # 2**21 - 1: bound for muldiv's a and c
 _NET_MAX = const(0x1FFFFFFF)
 _READINGS_PER_HOUR = const(14400)
@@ -30,8 +41,16 @@ _EMA_SCALE = const(64)
 _OFF_BLOCK = const(64)  # readings per offset block (16 s)
 _OFF_SETTLE = const(4)  # fresh readings with both FETs off before learning
 _OFF_SPREAD_LSB = const(6)  # max - min within a block: steady, not a load
-_OFF_MAX_LSB = const(40)  # a larger mean is no offset
+_OFF_MAX_LSB = const(3)  # bq769x0 datasheet: offset +-3 LSB max (+-1 typical)
 _OFF_ZERO_LSB = const(8)  # FETs off: readings within this are no current
+_UNC_LEARNED = const(8)  # 1/16 LSB: a learned offset is good to half an LSB
+_REST_MIN_MA = const(5)
+_RELAX_WIN_MS = const(300000)  # the voltage drift window of a rest
+_RELAX_D16 = const(32)  # 2 mV (x16): a smaller drift over the window is relaxed
+_NOT_RESTING = const(0)
+_LOW_CURRENT = const(1)  # the current is under the rest threshold
+_RESTED = const(2)  # and the voltage confirmed it
+_CORRECTED = const(3)  # and the OCV has corrected the SOC (once per rest)
 
 
 def muldiv(a, b, c, rnd):
@@ -72,12 +91,23 @@ def isqrt(n):
     return x
 
 
+def cell_mean(meas):
+    """The mean of the cells' voltages (mV), 0 without cells."""
+    n = meas.cells
+    if n <= 0:
+        return 0
+    v = meas.cell_mv
+    s = 0
+    i = 0
+    while i < n:
+        s += v[i]
+        i += 1
+    return (s + (n >> 1)) // n
+
+
 class ChargeCounter:
     def __init__(self, capacity_mah, shunt_uohm):
-        self.shunt_uohm = shunt_uohm
-        self._d = 8 * shunt_uohm  # acc units: 1/(8 x shunt) mAs
-        lsb_ma = -(-8440 // shunt_uohm)  # one LSB in mA, rounded up
-        self._lsb_ma = lsb_ma
+        self.shunt_uohm = shunt_uohm  # acc units: 1/(8 x shunt) mAs
         # learned / persistent
         self.cycles_dc = 0
         self.offset_dlsb = 0
@@ -108,7 +138,15 @@ class ChargeCounter:
         self._ob_sum = 0
         self._ob_min = 0
         self._ob_max = 0
-        self.offset_blocks = 0
+        # rest (rest()): _NOT_RESTING, _LOW_CURRENT, _RESTED, _CORRECTED
+        self._resting = _NOT_RESTING
+        self._rest_t = 0
+        self._last_dir = 0  # +1 charge, -1 discharge, 0 unknown
+        self._v16 = 0  # the cells' mean voltage, averaged (1/16 mV)
+        self._v_ref16 = 0  # ... at the start of the drift window
+        self._v_t = 0
+        self.rest_count = 0  # rests the voltage confirmed
+        self.ocv_count = 0  # OCV corrections (bms.soc)
 
     def charge_mas(self):
         """The counted charge in whole mAs (diagnostics, tests; may be a big
@@ -119,6 +157,9 @@ class ChargeCounter:
         """One coulomb-counter reading, standing for `windows` 250 ms
         windows: offset learning and counting."""
         c16 = raw * 16 - self.offset_dlsb
+        u = self.offset_unc16()
+        if -u <= c16 <= u:
+            c16 = 0  # within the offset's uncertainty: not a current
         if fets_off:
             # no current can flow: a steady reading is the offset
             if self._off_settle < _OFF_SETTLE:
@@ -147,7 +188,8 @@ class ChargeCounter:
         self._tick += windows
         if self._tick >= _READINGS_PER_HOUR:
             self._tick -= _READINGS_PER_HOUR
-            self._grow(self._lsb_ma // 8 + 1 if self.offset_learned else 2 * self._lsb_ma)
+            lsb_ma = -(-8440 // self.shunt_uohm)  # one LSB in mA, rounded up
+            self._grow(lsb_ma // 8 + 1 if self.offset_learned else 2 * lsb_ma)
         if not c16:
             return
         while windows:  # one window at a time: c16 * 1055 * windows could pass 2**30
@@ -190,7 +232,7 @@ class ChargeCounter:
     def _count(self, c16):
         """One window's reading (1/16 LSB, offset removed), counted with carried remainders."""
         acc = self._acc + c16 * 1055
-        d = self._d
+        d = 8 * self.shunt_uohm
         if acc >= d or acc < 0:
             m = acc // d
             acc -= m * d
@@ -268,16 +310,87 @@ class ChargeCounter:
         sm = self._ob_sum
         if self._ob_max - self._ob_min > _OFF_SPREAD_LSB:
             return  # not steady: something moves
-        if sm > _OFF_MAX_LSB * _OFF_BLOCK or sm < -_OFF_MAX_LSB * _OFF_BLOCK:
-            return  # too large for an offset
+        if sm > 2 * _OFF_MAX_LSB * _OFF_BLOCK or sm < -2 * _OFF_MAX_LSB * _OFF_BLOCK:
+            return  # far beyond the datasheet's offset: something flows
         m256 = sm * (256 // _OFF_BLOCK)  # block mean in 1/256 LSB
         if self.offset_learned:
-            self._off256 += div_round(m256 - self._off256, 4)
+            m256 = self._off256 + div_round(m256 - self._off256, 4)
+        self.offset_learned = True
+        # bounded by the datasheet: no reading can make a larger offset
+        if m256 > _OFF_MAX_LSB * 256:
+            m256 = _OFF_MAX_LSB * 256
+        elif m256 < -_OFF_MAX_LSB * 256:
+            m256 = -_OFF_MAX_LSB * 256
+        self._off256 = m256
+        self.offset_dlsb = div_round(m256, 16)
+
+    def offset_unc16(self):
+        """The offset's uncertainty (1/16 LSB): a reading within it may be
+        no current at all."""
+        return _UNC_LEARNED if self.offset_learned else _OFF_MAX_LSB * 16
+
+    def rest_ma(self):
+        """The current under which the pack may be at rest: a few mA, C/1000,
+        or what the counter cannot tell from its offset (its uncertainty and
+        3 LSB of a reading's noise), the largest."""
+        u = ((self.offset_unc16() + 48) * 1055 + self.shunt_uohm) // (2 * self.shunt_uohm)
+        c = self.full_capacity_mah // 1000
+        if c < _REST_MIN_MA:
+            c = _REST_MIN_MA
+        return u if u > c else c
+
+    def rest(self, now_ms, meas):
+        """Once per cycle: the rest state. True once per rest period, when
+        the pack has rested relax_chg_ms after a charge, relax_dsg_ms after a
+        discharge (bms.soc's), with the current under rest_ma() and its
+        cells' voltage relaxed (drift under 2 mV over 5 minutes): then the
+        OCV may correct the SOC."""
+        v = self._v16
+        if meas.cells > 0:
+            mv16 = cell_mean(meas) * 16
+            # averaged over ~4 s: the cells' noise is not drift
+            v = mv16 if v <= 0 else v + div_round(mv16 - v, 16)
+            self._v16 = v
+        i = self._i_ma
+        thr = self.rest_ma()
+        if i >= thr or -i >= thr:
+            self._resting = _NOT_RESTING
+            self._last_dir = 1 if i > 0 else -1
+            return False
+        st = self._resting
+        if st == _CORRECTED:
+            return False
+        if st == _NOT_RESTING:
+            self._resting = _LOW_CURRENT
+            self._rest_t = now_ms
+            self._v_t = now_ms
+            self._v_ref16 = v
+            return False
+        if ticks_diff(now_ms, self._v_t) < _RELAX_WIN_MS:
+            return False
+        d = v - self._v_ref16
+        self._v_ref16 = v
+        self._v_t = now_ms
+        if d > _RELAX_D16 or d < -_RELAX_D16 or meas.cells <= 0:
+            return False  # still relaxing
+        if st == _LOW_CURRENT:
+            self._resting = _RESTED
+            self.rest_count = (self.rest_count + 1) & 0xFFFF
+        d = self._last_dir
+        if d > 0:
+            need = self.relax_chg_ms
+        elif d < 0:
+            need = self.relax_dsg_ms
         else:
-            self._off256 = m256
-            self.offset_learned = True
-        self.offset_dlsb = div_round(self._off256, 16)
-        self.offset_blocks += 1
+            need = self.relax_chg_ms if self.relax_chg_ms > self.relax_dsg_ms else self.relax_dsg_ms
+        if ticks_diff(now_ms, self._rest_t) < need:
+            return False
+        self._resting = _CORRECTED
+        return True
+
+    def resting(self):
+        """The pack is at rest: no current, and the voltage confirmed it."""
+        return self._resting >= _RESTED
 
     def _grow(self, mah):
         s = self._sig + mah

@@ -88,13 +88,10 @@ class Cycle:
         self.last_cycle = now
         self.last_cc = now
         self.rest_since = now
-        self.cal_active = False
         self.diode_fet = 0  # CHG or DSG: on only to spare its body diode (bms.switching)
         self.diode_held = 0  # CHG or DSG: not closed for its diode until diode_held_since + its hold
         self.diode_held_since = now
         self.diode_on_since = now  # when diode_fet last went on
-        self.cal_start = now
-        self.cal_last = now - v[P.P_CC_CAL_EVERY_MS]  # the first rest may calibrate
         self.charge_seen = now - SW.CHARGE_HOLD_MS
         # the board's own draw (bms.boards DRAW_): this interval's figure, and
         # the deep sleep before this boot, counted once the SOC has started
@@ -366,7 +363,7 @@ class Cycle:
                 self.soc_failed(e)
         self.at = AT_SWITCH
         SW.latch_release(self, now)
-        SW.calibration(self, now)
+        SW.track_rest(self, now)
         SW.switch_fets(self, now)
         self.at = AT_FLASH
         # act first, write later: flash takes tens to hundreds of ms

@@ -60,6 +60,8 @@ def publish(cy):
         ir.set_u32(M.IR_CYCLES_DC, s.cycles_dc)
         ir.set_u16(M.IR_CC_OFFSET, s.offset_dlsb)
         ir.set_u32(M.IR_DRAWN_MAH, s.drawn_mah)
+        ir.set_u16(M.IR_SOC_RESTS, s.rest_count)
+        ir.set_u16(M.IR_SOC_OCV_FIXES, s.ocv_count)
     ir.set_u32(M.IR_DRAW_UA, cy.draw_ua)
     f = pr.protect_flags
     w = 0
@@ -77,6 +79,8 @@ def publish(cy):
         w |= M.SOC_STORAGE_DSG
     if cy.storage_at_target():
         w |= M.SOC_STORAGE_AT
+    if s is not None and cy.soc_started and s.resting():
+        w |= M.SOC_REST
     ir.set_u16(M.IR_SOC_STATE, w)
     cy.config.publish_state(cy.last_cycle)
     cy.publish_save_errors()

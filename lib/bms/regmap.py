@@ -85,7 +85,9 @@ IR_FAULT_LAST = const(0x00DE)  # the last one: where (bms.events AT_) << 8 | kin
 IR_SOC_STATE = const(0x00DF)  # SOC_ bits: the SOC window and storage mode
 IR_DRAW_UA = const(0x00E0)  # uint32: the board's own supply current now (its model, bms.boards DRAW_)
 IR_DRAWN_MAH = const(0x00E2)  # uint32: the board's own draw counted against the SOC since boot, sleep before it included
-IR_SIZE = const(0x00E4)
+IR_SOC_RESTS = const(0x00E4)  # rests the SOC estimator judged since boot (no current, the voltage relaxed)
+IR_SOC_OCV_FIXES = const(0x00E5)  # OCV corrections of the SOC since boot
+IR_SIZE = const(0x00E6)
 
 MAX_CELLS = const(15)  # cells of the largest pack: the cell inputs of the largest AFE (bms.afe)
 MAX_TEMPS = const(3)  # thermistor inputs of the largest AFE
@@ -103,6 +105,7 @@ SOC_STORAGE = const(0x0008)  # storage mode is on
 SOC_STORAGE_CHG = const(0x0010)  # storage_high holds charge off
 SOC_STORAGE_DSG = const(0x0020)  # storage_low holds discharge off
 SOC_STORAGE_AT = const(0x0040)  # storage mode within 1 % of storage_soc: arrived (it rests, then sleeps)
+SOC_REST = const(0x0080)  # the SOC estimator judges the pack at rest now (no current, the voltage relaxed)
 
 
 # IR_NET_STATE: the MQTT link (bms.uplink)

@@ -10,8 +10,9 @@ Three kinds of anchor correct the counted charge:
             for full_hold_ms -> 100 %
     empty   lowest cell <= empty_cell_mv (not charging) for
             empty_hold_ms -> 0 %
-    OCV     after a rest (|current| < rest_current_ma) of relax_after_charge_ms
-            or relax_after_discharge_ms, once per rest period: a 1-state
+    OCV     after a rest (bms.cc rest(): no current, confirmed by the cells'
+            voltage) of relax_after_charge_ms or relax_after_discharge_ms,
+            once per rest period: a 1-state
             Kalman blend. The counted SOC's standard deviation grows with
             charge throughput (1 % gain error) and time (the residual CC
             offset); the OCV SOC's is sigma_v / local slope of the OCV
@@ -34,8 +35,8 @@ from array import array
 
 from micropython import const
 
-from bms.cc import MULDIV_MAX, ChargeCounter, div_round, isqrt, muldiv, muldiv_round
 from bms.afe import WINDOW_MS
+from bms.cc import MULDIV_MAX, ChargeCounter, cell_mean, div_round, isqrt, muldiv, muldiv_round
 from bms.crc import crc16
 from bms.params import (CHEM_LFP, CHEM_LTO, CHEM_NMC, OCV_POINTS, P_EMPTY_CELL_MV, P_EMPTY_HOLD_MS, P_FULL_CELL_MV,
                         P_FULL_HOLD_MS, P_FULL_TAIL_MA, P_RELAX_CHG_MS, P_RELAX_DSG_MS, P_REST_CURRENT_MA)
@@ -98,13 +99,7 @@ class Soc(ChargeCounter):
         self._anchor = _NONE  # SOC (dpct) of the last anchor
         self.learn_count = 0
         self.started_from_state = False
-        self.last_learned_mah = 0
-        # rest / OCV
-        self._resting = True
-        self._rest_t = 0
         self._cc_t = 0  # tick of the last counted reading
-        self._last_dir = 0  # +1 charge, -1 discharge, 0 unknown
-        self._ocv_done = False
         self.ocv_soc_dpct = _NONE  # SOC the OCV said at the last correction
         # syncs
         self._full_on = False
@@ -185,7 +180,6 @@ class Soc(ChargeCounter):
         self.full_capacity_mah = mah
         self.soh_dpct = muldiv_round(mah, 1000, self.rated_capacity_mah)
         self._blh = mah // 1000 if mah >= 2000 else 2  # backlash (mAh)
-        self._tt_min_ma = self.rated_capacity_mah // 1000 if self.rated_capacity_mah >= 1000 else 1
 
     # -- OCV table --------------------------------------------------------
 
@@ -249,19 +243,6 @@ class Soc(ChargeCounter):
         x = e * self.cells // 1000
         return muldiv(full_mah, x, 100000, 0)
 
-    @staticmethod
-    def _cell_mean(meas):
-        n = meas.cells
-        if n <= 0:
-            return 0
-        v = meas.cell_mv
-        s = 0
-        i = 0
-        while i < n:
-            s += v[i]
-            i += 1
-        return (s + (n >> 1)) // n
-
     # -- boot and persistence ---------------------------------------------
 
     def _parse_state(self, state):
@@ -302,7 +283,7 @@ class Soc(ChargeCounter):
             self._off256 = off * 16
             self.offset_learned = learned
         full = self.full_capacity_mah
-        mv = self._cell_mean(meas)
+        mv = cell_mean(meas)
         cur = meas.current_ma
         loaded = cur >= self.rest_current_ma or -cur >= self.rest_current_ma
         ocv_soc = self.ocv_to_soc(mv) if mv > 0 else _NONE
@@ -338,11 +319,10 @@ class Soc(ChargeCounter):
         self._tick = 0
         self._i_ma = 0
         self._avg64 = 0
-        self._resting = True
-        self._rest_t = now_ms
+        self._resting = 0
+        self._v16 = 0
         self._cc_t = now_ms  # the next reading counts the windows from here
         self._last_dir = 0
-        self._ocv_done = False
         self._full_on = self._full_synced = False
         self._empty_on = self._empty_synced = False
         self._off_settle = 0
@@ -427,31 +407,16 @@ class Soc(ChargeCounter):
                 self._cc_t = ticks_add(self._cc_t, n * WINDOW_MS)
             self._reading(meas.cc_raw, both_fets_off, n)
         i = self._i_ma
-        # rest and the OCV correction
-        if i >= self.rest_current_ma or -i >= self.rest_current_ma:
-            self._resting = False
-            self._last_dir = 1 if i > 0 else -1
-            self._ocv_done = False
-        elif not self._resting:
-            self._resting = True
-            self._rest_t = now_ms
-        elif not self._ocv_done:
-            d = self._last_dir
-            if d > 0:
-                need = self.relax_chg_ms
-            elif d < 0:
-                need = self.relax_dsg_ms
-            else:
-                need = self.relax_chg_ms if self.relax_chg_ms > self.relax_dsg_ms else self.relax_dsg_ms
-            if ticks_diff(now_ms, self._rest_t) >= need:
-                self._ocv_done = True
-                if meas.cells > 0:
-                    self._ocv_correct(self._cell_mean(meas))
+        if self.rest(now_ms, meas):
+            self.ocv_count = (self.ocv_count + 1) & 0xFFFF
+            self._ocv_correct(cell_mean(meas))
         # full and empty
         if meas.cells > 0:
             # the tail is the cells' current: at the end of CV the charger
-            # also feeds the BMS's own supply, above the shunt (draw_ma)
-            if meas.cell_max_mv >= self.full_cell_mv and 0 <= i and i - self.draw_ma < self.full_tail_ma:
+            # also feeds the BMS's own supply, above the shunt (draw_ma); a
+            # current the counter cannot tell from its offset is no discharge
+            if (meas.cell_max_mv >= self.full_cell_mv and -i < self.rest_ma()
+                    and i - self.draw_ma < self.full_tail_ma):
                 if not self._full_on:
                     self._full_on = True
                     self._full_t = now_ms
@@ -524,7 +489,6 @@ class Soc(ChargeCounter):
                 if net > MULDIV_MAX:
                     net = MULDIV_MAX
                 learned = muldiv_round(net, 1000, ds)
-                self.last_learned_mah = learned
                 rated = self.rated_capacity_mah
                 if rated * 3 // 10 <= learned <= rated * 3 // 2:
                     full = self.full_capacity_mah
@@ -586,7 +550,7 @@ class Soc(ChargeCounter):
         a = self._avg64
         avg = (a + 32) >> 6 if a >= 0 else -((-a + 32) >> 6)
         self.current_avg_ma = avg
-        m = self._tt_min_ma
+        m = self.rated_capacity_mah // 1000 if self.rated_capacity_mah >= 1000 else 1
         if avg <= -m:
             t = muldiv(q, 60, -avg, 0)
             self.tte_min = t if t < NO_TIME else NO_TIME - 1

@@ -1,14 +1,17 @@
-"""What the cycle switches (bms.cycle): the FETs, with the latch release,
-the coulomb counter's offset calibration and the body-diode rule, and the
-bleed resistors. Functions of the Cycle, called in its order; pure policy
-over its state, the AFE driver's calls the only I/O.
+"""What the cycle switches (bms.cycle): the FETs, with the latch release
+and the body-diode rule, and the bleed resistors. Functions of the Cycle,
+called in its order; pure policy over its state, the AFE driver's calls the
+only I/O.
+
+Nothing here switches the FETs off to measure the coulomb counter's offset
+(the calibration of firmware 0.6 and before, cc_cal_every_ms, retired): it
+cut a live load. bms.cc learns the offset whenever the FETs are off anyway.
 """
 from micropython import const
 
 from bms import params as P
 from bms import protection as PR
 from bms.regmap import FET_CHG, FET_DSG
-from bms.events import EV_CC_CAL
 from bms.gen.packed import DIODE_CHG_ROWS, DIODE_DSG_ROWS, OVER_VOLTAGE_ROWS, SOC_WINDOW_ROWS
 from bms.power import WORKING
 from bms.ticks import TICKS_LIMIT, held_since, ticks_diff
@@ -21,7 +24,6 @@ CHARGE_HOLD_MS = const(1800000)  # balancing goes on this long after a charge (C
 # and opening must not take turns every cycle, half of them the blocked way.
 _DIODE_QUICK_MS = const(1000)
 _DIODE_HOLD_MS = const(5000)
-_CAL_MS = const(20000)  # FETs off this long: settle plus one 16 s offset block
 
 def latch_release(cy, now):
     """A short circuit latched after its retries clears once the load is
@@ -37,37 +39,20 @@ def latch_release(cy, now):
         pr.clear_latched(True)
 
 
-def calibration(cy, now):
-    """Now and then, at rest, both FETs off for a few seconds: no current
-    can flow, so what the coulomb counter reads is its offset, and the
-    SOC estimator learns it (a C/100 load must not vanish in it)."""
-    v = cy.values
+def track_rest(cy, now):
+    """Since when the current has been under rest_current_ma (balancing's
+    idle time)."""
     i = cy.meas.current_ma
-    rest = v[P.P_REST_CURRENT_MA]
+    rest = cy.values[P.P_REST_CURRENT_MA]
     if i > rest or i < -rest:
         cy.rest_since = now
     else:
         # a rest of days must not wrap round to a fresh one
         cy.rest_since = held_since(now, cy.rest_since, TICKS_LIMIT)
-    if cy.cal_active:
-        if ticks_diff(now, cy.cal_start) >= _CAL_MS or cy.protection.protect_flags:
-            cy.cal_active = False
-            cy.cal_last = now
-            cy.append(EV_CC_CAL, cy.soc.offset_dlsb, cy.uptime_s)
-        return
-    every = v[P.P_CC_CAL_EVERY_MS]
-    cy.cal_last = held_since(now, cy.cal_last, every)  # due stays due while no rest comes
-    if (every and cy.soc is not None and cy.soc_started and cy.afe_ok
-            and cy.protection.protect_flags == 0
-            and ticks_diff(now, cy.rest_since) >= v[P.P_CC_CAL_REST_MS]
-            and ticks_diff(now, cy.cal_last) >= every):
-        cy.cal_active = True
-        cy.cal_start = now
 
 
 def switch_fets(cy, now):
-    """FETs on unless a protection (or an offset calibration) holds them
-    off. Read back, not assumed."""
+    """FETs on unless a protection holds them off. Read back, not assumed."""
     m = cy.meas
     was = cy.diode_fet & m.fets
     cy.diode_fet = 0
@@ -75,7 +60,7 @@ def switch_fets(cy, now):
         return
     working = cy.modes.power.mode == WORKING
     pr = cy.protection
-    want = PR.BOTH & ~pr.block if working and not cy.cal_active else 0
+    want = PR.BOTH & ~pr.block if working else 0
     # Body diodes: a FET held off for one direction still passes the other
     # direction's current through its body diode, at ~0.7 V: 14 W at 20 A.
     # With current flowing the allowed way above diode_on_ma it goes on;

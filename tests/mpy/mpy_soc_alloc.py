@@ -27,14 +27,14 @@ SCENARIO = (
     (1002, 1600, False, 0),  # 10 A charge: 1111 mAh counted (a bigger pack)
     (12, 60, False, 1),  # CV tail at full: full sync, capacity learned
     (-498, 700, False, 0),  # 5 A discharge to about 50 %
-    (2, 400, False, 3),  # rest (FETs on): OCV correction up, slewed in
+    (2, 2600, False, 3),  # rest (FETs on): a voltage step, then relaxed over 5 min: OCV correction up, slewed in
     (-498, 100, False, 0),
-    (3, 400, True, 4),  # rest with FETs off: OCV correction down
+    (3, 2600, True, 4),  # rest with FETs off: OCV correction down
     (-998, 1700, False, 0),  # down to empty again: learning from the OCV anchor
     (-8, 60, False, 2),
 )
 
-BRANCHES = ("offset", "empty", "full", "learn", "ocv", "slew", "tte", "ttf")
+BRANCHES = ("offset", "empty", "full", "learn", "ocv", "slew", "tte", "ttf", "rest")
 
 
 def fill(s, meas, mode):
@@ -91,6 +91,8 @@ def run(s, meas, t, seen):
                 seen[6] = 1
             if s.ttf_min != 0xFFFF:
                 seen[7] = 1
+            if s.resting():
+                seen[8] = 1
             if s.soc_dpct < 0 or s.soc_dpct > 1000:
                 return -1
             j += 1

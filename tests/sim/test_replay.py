@@ -179,3 +179,20 @@ def test_bad_settings_name_the_problem(tmp_path, args, msg):
     assert p.returncode != 0 and msg in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "o.csv").exists(), "a refused set writes nothing"
+
+
+@pytest.mark.parametrize("current_ma, raw", [(0, 0), (84, 84), (-16880, -16880)])
+def test_the_chip_counts_the_traces_current_with_no_offset_of_its_own(current_ma, raw):
+    """A trace's current is what the BMS measured, its sensor's offset in it:
+    the replay's bq769x0 only quantises it (10 mOhm: 8.44 mA per LSB x 10)."""
+    from bms.afe.bq769x0.regs import CC_HI, CTRL2_CC_EN, SYS_CTRL2
+    from bms_sim.replay import ReplayWorld
+
+    times = [0, 3600000]
+    world = ReplayWorld(times, [current_ma, current_ma], [25.0, 25.0], [[3300] * 4] * 2, shunt_uohm=10000)
+    world.chip._regs[SYS_CTRL2] |= CTRL2_CC_EN
+    world.advance(1000)  # the first window after CC_EN is not counted; the next ones are
+    hi, lo = world.chip._regs[CC_HI], world.chip._regs[CC_HI + 1]
+    got = (hi << 8) | lo
+    got = got - 0x10000 if got & 0x8000 else got
+    assert got == round(raw * 10000 / 8440.0)

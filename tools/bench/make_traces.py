@@ -142,6 +142,35 @@ TRACES = [
         # the standby day starts this long after the (first) full charge ends
         "standby_after_full_min": 60 + 40 + 30,
     },
+    {
+        # issue 19: a steady load under the old 100 mA rest threshold (C/40
+        # of one 2.3 Ah cell), on the plateau where the OCV says nothing
+        "name": "lfp_prada2013_standby_load",
+        "chemistry": "lfp",
+        "params": "Prada2013",
+        "cell": "A123 ANR26650 LFP/graphite (PyBaMM Prada2013), 2.3 Ah nameplate",
+        "parallel": 1,
+        "rated_mah": None,
+        "rated_factor": 1.0,
+        "gain_error": 0.004,
+        "offset_ma": 1.5,
+        # a 2.3 Ah pack has a 10 mOhm shunt (0.84 mA per coulomb-counter LSB):
+        # at 1 mOhm the bq769x0's +-3 LSB offset alone would be C/90
+        "shunt_uohm": 10000,
+        "noise_mv": 1.5,
+        "seed": 5,
+        "start_soc": 1.0,
+        "description": "4S1P LFP on standby (an alarm system or router on its backup battery): 10 min "
+                       "rest at full, then 12 h of a steady C/40 load (57 mA, under the firmware's old "
+                       "100 mA rest threshold) with three 10-minute bursts at C/2, down the plateau to "
+                       "~45 %, 30 min rest. Scored over the whole trace (it starts at a known full): "
+                       "the steady load must count and must not be taken for rest.",
+        "plan": [("rest", 10), ("steady", 12 * 60, 1 / 40.0, ((150, 10, 0.5), (390, 10, 0.5), (600, 10, 0.5))),
+                 ("rest", 30)],
+        # the issue's targets over the whole trace (bench.score: a trace's own
+        # targets replace its chemistry's)
+        "targets": {"rms_pct": 1.0, "max_pct": 2.0},
+    },
 ]
 
 
@@ -213,6 +242,17 @@ def build_steps(spec, cap_ah, pv, rng):
                                              termination="%.4f A" % (cap_ah / 20.0)))
         elif kind == "dsg":
             steps.append(pybamm.step.current(item[1] * cap_ah, duration=item[2] * 60, period=10))
+        elif kind == "steady":
+            # a steady load of item[2] C for item[1] minutes, with bursts
+            # (start minute, minutes, C) in it, in time order
+            at = 0
+            for start, dur, c in item[3]:
+                if start > at:
+                    steps.append(pybamm.step.current(item[2] * cap_ah, duration=(start - at) * 60, period=60))
+                steps.append(pybamm.step.current(c * cap_ah, duration=dur * 60, period=10))
+                at = start + dur
+            if item[1] > at:
+                steps.append(pybamm.step.current(item[2] * cap_ah, duration=(item[1] - at) * 60, period=60))
         elif kind == "standby":
             total = item[1] * 60
             done = 0
@@ -422,6 +462,8 @@ def make_trace(spec, out_dir, log=sys.stderr):
         "capacity_mah": rated,
         "true_capacity_mah": round(true_cap_mah, 1),
         "capacity_error_pct": round(100.0 * (rated / true_cap_mah - 1.0), 2),
+        "shunt_uohm": spec.get("shunt_uohm", 1000),
+        "targets": spec.get("targets"),
         "sensor_errors": {
             "current_gain_error": spec["gain_error"],
             "current_offset_ma": spec["offset_ma"],

@@ -8,7 +8,8 @@ simulated AFE into the firmware under MicroPython, as fast as it runs.
 TRACE.csv: `t_s,current_ma,temp_c,cell1_mv,...,cellN_mv`, one row per second
 or slower, current positive = charging. The simulated bq769x0 presents the
 cell voltages through its registers (quantised by its own gain and
-offset), integrates the current into its coulomb counter every 250 ms, and
+offset), integrates the current into its coulomb counter every 250 ms (the
+trace's current as measured: no offset of the chip's own on top), and
 converts the temperature through its thermistor inputs; the firmware runs
 its real control loop. OUT.csv gets, every --record-every-s simulated
 seconds, what the firmware reports in its Modbus registers then (from its
@@ -25,6 +26,12 @@ the FETs. Where the firmware had the FET of the current's direction off
 real pack, so the SOC it reports there is not comparable with the trace's:
 every such interval is reported (the summary, and the `fets` column of
 OUT.csv), never silently scored.
+
+So a user can see why an estimate moved, OUT.csv also has `rest` (1 while
+the firmware judges the pack at rest: no current, the voltage relaxed),
+`rests` and `ocv_fixes` (how many rests it judged, and how many times the
+rested OCV corrected the SOC, since boot); the summary gives the totals and
+the share of the trace at rest.
 """
 import bisect
 import csv
@@ -187,7 +194,11 @@ class ReplayWorld:
         self.times = times
         self.currents = currents
         n = len(cells[0])
-        self.chip = SimBq769x0(self.pack, groups=model_groups(n), shunt_uohm=shunt_uohm, seed=seed)
+        # the trace's current is already what the BMS measured, its sensor's
+        # offset in it: the chip adds none of its own (it did, +1 LSB, and
+        # every trace was scored with two offsets), only its quantisation
+        self.chip = SimBq769x0(self.pack, groups=model_groups(n), shunt_uohm=shunt_uohm, seed=seed,
+                               cc_offset_lsb=0)
         self.now_ms = times[0]
         self.end_ms = times[-1]
         self.conflicts = []  # FetConflict, in time order
@@ -261,8 +272,13 @@ _FIRST = M.IR_SOC_DPCT
 _COUNT = M.IR_FULL_CAPACITY_MAH + 2 - M.IR_SOC_DPCT
 
 
-def _request(address):
-    body = bytes([address, 4, _FIRST >> 8, _FIRST & 0xFF, 0, _COUNT])
+# the estimator's rest state and counters, read after the SOC registers
+_REST_FIRST = M.IR_SOC_STATE
+_REST_COUNT = M.IR_SOC_OCV_FIXES + 1 - M.IR_SOC_STATE
+
+
+def _request(address, first=_FIRST, count=_COUNT):
+    body = bytes([address, 4, first >> 8, first & 0xFF, 0, count])
     c = crc16(body, 0, len(body))
     return body + bytes((c & 0xFF, c >> 8))
 
@@ -278,7 +294,8 @@ class Recorder:
     # fets: CHG and DSG as the firmware held them ("CD" both on, "-D" CHG
     # off, ...), then "!" when the trace's current flowed against an off FET
     # since the previous row (the firmware would have cut it: not comparable)
-    HEADER = ["t_s", "soc_pct", "remaining_mah", "full_capacity_mah", "soh_pct", "tte_min", "ttf_min", "fets"]
+    HEADER = ["t_s", "soc_pct", "remaining_mah", "full_capacity_mah", "soh_pct", "tte_min", "ttf_min", "fets",
+              "rest", "rests", "ocv_fixes"]
 
     def __init__(self, out, every_ms, t0_ms, address=1):
         self.address = address
@@ -293,6 +310,10 @@ class Recorder:
         self.rx = bytearray()
         self.server = None
         self.rows = 0
+        self.row = None  # the SOC part of a row, waiting for its rest registers
+        self.rest_rows = 0
+        self.rests = 0
+        self.ocv_fixes = 0
 
     def on_advance(self, world):
         if self.asked_at is None and world.now_ms >= self.next_ms:
@@ -300,30 +321,52 @@ class Recorder:
             self.next_ms += self.every_ms
             self.server.send(_request(self.address))
 
+    def _frame(self, count):
+        """The words of a complete reply of count registers, or None yet."""
+        n = 5 + 2 * count
+        if len(self.rx) < n:
+            return None
+        frame, self.rx = bytes(self.rx[:n]), self.rx[n:]
+        if frame[:3] != bytes([self.address, 4, 2 * count]) or crc16(frame, 0, n - 2) != frame[n - 2] | (frame[n - 1] << 8):
+            raise SimError("the firmware answered the SOC read with %s" % frame.hex())
+        return [(frame[3 + 2 * k] << 8) | frame[4 + 2 * k] for k in range(count)]
+
     def on_transmit(self, data):
         self.rx += data
-        n = 5 + 2 * _COUNT
-        if self.asked_at is None or len(self.rx) < n:
+        if self.asked_at is None:
             return
-        frame, self.rx = bytes(self.rx[:n]), self.rx[n:]
-        if frame[:3] != bytes([self.address, 4, 2 * _COUNT]) or crc16(frame, 0, n - 2) != frame[n - 2] | (frame[n - 1] << 8):
-            raise SimError("the firmware answered the SOC read with %s" % frame.hex())
-        w = [(frame[3 + 2 * k] << 8) | frame[4 + 2 * k] for k in range(_COUNT)]
+        if self.row is not None:
+            w = self._frame(_REST_COUNT)
+            if w is None:
+                return
+            self.asked_at = None
+            rest = 1 if w[0] & M.SOC_REST else 0
+            self.rests = w[M.IR_SOC_RESTS - _REST_FIRST]
+            self.ocv_fixes = w[M.IR_SOC_OCV_FIXES - _REST_FIRST]
+            self.rest_rows += rest
+            self.writer.writerow(self.row + [rest, self.rests, self.ocv_fixes])
+            self.row = None
+            self.rows += 1
+            return
+        w = self._frame(_COUNT)
+        if w is None:
+            return
         reg = lambda a: w[a - _FIRST]
         u32 = lambda a: (reg(a) << 16) | reg(a + 1)
-        self.asked_at, asked = None, self.asked_at
+        asked = self.asked_at
         if u32(M.IR_FULL_CAPACITY_MAH) == 0:
+            self.asked_at = None
             return  # no estimate yet (the first second after boot): nothing to report
         fets = ""
         world = self.world
         if world is not None:
             fets = _fets_text(*world.fets()) + ("!" if world.conflict_ms_since(self.last_row_ms) else "")
             self.last_row_ms = world.now_ms
-        self.writer.writerow([
+        self.row = [
             "%g" % (asked / 1000.0), "%.1f" % (reg(M.IR_SOC_DPCT) / 10.0),
             u32(M.IR_REMAINING_MAH), u32(M.IR_FULL_CAPACITY_MAH), "%.1f" % (reg(M.IR_SOH_DPCT) / 10.0),
-            reg(M.IR_TTE_MIN), reg(M.IR_TTF_MIN), fets])
-        self.rows += 1
+            reg(M.IR_TTE_MIN), reg(M.IR_TTF_MIN), fets]
+        self.server.send(_request(self.address, _REST_FIRST, _REST_COUNT))
 
 
 def settings(cells, chemistry=None, capacity_mah=None, params=None, sets=(), ocv_table=None):
@@ -425,10 +468,24 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
             with server:
                 server.wait_sim_ms(world.end_ms, timeout=max(600.0, (world.end_ms - times[0]) / 1000.0))
                 wall = time.monotonic() - t0
+                # every boot after the first is a restart: the SOC comes back
+                # from its last saved record, so an estimate can jump there
+                restarts = list(server.reset_causes[1:])
                 if "Traceback" in server.log_tail():
                     raise SimError("the firmware failed during the replay:\n" + server.log_tail())
         log.write("replayed %.1f h of %d cells in %.1f s; %d rows in %s\n"
                   % ((world.end_ms - times[0]) / 3.6e6, n, wall, rec.rows, out_path))
+        log.write("rest: the firmware judged the pack at rest %d time%s (%.0f %% of the rows); the rested OCV "
+                  "corrected the SOC %d time%s (columns rest, rests, ocv_fixes of the output)\n" % (
+                      rec.rests, "" if rec.rests == 1 else "s", 100.0 * rec.rest_rows / max(1, rec.rows),
+                      rec.ocv_fixes, "" if rec.ocv_fixes == 1 else "s"))
+        if restarts:
+            log.write("the firmware restarted %d time%s during the replay (bms.boards RESET_ causes: %s); the SOC "
+                      "came back from its last saved record each time\n" % (
+                          len(restarts), "" if len(restarts) == 1 else "s", ", ".join(str(c) for c in restarts)))
+        replay.restarts = restarts
+        replay.rest = {"rests": rec.rests, "rest_rows_pct": round(100.0 * rec.rest_rows / max(1, rec.rows), 1),
+                       "ocv_fixes": rec.ocv_fixes}
         replay.conflicts = world.conflicts
         if world.conflicts:
             total_s = sum(c.end_ms - c.start_ms for c in world.conflicts) / 1000.0
@@ -448,3 +505,5 @@ def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_ever
 
 
 replay.conflicts = []
+replay.rest = {}
+replay.restarts = []
