@@ -577,7 +577,7 @@ def test_bad_durations(text):
 def test_log_columns_and_cells():
     heads = [c[0] for c in csvlog.log_columns()]
     assert heads[:2] == ["cell_count", "pack_mv"]
-    assert ["cell_mv_%d" % k for k in range(1, 16)] == [h for h in heads if h.startswith("cell_mv_")]
+    assert ["cell_mv_%d" % k for k in range(1, M.MAX_CELLS + 1)] == [h for h in heads if h.startswith("cell_mv_")]
     assert not any(h.startswith("events") for h in heads)
     assert csvlog.log_cell("cell_mv", 3271) == "3.271"
     assert csvlog.log_cell("temp_dc", 251) == "25.1" and csvlog.log_cell("temp_dc", M.TEMP_INVALID) == ""

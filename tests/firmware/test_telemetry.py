@@ -48,10 +48,13 @@ def test_the_longest_message_fits_and_parses():
     # every register at its widest (whatever the firmware could put there)
     for fill in (0xFFFF, 0x7FFF, 0x8000):
         w = array("H", [fill] * M.IR_SIZE)
-        w[M.IR_CELL_COUNT] = 15
+        w[M.IR_CELL_COUNT] = M.MAX_CELLS
         w[M.IR_POWER_MODE] = 7
         got = _message(w)
-        assert len(got["cells_v"]) == 15 and got["cells_v"][0] == fill / 1000 and got["mode"] == "unknown"
+        assert len(got["cells_v"]) == 16 and got["cells_v"][0] == fill / 1000 and got["mode"] == "unknown"
+        # a count past the cell registers stops at them
+        w[M.IR_CELL_COUNT] = fill
+        assert len(_message(w)["cells_v"]) == 16
 
 
 def test_written_with_the_heap_locked_under_micropython(micropython):
@@ -59,7 +62,7 @@ def test_written_with_the_heap_locked_under_micropython(micropython):
     got = json.loads(out[0])
     assert got["pack_v"] == 55.123 and got["current_a"] == -123.456
     assert got["power_w"] == -6805.3  # 55.123 V x -123.456 A = -6805.26 W
-    assert got["cells_v"] == [(3600 + i) / 1000 for i in range(15)]
+    assert got["cells_v"] == [(3600 + i) / 1000 for i in range(16)]
     assert got["temps_c"] == [25.1, -5.5, None]
     assert got["chg_fet"] is False and got["dsg_fet"] is True and got["mode"] == "low_power"
     assert (got["protections"], got["warnings"], got["latched"], got["balancing"]) == (1 << 28, 1 << 22, 64, 0x4001)
