@@ -202,3 +202,46 @@ def test_the_dashboard_state_has_16_cells(pack16):
     assert s["cell_count"] == 16 and [c["n"] for c in s["cells"]] == list(range(1, 17))
     assert s["cells"][15] == {"n": 16, "v": 3.345, "balancing": True}
     assert not any(c["balancing"] for c in s["cells"][:15])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 420])
+def test_the_page_fits_16_cells(pack16, tmp_path, width):
+    """The dashboard in Chromium: 16 cell bars, cell 16 marked bleeding, and
+    the row of cells inside its card (no bar cut off) on a desktop and a
+    phone-sized window."""
+    from bmsctl.dashboard import browser
+    from bmsctl.dashboard.server import DashboardServer
+    from bmsctl.dashboard.source import ModbusSource
+
+    why = browser.available()
+    if why:
+        pytest.skip(why)
+    src = ModbusSource(client.Bms(pack16.link), interval=0.5)
+    src.poll()
+    src.start()
+    httpd = DashboardServer(src, "127.0.0.1", 0)
+    httpd.start_thread()
+    problems = []
+    try:
+        with browser.chromium(str(tmp_path / "profile"), width=width) as ctx:
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(httpd.url)
+            page.wait_for_selector(".cell:nth-child(16) .fill")
+            assert page.locator(".cell").count() == 16
+            assert page.inner_text(".cell:nth-child(16) .n") == "cell 16"
+            assert "balancing" in page.get_attribute(".cell:nth-child(16)", "class")
+            # every bar inside the cells' box, none past its right edge
+            fit = page.evaluate("""() => {
+                const box = document.getElementById('cells').getBoundingClientRect();
+                return [...document.querySelectorAll('.cell')].every(
+                    (c) => c.getBoundingClientRect().right <= box.right + 0.5);
+            }""")
+            assert fit, "a cell runs past the cells' card at %d px" % width
+            page.screenshot(path=str(tmp_path / "cells16.png"), full_page=True)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        src.close()
+    assert problems == []
