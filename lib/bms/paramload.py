@@ -149,7 +149,7 @@ def set_text(p, key, text):
         return None
     if key == "cells":
         # shorthand: the default wiring for that many cells
-        from bms.afe.chips import default_cell_channels, model_groups
+        from bms.afe.chips import default_cell_channels, model_groups, models
 
         try:
             n = int(text)
@@ -158,7 +158,11 @@ def set_text(p, key, text):
         groups = p.values[P_AFE_GROUPS] or model_groups(n)
         mask = default_cell_channels(n, groups)
         if not mask:
-            return "cells must be 3-15 and fit the AFE (3-5 per group)"
+            # the chips' own ranges (bms.afe.chips): the one that fits names itself
+            fam = models()
+            return "cells must be %d-%d and fit the AFE (%s)" % (
+                min(m[2] for m in fam), max(m[3] for m in fam),
+                ", ".join("%s %d-%d" % (m[0], m[2], m[3]) for m in fam))
         p.values[P_CELL_CHANNELS] = mask
         p.values[P_AFE_GROUPS] = groups
         return None

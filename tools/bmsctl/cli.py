@@ -486,7 +486,7 @@ def build_parser():
     s = cmd("setup", cmd_setup, "configure a new pack: chemistry defaults for its cells and capacity, "
             "write, restart, check the FETs close", wait=True)
     s.add_argument("--chemistry", help="lfp, nmc or lto")
-    s.add_argument("--cells", type=int, help="cells in series, 3-15")
+    s.add_argument("--cells", type=int, help="cells in series, %d-%d" % CF.cell_range()[:2])
     s.add_argument("--capacity", help="capacity in Ah (100, 100Ah, 2500mAh)")
     s.add_argument("--shunt-mohm", help="current shunt in mOhm (default 1.0)")
     s.add_argument("--temp-sensors", type=int, help="thermistors fitted, on TS1.. (default 1)")

@@ -236,11 +236,12 @@ def parse_value(name, text, values=None):
         err = PL.set_text(prm, "cells", text)
         if err:
             groups = prm.values[P.P_AFE_GROUPS]
-            if groups and text.strip().isdigit() and 3 <= int(text) <= 15:
+            lo, hi, chips = cell_range()
+            if groups and text.strip().isdigit() and lo <= int(text) <= hi:
                 raise ConfigError("cells=%s: this board's AFE (afe_groups=%d, a %s) takes %d to %d cells; give "
                                   "afe_groups=N as well for another AFE" % (text, groups, afe_name(groups),
-                                                                           3 * groups, 5 * groups))
-            raise ConfigError("cells=%s: give 3 to 15 (cells in series on a bq769x0)" % text)
+                                                                           *afe_cells(groups)))
+            raise ConfigError("cells=%s: give %d to %d cells in series (%s)" % (text, lo, hi, chips))
         return [(P.P_CELL_CHANNELS, prm.values[P.P_CELL_CHANNELS]),
                 (P.P_AFE_GROUPS, prm.values[P.P_AFE_GROUPS])]
     cands = resolve(key)
@@ -477,9 +478,24 @@ KEEP_ON_SETUP = (P.P_MODBUS_ADDRESS, P.P_MODBUS_BAUD, P.P_MODBUS_PARITY, P.P_AFE
                  P.P_PIN, P.P_UNLOCK_TIMEOUT_S)
 
 
+def cell_range():
+    """(fewest, most) cells in series an AFE the firmware knows takes, and
+    each chip's own range in words: from bms.afe.chips.models(), so a new
+    chip widens it there."""
+    family = models()
+    return (min(m[2] for m in family), max(m[3] for m in family),
+            ", ".join("%s %d-%d" % (m[0], m[2], m[3]) for m in family))
+
+
 def afe_name(groups):
     family = models()
     return family[groups - 1][0] if 1 <= groups <= len(family) else "AFE with %d groups" % groups
+
+
+def afe_cells(groups):
+    """(fewest, most) cells the chip of `groups` takes (bms.afe.chips.models())."""
+    family = models()
+    return tuple(family[groups - 1][2:4]) if 1 <= groups <= len(family) else (0, 0)
 
 
 def setup_target(cur, chemistry, cells, capacity_mah, shunt_uohm=1000, thermistors=1, groups=None):
@@ -489,14 +505,15 @@ def setup_target(cur, chemistry, cells, capacity_mah, shunt_uohm=1000, thermisto
     the PIN and its timeout stay as the BMS has them."""
     if chemistry not in P.CHEMISTRY_NAMES[1:]:
         raise ConfigError("chemistry %r: give lfp, nmc or lto" % chemistry)
-    if not isinstance(cells, int) or not 3 <= cells <= 15:
-        raise ConfigError("cells %r: the bq769x0 family takes 3 to 15 cells in series" % (cells,))
+    lo, hi, chips = cell_range()
+    if not isinstance(cells, int) or not lo <= cells <= hi:
+        raise ConfigError("cells %r: the AFEs take %d to %d cells in series (%s)" % (cells, lo, hi, chips))
     if groups is None:
         g = cur[P.P_AFE_GROUPS]
         groups = g if g and default_cell_channels(cells, g) else model_groups(cells)
     if not default_cell_channels(cells, groups):
         raise ConfigError("%d cells do not fit a %s (it takes %d to %d); give the AFE with --afe-groups"
-                          % (cells, afe_name(groups), 3 * groups, 5 * groups))
+                          % ((cells, afe_name(groups)) + afe_cells(groups)))
     if not 1 <= thermistors <= groups:
         raise ConfigError("%d thermistors: the %s has %d thermistor input%s (TS1%s)" % (
             thermistors, afe_name(groups), groups, "s" if groups > 1 else "",

@@ -24,8 +24,9 @@ def _parse_cells(text):
         n = int(text)
     except ValueError:
         n = 0
-    if not 3 <= n <= 15:
-        raise CF.ConfigError("cells %r: give 3 to 15 (cells in series)" % text)
+    lo, hi, chips = CF.cell_range()
+    if not lo <= n <= hi:
+        raise CF.ConfigError("cells %r: give %d to %d (cells in series; %s)" % (text, lo, hi, chips))
     return n
 
 
@@ -56,7 +57,7 @@ def setup_options(args):
         o["chemistry"] = _parse_chem(args.chemistry) if args.chemistry else (
             prompt.ask("Cell chemistry (lfp, nmc, lto)", "lfp", _parse_chem))
         o["cells"] = _parse_cells(str(args.cells)) if args.cells is not None else (
-            prompt.ask("Cells in series (3-15)", None, _parse_cells))
+            prompt.ask("Cells in series (%d-%d)" % CF.cell_range()[:2], None, _parse_cells))
         o["capacity_mah"] = _parse_eng("capacity", args.capacity, "Ah") if args.capacity is not None else (
             prompt.ask("Capacity in Ah", None, lambda t: _parse_eng("capacity", t, "Ah")))
         if args.shunt_mohm is not None:

@@ -227,6 +227,13 @@ CONFIG_ERRORS = {
 }
 
 
+def _afe_inputs():
+    """The chips' groups and cells in words (bms.afe.chips.models())."""
+    from bms.afe.chips import models
+
+    return "; ".join("afe_groups %d: a %s, up to %d cells" % (m[1], m[0], m[3]) for m in models())
+
+
 def rule_text(k):
     """Consistency rule number k (bms.paramcheck) in words."""
     from bms import paramcheck as C
@@ -248,7 +255,8 @@ def rule_text(k):
     if kind == C.PACK_MIN:
         return "%s must not be below the cell count times the chemistry's lowest cell voltage (%s)" % (name(a), chem)
     return {
-        C.S_CELLS: "cell_channels must suit afe_groups: 3 to 5 inputs in each group, each group's top input used",
+        C.S_CELLS: ("cell_channels must suit afe_groups: 3 to 5 inputs in each group, each group's top input "
+                    "used, no input past the AFE's last (%s)" % _afe_inputs()),
         C.S_SENSORS: "temp_sensors may only name thermistor inputs the AFE has (one per group)",
         C.S_FET_SENSOR: "fet_temp_sensor must be 0 or one of the fitted temp_sensors",
         C.S_OCV: "the OCV table (ocv_0_mv..ocv_100_mv) must be all 0 or rise at every point",
