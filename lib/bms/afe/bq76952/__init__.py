@@ -196,11 +196,22 @@ class Bq76952:
     # -- subcommands and Data Memory --------------------------------------
 
     def sub_cmd(self, code):
-        """A subcommand without data."""
+        """A subcommand without data; True once the chip has run it (0x3E/0x3F
+        read 0xFF while it runs, then the code: TRM 3.1)."""
         d = self._wd
         d[0] = code & 0xFF
         d[1] = code >> 8
-        return self._send(R.CMD_SUBCMD, 2)
+        if not self._send(R.CMD_SUBCMD, 2):
+            return False
+        echo = self._one if self.crc else self._one2
+        polls = _POLLS
+        while polls:
+            polls -= 1
+            if not self._read(R.CMD_SUBCMD, echo, 2):
+                return False
+            if self._w(echo, 0) == code:
+                return True
+        return False
 
     def _sub_write(self, n):
         """Code and n data bytes staged in _wd[0..n+1]: sent from 0x3E, then
@@ -221,15 +232,8 @@ class Bq76952:
         lo = code & 0xFF
         hi = code >> 8
         buf = self._sub if self.crc else self._sub_nc
-        polls = _POLLS
-        while True:  # 0x3E/0x3F read 0xFF until the chip has answered
-            if not self._read(R.CMD_SUBCMD, buf, _SUB_LEN):
-                return False
-            if self._b(buf, 0) == lo and self._b(buf, 1) == hi:
-                break
-            polls -= 1
-            if not polls:
-                return False
+        if not self._read(R.CMD_SUBCMD, buf, _SUB_LEN) or self._w(buf, 0) != code:
+            return False
         n = self._b(buf, _SUB_LEN - 1) - R.SUB_OVERHEAD
         if n < 0 or n > R.TRANSFER_LEN:
             return False
@@ -467,8 +471,8 @@ class Bq76952:
         call, in cc units, into _cc_units; the first call only starts it."""
         if not self.sub_read(R.SUB_DASTATUS6):
             return False
-        b = self.sub_byte
-        q = (b(R.PASSQ_INT) << 16) | (b(R.PASSQ_FRAC + 3) << 8) | b(R.PASSQ_FRAC + 2)
+        q = ((self.sub_byte(R.PASSQ_INT) << 16) | (self.sub_byte(R.PASSQ_FRAC + 3) << 8)
+             | self.sub_byte(R.PASSQ_FRAC + 2))
         if self._q24 < 0:
             self._q24 = q
             self._cc_units = 0
