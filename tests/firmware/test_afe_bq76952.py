@@ -386,3 +386,36 @@ def test_cc_raw_adds_up_to_the_chips_charge_exactly():
         total += meas.cc_raw
     chip_mas = (world.chip._passq - start) * 3600 * afe.user_ma
     assert abs(total * 2110 / world.chip.shunt_uohm - chip_mas) <= 2110 / world.chip.shunt_uohm + 1
+
+
+# -- MicroPython: nothing allocated in the cycle ----------------------------------------
+
+@pytest.mark.parametrize("crc", [True, False])
+def test_read_set_fets_set_balancing_allocate_nothing_under_micropython(micropython, tmp_path, crc):
+    from conftest import run_mpy
+
+    world = World(cells=15, chip_class=SimBq76952, crc=crc, capacity_mah=100000)
+    bus = SpyBus(world.chip)
+    afe = Bq76952(bus, world.chip.cell_channels, world.chip.shunt_uohm, crc=crc)
+    assert afe.configure() and afe.set_protection(3650, 2, 2500, 2, 100000, 320, 200000, 200, 50000, 100)
+    meas = Measurements(3)
+    calls = ""
+    for k in range(32):
+        # charge, discharge (past the int16 range once: the carry), rest; balancing on and off
+        world.load.set((0, 90000, 40000, 0)[k % 4])
+        world.charger.set(5000 if k % 4 == 3 else 0, None)
+        world.advance(1000 if k % 8 == 5 else 250)
+        assert afe.read(meas) == A.READ_OK
+        calls += "r"
+        if k % 3 == 0:
+            afe.set_fets(True, True)
+            afe.set_fets(False, True)
+            calls += "f"
+        if k % 4 == 1:
+            assert afe.set_balancing((0b0101, 0b1010, 0)[(k // 4) % 3]) >= 0
+            calls += "b"
+    rec = tmp_path / "afe952.rec"
+    rec.write_text("".join("%s %02x %s\n" % (kind, reg, data.hex()) for kind, addr, reg, data in bus.log))
+    proc = run_mpy(micropython, "mpy_afe952_alloc.py", str(rec), 1 if crc else 0, world.chip.cell_channels,
+                   world.chip.shunt_uohm, calls, heap="1024wK")
+    assert "OK" in proc.stdout, proc.stdout
