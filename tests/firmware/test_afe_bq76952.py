@@ -419,3 +419,13 @@ def test_read_set_fets_set_balancing_allocate_nothing_under_micropython(micropyt
     proc = run_mpy(micropython, "mpy_afe952_alloc.py", str(rec), 1 if crc else 0, world.chip.cell_channels,
                    world.chip.shunt_uohm, calls, heap="1024wK")
     assert "OK" in proc.stdout, proc.stdout
+
+
+def test_open_afe_selects_the_chip_and_imports_only_it():
+    from bms.afe import chips
+
+    world = World(cells=15, chip_class=SimBq76952)
+    afe = chips.open_afe(world.chip, chips.bq76952_cell_channels(15), 1000, R.DEV_ADDR, 0, chips.AFE_BQ76952)
+    assert isinstance(afe, Bq76952) and afe.configure() and afe.cells == 15
+    with pytest.raises(ValueError, match="afe_type"):
+        chips.open_afe(world.chip, 0x7FFF, 1000, R.DEV_ADDR, 0, 7)
