@@ -211,7 +211,7 @@ def test_chemistry_and_cells_shorthands():
     ("cell_ov=high", ["not a number", "cell_ov=3.650V"]),
     ("scd_retries=3s", ["has no unit"]),
     ("chemistry=lipo", ["lfp, nmc or lto"]),
-    ("cells=20", ["3 to 15"]),
+    ("cells=20", ["3 to 16", "bq76952 3-16"]),
     ("cells=8", ["afe_groups=1", "bq76920", "3 to 5", "afe_groups=N"]),
     ("cell_ov", ["NAME=VALUE"]),
 ])
@@ -224,10 +224,10 @@ def test_bad_values_name_the_problem_and_the_fix(item, words):
 
 
 @pytest.mark.parametrize("item, words", [
-    # 16 inputs: the map and the parameter take them, the bq769x0 family does not
+    # 16 inputs: the map and the parameter take them, the bq769x0 family does not (a bq76952 does: afe_type=1)
     ("cell_channels=0xFFFF", ["cell_channels", "afe_groups 3: a bq76940, up to 15 cells", "nothing was written"]),
-    ("cells=16", ["3 to 15 cells in series", "bq76940 9-15"]),
-    ("cells=17", ["3 to 15 cells in series", "bq76940 9-15"]),
+    ("cells=16", ["afe_groups=3, a bq76940", "9 to 15 cells", "afe_type=1 (a bq76952)"]),
+    ("cells=17", ["3 to 16 cells in series", "bq76940 9-15", "bq76952 3-16"]),
 ])
 def test_more_cells_than_the_afe_takes_are_refused_naming_its_limit(fake, capsys, item, words):
     fake["dev"] = configured("chemistry=lfp\ncells=15\ncapacity_mah=100000\n")  # a bq76940, every input

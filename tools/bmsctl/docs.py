@@ -213,7 +213,7 @@ def writing_md():
         "Accepted changes go to flash right after the reply (two slots with a CRC and a sequence",
         "number: a power cut during the save leaves the previous set), each one is logged as an",
         "event, and most take effect at once. The pack's own settings (`chemistry`, `cell_channels`,",
-        "`capacity_mah`, `shunt_uohm`, `afe_groups`, `afe_addr`, `temp_sensors`, `fet_temp_sensor`)",
+        "`capacity_mah`, `shunt_uohm`, `afe_type`, `afe_groups`, `afe_addr`, `temp_sensors`, `fet_temp_sensor`)",
         "take effect at the next restart (`command` = 1; `config_state` bit 2 says one is due).",
         "`modbus_address`, `modbus_baud` and `modbus_parity` take effect right after the reply",
         "that accepted them.",

@@ -12,12 +12,13 @@ AFE_BQ76952 = 1
 
 def open_afe(i2c, cell_channels, shunt_uohm, addr, groups, afe_type=0):
     """The driver for the configured chip on this bus (groups: the
-    bq769x0 family member, 0 when not set; afe_type: AFE_BQ769X0 or
-    AFE_BQ76952). Only the selected chip's module is imported."""
+    bq769x0 family member, 0 when not set, ignored for a bq76952;
+    afe_type: AFE_BQ769X0 or AFE_BQ76952). Only the selected chip's
+    module is imported."""
     if afe_type == 1:
         from bms.afe.bq76952 import Bq76952
 
-        return Bq76952(i2c, cell_channels, shunt_uohm, addr)
+        return Bq76952(i2c, cell_channels, shunt_uohm, addr, temps=thermistor_inputs(1, 0))
     if afe_type != 0:
         raise ValueError("afe_type %r: 0 (bq769x0) or 1 (bq76952)" % (afe_type,))
     from bms.afe.bq769x0 import Bq769x0
@@ -56,3 +57,31 @@ def bq76952_cell_channels(cells):
     from bms.afe.bq76952.regs import cell_channels_for
 
     return cell_channels_for(cells)
+
+
+def bq76952_channels_fit(mask):
+    """True when the cell inputs in `mask` suit a bq76952 board."""
+    from bms.afe.bq76952.regs import channels_fit
+
+    return channels_fit(mask)
+
+
+def thermistor_inputs(afe_type, groups):
+    """The thermistor inputs the chip has: one per group on a bq769x0, three
+    (TS1-TS3) on a bq76952."""
+    if afe_type == 1:
+        from bms.afe.bq76952.regs import TS_INPUTS
+
+        return TS_INPUTS
+    return groups
+
+
+def wiring(cells, groups, afe_type):
+    """(cell_channels, afe_groups) of the usual wiring of `cells` cells on
+    the chip afe_type names (a bq769x0 of `groups` groups, or the smallest
+    that takes them when 0); cell_channels 0 when they do not fit. A
+    bq76952 has no groups: afe_groups 0."""
+    if afe_type == 1:
+        return bq76952_cell_channels(cells), 0
+    groups = groups or model_groups(cells)
+    return default_cell_channels(cells, groups), groups

@@ -166,5 +166,7 @@ TABLE = (
     (0x00CC, "storage", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
     (0x00CD, "storage_soc_dpct", _U16, 1, -1, "%", 200, 800, 500, 500, 500, _ABS),
     (0x00CE, "draw_counted", _U16, 1, 0, "", 0, 1, 1, 1, 1, _ABS),
+    # added with the bq76952 (issue 18): the AFE chip (0 the bq769x0 family, what every older set means; 1 the bq76952)
+    (0x000D, "afe_type", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
 )
 # fmt: on

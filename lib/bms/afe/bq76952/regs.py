@@ -250,6 +250,20 @@ def cell_channels_for(cells):
     return ((1 << (cells - 1)) - 1) | (1 << (CELL_INPUTS - 1))
 
 
+def channels_fit(mask):
+    """True when the cell inputs in `mask` suit a bq76952 board: 3 to 16
+    inputs, the top one (VC16, the cell under the stack's top) among them."""
+    n = 0
+    m = mask
+    while m:
+        n += m & 1
+        m >>= 1
+    return not mask >> CELL_INPUTS and 3 <= n <= CELL_INPUTS and bool(mask >> (CELL_INPUTS - 1))
+
+
+TS_INPUTS = const(3)  # thermistors on TS1..TS3 (the driver configures them)
+
+
 def checksum(buf, start, end, csum=0):
     """The subcommand checksum: the complement of the byte sum over
     buf[start:end] (continuing `csum`, a running sum), as 0x60 holds it."""
