@@ -157,6 +157,50 @@ def lfp4_sim(state, link_path, speed=20.0, server_kw=None, **world_kw):
         server.wait_sim_ms(3000, timeout=20)
         yield server
     assert "Traceback" not in server.log_tail(), server.log_tail()
+class Afe:
+    """One AFE chip the suites run on (issue 18): its --afe name and the pack
+    it is tested with. The bq769x0 keeps each suite's own pack; the bq76952
+    runs a 16S LFP home-storage pack, whatever the suite's bq769x0 pack is."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+    @property
+    def is_952(self):
+        return self.name == "bq76952"
+
+    def cells(self, suite_cells):
+        return 16 if self.is_952 else suite_cells
+
+    def chemistry(self, suite_chemistry):
+        return "lfp" if self.is_952 else suite_chemistry
+
+    def provision(self, state, cells, chemistry, capacity_mah, shunt_uohm, **kw):
+        """bms_sim.cli.provision for this chip's pack (cells and chemistry as above)."""
+        from bms_sim.cli import provision
+
+        return provision(str(state), self.cells(cells), self.chemistry(chemistry), capacity_mah, shunt_uohm,
+                         afe=self.name, **kw)
+
+    def world(self, cells=4, chemistry="lfp", **kw):
+        from bms_sim.world import World
+
+        return World(cells=self.cells(cells), chemistry=self.chemistry(chemistry), afe=self.name, **kw)
+
+
+AFES = [Afe("bq769x0"), Afe("bq76952")]
+
+
+@pytest.fixture(params=AFES, ids=str)
+def afe(request):
+    """Each chip in turn: a suite's pack fixture takes it, so the suite's core
+    tests run on the bq769x0 pack and on a 16S LFP bq76952 pack."""
+    return request.param
+
+
 from mqtt_broker import mqtt_broker  # noqa: E402,F401  (the real-broker fixture: tests/mqtt_broker.py)
 
 

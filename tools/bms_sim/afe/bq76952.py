@@ -53,7 +53,7 @@ class SimBq76952:
     """Simulated bq76952 attached to a pack.Pack (3..16 cells)."""
 
     def __init__(self, pack, cell_channels=None, addr=R.DEV_ADDR, crc=True, noise_mv=0.0, seed=0,
-                 shunt_uohm=1000, cc_offset_ma=0.0, bleed_ohm=60.0, die_temp_c=25.0, scan_ms=64):
+                 shunt_uohm=1000, cc_offset_ma=0.0, bleed_ohm=60.0, die_temp_c=25.0, scan_ms=63):
         cells = len(pack.cells)
         if cell_channels is None:
             cell_channels = R.cell_channels_for(cells)
@@ -100,6 +100,7 @@ class SimBq76952:
                         (R.DM_CHG_FET_PROT_A, R.CHG_FET_PROT_A_DEFAULT, 1),
                         (R.DM_DSG_FET_PROT_A, R.DSG_FET_PROT_A_DEFAULT, 1),
                         (R.DM_DEFAULT_ALARM_MASK, R.ALARM_MASK_DEFAULT, 2),
+                        (R.DM_POWER_CONFIG, R.POWER_CONFIG_DEFAULT, 2),
                         (R.DM_CUV_THRESHOLD, 50, 1), (R.DM_CUV_DELAY, 74, 2),  # 2.53 V, 250 ms
                         (R.DM_COV_THRESHOLD, 86, 1), (R.DM_COV_DELAY, 74, 2),  # 4.35 V
                         (R.DM_COV_HYST, 2, 1), (R.DM_OCC_THRESHOLD, 2, 1), (R.DM_OCC_DELAY, 4, 1),
@@ -473,7 +474,9 @@ class SimBq76952:
             self._win_mas = 0.0
         if measuring and self.now_ms >= self._next_scan:
             self._scan()
-            self._next_scan = self.now_ms - self.now_ms % self.scan_ms + self.scan_ms
+            # the measurement loop: scan_ms (21 slots of 3 ms) x 2**LOOP_SLOW (datasheet 9.3.1)
+            every = self.scan_ms << ((self._dm_get(R.DM_POWER_CONFIG, 2) >> R.PC_LOOP_SLOW_SHIFT) & 3)
+            self._next_scan = self.now_ms - self.now_ms % every + every
         self._sync()
 
     def _protect(self, dt_ms, current_ma):

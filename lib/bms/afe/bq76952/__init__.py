@@ -331,12 +331,11 @@ class Bq76952:
         items = [(R.DM_DA_CONFIG, self.ua_code | R.DA_USER_VOLTS_CV, 1), (R.DM_CC_GAIN, cc, 4),
                  (R.DM_CAP_GAIN, cap, 4), (R.DM_VCELL_MODE, self.cell_channels, 2),
                  (R.DM_FET_OPTIONS, R.FO_SFET | R.FO_HOST_FET_EN | R.FO_FET_CTRL_EN | R.FO_FET_INIT_OFF, 1),
-                 (R.DM_CB_CONFIG, 0, 1), (R.DM_CB_MAX_CELLS, self.max_balance, 1)]
+                 (R.DM_CB_CONFIG, 0, 1), (R.DM_CB_MAX_CELLS, self.max_balance, 1),
+                 (R.DM_POWER_CONFIG, R.POWER_CONFIG_HOST, 2), (R.DM_DEFAULT_ALARM_MASK, R.ALARM_MASK_HOST, 2)]
         for i in range(3):
             items.append((R.DM_TS1_CONFIG + i, R.TS_THERMISTOR if i < self.temps else 0, 1))
-        if not self._dm_set(items):
-            return False
-        if not self.sub_read(R.SUB_MFG_STATUS):
+        if not self._dm_set(items) or not self.sub_read(R.SUB_MFG_STATUS):
             return False
         if not self.sub_word(0) & R.MFG_FET_EN:
             # FET test mode after reset: FET_ENABLE hands the FETs to the chip's control
@@ -349,7 +348,8 @@ class Bq76952:
         d[0] = d[1] = 0xFF
         if not self._send(R.CMD_ALARM_STATUS, 2):
             return False
-        if not self._passq():
+        d[0], d[1] = R.ALARM_MASK_HOST & 0xFF, R.ALARM_MASK_HOST >> 8  # the default mask applies at a reset
+        if not self._send(R.CMD_ALARM_ENABLE, 2) or not self._passq():
             return False
         st = self.read_word(R.CMD_BATTERY_STATUS)
         return st >= 0 and not st & (R.BS_CFGUPDATE | R.BS_POR)
@@ -445,6 +445,7 @@ class Bq76952:
         meas.balance_mask = self._inputs_to_cells(self._bal)
         if not bat & R.BS_POR and self._q24 >= 0 and self._passq():
             meas.cc_raw = self._cc_units
+            meas.cc_summed = 1  # PASSQ: every window since the last read (bms.afe)
             st |= ST_NEW_CC
         meas.status = st
         # a fault the chip switched a FET off for keeps it off until the host

@@ -171,6 +171,16 @@ AL_INITSTART = const(0x0400)
 AL_SSA = const(0x4000)  # Safety Status A has a bit set
 AL_SSBC = const(0x8000)  # ... B or C
 ALARM_MASK_DEFAULT = const(0xF800)
+# The host's mask: ALERT also at each voltage scan (ADSCAN), which LOOP_SLOW
+# below paces at 252 ms, so the firmware's cycle keeps the bq769x0's rhythm
+# (CC_READY every 250 ms); the charge (PASSQ) needs no alignment to it
+ALARM_MASK_HOST = const(0xF802)
+
+# Settings:Configuration:Power Config (TRM 13.3.2, default 0x2982): LOOP_SLOW
+# (bits 3:2) sets the measurement loop, 63 ms x 2**setting (datasheet 9.3.1)
+POWER_CONFIG_DEFAULT = const(0x2982)
+PC_LOOP_SLOW_SHIFT = const(2)
+POWER_CONFIG_HOST = const(0x298A)  # the default with LOOP_SLOW 2: a voltage scan every 252 ms
 
 # FET Status (0x7F) bits
 FS_CHG = const(0x01)
