@@ -191,6 +191,17 @@ class Afe:
         return World(cells=self.cells(cells), chemistry=self.chemistry(chemistry), afe=self.name, **kw)
 
 
+    def configured(self, chip):
+        """The simulated chip holds the settings the firmware gives it at
+        start-up (gone after a reset until the firmware configures it again)."""
+        if self.is_952:
+            from bms.afe.bq76952 import regs as R
+
+            return (chip.dm(R.DM_VCELL_MODE, 2) == chip.cell_channels
+                    and chip.dm(R.DM_POWER_CONFIG, 2) == R.POWER_CONFIG_HOST)
+        return chip.reg(0x0B) == 0x19  # CC_CFG, which the datasheet says to set at start-up
+
+
 AFES = [Afe("bq769x0"), Afe("bq76952")]
 
 

@@ -195,9 +195,9 @@ class Bq76952:
 
     # -- subcommands and Data Memory --------------------------------------
 
-    def sub_cmd(self, code):
-        """A subcommand without data; True once the chip has run it (0x3E/0x3F
-        read 0xFF while it runs, then the code: TRM 3.1)."""
+    def sub_cmd(self, code, acked=False):
+        """A subcommand without data; True once the chip has run it (0x3E/0x3F read
+        0xFF while it runs, then the code: TRM 3.1), or if `acked` when reads fail."""
         d = self._wd
         d[0] = code & 0xFF
         d[1] = code >> 8
@@ -208,7 +208,7 @@ class Bq76952:
         while polls:
             polls -= 1
             if not self._read(R.CMD_SUBCMD, echo, 2):
-                return False
+                return acked
             if self._w(echo, 0) == code:
                 return True
         return False
@@ -544,10 +544,8 @@ class Bq76952:
         return (FET_CHG if fs & R.FS_CHG else 0) | (FET_DSG if fs & R.FS_DSG else 0)
 
     def fets_off(self):
-        """Both FETs off without reading anything back (ALL_FETS_OFF)."""
-        if self.crc is None:
-            return False
-        if not self.sub_cmd(R.SUB_ALL_FETS_OFF):
+        """Both FETs off (ALL_FETS_OFF): acknowledged is enough, in doubt reads may be what fails."""
+        if self.crc is None or not self.sub_cmd(R.SUB_ALL_FETS_OFF, True):
             return False
         self._host_off = _CHG_OFF | _DSG_OFF
         return True
