@@ -58,11 +58,8 @@ _CC_MAX = const(32767)
 
 
 class Bq76952:
-    """One bq76952 on an I2C bus.
-
-    cell_channels: bit n = cell input VC(n+1) has a cell (regs.cell_channels_for).
-    crc: True, False, or None to detect it at configure().
-    """
+    """One bq76952 on an I2C bus. cell_channels: bit n = cell input VC(n+1) has a
+    cell (regs.cell_channels_for); crc: True, False, or None to detect it at configure()."""
 
     def __init__(self, i2c, cell_channels, shunt_uohm, addr=R.DEV_ADDR, crc=None, temps=3, max_balance=16):
         if cell_channels >> R.CELL_INPUTS:
@@ -117,6 +114,7 @@ class Bq76952:
         self.applied_ocd_ma = self.applied_ocd_delay_ms = self.applied_scd_ma = self.applied_scd_delay_us = 0
         self.applied_occ_ma = self.applied_occ_delay_ms = 0
         self._cc_units = 0  # the last reading, for read()
+        self._held = 0  # the faults Safety Status held at the last read (the chip clears them, not the host)
 
     # -- the wire -----------------------------------------------------------
 
@@ -403,7 +401,9 @@ class Bq76952:
         sb = self._b(buf, 3)
         sc = self._b(buf, 5)
         bat = self._w(buf, _OFF_BAT)
-        st = R.status_bits(sa, sb, sc)
+        held = R.status_bits(sa, sb, sc)
+        st = held & ~self._held  # a fault once, when it starts: as the bq769x0's flags, cleared once read
+        self._held = held
         if bat & (R.BS_POR | R.BS_PF):
             st |= ST_DEVICE  # reset: its settings are gone; or permanently failed
         if bat & (R.BS_CFGUPDATE | R.BS_SLEEP):

@@ -149,6 +149,10 @@ SC_OCD3 = const(0x80)
 PROT_A_DEFAULT = const(0x88)
 CHG_FET_PROT_A_DEFAULT = const(0x98)
 DSG_FET_PROT_A_DEFAULT = const(0xE4)
+# The firmware's protection table (bms.spec.protrules): a short or an
+# over-current on discharge switches only the DSG FET off, so the chip's
+# CHG FET answers over-voltage and charge over-current alone
+CHG_FET_PROT_A_HOST = const(0x18)  # COV | OCC
 
 # Battery Status (0x12) bits
 BS_CFGUPDATE = const(0x0001)
@@ -373,7 +377,7 @@ def backstop(shunt, ov_mv, ov_delay_s, uv_mv, uv_delay_s, ocd_ma, ocd_delay_ms, 
             (DM_SCD_THRESHOLD, scd, 1),
             (DM_SCD_DELAY, clamp(scd_delay_us // SCD_DELAY_STEP_US + 1, 1, SCD_DELAY_MAX), 1),
             (DM_PROT_ENABLED_A, SA_SCD | SA_OCD1 | SA_COV | SA_CUV | (SA_OCC if occ_ma > 0 else 0), 1),
-            (DM_CHG_FET_PROT_A, CHG_FET_PROT_A_DEFAULT, 1), (DM_DSG_FET_PROT_A, DSG_FET_PROT_A_DEFAULT, 1))
+            (DM_CHG_FET_PROT_A, CHG_FET_PROT_A_HOST, 1), (DM_DSG_FET_PROT_A, DSG_FET_PROT_A_DEFAULT, 1))
 
 
 def dk_to_dc(dk):
