@@ -205,7 +205,7 @@ def cmd_replay(args):
         raise SimError("--record-every-s must be positive")
     replay(args.trace, args.chemistry, args.capacity_mah, args.out, ocv_table=args.ocv_table,
            record_every_s=args.record_every_s, target=target_of(args), heap=args.heap,
-           params=args.params, sets=args.set)
+           params=args.params, sets=args.set, afe=args.afe)
     return 0
 
 
@@ -228,6 +228,8 @@ def build_parser():
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="one parameter over the rest, as `bmsctl config set` takes it (cell_ov=3.6V, "
                         "cc_cal_every_ms=0); repeatable")
+    r.add_argument("--afe", choices=AFES, default=None,
+                   help="the AFE chip the trace is read through (default: the set's afe_type, else bq769x0)")
     r.add_argument("--ocv-table", help="OCV.csv: soc_pct,ocv_mv, the cell's rested OCV curve (replaces the chemistry's)")
     r.add_argument("--out", required=True, help="OUT.csv: t_s,soc_pct,... as the firmware reports them")
     r.add_argument("--record-every-s", type=float, default=10.0, help="simulated seconds between rows (default 10)")
