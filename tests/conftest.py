@@ -141,18 +141,19 @@ def ir(client, addr, count=1):
 
 
 @contextlib.contextmanager
-def lfp4_sim(state, link_path, speed=20.0, server_kw=None, **world_kw):
-    """A provisioned 4-cell 10 Ah LFP pack, the firmware under MicroPython
-    serving it on a pty at link_path, 3 simulated seconds in; afterwards the
-    firmware's log must hold no traceback. server_kw: more for SimServer
-    (lib_dir and main_py: a firmware of the test's own)."""
-    from bms_sim.cli import provision
+def lfp4_sim(state, link_path, speed=20.0, server_kw=None, afe=None, **world_kw):
+    """A provisioned 4-cell 10 Ah LFP pack (16 cells on afe bq76952), the
+    firmware under MicroPython serving it on a pty at link_path, 3 simulated
+    seconds in; afterwards the firmware's log must hold no traceback.
+    server_kw: more for SimServer (lib_dir and main_py: a firmware of the
+    test's own)."""
     from bms_sim.server import SimServer
-    from bms_sim.world import World
 
-    provision(str(state), 4, "lfp", 10000, 1000)
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, **world_kw)
+    afe = afe or AFES[0]
+    afe.provision(state, 4, "lfp", 10000, 1000)
+    world = afe.world(cells=4, chemistry="lfp", capacity_mah=10000, **world_kw)
     server = SimServer(world, str(state), speed=speed, link_path=str(link_path), **(server_kw or {}))
+    server.afe = afe
     with server:
         server.wait_sim_ms(3000, timeout=20)
         yield server
@@ -209,6 +210,12 @@ AFES = [Afe("bq769x0"), Afe("bq76952")]
 def afe(request):
     """Each chip in turn: a suite's pack fixture takes it, so the suite's core
     tests run on the bq769x0 pack and on a 16S LFP bq76952 pack."""
+    return request.param
+
+
+@pytest.fixture(scope="module", params=AFES, ids=str)
+def afe_module(request):
+    """afe for a module-scoped pack: the module's tests run on one chip, then the other."""
     return request.param
 
 
