@@ -141,22 +141,84 @@ def ir(client, addr, count=1):
 
 
 @contextlib.contextmanager
-def lfp4_sim(state, link_path, speed=20.0, server_kw=None, **world_kw):
-    """A provisioned 4-cell 10 Ah LFP pack, the firmware under MicroPython
-    serving it on a pty at link_path, 3 simulated seconds in; afterwards the
-    firmware's log must hold no traceback. server_kw: more for SimServer
-    (lib_dir and main_py: a firmware of the test's own)."""
-    from bms_sim.cli import provision
+def lfp4_sim(state, link_path, speed=20.0, server_kw=None, afe=None, **world_kw):
+    """A provisioned 4-cell 10 Ah LFP pack (16 cells on afe bq76952), the
+    firmware under MicroPython serving it on a pty at link_path, 3 simulated
+    seconds in; afterwards the firmware's log must hold no traceback.
+    server_kw: more for SimServer (lib_dir and main_py: a firmware of the
+    test's own)."""
     from bms_sim.server import SimServer
-    from bms_sim.world import World
 
-    provision(str(state), 4, "lfp", 10000, 1000)
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, **world_kw)
+    afe = afe or AFES[0]
+    afe.provision(state, 4, "lfp", 10000, 1000)
+    world = afe.world(cells=4, chemistry="lfp", capacity_mah=10000, **world_kw)
     server = SimServer(world, str(state), speed=speed, link_path=str(link_path), **(server_kw or {}))
+    server.afe = afe
     with server:
         server.wait_sim_ms(3000, timeout=20)
         yield server
     assert "Traceback" not in server.log_tail(), server.log_tail()
+class Afe:
+    """One AFE chip the suites run on (issue 18): its --afe name and the pack
+    it is tested with. The bq769x0 keeps each suite's own pack; the bq76952
+    runs a 16S LFP home-storage pack, whatever the suite's bq769x0 pack is."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+    @property
+    def is_952(self):
+        return self.name == "bq76952"
+
+    def cells(self, suite_cells):
+        return 16 if self.is_952 else suite_cells
+
+    def chemistry(self, suite_chemistry):
+        return "lfp" if self.is_952 else suite_chemistry
+
+    def provision(self, state, cells, chemistry, capacity_mah, shunt_uohm, **kw):
+        """bms_sim.cli.provision for this chip's pack (cells and chemistry as above)."""
+        from bms_sim.cli import provision
+
+        return provision(str(state), self.cells(cells), self.chemistry(chemistry), capacity_mah, shunt_uohm,
+                         afe=self.name, **kw)
+
+    def world(self, cells=4, chemistry="lfp", **kw):
+        from bms_sim.world import World
+
+        return World(cells=self.cells(cells), chemistry=self.chemistry(chemistry), afe=self.name, **kw)
+
+
+    def configured(self, chip):
+        """The simulated chip holds the settings the firmware gives it at
+        start-up (gone after a reset until the firmware configures it again)."""
+        if self.is_952:
+            from bms.afe.bq76952 import regs as R
+
+            return (chip.dm(R.DM_VCELL_MODE, 2) == chip.cell_channels
+                    and chip.dm(R.DM_POWER_CONFIG, 2) == R.POWER_CONFIG_HOST)
+        return chip.reg(0x0B) == 0x19  # CC_CFG, which the datasheet says to set at start-up
+
+
+AFES = [Afe("bq769x0"), Afe("bq76952")]
+
+
+@pytest.fixture(params=AFES, ids=str)
+def afe(request):
+    """Each chip in turn: a suite's pack fixture takes it, so the suite's core
+    tests run on the bq769x0 pack and on a 16S LFP bq76952 pack."""
+    return request.param
+
+
+@pytest.fixture(scope="module", params=AFES, ids=str)
+def afe_module(request):
+    """afe for a module-scoped pack: the module's tests run on one chip, then the other."""
+    return request.param
+
+
 from mqtt_broker import mqtt_broker  # noqa: E402,F401  (the real-broker fixture: tests/mqtt_broker.py)
 
 

@@ -46,7 +46,7 @@ _MIN_SETTLE_MS = const(251)  # one 250 ms ADC window, plus one
 
 class Balancer:
     def __init__(self, cell_channels, on_ms=10000, settle_ms=600):
-        # channel (input 0..14) of every cell, bottom first (as the AFE driver)
+        # channel (input 0..15) of every cell, bottom first (as the AFE driver)
         self._ch = cell_inputs(cell_channels)
         self.cell_channels = cell_channels
         self.cells = cell_count(cell_channels)

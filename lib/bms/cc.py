@@ -153,9 +153,12 @@ class ChargeCounter:
         int under MicroPython: not for the control loop)."""
         return self._q * 3600 + self._mas
 
-    def _reading(self, raw, fets_off, windows=1):
+    def _reading(self, raw, fets_off, windows=1, summed=0):
         """One coulomb-counter reading, standing for `windows` 250 ms
-        windows: offset learning and counting."""
+        windows (summed: the sum of theirs, bms.afe): offset learning and counting."""
+        total = raw
+        if summed:
+            raw //= windows  # one window's, for the current and the offset
         c16 = raw * 16 - self.offset_dlsb
         u = self.offset_unc16()
         if -u <= c16 <= u:
@@ -191,6 +194,9 @@ class ChargeCounter:
             lsb_ma = -(-8440 // self.shunt_uohm)  # one LSB in mA, rounded up
             self._grow(lsb_ma // 8 + 1 if self.offset_learned else 2 * lsb_ma)
         if not c16:
+            return
+        if summed:
+            self._count(total * 16 - self.offset_dlsb * windows if windows > 1 else c16)
             return
         while windows:  # one window at a time: c16 * 1055 * windows could pass 2**30
             windows -= 1

@@ -38,7 +38,7 @@ _RETRY_MAX_MS = const(64000)  # up to this: a lasting failure does not wear the 
 
 # What a change needs before it takes effect.
 _RESTART_KEYS = (P.P_CHEMISTRY, P.P_CELL_CHANNELS, P.P_CAPACITY_MAH, P.P_SHUNT_UOHM,
-                 P.P_AFE_GROUPS, P.P_AFE_ADDR, P.P_TEMP_SENSORS, P.P_FET_TEMP_SENSOR)
+                 P.P_AFE_GROUPS, P.P_AFE_ADDR, P.P_TEMP_SENSORS, P.P_FET_TEMP_SENSOR, P.P_AFE_TYPE)
 _COMM_KEYS = (P.P_MODBUS_ADDRESS, P.P_MODBUS_BAUD, P.P_MODBUS_PARITY)
 
 # service() results, bits

@@ -51,11 +51,11 @@ class Cycle:
         self.board = board
         self.params = prm
         v = self.values = prm.values
-        groups = v[P.P_AFE_GROUPS] if v[P.P_AFE_GROUPS] else 1
-        self.meas = Measurements(groups)
-        from bms.afe.chips import open_afe  # boot-only: the App lets it go
+        from bms.afe.chips import open_afe, thermistor_inputs  # boot-only: the App lets it go
 
-        self.afe = open_afe(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR], v[P.P_AFE_GROUPS])
+        self.meas = Measurements(thermistor_inputs(v[P.P_AFE_TYPE], v[P.P_AFE_GROUPS] or 1))
+        self.afe = open_afe(board.i2c, v[P.P_CELL_CHANNELS], v[P.P_SHUNT_UOHM], v[P.P_AFE_ADDR], v[P.P_AFE_GROUPS],
+                            v[P.P_AFE_TYPE])
         self.ir = ir
         self.log = log
         self.config = None  # bms.config.Config (its publish_state, its retried saves)

@@ -15,6 +15,7 @@ class Measurements:
         self.pack_mv = 0
         self.current_ma = 0
         self.cc_raw = 0  # the coulomb counter's last window, in the chip's LSB
+        self.cc_summed = 0  # 1: cc_raw sums every window since the previous reading (bms.afe)
         self.temps = temps  # thermistor inputs on this AFE (one per group)
         self.temp_dc = array("h", [0] * MAX_TEMPS)
         self.status = 0  # bms.afe ST_ bits, as read this cycle

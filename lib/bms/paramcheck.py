@@ -23,8 +23,9 @@ PACK_MIN = const(4)  # v[a] >= cells * the chemistry's lowest cell voltage
 SPECIAL = const(5)
 
 # SPECIAL checks
-S_CELLS = const(0)  # cell_channels fits afe_groups: 3-5 inputs a group, each group's top input used
-S_SENSORS = const(1)  # the thermistor inputs fitted exist on this AFE (one per group)
+S_CELLS = const(0)  # cell_channels fits the AFE: a bq769x0's afe_groups (3-5 inputs a group, each group's top
+#                     input used), or a bq76952 (3-16 inputs, VC16 used; afe_groups ignored)
+S_SENSORS = const(1)  # the thermistor inputs fitted exist on this AFE (one per group; a bq76952's three)
 S_FET_SENSOR = const(2)  # the FET sensor is 0 (none) or one of the fitted ones
 S_OCV = const(3)  # the OCV table is all zero (the chemistry's) or rises at every point
 S_BAUD = const(4)  # a standard baud rate
@@ -35,6 +36,9 @@ S_SOC_WINDOW = const(5)  # soc_min + hyst below soc_max - hyst; soc_warn_low 0 (
 # minimum, whatever the user asks.
 CELL_MAX_MV = (0, 3900, 4350, 3000)
 CELL_MIN_MV = (0, 2000, 2500, 1500)
+
+_BQ76952_INPUTS = const(16)  # afe_type 1
+_BQ76952_TS = const(3)
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
 
@@ -146,6 +150,14 @@ def _special(v, which):
         w = v[P.P_SOC_WARN_LOW_DPCT]
         return v[P.P_SOC_MIN_DPCT] + h < v[P.P_SOC_MAX_DPCT] - h and (w == 0 or w > v[P.P_SOC_MIN_DPCT])
     groups = v[P.P_AFE_GROUPS]
+    if v[P.P_AFE_TYPE]:
+        # a bq76952: one group of 16 inputs, three thermistors (bms.afe.bq76952.regs channels_fit and
+        # TS_INPUTS; this layer may not import the chips: tests/firmware/test_config.py holds the two equal)
+        groups = 1
+        if which == S_CELLS:
+            return _groups_fit(v[P.P_CELL_CHANNELS], 1, _BQ76952_INPUTS)
+        if which == S_SENSORS:
+            return v[P.P_TEMP_SENSORS] < (1 << _BQ76952_TS)
     if which == S_CELLS:
         return channels_fit(v[P.P_CELL_CHANNELS], groups)
     if which == S_SENSORS:
@@ -178,16 +190,22 @@ def _special(v, which):
 
 
 def channels_fit(mask, groups):
-    """True when the cell inputs in `mask` suit an AFE of `groups` 5-cell
+    """True when the cell inputs in `mask` suit a bq769x0 of `groups` 5-cell
     groups: 3-5 inputs in every group, each group's top input (VC5) used,
     none beyond the last group."""
-    if groups < 1 or groups > 3 or mask >> (5 * groups):
+    return 1 <= groups <= 3 and _groups_fit(mask, groups, 5)
+
+
+def _groups_fit(mask, groups, width):
+    """3..width inputs in each of `groups` groups of `width` inputs, each
+    group's top input used, none beyond the last group."""
+    if mask >> (width * groups):
         return False
     g = 0
     while g < groups:
-        part = (mask >> (5 * g)) & 0x1F
+        part = (mask >> (width * g)) & ((1 << width) - 1)
         n = cell_count(part)
-        if n < 3 or n > 5 or not part & 0x10:
+        if n < 3 or not part >> (width - 1):
             return False
         g += 1
     return True

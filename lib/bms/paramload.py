@@ -10,7 +10,8 @@ from array import array
 
 from micropython import const
 
-from bms.params import (CHEM_NONE, CHEMISTRY_NAMES, COUNT, DEVICE_KEYS, FORMAT, P_AFE_GROUPS, P_CAPACITY_MAH,
+from bms.params import (CHEM_NONE, CHEMISTRY_NAMES, COUNT, DEVICE_KEYS, FORMAT, P_AFE_GROUPS, P_AFE_TYPE,
+                        P_CAPACITY_MAH,
                         P_CC_CAL_EVERY_MS, P_CELL_CHANNELS, P_CELL_OV_MV, P_CHEMISTRY, P_LP_IDLE_MA, Params)
 
 _SCALE_CELLS = const(1)
@@ -18,8 +19,8 @@ _SCALE_AH = const(2)
 
 CONFIG_FILE = "bms.cfg"  # key=value text: a whole set, taken in at boot (provisioning)
 STORE_NAME = "params"  # the A/B record pair: params.a, params.b
-PACK_KEYS = ("chemistry", "cells", "afe_groups", "cell_channels", "capacity_mah")
-_PACK_INDICES = (P_CHEMISTRY, P_CELL_CHANNELS, P_CAPACITY_MAH, P_AFE_GROUPS)
+PACK_KEYS = ("chemistry", "cells", "afe_type", "afe_groups", "cell_channels", "capacity_mah")
+_PACK_INDICES = (P_CHEMISTRY, P_CELL_CHANNELS, P_CAPACITY_MAH, P_AFE_GROUPS, P_AFE_TYPE)
 
 
 def name_of(i):
@@ -75,8 +76,8 @@ def apply_defaults(p, chemistry, cells, capacity_mah):
     scale = paramdata.SCALE
     col = chemistry - 1 if chemistry != CHEM_NONE else 0
     for i in range(P_CELL_OV_MV, COUNT):
-        if i in DEVICE_KEYS:
-            continue  # the device's own settings are not the pack's
+        if i in DEVICE_KEYS or i == P_AFE_TYPE:
+            continue  # the device's own settings (and its chip) are not the chemistry's
         x = dfl[3 * i + col]
         s = scale[i]
         if s == _SCALE_CELLS:
@@ -89,7 +90,7 @@ def apply_defaults(p, chemistry, cells, capacity_mah):
 def pack_defaults(p):
     """The chemistry's defaults for the pack the pack keys describe."""
     v = p.values
-    if v[P_CELL_CHANNELS] and not v[P_AFE_GROUPS]:
+    if v[P_CELL_CHANNELS] and not v[P_AFE_GROUPS] and not v[P_AFE_TYPE]:  # a bq76952 has no groups
         from bms.afe.chips import model_groups
 
         v[P_AFE_GROUPS] = model_groups(p.cells())
@@ -149,16 +150,19 @@ def set_text(p, key, text):
         return None
     if key == "cells":
         # shorthand: the default wiring for that many cells
-        from bms.afe.chips import default_cell_channels, model_groups
+        from bms.afe.chips import models, wiring
 
         try:
             n = int(text)
         except ValueError:
             return "cells must be a whole number"
-        groups = p.values[P_AFE_GROUPS] or model_groups(n)
-        mask = default_cell_channels(n, groups)
+        mask, groups = wiring(n, p.values[P_AFE_GROUPS], p.values[P_AFE_TYPE])
         if not mask:
-            return "cells must be 3-15 and fit the AFE (3-5 per group)"
+            # the chips' own ranges (bms.afe.chips): the one that fits names itself
+            fam = models()
+            return "cells must be %d-%d and fit the AFE (%s)" % (
+                min(m[2] for m in fam), max(m[3] for m in fam),
+                ", ".join("%s %d-%d" % (m[0], m[2], m[3]) for m in fam))
         p.values[P_CELL_CHANNELS] = mask
         p.values[P_AFE_GROUPS] = groups
         return None
@@ -186,10 +190,16 @@ def load_lines(p, lines):
     """`key=value` lines (any iterable; a file is read twice): the pack
     keys first, then the chemistry's defaults for that pack, then every
     other setting over them (load_rest). Line by line, to spare the heap."""
+    cells = None
     for line in lines:
         kv = _pair(line)
         if kv and kv[0] in PACK_KEYS:
-            _note(p, set_text(p, kv[0], kv[1]))
+            if kv[0] == "cells":
+                cells = kv[1]  # after afe_type and afe_groups, whatever the order: its wiring depends on them
+            else:
+                _note(p, set_text(p, kv[0], kv[1]))
+    if cells is not None:
+        _note(p, set_text(p, "cells", cells))
     pack_defaults(p)
 
 

@@ -130,7 +130,8 @@ P_SOC_HYST_DPCT = const(120)
 P_STORAGE = const(121)
 P_STORAGE_SOC_DPCT = const(122)
 P_DRAW_COUNTED = const(123)
-COUNT = const(124)
+P_AFE_TYPE = const(124)
+COUNT = const(125)
 # END GENERATED
 
 

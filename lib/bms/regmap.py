@@ -36,7 +36,7 @@ IR_AFE_CRC_ERRORS = const(0x001A)
 IR_AFE_BUS_ERRORS = const(0x001B)
 IR_BALANCE_MASK = const(0x001C)
 IR_EVENT_SEQ = const(0x001E)  # uint32
-IR_CELL_MV = const(0x0020)  # 15 x uint16
+IR_CELL_MV = const(0x0020)  # MAX_CELLS x uint16: 0x0020-0x002F (cell 16 took 0x002F, a gap before)
 IR_HW_OV_MV = const(0x0030)
 IR_HW_UV_MV = const(0x0031)
 IR_HW_OCD_MA = const(0x0032)  # uint32
@@ -89,7 +89,7 @@ IR_SOC_RESTS = const(0x00E4)  # rests the SOC estimator judged since boot (no cu
 IR_SOC_OCV_FIXES = const(0x00E5)  # OCV corrections of the SOC since boot
 IR_SIZE = const(0x00E6)
 
-MAX_CELLS = const(15)  # cells of the largest pack: the cell inputs of the largest AFE (bms.afe)
+MAX_CELLS = const(16)  # cells of the largest pack: the cell inputs of the largest AFE (bms.afe)
 MAX_TEMPS = const(3)  # thermistor inputs of the largest AFE
 
 # FET flag bits (IR_FET_FLAGS), as read back from the AFE

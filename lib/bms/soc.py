@@ -387,9 +387,9 @@ class Soc(ChargeCounter):
         """Once per control cycle (250 ms); meas.cc_raw is a new coulomb
         counter reading when cc_fresh. Allocation-free."""
         if cc_fresh:
-            # The chip keeps only its newest 250 ms window: when the loop was
+            # A bq769x0 keeps only its newest 250 ms window: when the loop was
             # late (a long Modbus reply, a blocking network call), that one
-            # reading stands for every window since the last one counted.
+            # reading stands for every window since (meas.cc_summed: counted once).
             # _cc_t follows the chip's window grid: the newest window ended
             # in (now - 250, now], so whole periods since the last window's
             # end count the windows. _cc_t is never earlier than the true
@@ -405,7 +405,7 @@ class Soc(ChargeCounter):
                 self._cc_t = now_ms  # sooner than the grid (or lost): the grid starts here
             else:
                 self._cc_t = ticks_add(self._cc_t, n * WINDOW_MS)
-            self._reading(meas.cc_raw, both_fets_off, n)
+            self._reading(meas.cc_raw, both_fets_off, n, meas.cc_summed)
         i = self._i_ma
         if self.rest(now_ms, meas):
             self.ocv_count = (self.ocv_count + 1) & 0xFFFF

@@ -26,7 +26,7 @@ from micropython import const
 
 from bms import regmap as M
 
-MESSAGE_SIZE = const(640)  # the longest message (15 cells, three sensors) with room to spare
+MESSAGE_SIZE = const(640)  # the longest message: 626 B (16 cells, three sensors, every value at its widest)
 _MODES = (b"working", b"low_power", b"sleep")
 
 
@@ -139,6 +139,8 @@ class StateWriter:
         self._fixed(_u32(w, M.IR_CYCLES_DC), 2)
         self._lit(b',"cells_v":[')
         cells = w[M.IR_CELL_COUNT]
+        if cells > M.MAX_CELLS:
+            cells = M.MAX_CELLS  # never past the cell registers, whatever the count says
         i = 0
         while i < cells:
             if i:

@@ -13,6 +13,7 @@ import pytest
 from bms import paramcheck as C
 from bms import params as P
 from bms import paramload as PL
+from bms.spec import paramtable as PT
 from bms.spec import regdoc as D
 from bms import regmap as M
 from bms.spec import regtable as RT
@@ -210,7 +211,7 @@ def test_chemistry_and_cells_shorthands():
     ("cell_ov=high", ["not a number", "cell_ov=3.650V"]),
     ("scd_retries=3s", ["has no unit"]),
     ("chemistry=lipo", ["lfp, nmc or lto"]),
-    ("cells=20", ["3 to 15"]),
+    ("cells=20", ["3 to 16", "bq76952 3-16"]),
     ("cells=8", ["afe_groups=1", "bq76920", "3 to 5", "afe_groups=N"]),
     ("cell_ov", ["NAME=VALUE"]),
 ])
@@ -220,6 +221,34 @@ def test_bad_values_name_the_problem_and_the_fix(item, words):
         CF.parse_assignments([item], cur)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
+
+
+@pytest.mark.parametrize("item, words", [
+    # 16 inputs: the map and the parameter take them, the bq769x0 family does not (a bq76952 does: afe_type=1)
+    ("cell_channels=0xFFFF", ["cell_channels", "afe_groups 3: a bq76940, up to 15 cells", "nothing was written"]),
+    ("cells=16", ["afe_groups=3, a bq76940", "9 to 15 cells", "afe_type=1 (a bq76952)"]),
+    ("cells=17", ["3 to 16 cells in series", "bq76940 9-15", "bq76952 3-16"]),
+])
+def test_more_cells_than_the_afe_takes_are_refused_naming_its_limit(fake, capsys, item, words):
+    fake["dev"] = configured("chemistry=lfp\ncells=15\ncapacity_mah=100000\n")  # a bq76940, every input
+    rc, out, err = run(["config", "set", item, "--pin", "1234"], capsys)
+    assert rc == 2
+    for w in words:
+        assert w in err, (w, err)
+    assert fake["dev"].requests == []
+
+
+def test_the_firmware_refuses_a_16_input_mask_on_a_bq769x0():
+    """cell_channels is in range up to 0xFFFF (a 16-input AFE); on a
+    bq76940 (afe_groups 3) the wiring rule refuses it, exception 03."""
+    dev = configured("chemistry=lfp\ncells=15\ncapacity_mah=100000\n")
+    assert dev.unlock() == 0
+    assert PT.TABLE[P.P_CELL_CHANNELS][7] == 0xFFFF
+    before = dev.read_values()[P.P_CELL_CHANNELS]
+    assert dev.write_params(PT.TABLE[P.P_CELL_CHANNELS][0], [0xFFFF]) == 3
+    rule = C.check(with_changes(dev.read_values(), cell_channels=0xFFFF))
+    assert dev.config_error() == (M.ERR_RULE << 8) | rule and "up to 15 cells" in D.rule_text(rule)
+    assert dev.read_values()[P.P_CELL_CHANNELS] == before == 0x7FFF
 
 
 def test_a_rule_breach_names_the_rule_and_the_values():
@@ -577,7 +606,7 @@ def test_bad_durations(text):
 def test_log_columns_and_cells():
     heads = [c[0] for c in csvlog.log_columns()]
     assert heads[:2] == ["cell_count", "pack_mv"]
-    assert ["cell_mv_%d" % k for k in range(1, 16)] == [h for h in heads if h.startswith("cell_mv_")]
+    assert ["cell_mv_%d" % k for k in range(1, M.MAX_CELLS + 1)] == [h for h in heads if h.startswith("cell_mv_")]
     assert not any(h.startswith("events") for h in heads)
     assert csvlog.log_cell("cell_mv", 3271) == "3.271"
     assert csvlog.log_cell("temp_dc", 251) == "25.1" and csvlog.log_cell("temp_dc", M.TEMP_INVALID) == ""

@@ -128,11 +128,29 @@ def test_names_unique_ids_and_addresses_are_unique():
     assert len(set(addrs)) == len(addrs)
 
 
-@pytest.mark.parametrize("cells", [3, 4, 15])
+@pytest.mark.parametrize("cells", [3, 4, 15, 16])
 def test_one_sensor_per_cell(cells):
     hub = hub_of(HA.generate("/dev/ttyUSB0", 1, 19200, "E", cells))
     got = sorted(register_of(s)[1] for s in hub["sensors"] if register_of(s)[0][1] == "cell_mv")
     assert got == list(range(cells))
+
+
+def test_cell_16_follows_cell_15_and_cells_1_to_15_keep_their_sensors():
+    """A configuration written for 15 cells stays valid: cells 1-15 at
+    0x0020-0x002E as ever, their unique_ids unchanged; cell 16 at 0x002F."""
+    before = None
+    for cells in (15, 16):
+        hub = hub_of(HA.generate("/dev/ttyUSB0", 1, 19200, "E", cells))
+        by_uid = {s["unique_id"]: s for s in hub["sensors"]}
+        assert [by_uid["bms_cell_mv_%d" % k]["address"] for k in range(1, 16)] == list(range(0x20, 0x2F))
+        if before is not None:
+            assert [s for s in hub["sensors"] if s["unique_id"] != "bms_cell_mv_16"] == before
+        before = hub["sensors"]
+    c16 = by_uid["bms_cell_mv_16"]
+    assert c16["address"] == 0x002F and c16["name"] == "bms cell 16 voltage" and c16["data_type"] == "uint16"
+    assert c16["scale"] == 0.001 and c16["unit_of_measurement"] == "V" and c16["device_class"] == "voltage"
+    fifteen = hub_of(HA.generate("/dev/ttyUSB0", 1, 19200, "E", 15))["sensors"]
+    assert "bms_cell_mv_16" not in {s["unique_id"] for s in fifteen}
 
 
 def test_missing_values_carry_nan_value():
@@ -161,13 +179,13 @@ def test_scalars_stay_what_they_are():
     assert HA._scalar("/dev/ttyUSB0") == "/dev/ttyUSB0"
 
 
-@pytest.mark.parametrize("bad", ["0", "2", "16", "four", "-1"])
+@pytest.mark.parametrize("bad", ["0", "2", "17", "four", "-1"])
 def test_bad_cells_says_what_to_give(bad, capsys):
     with pytest.raises(SystemExit) as e:
         parser().parse_args(["ha-modbus", "--cells", bad])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "--cells" in err and "series cell count, 3-15" in err
+    assert "--cells" in err and "series cell count, 3-16" in err  # the register map's limit, MAX_CELLS
 
 
 def test_cells_is_required(capsys):
@@ -182,7 +200,7 @@ def test_bad_serial_settings_are_refused():
     with pytest.raises(client.CtlError, match="9600, 19200"):
         run(["--baud", "4800", "ha-modbus", "--cells", "4"])
     with pytest.raises(ValueError, match="series cell count"):
-        HA.generate("/dev/ttyUSB0", 1, 19200, "E", 16)
+        HA.generate("/dev/ttyUSB0", 1, 19200, "E", 17)
     with pytest.raises(ValueError, match="--name"):
         HA.generate("/dev/ttyUSB0", 1, 19200, "E", 4, name="--")
 
@@ -213,7 +231,7 @@ def test_bmsctl_main_runs_it(capsys):
     assert ctl.main(["--port", "/dev/ttyUSB0", "ha-modbus", "--cells", "4"], out=out) == 0
     assert out.getvalue() == HA.generate("/dev/ttyUSB0", 1, 19200, "E", 4)
     with pytest.raises(SystemExit) as e:
-        ctl.main(["ha-modbus", "--cells", "16"])
+        ctl.main(["ha-modbus", "--cells", "17"])
     assert e.value.code == 2
 
 

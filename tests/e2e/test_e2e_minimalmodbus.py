@@ -6,19 +6,20 @@ import pytest
 
 from bms.spec import paramtable
 from bms import regmap as M
-from bms_sim.cli import provision
+from bms import params as P
 from bms_sim.server import SimServer
-from bms_sim.world import World
 
 PIN = 1234
 HA = {row[1]: row[0] for row in paramtable.TABLE}  # holding address by name
 
 
 @pytest.fixture(scope="module")
-def inst(tmp_path_factory):
+def inst(tmp_path_factory, afe_module):
+    """A 4S NMC bq769x0 pack, then a 16S LFP bq76952 pack (tests/conftest.py afe)."""
+    afe = afe_module
     state = tmp_path_factory.mktemp("bms")
-    provision(str(state), 4, "nmc", 20000, 500)
-    world = World(cells=4, chemistry="nmc", capacity_mah=20000, soc_pct=55.0, shunt_uohm=500, seed=9)
+    afe.provision(state, 4, "nmc", 20000, 500)
+    world = afe.world(cells=4, chemistry="nmc", capacity_mah=20000, soc_pct=55.0, shunt_uohm=500, seed=9)
     server = SimServer(world, str(state), speed=20.0, link_path=str(state / "tty"))
     with server:
         server.wait_sim_ms(3000, timeout=20)
@@ -28,6 +29,7 @@ def inst(tmp_path_factory):
         i.serial.timeout = 1.0
         i.clear_buffers_before_each_transaction = True
         i.world = world
+        i.afe = afe
         yield i
         i.serial.close()
     assert "Traceback" not in server.log_tail()
@@ -61,8 +63,9 @@ def short_timeout(inst):
 
 
 def test_input_registers(inst):
-    assert inst.read_register(M.IR_CELL_COUNT, functioncode=4) == 4
-    cells = inst.read_registers(M.IR_CELL_MV, 4, functioncode=4)
+    n = inst.afe.cells(4)
+    assert inst.read_register(M.IR_CELL_COUNT, functioncode=4) == n
+    cells = inst.read_registers(M.IR_CELL_MV, n, functioncode=4)
     truth = inst.world.pack.cell_mvs()
     assert all(abs(a - b) <= 5 for a, b in zip(cells, truth)), (cells, truth)
     pack = inst.read_long(M.IR_PACK_MV, functioncode=4, signed=False)
@@ -72,7 +75,8 @@ def test_input_registers(inst):
 
 
 def test_holding_registers(inst):
-    assert inst.read_register(0, functioncode=3) == 2  # chemistry: NMC
+    # chemistry: NMC (LFP on the bq76952's pack)
+    assert inst.read_register(0, functioncode=3) == P.CHEMISTRY_NAMES.index(inst.afe.chemistry("nmc"))
     assert inst.read_long(2, functioncode=3, signed=False) == 20000  # capacity_mah
 
 

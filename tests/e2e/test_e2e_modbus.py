@@ -22,9 +22,10 @@ def frame(body):
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+def sim(tmp_path_factory, afe_module):
+    """A 4S LFP bq769x0 pack, then a 16S LFP bq76952 pack (tests/conftest.py afe)."""
     state = tmp_path_factory.mktemp("bms")
-    with lfp4_sim(state, state / "ttyBMS", soc_pct=60.0, spread_mv=30, seed=3) as server:
+    with lfp4_sim(state, state / "ttyBMS", soc_pct=60.0, spread_mv=30, seed=3, afe=afe_module) as server:
         yield server
 
 
@@ -42,13 +43,14 @@ def read_input(client, addr, count):
 
 
 def test_cell_voltages_match_the_pack(sim, client):
-    regs = read_input(client, M.IR_CELL_MV, 15)
+    regs = read_input(client, M.IR_CELL_MV, M.MAX_CELLS)
     with sim.lock:
         truth = sim.world.pack.cell_mvs()
-    assert read_input(client, M.IR_CELL_COUNT, 1) == [4]
-    for i in range(4):
-        assert abs(regs[i] - truth[i]) <= 5, (regs[:4], truth)
-    assert regs[4:] == [0] * 11
+    n = len(truth)
+    assert read_input(client, M.IR_CELL_COUNT, 1) == [n]
+    for i in range(n):
+        assert abs(regs[i] - truth[i]) <= 5, (regs[:n], truth)
+    assert regs[n:] == [0] * (M.MAX_CELLS - n)
     pack = read_input(client, M.IR_PACK_MV, 2)
     assert abs(((pack[0] << 16) | pack[1]) - sum(truth)) <= 20
 
@@ -87,7 +89,8 @@ def test_holding_registers_show_the_configuration(sim, client):
     rr = client.read_holding_registers(0, count=P.P_FET_TEMP_SENSOR + 2, device_id=1)
     assert not rr.isError()
     assert rr.registers[0] == P.CHEM_LFP
-    assert rr.registers[1] == 0x17  # cell_channels: 4S on a bq76920
+    # cell_channels: 4S on a bq76920; 16S on a bq76952, every input
+    assert rr.registers[1] == (0xFFFF if sim.afe.is_952 else 0x17)
     assert rr.registers[2:4] == [0, 10000]  # capacity_mah, uint32
 
 
@@ -97,7 +100,8 @@ def test_device_identification_and_diagnostics(sim, client):
     rr = client.read_device_information(read_code=2, object_id=0, device_id=1)
     assert not rr.isError(), rr
     assert rr.information[0] == b"open-bms" and rr.information[1] == b"BMS-ESP32"
-    assert rr.information[2] == VERSION.encode() and b"bq76920" in rr.information[5]
+    assert rr.information[2] == VERSION.encode()
+    assert (b"bq76952" if sim.afe.is_952 else b"bq76920") in rr.information[5]
     rr = client.diag_read_bus_message_count(device_id=1)
     assert not rr.isError() and rr.message > 0
 
@@ -130,7 +134,7 @@ def test_corrupted_frame_is_ignored_and_next_good_one_answered(sim, raw):
     assert raw.read(64) == b"", "a frame with a bad CRC must get no reply"
     raw.write(good)
     reply = raw.read(7)
-    assert len(reply) == 7 and reply[:3] == bytes([1, 4, 2]) and reply[3:5] == bytes([0, 4])
+    assert len(reply) == 7 and reply[:3] == bytes([1, 4, 2]) and reply[3:5] == bytes([0, sim.afe.cells(4)])
     assert crc16(reply, 0, 5) == reply[5] | (reply[6] << 8)
 
 
@@ -154,13 +158,14 @@ def test_bmsctl_status_json(sim, capsys):
     out = Out()
     assert ctl.main(["--port", sim.link_path, "status", "--json"], out=out) == 0
     d = json.loads("".join(out.buf))
-    assert d["cell_count"] == 4 and len(d["cells_v"]) == 4
+    n = sim.afe.cells(4)
+    assert d["cell_count"] == n and len(d["cells_v"]) == n
     assert all(3.0 < v < 3.5 for v in d["cells_v"])
     assert d["protections"] == [] and d["config"]["chemistry"] == "lfp"
     out.buf = []
     assert ctl.main(["--port", sim.link_path, "status"], out=out) == 0
     text = "".join(out.buf)
-    assert "cell  4" in text and "Protect   none" in text
+    assert "cell %2d" % n in text and "Protect   none" in text
 
 
 def test_bmsctl_wrong_unit_says_what_to_check(sim, capsys):

@@ -12,18 +12,17 @@ from bms import regmap as M
 from bms.boards import RESET_DEEPSLEEP, RESET_WDT, WAKE_ACC, WAKE_BUTTON, WAKE_CHARGER, WAKE_RS485
 from bms.power import CAUSE_ATTENTION, CAUSE_IDLE, CAUSE_LONG_PRESS, CAUSE_UNDER_VOLTAGE, LOW_POWER, SLEEP, WORKING
 from bms.events import EV_MODE
-from bms_sim.cli import provision
 from bms_sim.server import SimServer
-from bms_sim.world import World
-from conftest import ir, rtu_client
+from conftest import AFES, ir, rtu_client
 
 FAST = {"lp_idle_ms": 30000, "lp_check_ms": 5000, "sleep_uv_ms": 10000, "net_enable": 1, "led_count": 5}
 
 
-def start(tmp_path, soc_pct=60.0, speed=20.0, **extra):
+def start(tmp_path, soc_pct=60.0, speed=20.0, afe=AFES[0], **extra):
+    """A 4S LFP bq769x0 pack, or a 16S LFP bq76952 pack (tests/conftest.py afe)."""
     state = tmp_path / "flash"
-    provision(str(state), 4, "lfp", 10000, 1000, extra=dict(FAST, **extra))
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=soc_pct, seed=8)
+    afe.provision(state, 4, "lfp", 10000, 1000, extra=dict(FAST, **extra))
+    world = afe.world(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=soc_pct, seed=8)
     server = SimServer(world, str(state), speed=speed, link_path=str(tmp_path / "tty"))
     server.start()
     return server
@@ -59,8 +58,8 @@ def asleep_light(server):
 
 
 @pytest.fixture
-def lp(tmp_path):
-    server = start(tmp_path)
+def lp(tmp_path, afe):
+    server = start(tmp_path, afe=afe)
     yield server
     server.stop()
     assert "Traceback" not in server.log_tail(), server.log_tail()
@@ -139,11 +138,11 @@ def test_working_low_power_and_back(lp):
         c.close()
 
 
-def test_under_voltage_sleep_and_every_wake_source(tmp_path):
+def test_under_voltage_sleep_and_every_wake_source(tmp_path, afe):
     # sleep_uv_ms 40 s: a wake from the under-voltage sleep stays up 0.8 s of
     # wall time (at 50x) before it sleeps again, long enough for the reads
     # below on a loaded machine (the cells at rest stay under the release)
-    server = start(tmp_path, soc_pct=2.0, speed=50.0, sleep_uv_ms=40000)
+    server = start(tmp_path, soc_pct=2.0, speed=50.0, sleep_uv_ms=40000, afe=afe)
     try:
         with server.lock:
             server.world.load.set(5000)

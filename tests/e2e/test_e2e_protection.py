@@ -6,9 +6,7 @@ import time
 
 import pytest
 
-from bms_sim.cli import provision
 from bms_sim.server import SimServer
-from bms_sim.world import World
 from bmsctl import cli as ctl
 
 
@@ -41,10 +39,12 @@ def wait_for(link, cond, server, timeout=60.0):
 
 
 @pytest.fixture
-def sim(tmp_path):
-    provision(str(tmp_path), 4, "lfp", 10000, 1000)
-    world = World(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=97.0, spread_mv=10, seed=5)
+def sim(tmp_path, afe):
+    """A 4S LFP bq769x0 pack, or a 16S LFP bq76952 pack (tests/conftest.py afe)."""
+    afe.provision(tmp_path, 4, "lfp", 10000, 1000)
+    world = afe.world(cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=97.0, spread_mv=10, seed=5)
     server = SimServer(world, str(tmp_path), speed=None, link_path=str(tmp_path / "tty"))
+    server.afe = afe
     with server:
         yield server
     assert "Traceback" not in server.log_tail(), server.log_tail()
@@ -101,7 +101,7 @@ def test_afe_reset_and_crc_storm_under_micropython(sim):
     assert any("AFE reset itself: protection tripped" in t for t in texts)
     d = wait_for(link, lambda d: not d["protections"] and d["charge_fet"], sim)
     with sim.lock:
-        assert sim.world.chip.reg(0x0B) == 0x19, "the firmware configured the chip again"
+        assert sim.afe.configured(sim.world.chip), "the firmware configured the chip again"
     with sim.lock:
         sim.world.chip.corrupt_every = 1
     d = wait_for(link, lambda d: "afe_comm" in d["protections"], sim)

@@ -343,7 +343,8 @@ def test_open_afe_names_the_family_member():
     world = World(cells=10)
     for groups, name in ((1, "bq76920"), (2, "bq76930"), (3, "bq76940"), (0, "bq769x0")):
         assert chips.open_afe(world.chip, 0x3FF, 1000, R.I2C_ADDR, groups).model == name
-    assert chips.models() is R.MODELS
+    assert chips.models()[:len(R.MODELS)] == R.MODELS, "the bq769x0 family first: index groups - 1"
+    assert chips.models()[len(R.MODELS):] == (("bq76952", 0, 3, 16),)
     assert chips.model_groups(10) == R.model_groups(10) == 2
     assert chips.default_cell_channels(10, 2) == R.default_cell_channels(10, 2)
 

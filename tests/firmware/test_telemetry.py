@@ -48,10 +48,13 @@ def test_the_longest_message_fits_and_parses():
     # every register at its widest (whatever the firmware could put there)
     for fill in (0xFFFF, 0x7FFF, 0x8000):
         w = array("H", [fill] * M.IR_SIZE)
-        w[M.IR_CELL_COUNT] = 15
+        w[M.IR_CELL_COUNT] = M.MAX_CELLS
         w[M.IR_POWER_MODE] = 7
         got = _message(w)
-        assert len(got["cells_v"]) == 15 and got["cells_v"][0] == fill / 1000 and got["mode"] == "unknown"
+        assert len(got["cells_v"]) == 16 and got["cells_v"][0] == fill / 1000 and got["mode"] == "unknown"
+        # a count past the cell registers stops at them
+        w[M.IR_CELL_COUNT] = fill
+        assert len(_message(w)["cells_v"]) == 16
 
 
 def test_written_with_the_heap_locked_under_micropython(micropython):
@@ -59,7 +62,7 @@ def test_written_with_the_heap_locked_under_micropython(micropython):
     got = json.loads(out[0])
     assert got["pack_v"] == 55.123 and got["current_a"] == -123.456
     assert got["power_w"] == -6805.3  # 55.123 V x -123.456 A = -6805.26 W
-    assert got["cells_v"] == [(3600 + i) / 1000 for i in range(15)]
+    assert got["cells_v"] == [(3600 + i) / 1000 for i in range(16)]
     assert got["temps_c"] == [25.1, -5.5, None]
     assert got["chg_fet"] is False and got["dsg_fet"] is True and got["mode"] == "low_power"
     assert (got["protections"], got["warnings"], got["latched"], got["balancing"]) == (1 << 28, 1 << 22, 64, 0x4001)
@@ -93,3 +96,37 @@ def test_a_sample_keeps_the_main_values_of_the_state(tmp_path):
         for k in ("uptime_s", "mode", "pack_v", "current_a", "power_w", "soc_pct", "cell_min_v", "cell_max_v",
                   "temps_c", "chg_fet", "dsg_fet", "warnings", "protections"):
             assert got[k] == full[k], k
+
+
+def test_discovery_and_state_carry_16_cells():
+    """A 16-cell pack on MQTT: Home Assistant discovery has a sensor for
+    every cell, cell 16's template picks cells_v[15], and the state message
+    (the register image as bms.publish leaves it) has it there."""
+    from bms import netcfg
+    from bms import uplink as U
+
+    class Board:  # what Uplink asks a board for before it goes on the network
+        def device_id(self):
+            return "bms-unused"
+
+        def wall_us(self):
+            return 0
+
+    w = array("H", bytes(2 * M.IR_SIZE))
+    w[M.IR_CELL_COUNT] = 16
+    for i in range(16):
+        w[M.IR_CELL_MV + i] = 3300 + 3 * i
+    cfg = netcfg.parse("wifi_ssid = home\nhost = 192.168.1.5\ndevice_id = pack16\n")
+    up = U.Uplink(Board(), cfg, w, None, None, 0, 0, 16)
+    count = len(U._SENSORS) + 3 + 16 + len(U._FETS)  # as Uplink._session counts them
+    configs = {}
+    for k in range(count):
+        n, t = up._discovery(k)
+        configs[bytes(up.topic[:t]).decode()] = json.loads(bytes(up.writer.buf[:n]))
+    assert len(configs) == count
+    cells = sorted(int(t.split("/")[3][len("cells_v"):]) for t in configs if "/cells_v" in t)
+    assert cells == list(range(1, 17))
+    c16 = configs["homeassistant/sensor/pack16/cells_v16/config"]
+    assert c16["name"] == "Cell 16" and c16["unique_id"] == "pack16_cells_v16"
+    assert c16["value_template"] == "{{ value_json.cells_v[15] }}" and c16["unit_of_measurement"] == "V"
+    assert _message(w)["cells_v"][15] == 3.345

@@ -1,5 +1,5 @@
 # The telemetry state message under MicroPython: written with the heap
-# locked (any allocation raises), for 15 cells with a discharge current, a
+# locked (any allocation raises), for 16 cells (the most, MAX_CELLS) with a discharge current, a
 # missing sensor and every flag word non-zero; printed for the host to parse.
 import sys
 from array import array
@@ -18,14 +18,14 @@ def put32(a, v):
     w[a + 1] = v & 0xFFFF
 
 
-w[M.IR_CELL_COUNT] = 15
+w[M.IR_CELL_COUNT] = M.MAX_CELLS
 put32(M.IR_PACK_MV, 55123)
 put32(M.IR_CURRENT_MA, -123456)
-for i in range(15):
+for i in range(M.MAX_CELLS):
     w[M.IR_CELL_MV + i] = 3600 + i
 w[M.IR_CELL_MIN_MV] = 3600
-w[M.IR_CELL_MAX_MV] = 3614
-w[M.IR_CELL_SPREAD_MV] = 14
+w[M.IR_CELL_MAX_MV] = 3615
+w[M.IR_CELL_SPREAD_MV] = 15
 w[M.IR_TEMP_DC] = 251
 w[M.IR_TEMP_DC + 1] = (-55) & 0xFFFF
 w[M.IR_TEMP_DC + 2] = M.TEMP_INVALID & 0xFFFF

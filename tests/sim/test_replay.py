@@ -33,12 +33,13 @@ def read_out(path):
 
 
 @pytest.mark.slow
-def test_counts_the_charge_of_a_trace(tmp_path):
+def test_counts_the_charge_of_a_trace(tmp_path, afe):
     trace = tmp_path / "t.csv"
-    # 30 min at -4 A on a 10 Ah LFP pack: 20 % out
-    write_trace(trace, 1800, -4000, lambda t: 3290 - t // 300)
+    # 30 min at -4 A on a 10 Ah LFP pack: 20 % out (4 cells; 16 on the bq76952)
+    write_trace(trace, 1800, -4000, lambda t: 3290 - t // 300, cells=afe.cells(4))
     out = tmp_path / "out.csv"
-    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 10000, "--out", out, "--record-every-s", 30)
+    p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 10000, "--out", out, "--record-every-s", 30,
+               "--afe", afe.name)
     assert p.returncode == 0, p.stderr
     rows = read_out(out)
     assert list(rows[0])[:2] == ["t_s", "soc_pct"]

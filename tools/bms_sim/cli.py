@@ -12,7 +12,8 @@ import time
 from bms import params as P
 
 from bms import paramload as PL
-from bms.afe.chips import model_groups
+from bms.afe.chips import model_groups, thermistor_inputs
+from bms_sim.afe import AFES, afe_type, cell_range
 from bms_sim.process import DEFAULT_HEAP, SimError
 from bms_sim.server import SimServer
 from bms_sim.target import TargetError, find_target
@@ -64,18 +65,19 @@ class CycleProfile:
         self.since_ms = world.now_ms
 
 
-def provision(state_dir, cells, chemistry, capacity_mah, shunt_uohm, groups=None, extra=None):
+def provision(state_dir, cells, chemistry, capacity_mah, shunt_uohm, groups=None, extra=None, afe="bq769x0"):
     """Write the parameters the simulated BMS boots with, as a factory would
     (bms.params' own `key=value` format: the chemistry's defaults for this
     pack, then `extra` settings over them). Every simulated thermistor is
-    fitted."""
+    fitted. afe: the chip (bms_sim.afe.AFES), written as afe_type."""
     prm = P.Params()
-    lines = ["chemistry=%s" % chemistry]
+    kind = afe_type(afe)
+    lines = ["chemistry=%s" % chemistry, "afe_type=%d" % kind]
     if groups:
         lines.append("afe_groups=%d" % groups)
     lines += ["cells=%d" % cells, "capacity_mah=%d" % capacity_mah, "shunt_uohm=%d" % shunt_uohm]
-    g = groups or model_groups(cells)
-    lines.append("temp_sensors=%d" % ((1 << g) - 1))
+    ts = thermistor_inputs(kind, groups or model_groups(cells))
+    lines.append("temp_sensors=%d" % ((1 << ts) - 1))
     for k, v in (extra or {}).items():
         lines.append("%s=%s" % (k, v))
     PL.load_text(prm, "\n".join(lines))
@@ -103,7 +105,7 @@ def stored_pack_matches(state_dir, args):
     v = stored.values
     return (stored.configured() and v[P.P_CHEMISTRY] == P.CHEMISTRY_NAMES.index(args.chemistry)
             and stored.cells() == args.cells and v[P.P_CAPACITY_MAH] == args.capacity_mah
-            and v[P.P_SHUNT_UOHM] == args.shunt_uohm)
+            and v[P.P_SHUNT_UOHM] == args.shunt_uohm and v[P.P_AFE_TYPE] == afe_type(args.afe))
 
 
 def target_of(args, say=None):
@@ -116,12 +118,16 @@ def target_of(args, say=None):
 
 
 def make_server(args, link_path=None, profile=True, say=None):
-    if not 3 <= args.cells <= 15:
-        raise SimError("--cells must be 3 to 15 (the bq769x0 family's range), not %d" % args.cells)
+    lo, hi = cell_range(args.afe)
+    if not lo <= args.cells <= hi:
+        other = [a for a in AFES if a != args.afe and cell_range(a)[0] <= args.cells <= cell_range(a)[1]]
+        raise SimError("--cells must be %d to %d (the %s's range), not %d%s" % (
+            lo, hi, args.afe, args.cells, "; --afe %s takes %d" % (other[0], args.cells) if other else ""))
     if args.capacity_mah <= 0:
         raise SimError("--capacity-mah must be positive")
     world = World(cells=args.cells, chemistry=args.chemistry, capacity_mah=args.capacity_mah,
-                  soc_pct=args.soc, spread_mv=args.spread_mv, shunt_uohm=args.shunt_uohm, seed=args.seed)
+                  soc_pct=args.soc, spread_mv=args.spread_mv, shunt_uohm=args.shunt_uohm, seed=args.seed,
+                  afe=args.afe)
     state = os.path.abspath(args.state)
     if args.unconfigured:
         # the factory state: no provisioning file, no stored set
@@ -131,7 +137,7 @@ def make_server(args, link_path=None, profile=True, say=None):
             except FileNotFoundError:
                 pass
     elif not stored_pack_matches(state, args):
-        provision(state, args.cells, args.chemistry, args.capacity_mah, args.shunt_uohm)
+        provision(state, args.cells, args.chemistry, args.capacity_mah, args.shunt_uohm, afe=args.afe)
     speed = args.speed if args.speed > 0 else None
     return SimServer(world, state, speed=speed, link_path=link_path, heap=args.heap,
                      target=target_of(args, say),
@@ -139,7 +145,10 @@ def make_server(args, link_path=None, profile=True, say=None):
 
 
 def add_pack_args(p):
-    p.add_argument("--cells", type=int, default=4, help="series cells, 3-15 (default 4)")
+    p.add_argument("--afe", choices=AFES, default=AFES[0],
+                   help="the AFE chip: the bq769x0 family (the smallest member that takes the cells) or a "
+                        "bq76952 (default %(default)s)")
+    p.add_argument("--cells", type=int, default=4, help="series cells, 3-15 on a bq769x0, 3-16 on a bq76952 (default 4)")
     p.add_argument("--chemistry", choices=CHEMISTRIES, default="lfp", help="cell chemistry (default lfp)")
     p.add_argument("--capacity-mah", type=int, default=10000, help="pack capacity in mAh (default 10000)")
     p.add_argument("--soc", type=float, default=70.0, help="initial state of charge in %% (default 70)")
@@ -169,8 +178,8 @@ def cmd_run(args):
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     with server:
-        print("bms-sim: %d-cell %s pack, %d mAh, heap %s, speed %s"
-              % (args.cells, args.chemistry, args.capacity_mah, server.heap,
+        print("bms-sim: %d-cell %s pack on a %s, %d mAh, heap %s, speed %s"
+              % (args.cells, args.chemistry, args.afe, args.capacity_mah, server.heap,
                  "max" if not server.speed else "%gx" % server.speed))
         print("bms-sim: firmware on %s" % server.target.describe())
         print("bms-sim: RS485 link at %s  (try: bmsctl --port %s watch)" % (args.link, args.link))
@@ -196,12 +205,12 @@ def cmd_replay(args):
         raise SimError("--record-every-s must be positive")
     replay(args.trace, args.chemistry, args.capacity_mah, args.out, ocv_table=args.ocv_table,
            record_every_s=args.record_every_s, target=target_of(args), heap=args.heap,
-           params=args.params, sets=args.set)
+           params=args.params, sets=args.set, afe=args.afe)
     return 0
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="bms-sim", description="Simulated bq769x0 battery pack running the BMS firmware under MicroPython.")
+    p = argparse.ArgumentParser(prog="bms-sim", description="Simulated bq769x0 or bq76952 battery pack running the BMS firmware under MicroPython.")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="start the simulated pack and the firmware; expose RS485 as a pty")
     add_pack_args(r)
@@ -219,6 +228,8 @@ def build_parser():
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="one parameter over the rest, as `bmsctl config set` takes it (cell_ov=3.6V, "
                         "cc_cal_every_ms=0); repeatable")
+    r.add_argument("--afe", choices=AFES, default=None,
+                   help="the AFE chip the trace is read through (default: the set's afe_type, else bq769x0)")
     r.add_argument("--ocv-table", help="OCV.csv: soc_pct,ocv_mv, the cell's rested OCV curve (replaces the chemistry's)")
     r.add_argument("--out", required=True, help="OUT.csv: t_s,soc_pct,... as the firmware reports them")
     r.add_argument("--record-every-s", type=float, default=10.0, help="simulated seconds between rows (default 10)")

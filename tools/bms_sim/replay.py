@@ -44,8 +44,9 @@ import time
 from bms import params as P
 from bms import regmap as M
 from bms.afe.bq769x0.regs import CC_PERIOD_MS
-from bms.afe.chips import model_groups
+from bms.afe.chips import model_groups, thermistor_inputs
 from bms.crc import crc16
+from bms_sim.afe import AFES, afe_type, chip_class
 from bms_sim.afe.bq769x0 import SimBq769x0
 from bms_sim.process import DEFAULT_HEAP, SimError
 from bms_sim.server import SimServer
@@ -71,9 +72,10 @@ def read_trace(path):
     with f:
         n = len(header) - 3
         want = ["t_s", "current_ma", "temp_c"] + ["cell%d_mv" % (i + 1) for i in range(n)]
-        if header != want or not 3 <= n <= 15:
+        if header != want or not 3 <= n <= M.MAX_CELLS:
             raise TraceError("%s: the header must be t_s,current_ma,temp_c,cell1_mv,...,cellN_mv "
-                             "with 3 to 15 cells; it is %s" % (path, ",".join(header)))
+                             "with 3 to %d cells (16 on a bq76952, --afe); it is %s"
+                             % (path, M.MAX_CELLS, ",".join(header)))
         times, currents, temps, cells = [], [], [], []
         for k, row in enumerate(rows, 2):
             if not row:
@@ -189,16 +191,19 @@ class ReplayWorld:
     where that is a current the firmware had cut, it is logged in
     `conflicts`."""
 
-    def __init__(self, times, currents, temps, cells, shunt_uohm=1000, seed=0):
+    def __init__(self, times, currents, temps, cells, shunt_uohm=1000, seed=0, afe="bq769x0"):
         self.pack = TracePack(times, temps, cells)
         self.times = times
         self.currents = currents
         n = len(cells[0])
-        # the trace's current is already what the BMS measured, its sensor's
-        # offset in it: the chip adds none of its own (it did, +1 LSB, and
-        # every trace was scored with two offsets), only its quantisation
-        self.chip = SimBq769x0(self.pack, groups=model_groups(n), shunt_uohm=shunt_uohm, seed=seed,
-                               cc_offset_lsb=0)
+        if afe_type(afe):
+            self.chip = chip_class(afe)(self.pack, shunt_uohm=shunt_uohm, seed=seed)
+        else:
+            # the trace's current is already what the BMS measured, its sensor's
+            # offset in it: the chip adds none of its own (it did, +1 LSB, and
+            # every trace was scored with two offsets), only its quantisation
+            self.chip = SimBq769x0(self.pack, groups=model_groups(n), shunt_uohm=shunt_uohm, seed=seed,
+                                   cc_offset_lsb=0)
         self.now_ms = times[0]
         self.end_ms = times[-1]
         self.conflicts = []  # FetConflict, in time order
@@ -369,7 +374,7 @@ class Recorder:
         self.server.send(_request(self.address, _REST_FIRST, _REST_COUNT))
 
 
-def settings(cells, chemistry=None, capacity_mah=None, params=None, sets=(), ocv_table=None):
+def settings(cells, chemistry=None, capacity_mah=None, params=None, sets=(), ocv_table=None, afe="bq769x0"):
     """The parameter values (a list by index) the firmware replays with:
     the chemistry's defaults for the pack, or a profile (`params`: the path
     of a `bmsctl config export` file), then `sets` (NAME=VALUE, as `bmsctl
@@ -402,8 +407,10 @@ def settings(cells, chemistry=None, capacity_mah=None, params=None, sets=(), ocv
     else:
         if not chemistry or not capacity_mah:
             raise SimError("give --chemistry and --capacity-mah, or --params FILE (a `bmsctl config export`)")
-        lines = ["chemistry=%s" % chemistry, "cells=%d" % cells, "capacity_mah=%d" % capacity_mah,
-                 "shunt_uohm=1000", "temp_sensors=%d" % ((1 << model_groups(cells)) - 1)]
+        kind = afe_type(afe)
+        lines = ["chemistry=%s" % chemistry, "afe_type=%d" % kind, "cells=%d" % cells,
+                 "capacity_mah=%d" % capacity_mah, "shunt_uohm=1000",
+                 "temp_sensors=%d" % ((1 << thermistor_inputs(kind, model_groups(cells))) - 1)]
         PL.load_text(prm, "\n".join(lines))
         if prm.errors:
             raise SimError("cannot configure %d %s cells: %s" % (cells, chemistry, "; ".join(prm.errors)))
@@ -446,16 +453,20 @@ def write_settings(state_dir, values):
 
 
 def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_every_s=10.0,
-           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr, target=None, params=None, sets=()):
+           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr, target=None, params=None, sets=(), afe=None):
     """Replay a trace; returns the rows written. The FET conflicts (FetConflict)
     are written to `log` and kept in `replay.conflicts` of the last call."""
     times, currents, temps, cells = read_trace(trace)
     n = len(cells[0])
-    values = settings(n, chemistry, capacity_mah, params, sets, ocv_table)
+    values = settings(n, chemistry, capacity_mah, params, sets, ocv_table, afe or "bq769x0")
+    if afe is not None and values[P.P_AFE_TYPE] != afe_type(afe):
+        raise SimError("--afe %s, but the set names afe_type=%d: give --set afe_type=%d" % (
+            afe, values[P.P_AFE_TYPE], afe_type(afe)))
     state = tempfile.mkdtemp(prefix="bms-replay-")
     try:
         write_settings(state, values)
-        world = ReplayWorld(times, currents, temps, cells, shunt_uohm=values[P.P_SHUNT_UOHM])
+        world = ReplayWorld(times, currents, temps, cells, shunt_uohm=values[P.P_SHUNT_UOHM],
+                            afe=AFES[values[P.P_AFE_TYPE]])
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
         with open(out_path, "w", newline="") as out:
             rec = Recorder(out, int(record_every_s * 1000), times[0], address=values[P.P_MODBUS_ADDRESS])

@@ -33,6 +33,7 @@ from bmsctl import regs as RG
 from bmsctl import wizard
 from bmsctl import writes as W
 from bmsctl.client import DEFAULT_PORT, CtlError
+from bmsctl.afe import names as afe_names
 
 
 def cmd_registers(args, out):
@@ -327,7 +328,7 @@ def cmd_setup(args, out):
     try:
         cur = bms.read_values()
         state = bms.config_state()
-        target, steps = wizard.target(cur, o, args.afe_groups, new_pin)
+        target, steps = wizard.target(cur, o, args.afe_groups, new_pin, args.afe)
         if not args.json:
             out.write("Setting up the BMS on %s:\n" % args.port)
             for label, text in CF.summary(target):
@@ -486,12 +487,15 @@ def build_parser():
     s = cmd("setup", cmd_setup, "configure a new pack: chemistry defaults for its cells and capacity, "
             "write, restart, check the FETs close", wait=True)
     s.add_argument("--chemistry", help="lfp, nmc or lto")
-    s.add_argument("--cells", type=int, help="cells in series, 3-15")
+    s.add_argument("--cells", type=int, help="cells in series, %d-%d" % CF.cell_range()[:2])
     s.add_argument("--capacity", help="capacity in Ah (100, 100Ah, 2500mAh)")
     s.add_argument("--shunt-mohm", help="current shunt in mOhm (default 1.0)")
     s.add_argument("--temp-sensors", type=int, help="thermistors fitted, on TS1.. (default 1)")
     s.add_argument("--afe-groups", type=int, choices=(1, 2, 3),
                    help="the AFE: 1 bq76920, 2 bq76930, 3 bq76940 (default: the smallest that takes the cells)")
+    s.add_argument("--afe", choices=afe_names(),
+                   help="the AFE by name (default: the board's if it takes the cells, else the smallest bq769x0 "
+                   "that does, else the bq76952)")
     s.add_argument("--pin", help="the PIN that unlocks writes (default 1234)")
     s.add_argument("--new-pin", help="set this PIN as well")
     s.add_argument("--yes", action="store_true", help="write without asking")

@@ -18,7 +18,7 @@ from bms.spec import paramtable as PT
 from bms.spec import regdoc as D
 from bms import regmap as M
 from bms.spec import regtable as RT
-from bms.afe.chips import default_cell_channels, model_groups, models
+from bmsctl.afe import AfeError, afe_cells, afe_name, cell_range, setup_chip
 
 ROWS = PT.TABLE
 COUNT = len(ROWS)
@@ -32,7 +32,7 @@ PRM = P.Params()
 # What a change needs (bms.config): the pack keys take effect at a restart,
 # the serial settings right after the reply.
 PACK_KEYS = (P.P_CHEMISTRY, P.P_CELL_CHANNELS, P.P_CAPACITY_MAH, P.P_SHUNT_UOHM,
-             P.P_AFE_GROUPS, P.P_AFE_ADDR, P.P_TEMP_SENSORS, P.P_FET_TEMP_SENSOR)
+             P.P_AFE_GROUPS, P.P_AFE_ADDR, P.P_TEMP_SENSORS, P.P_FET_TEMP_SENSOR, P.P_AFE_TYPE)
 COMM_KEYS = (P.P_MODBUS_ADDRESS, P.P_MODBUS_BAUD, P.P_MODBUS_PARITY)
 PROFILE_FORMAT = "bms-profile"
 PROFILE_VERSION = 1
@@ -233,14 +233,19 @@ def parse_value(name, text, values=None):
         prm = P.Params()
         if values is not None:
             prm.values[P.P_AFE_GROUPS] = values[P.P_AFE_GROUPS]
+            prm.values[P.P_AFE_TYPE] = values[P.P_AFE_TYPE]
         err = PL.set_text(prm, "cells", text)
         if err:
-            groups = prm.values[P.P_AFE_GROUPS]
-            if groups and text.strip().isdigit() and 3 <= int(text) <= 15:
-                raise ConfigError("cells=%s: this board's AFE (afe_groups=%d, a %s) takes %d to %d cells; give "
-                                  "afe_groups=N as well for another AFE" % (text, groups, afe_name(groups),
-                                                                           3 * groups, 5 * groups))
-            raise ConfigError("cells=%s: give 3 to 15 (cells in series on a bq769x0)" % text)
+            groups, kind = prm.values[P.P_AFE_GROUPS], prm.values[P.P_AFE_TYPE]
+            lo, hi, chips = cell_range()
+            if text.strip().isdigit() and lo <= int(text) <= hi:
+                if kind or groups:
+                    setting = "afe_type=%d" % kind if kind else "afe_groups=%d" % groups
+                    raise ConfigError("cells=%s: this board's AFE (%s, a %s) takes %d to %d cells; give "
+                                      "afe_groups=N (a bq769x0) or afe_type=1 (a bq76952) as well for another AFE"
+                                      % ((text, setting, afe_name(groups, kind)) + afe_cells(groups, kind)))
+                raise ConfigError("cells=%s: no bq769x0 takes them; give afe_type=1 (a bq76952) as well" % text)
+            raise ConfigError("cells=%s: give %d to %d cells in series (%s)" % (text, lo, hi, chips))
         return [(P.P_CELL_CHANNELS, prm.values[P.P_CELL_CHANNELS]),
                 (P.P_AFE_GROUPS, prm.values[P.P_AFE_GROUPS])]
     cands = resolve(key)
@@ -293,8 +298,8 @@ def parse_assignments(items, values):
             raise ConfigError("%r is not NAME=VALUE (e.g. cell_ov=3.65V, chemistry=lfp, cells=4)" % item)
         k, v = item.split("=", 1)
         pending.append((k, v))
-    # afe_groups before cells: the wiring of N cells depends on it
-    pending.sort(key=lambda kv: 0 if kv[0].strip().lower() == "afe_groups" else 1)
+    # the AFE before cells: the wiring of N cells depends on it
+    pending.sort(key=lambda kv: 0 if kv[0].strip().lower() in ("afe_groups", "afe_type") else 1)
     for k, v in pending:
         for i, raw in parse_value(k, v, target):
             err = PL.check(PRM, i, raw)
@@ -323,8 +328,8 @@ def rule_values(k, v):
     elif kind != C.SPECIAL:
         idx = [a]
     else:
-        idx = {C.S_CELLS: [P.P_CELL_CHANNELS, P.P_AFE_GROUPS],
-               C.S_SENSORS: [P.P_TEMP_SENSORS, P.P_AFE_GROUPS],
+        idx = {C.S_CELLS: [P.P_CELL_CHANNELS, P.P_AFE_TYPE, P.P_AFE_GROUPS],
+               C.S_SENSORS: [P.P_TEMP_SENSORS, P.P_AFE_TYPE, P.P_AFE_GROUPS],
                C.S_FET_SENSOR: [P.P_FET_TEMP_SENSOR, P.P_TEMP_SENSORS],
                C.S_OCV: [P.P_OCV_0_MV + j for j in range(P.OCV_POINTS)],
                C.S_BAUD: [P.P_MODBUS_BAUD]}[a]
@@ -477,35 +482,29 @@ KEEP_ON_SETUP = (P.P_MODBUS_ADDRESS, P.P_MODBUS_BAUD, P.P_MODBUS_PARITY, P.P_AFE
                  P.P_PIN, P.P_UNLOCK_TIMEOUT_S)
 
 
-def afe_name(groups):
-    family = models()
-    return family[groups - 1][0] if 1 <= groups <= len(family) else "AFE with %d groups" % groups
-
-
-def setup_target(cur, chemistry, cells, capacity_mah, shunt_uohm=1000, thermistors=1, groups=None):
+def setup_target(cur, chemistry, cells, capacity_mah, shunt_uohm=1000, thermistors=1, groups=None, afe_type=None):
     """The whole set for a new pack: the pack keys (as bms.params sets them
     from text), then the chemistry's defaults for that pack
     (Params.apply_defaults). The serial settings, the AFE's I2C address,
     the PIN and its timeout stay as the BMS has them."""
     if chemistry not in P.CHEMISTRY_NAMES[1:]:
         raise ConfigError("chemistry %r: give lfp, nmc or lto" % chemistry)
-    if not isinstance(cells, int) or not 3 <= cells <= 15:
-        raise ConfigError("cells %r: the bq769x0 family takes 3 to 15 cells in series" % (cells,))
-    if groups is None:
-        g = cur[P.P_AFE_GROUPS]
-        groups = g if g and default_cell_channels(cells, g) else model_groups(cells)
-    if not default_cell_channels(cells, groups):
-        raise ConfigError("%d cells do not fit a %s (it takes %d to %d); give the AFE with --afe-groups"
-                          % (cells, afe_name(groups), 3 * groups, 5 * groups))
-    if not 1 <= thermistors <= groups:
+    lo, hi, chips = cell_range()
+    if not isinstance(cells, int) or not lo <= cells <= hi:
+        raise ConfigError("cells %r: the AFEs take %d to %d cells in series (%s)" % (cells, lo, hi, chips))
+    try:
+        afe_type, groups, ts = setup_chip(cur[P.P_AFE_TYPE], cur[P.P_AFE_GROUPS], cells, afe_type, groups)
+    except AfeError as e:
+        raise ConfigError(str(e)) from None
+    if not 1 <= thermistors <= ts:
         raise ConfigError("%d thermistors: the %s has %d thermistor input%s (TS1%s)" % (
-            thermistors, afe_name(groups), groups, "s" if groups > 1 else "",
-            "..TS%d" % groups if groups > 1 else ""))
+            thermistors, afe_name(groups, afe_type), ts, "s" if ts > 1 else "", "..TS%d" % ts if ts > 1 else ""))
     prm = P.Params()
     v = prm.values
     for i in range(COUNT):
         v[i] = cur[i]
     v[P.P_AFE_GROUPS] = groups
+    v[P.P_AFE_TYPE] = afe_type
     for key, text in (("chemistry", chemistry), ("cells", str(cells))):
         err = PL.set_text(prm, key, text)
         if err:
@@ -535,7 +534,7 @@ def summary(v):
     return [
         ("Pack", "%s, %d cells in series on a %s (cell_channels 0x%04X), %s, shunt %s, %d thermistor%s" % (
             P.CHEMISTRY_NAMES[chem].upper() if 0 < chem < 4 else "no chemistry", n,
-            afe_name(v[P.P_AFE_GROUPS]), v[P.P_CELL_CHANNELS], t("capacity_mah"), t("shunt_uohm"),
+            afe_name(v[P.P_AFE_GROUPS], v[P.P_AFE_TYPE]), v[P.P_CELL_CHANNELS], t("capacity_mah"), t("shunt_uohm"),
             sensors, "" if sensors == 1 else "s")),
         ("Cell over-voltage", "trip %s, release %s (warning %s, AFE backstop %s)" % (
             t("cell_ov_mv"), t("cell_ov_release_mv"), t("cell_ov_warn_mv"), t("hw_ov_mv"))),

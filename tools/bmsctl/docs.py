@@ -151,7 +151,10 @@ def registers_md():
     ]
     out += writing_md()
     for table, title in (("input", "Input registers (FC 04)"), ("holding", "Holding registers (FC 03, FC 06, FC 16)")):
-        out += ["## " + title, "", "| address | name | type | count | scale | unit | description |",
+        out += ["## " + title, ""]
+        if table == "input":
+            out += cells_md()
+        out += [ "| address | name | type | count | scale | unit | description |",
                 "|---|---|---|---|---|---|---|"]
         for r in RG.rows():
             if r["table"] == table:
@@ -160,6 +163,21 @@ def registers_md():
                     r["description"].replace("|", "/")))
         out.append("")
     return "\n".join(out)
+
+
+def cells_md():
+    """Where the cells are, and why cell 16 fitted without moving anything."""
+    from bms import regmap as M
+
+    last = M.IR_CELL_MV + M.MAX_CELLS - 1
+    return [
+        "**Cell voltages.** `cell_mv` holds up to %d cells at 0x%04X-0x%04X, cell 1 (the bottom) first, so"
+        % (M.MAX_CELLS, M.IR_CELL_MV, last),
+        "one request reads them all. Cell 16 (16-cell AFEs) took 0x%04X: in the 15-cell map it was a gap" % last,
+        "before `hw_ov_applied_mv` (a read over it answered exception 02), so no register moved and",
+        "Home Assistant configurations, inverters and scripts written for 15 cells read what they always did.",
+        "",
+    ]
 
 
 def writing_md():
@@ -195,7 +213,7 @@ def writing_md():
         "Accepted changes go to flash right after the reply (two slots with a CRC and a sequence",
         "number: a power cut during the save leaves the previous set), each one is logged as an",
         "event, and most take effect at once. The pack's own settings (`chemistry`, `cell_channels`,",
-        "`capacity_mah`, `shunt_uohm`, `afe_groups`, `afe_addr`, `temp_sensors`, `fet_temp_sensor`)",
+        "`capacity_mah`, `shunt_uohm`, `afe_type`, `afe_groups`, `afe_addr`, `temp_sensors`, `fet_temp_sensor`)",
         "take effect at the next restart (`command` = 1; `config_state` bit 2 says one is due).",
         "`modbus_address`, `modbus_baud` and `modbus_parity` take effect right after the reply",
         "that accepted them.",

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from bms import paramcheck as C
 from bms import regmap as M
+from bms.afe.chips import models
 from bms.spec import regtable as RT
 from bms import soc as S
 from bmsctl.client import DEFAULT_PORT, CtlError
@@ -69,7 +70,7 @@ BINARY_SENSORS = (
     ("config_state", M.CFG_CONFIGURED, "configured"),
 )
 
-MIN_CELLS = 3  # the firmware takes 3-15 (bms.params cells=, bmsctl setup)
+MIN_CELLS = min(m[2] for m in models())  # the fewest cells an AFE takes; the most: the map's MAX_CELLS
 CELLS_HELP = "the pack's series cell count, %d-%d (one sensor per cell)" % (MIN_CELLS, M.MAX_CELLS)
 
 

@@ -6,6 +6,7 @@ import time
 
 from bms import params as P
 from bms import regmap as M
+from bmsctl import afe as A
 from bmsctl import config as CF
 from bmsctl import prompt
 from bmsctl import writes as W
@@ -24,8 +25,9 @@ def _parse_cells(text):
         n = int(text)
     except ValueError:
         n = 0
-    if not 3 <= n <= 15:
-        raise CF.ConfigError("cells %r: give 3 to 15 (cells in series)" % text)
+    lo, hi, chips = CF.cell_range()
+    if not lo <= n <= hi:
+        raise CF.ConfigError("cells %r: give %d to %d (cells in series; %s)" % (text, lo, hi, chips))
     return n
 
 
@@ -56,7 +58,7 @@ def setup_options(args):
         o["chemistry"] = _parse_chem(args.chemistry) if args.chemistry else (
             prompt.ask("Cell chemistry (lfp, nmc, lto)", "lfp", _parse_chem))
         o["cells"] = _parse_cells(str(args.cells)) if args.cells is not None else (
-            prompt.ask("Cells in series (3-15)", None, _parse_cells))
+            prompt.ask("Cells in series (%d-%d)" % CF.cell_range()[:2], None, _parse_cells))
         o["capacity_mah"] = _parse_eng("capacity", args.capacity, "Ah") if args.capacity is not None else (
             prompt.ask("Capacity in Ah", None, lambda t: _parse_eng("capacity", t, "Ah")))
         if args.shunt_mohm is not None:
@@ -93,12 +95,28 @@ def _health(bms):
     return ir["config_state"], ir["fet_flags"], ir["protect_flags"], ir
 
 
-def target(cur, o, afe_groups, new_pin):
+def chip(afe, afe_groups):
+    """(afe_type, afe_groups) from `--afe NAME` and `--afe-groups N`; None
+    for either when not given (the board's chip when it takes the cells)."""
+    if afe is None:
+        return None, afe_groups
+    try:
+        kind, groups = A.by_name(afe)
+    except A.AfeError as e:
+        raise CtlError("%s; nothing was written" % e)
+    if afe_groups is not None and afe_groups != groups:
+        raise CtlError("--afe %s and --afe-groups %d name different chips: give one; nothing was written"
+                       % (afe, afe_groups))
+    return kind, groups
+
+
+def target(cur, o, afe_groups, new_pin, afe=None):
     """The set setup writes over `cur` and its write requests, checked whole:
-    a CtlError before anything is written."""
+    a CtlError before anything is written. afe: the chip's name (--afe)."""
+    kind, groups = chip(afe, afe_groups)
     try:
         t = CF.setup_target(cur, o["chemistry"], o["cells"], o["capacity_mah"], o["shunt_uohm"],
-                            o["thermistors"], afe_groups)
+                            o["thermistors"], groups, kind)
     except CF.ConfigError as e:
         raise CtlError("%s; nothing was written" % e)
     if new_pin is not None:

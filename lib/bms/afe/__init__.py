@@ -16,6 +16,14 @@ and offers:
                              temperatures, and the coulomb counter when a
                              window ended (ST_NEW_CC); the chip's own flags
                              it reported are cleared. READ_ result.
+                             What cc_raw covers, in WINDOW_MS windows
+                             (1/16 of its LSB is 8.44 uV x 250 ms / 16):
+                             meas.cc_summed 0, the newest window only (the
+                             bq769x0: a late cycle's missed windows are not
+                             in it, bms.soc counts it once per window that
+                             passed); 1, the sum of every window since the
+                             previous reading (the bq76952's PASSQ: counted
+                             once, divided by the windows for the current)
     set_fets(chg, dsg)       the FET bits the chip reports afterwards (bms.regmap
                              FET_CHG, FET_DSG, as input register fet_flags), -1
     fets_off()               both off without a read-back (in doubt)

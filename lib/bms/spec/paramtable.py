@@ -32,7 +32,7 @@ _U32 = "uint32"
 TABLE = (
     # pack
     (0x0000, "chemistry", _U16, 1, 0, "", 0, 3, 0, 0, 0, _ABS),
-    (0x0001, "cell_channels", _U16, 1, 0, "", 0, 0x7FFF, 0, 0, 0, _ABS),
+    (0x0001, "cell_channels", _U16, 1, 0, "", 0, 0xFFFF, 0, 0, 0, _ABS),
     (0x0002, "capacity_mah", _U32, 1, -3, "Ah", 0, 2000000, 0, 0, 0, _ABS),
     (0x0004, "shunt_uohm", _U16, 1, -3, "mOhm", 50, 20000, 1000, 1000, 1000, _ABS),
     (0x0005, "afe_groups", _U16, 1, 0, "", 0, 3, 0, 0, 0, _ABS),
@@ -106,7 +106,7 @@ TABLE = (
     (0x0071, "bal_diff_mv", _U16, 1, -3, "V", 1, 500, 10, 10, 10, _ABS),
     (0x0072, "bal_at_rest", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
     (0x0073, "bal_min_idle_ms", _U32, 1, -3, "s", 0, 86400000, 1800000, 1800000, 1800000, _ABS),
-    (0x0075, "bal_max_cells", _U16, 1, 0, "", 1, 15, 5, 5, 5, _ABS),
+    (0x0075, "bal_max_cells", _U16, 1, 0, "", 1, 16, 5, 5, 5, _ABS),
     (0x0076, "bal_max_temp_dc", _I16, 1, -1, "degC", -400, 1200, 450, 450, 450, _ABS),
     (0x0077, "rest_current_ma", _U16, 1, -3, "A", 1, 10000, 100, 100, 100, _ABS),
     # state of charge
@@ -166,5 +166,7 @@ TABLE = (
     (0x00CC, "storage", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
     (0x00CD, "storage_soc_dpct", _U16, 1, -1, "%", 200, 800, 500, 500, 500, _ABS),
     (0x00CE, "draw_counted", _U16, 1, 0, "", 0, 1, 1, 1, 1, _ABS),
+    # added with the bq76952 (issue 18): the AFE chip (0 the bq769x0 family, what every older set means; 1 the bq76952)
+    (0x000D, "afe_type", _U16, 1, 0, "", 0, 1, 0, 0, 0, _ABS),
 )
 # fmt: on

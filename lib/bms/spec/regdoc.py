@@ -85,7 +85,8 @@ HOLDING = {
     'cell_channels': "AFE cell inputs in use: bit n = input VC(n+1); the cell count is the number of bits set",
     'capacity_mah': "Rated pack capacity",
     'shunt_uohm': "Current shunt resistance",
-    'afe_groups': "AFE model by cell groups: 1 bq76920, 2 bq76930, 3 bq76940",
+    'afe_groups': "AFE model by cell groups: 1 bq76920, 2 bq76930, 3 bq76940 (ignored with afe_type 1)",
+    'afe_type': "AFE chip: 0 the bq769x0 family (afe_groups names the member), 1 a bq76952",
     'modbus_address': "Modbus RTU slave address",
     'modbus_baud': "RS485 baud rate",
     'afe_addr': "AFE I2C address (0x08 or 0x18 by part number)",
@@ -229,6 +230,15 @@ CONFIG_ERRORS = {
 }
 
 
+def _afe_inputs():
+    """The chips' groups and cells in words (bms.afe.chips.models())."""
+    from bms.afe.chips import models
+
+    return "; ".join(("afe_groups %d: a %s, up to %d cells" % (m[1], m[0], m[3])) if m[1] else
+                     ("afe_type 1: a %s, %d to %d cells, the top input used" % (m[0], m[2], m[3]))
+                     for m in models())
+
+
 def rule_text(k):
     """Consistency rule number k (bms.paramcheck) in words."""
     from bms import paramcheck as C
@@ -250,8 +260,9 @@ def rule_text(k):
     if kind == C.PACK_MIN:
         return "%s must not be below the cell count times the chemistry's lowest cell voltage (%s)" % (name(a), chem)
     return {
-        C.S_CELLS: "cell_channels must suit afe_groups: 3 to 5 inputs in each group, each group's top input used",
-        C.S_SENSORS: "temp_sensors may only name thermistor inputs the AFE has (one per group)",
+        C.S_CELLS: ("cell_channels must suit the AFE: on a bq769x0 (afe_type 0) afe_groups, 3 to 5 inputs in "
+                    "each group, each group's top input used, no input past the AFE's last (%s)" % _afe_inputs()),
+        C.S_SENSORS: "temp_sensors may only name thermistor inputs the AFE has (one per group; three on a bq76952)",
         C.S_FET_SENSOR: "fet_temp_sensor must be 0 or one of the fitted temp_sensors",
         C.S_OCV: "the OCV table (ocv_0_mv..ocv_100_mv) must be all 0 or rise at every point",
         C.S_BAUD: "modbus_baud must be one of %s" % ", ".join(str(x) for x in C.BAUDS),

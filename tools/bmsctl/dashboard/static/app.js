@@ -180,6 +180,7 @@
         box.append(col);
       }
       if (!cells.length) box.append(el("p", "muted", "No cells configured: set the pack up with `bmsctl setup`."));
+      box.classList.toggle("many", cells.length > 8);  // up to 16 cells: they wrap rather than overflow
       state.cellCount = cells.length;
     }
     const lim = s.limits || {};
@@ -195,7 +196,10 @@
     cells.forEach((c, i) => {
       const col = box.children[i];
       col.classList.toggle("balancing", c.balancing);
-      col.querySelector(".v").textContent = fmt(c.v, 3) + " V";
+      // many cells: the figure alone fits a narrow bar (the unit in its tooltip)
+      const v = col.querySelector(".v");
+      v.textContent = fmt(c.v, 3) + (cells.length > 8 ? "" : " V");
+      v.title = fmt(c.v, 3) + " V";
       col.querySelector(".fill").style.height = `${(pos(c.v) * 100).toFixed(1)}%`;
       const mark = col.querySelector(".mark");
       mark.hidden = !lim.bal_start_v;
