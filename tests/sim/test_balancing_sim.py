@@ -13,11 +13,12 @@ CAP = 2000
 
 @pytest.mark.slow
 def test_a_150_mv_spread_is_balanced_out_over_cycles(tmp_path, afe):
-    afe.provision(tmp_path, 4, "nmc", CAP // 2 if afe.is_952 else CAP, 1000)
+    afe.provision(tmp_path, 4, "nmc", CAP // 4 if afe.is_952 else CAP, 1000)
     # NMC near the top of charge, where an imbalance shows: 150 mV is about 20 % SOC; on the
     # bq76952's LFP pack 100 mV at its steep top, about 5 % (150 mV at 90 % would be 70 %)
-    # (half the capacity, and two cycles at least instead of three: 16 cells cost the model 4x the time)
-    spread_mv, soc, cap, cycles = (100, 99.0, CAP // 2, 2) if afe.is_952 else (150, 90.0, CAP, 3)
+    # (a quarter of the capacity, balanced in one charge instead of three cycles: 16 cells cost the
+    # model 4x the time, and the suite's budget has no room for the bq769x0's 10 simulated hours)
+    spread_mv, soc, cap, cycles = (100, 99.0, CAP // 4, 1) if afe.is_952 else (150, 90.0, CAP, 3)
     world = afe.world(cells=4, chemistry="nmc", capacity_mah=cap, soc_pct=soc, spread_mv=spread_mv, seed=2)
     n = afe.cells(4)
     cv_mv = CHARGE_CV_MV[afe.chemistry("nmc")]
