@@ -92,11 +92,11 @@ def test_an_ocv_table_that_does_not_rise_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_hours_of_four_cells_replay_in_under_forty_cpu_seconds(tmp_path):
+def test_an_hour_of_four_cells_replays_in_under_twenty_cpu_seconds(tmp_path):
     # CPU time (the command and the MicroPython it runs), not wall time: the
     # suite shares the machine's cores with other tests
-    trace = tmp_path / "two.csv"
-    write_trace(trace, 2 * 3600, lambda t: -3000 if (t // 600) % 2 else 1500, lambda t: 3280 + (t % 600) // 60)
+    trace = tmp_path / "one.csv"
+    write_trace(trace, 3600, lambda t: -3000 if (t // 600) % 2 else 1500, lambda t: 3280 + (t % 600) // 60)
     out = tmp_path / "out.csv"
     t0 = time.monotonic()
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -104,9 +104,9 @@ def test_two_hours_of_four_cells_replay_in_under_forty_cpu_seconds(tmp_path):
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     assert p.returncode == 0, p.stderr
-    print("2 h of 4 cells replayed in %.1f s of CPU, %.1f s of wall time" % (cpu, time.monotonic() - t0))
-    assert cpu < 40
-    assert len(read_out(out)) >= 2 * 360 - 2
+    print("1 h of 4 cells replayed in %.1f s of CPU, %.1f s of wall time" % (cpu, time.monotonic() - t0))
+    assert cpu < 20
+    assert len(read_out(out)) >= 360 - 2
 
 
 def _profile(path, **changes):
