@@ -49,6 +49,7 @@ def test_console_scripts_are_installed():
     assert out.returncode == 0 and "status" in out.stdout
 
 
+@pytest.mark.slow
 def test_bms_sim_run_prints_the_link_and_serves(tmp_path):
     import json
     import time

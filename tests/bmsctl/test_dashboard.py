@@ -404,6 +404,7 @@ def test_the_page_in_chromium(dash, tmp_path):
     assert [p for p in problems if "status of 400" not in p] == [] and len(problems) == 1, problems
 
 
+@pytest.mark.slow
 def test_the_page_over_mqtt_in_chromium(mqtt_broker, tmp_path):
     """`bmsctl dashboard --mqtt`: the firmware's own messages through a real
     broker; what the messages lack shows as --, offline as the link down,

@@ -82,6 +82,21 @@ def test_every_key_with_a_measured_value_and_the_doc_from_them(quick, tmp_path):
     b = r["bits64"]
     assert b["cycle_alloc_bytes"] == 0 and b["modbus_alloc_bytes"] == 0
     assert b["heap_after_start_bytes"] > 2 * r["heap_after_start_bytes"]
+    # the bq76952's 16S LFP pack beside it (issue 18): the same run, the same targets
+    b9 = r["bq76952"]
+    assert b9["pack"] == perf.PACK_952 and b9["scenario"]["cells"] == 16
+    assert b9["cycle_alloc_bytes"] == 0 and b9["modbus_alloc_bytes"] == 0 and b9["loop_alloc_bytes"] == 0
+    assert b9["heap_locked_ok"] is True and b9["heap_locked_cycles"] > 0
+    assert 0 < b9["cycle_compute_us_p50"] <= b9["cycle_compute_us_p99"]
+    assert b9["heap_after_import_bytes"] < b9["heap_after_start_bytes"] < b9["heap_peak_bytes"]
+    assert b9["heap_min_frozen_bytes"] and "after the restart" in b9["heap_min_frozen_detail"]
+    assert b9["fits_day_40k"] is True, b9["fits_day_40k_detail"]
+    assert b9["margin_e2e_56k_bytes"] == 56 * 1024 - b9["heap_min_frozen_bytes"] > 0
+    s9 = b9["scenario"]
+    assert s9["balancing_cycles"] > 0 and s9["charging_cycles"] > 0 and s9["discharging_cycles"] > 0
+    assert s9["valid_replies"] == s9["requests_sent"] > 0
+    assert all(r["checks"][k] for k in r["checks"] if k.startswith("bq76952_")), r["checks"]
+    assert report.packs_title(r) in stdout
     # the scenario did what it is there for
     s = r["scenario"]
     assert s["cells"] == perf.CELLS and s["soc_started"]
@@ -104,6 +119,7 @@ def check_the_doc_section_comes_from_the_json(r, tmp_path):
     assert "OLD-SECTION" not in text
     assert "| `cycle_us_p99` | %d us |" % r["cycle_us_p99"] in text
     assert "| `heap_peak_bytes` | %d B |" % r["heap_peak_bytes"] in text
+    assert "| `heap_peak_bytes` | %d B | %d B | (frozen) |" % (r["heap_peak_bytes"], r["bq76952"]["heap_peak_bytes"]) in text
     assert r["machine"]["cpu_model"] in text
     # a quick run is not written into the real doc
     out = tmp_path / "quick.json"

@@ -185,6 +185,7 @@ def persistent_subscriber(port, topic):
     return c, got
 
 
+@pytest.mark.slow
 def test_broker_restart_loses_no_sample(tmp_path):
     broker = PersistentBroker(tmp_path)
     broker.start()
@@ -268,6 +269,7 @@ def test_full_ring_drops_the_oldest_and_counts(tmp_path):
         broker.stop()
 
 
+@pytest.mark.slow
 def test_half_open_broker_never_hangs_the_loop(tmp_path):
     broker = Broker(tmp_path)
     broker.start()

@@ -101,6 +101,7 @@ def test_factory_reset_leaves_the_bms_unconfigured(sim, client):
     assert Store(sim.state_dir + "/", PL.STORE_NAME).load() is None
 
 
+@pytest.mark.slow
 def test_a_latched_short_stays_latched_through_a_restart(sim, client):
     # the rows' latches live in the board's RTC memory (keep()): a restart
     # keeps them, so DSG is not closed into the short again

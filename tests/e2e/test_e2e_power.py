@@ -146,6 +146,7 @@ def test_working_low_power_and_back(lp):
         c.close()
 
 
+@pytest.mark.slow
 def test_under_voltage_sleep_and_every_wake_source(tmp_path, afe):
     # sleep_uv_ms 40 s: a wake from the under-voltage sleep stays up 0.8 s of
     # wall time (at 50x) before it sleeps again, long enough for the reads

@@ -50,6 +50,7 @@ def sim(tmp_path, afe):
     assert "Traceback" not in server.log_tail(), server.log_tail()
 
 
+@pytest.mark.slow
 def test_over_voltage_trip_and_release_read_over_modbus(sim):
     link = sim.link_path
     d = wait_for(link, lambda d: d["charge_fet"] and d["discharge_fet"], sim)

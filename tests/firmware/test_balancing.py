@@ -293,6 +293,7 @@ def scenario(draw):
     return cells, chans, opts, on_ms, settle_ms, base, steps, t0
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_properties(sc):

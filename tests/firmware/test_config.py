@@ -522,6 +522,7 @@ class _CutFile:
         self.f.close()
 
 
+@pytest.mark.slow
 def test_power_cut_at_every_byte_of_a_parameter_save(tmp_path, monkeypatch):
     base = _dir(tmp_path)
     old = pack()

@@ -178,6 +178,7 @@ def test_never_answers_other_addresses_or_broadcasts():
     assert rig.transact(read_req(ADDR, 3, 0, 1)) == [expected_reply(ADDR, 3, [rig.bank.regs[3][0]])]
 
 
+@pytest.mark.slow
 def test_broadcast_writes_never_answered():
     """Broadcast FC06/FC16 of every kind -- valid, bad header, refused by the
     bank, bent -- never produce a reply; the valid ones reach the bank with

@@ -148,6 +148,7 @@ def test_protection_holds_for_any_profile(chemistry, soc, spread, segments):
     assert not sim.app.cycle.protection.protect_flags & ~((1 << len(protrules.level_rows(PR.PROT))) - 1)
 
 
+@pytest.mark.slow
 def test_a_charger_that_never_stops_is_stopped_in_time():
     # 0.9 C: under the charge over-current limit, so only over-voltage stops it
     sim, watch = run_profile("lfp", 96.0, 30, [(3600, 1800, False, 0, 25.0)])

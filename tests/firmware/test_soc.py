@@ -451,6 +451,7 @@ def cycle_full_empty(p, cycles, current=5000):
     return steps
 
 
+@pytest.mark.slow
 def test_capacity_learning_converges_with_bounded_steps():
     rated = 10000
     p = Pack(CHEM_NMC, cap=rated, true_dpct=0, relax_after_charge_ms=10 ** 8,

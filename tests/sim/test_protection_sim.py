@@ -177,6 +177,7 @@ def test_the_fet_switches_before_the_trip_is_written_to_flash(tmp_path):
     assert log.newest(0)[3] == trip or trip in [e[3] for e in _events(sim)]
 
 
+@pytest.mark.slow
 def test_cell_under_voltage(tmp_path, afe):
     n = afe.cells(4)
     sim = make(tmp_path, soc_pct=4.0, extra={"pack_uv_mv": n * 2000}, afe=afe)  # the cell row, not the pack's
@@ -370,6 +371,7 @@ def test_a_reset_loop_locks_the_fets_off_until_a_host_clears_it(tmp_path):
     assert not active(sim, "reset_lockout") and sim.world.fets() == (True, True)
 
 
+@pytest.mark.slow
 def test_resets_far_apart_are_not_a_loop(tmp_path):
     from bms.boards import RESET_WDT
 

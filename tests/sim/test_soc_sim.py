@@ -50,6 +50,7 @@ def test_capacity_learning_converges_to_a_changed_capacity(tmp_path):
     assert sim.app.cycle.protection.protect_flags & ~0b1111 == 0
 
 
+@pytest.mark.slow
 def test_soc_registers_follow_the_pack(tmp_path):
     provision(str(tmp_path), 4, "nmc", 10000, 1000)
     world = World(cells=4, chemistry="nmc", capacity_mah=10000, soc_pct=50.0, seed=4)
@@ -84,6 +85,7 @@ def test_the_retired_calibration_never_switches_the_fets_off(tmp_path):
     assert not sim.app.cycle.soc.offset_learned
 
 
+@pytest.mark.slow
 def test_offset_learned_while_the_fets_are_off_anyway(tmp_path):
     """With the defaults nothing switches a FET off to calibrate: the offset
     is learned in the pack's own FETs-off time (here low power, whose first

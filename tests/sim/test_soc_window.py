@@ -218,6 +218,7 @@ def test_storage_sleep_is_logged_with_its_cause(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow
 def test_thirty_days_of_sleep_are_counted(tmp_path):
     """The BMS's own draw in deep sleep (the MCU and the shipped AFE, 11 uA)
     never passes the shunt: the boot after the sleep counts it from the RTC

@@ -15,13 +15,22 @@ PROBE_SRC = os.path.join(SCRIPTS, "bench_probe.py")
 PROBE_DIR = os.path.join(ROOT, "build", "bench")
 DEFAULT_OUT = os.path.join(ROOT, "build", "bench.json")
 
-# the pack
-CELLS = 15
-CHEMISTRY = "nmc"
-CAPACITY_MAH = 20000
-SHUNT_UOHM = 500
-SOC_PCT = 75.0
-SPREAD_MV = 40
+# The packs. Every figure is measured on the bq76940's 15S NMC pack; the
+# cycle, allocation and heap figures again on a 16S LFP home-storage pack on
+# a bq76952 (issue 18), beside them. cv_mv: the charger's CC-CV voltage per
+# cell in the cycle run; full_mv: the day's charge, to the cell's full.
+# The LFP pack starts at the top of its plateau (99 %, about 3.37 V at
+# rest), where its cells pass bal_start_mv (3.4 V) once charged and a 40 mV
+# spread is a real imbalance.
+PACK = {"key": "bq76940", "title": "bq76940, 15S NMC, 20 Ah", "afe": "bq769x0", "cells": 15, "chemistry": "nmc",
+        "capacity_mah": 20000, "shunt_uohm": 500, "soc_pct": 75.0, "spread_mv": 40, "cv_mv": 4200, "full_mv": 4150}
+PACK_952 = {"key": "bq76952", "title": "bq76952, 16S LFP, 20 Ah", "afe": "bq76952", "cells": 16,
+            "chemistry": "lfp", "capacity_mah": 20000, "shunt_uohm": 500, "soc_pct": 99.0, "spread_mv": 40,
+            "cv_mv": 3550, "full_mv": 3450}
+CELLS = PACK["cells"]
+CHEMISTRY = PACK["chemistry"]
+CAPACITY_MAH = PACK["capacity_mah"]
+SHUNT_UOHM = PACK["shunt_uohm"]
 # the ESP32 translation: the unix port on a PC runs MicroPython 60-100x
 # faster than an ESP32 (pystone ~110,000 vs ~1,700); estimates use 80x
 ESP32_FACTOR = 80

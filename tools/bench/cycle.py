@@ -3,7 +3,7 @@ boots the real App and bench_probe.py measures its main loop from inside;
 its output is parsed into the figures."""
 import os
 
-from bench.config import BENCH_MAIN, PERIOD_MS, BenchError
+from bench.config import BENCH_MAIN, PACK, PERIOD_MS, BenchError
 from bench.frames import LED_BRIGHTNESS, MIX, UNLOCK, frame, parse_replies
 from bench.harness import compile_probe, log_error, make_world, with_env
 from bms_sim.server import SimServer
@@ -45,10 +45,11 @@ COUNTERS = ("cycles", "polls", "passes", "idle_poll_alloc_max", "collections", "
             "charging_cycles", "discharging_cycles")
 
 
-def cycle_run(cfg, state, target, heap, speed, realtime=False, lib_dir=None):
-    """Run bench_cycle.py on the pack in state; returns (summary, counters,
-    cycles, requests, replies, requests_sent)."""
-    world = make_world()
+def cycle_run(cfg, state, target, heap, speed, realtime=False, lib_dir=None, pack=PACK):
+    """Run bench_cycle.py on the pack in state (provisioned for pack, bench.config);
+    returns (summary, counters, cycles, requests, replies, requests_sent)."""
+    world = make_world(pack)
+    cv_mv = pack["cv_mv"]
     warm, measure, gap = cfg["warm_ms"], cfg["measure_ms"], cfg["gap_ms"]
     peak, locked = cfg["peak_ms"], cfg["locked_ms"]
     if realtime:
@@ -90,9 +91,9 @@ def cycle_run(cfg, state, target, heap, speed, realtime=False, lib_dir=None):
         # a discharge over-current: warning, trip (DSG off), release 30 s later
         at(t + 10000, lambda: world.load.set(25000))
         at(t + 13000, lambda: world.load.set(3000))
-        at(t + 50000, lambda: (world.load.off(), world.charger.set(10000, 4200)))
+        at(t + 50000, lambda: (world.load.off(), world.charger.set(10000, cv_mv)))
     else:
-        at(t + measure // 3, lambda: (world.load.off(), world.charger.set(10000, 4200)))
+        at(t + measure // 3, lambda: (world.load.off(), world.charger.set(10000, cv_mv)))
     if peak:
         # parameter writes that change a value (saved to flash) in the peak segment
         p = warm + measure + gap

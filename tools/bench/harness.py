@@ -7,9 +7,9 @@ import os
 import subprocess
 import time
 
-from bench.config import (CAPACITY_MAH, CELLS, CHEMISTRY, MPY_TESTS, PROBE_DIR, PROBE_SRC, SCRIPTS, SHUNT_UOHM,
-                          SOC_PCT, SPREAD_MV, BenchError)
+from bench.config import MPY_TESTS, PACK, PROBE_DIR, PROBE_SRC, SCRIPTS, BenchError
 from bms_build.build import find_mpy_cross, fold_scripts
+from bms_sim.cli import provision
 from bms_sim.world import World
 
 
@@ -20,9 +20,17 @@ def pct(values, p):
     return s[k - 1]
 
 
-def make_world():
-    return World(cells=CELLS, chemistry=CHEMISTRY, capacity_mah=CAPACITY_MAH, soc_pct=SOC_PCT,
-                 spread_mv=SPREAD_MV, shunt_uohm=SHUNT_UOHM, seed=1)
+def make_world(pack=PACK):
+    """The simulated pack (bench.config PACK or PACK_952) on its chip."""
+    return World(cells=pack["cells"], chemistry=pack["chemistry"], capacity_mah=pack["capacity_mah"],
+                 soc_pct=pack["soc_pct"], spread_mv=pack["spread_mv"], shunt_uohm=pack["shunt_uohm"], seed=1,
+                 afe=pack["afe"])
+
+
+def provision_pack(state, pack=PACK):
+    """The pack's parameters, as a new board has them (bms.cfg not yet taken in)."""
+    return provision(state, pack["cells"], pack["chemistry"], pack["capacity_mah"], pack["shunt_uohm"],
+                     afe=pack["afe"])
 
 
 def compile_probe():

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import tempfile
 
-from bench.config import DAY, DAY_HEAP, DAY_MS, SMALL_HEAP
+from bench.config import DAY, DAY_HEAP, DAY_MS, PACK, SMALL_HEAP
 from bench.frames import LED_BRIGHTNESS, MIX, UNLOCK, frame, parse_replies
 from bench.harness import log_error, make_world, say
 from bms import regmap as M
@@ -51,7 +51,7 @@ def fresh_state(state):
     return tmp, dest
 
 
-def fits_run(fits_ms, state, target, heap, lib_dir=None, day=None):
+def fits_run(fits_ms, state, target, heap, lib_dir=None, day=None, pack=PACK):
     """(fits, detail): the firmware's real entry (the frozen boot.py and
     main.py, or main.py with lib_dir's .mpy files) under -X heapsize=heap
     for fits_ms simulated ms, from a fresh copy of the provisioned state.
@@ -65,7 +65,7 @@ def fits_run(fits_ms, state, target, heap, lib_dir=None, day=None):
     when it came back from the restart and answered again, and, when it
     lasted past the first periodic save, saved the SOC state twice (A and B
     records: the periodic save and the restart's)."""
-    world = make_world()
+    world = make_world(pack)
     world.load.set(8000)
     tmp, run_state = fresh_state(state)
     server = SimServer(world, run_state, speed=None, heap=heap, target=target, lib_dir=lib_dir,
@@ -89,7 +89,7 @@ def fits_run(fits_ms, state, target, heap, lib_dir=None, day=None):
         else:
             world.load.off()
         if charger_ma:
-            world.charger.set(charger_ma, 4150)  # CC-CV to the NMC cell's full voltage
+            world.charger.set(charger_ma, pack["full_mv"])  # CC-CV to the cell's full voltage
         else:
             world.charger.off()
         polled[0] = poll
@@ -169,7 +169,7 @@ def fits_run(fits_ms, state, target, heap, lib_dir=None, day=None):
     return ok, detail
 
 
-def bisect_heap(fits_ms, state, target, lo, hi, step, progress=say, lib_dir=None):
+def bisect_heap(fits_ms, state, target, lo, hi, step, progress=say, lib_dir=None, pack=PACK):
     """The smallest heap (bytes, a multiple of step) in [lo, hi] under which
     fits_run passes, by bisection (a run that fits at N fits above N: the
     firmware's allocations do not depend on the heap's size): {"bytes":
@@ -177,15 +177,15 @@ def bisect_heap(fits_ms, state, target, lo, hi, step, progress=say, lib_dir=None
     "fails": what went wrong a step below, "runs_made": fits runs}.
     A failure that is not a MemoryError (a run starved of CPU on a busy
     machine, say) is run again once before it counts."""
-    name = target.kind + (" frozen" if target.frozen else " .mpy")
+    name = target.kind + (" frozen" if target.frozen else " .mpy") + ("" if pack is PACK else ", " + pack["key"])
     made = [0]
 
     def attempt(n):
-        ok, detail = fits_run(fits_ms, state, target, str(n), lib_dir)
+        ok, detail = fits_run(fits_ms, state, target, str(n), lib_dir, pack=pack)
         made[0] += 1
         if not ok and "MemoryError" not in (detail or ""):
             progress("  %s at %d B: %s; once more" % (name, n, detail))
-            ok, detail = fits_run(fits_ms, state, target, str(n), lib_dir)
+            ok, detail = fits_run(fits_ms, state, target, str(n), lib_dir, pack=pack)
             made[0] += 1
         progress("  %s at %d B: %s" % (name, n, "runs" if ok else "fails (%s)" % detail))
         return ok, detail

@@ -55,15 +55,14 @@ import tempfile
 import time
 
 from bench.config import (CAPACITY_MAH, CELLS, CHEMISTRY, CYCLE_P99_MAX_US, DAY_HEAP, DAY_MS, DEFAULT_OUT,
-                          ESP32_FACTOR, HEAP_RANGE, HEAP_STEP, MODES, PERIOD_MS, QUICK_HEAP_STEP, QUICK_SHORT_MS,
-                          SHORT_MS, SHUNT_UOHM, SMALL_HEAP, TURN_P50_MAX_MS, TURN_P99_MAX_MS, BenchError)
+                          ESP32_FACTOR, HEAP_RANGE, HEAP_STEP, MODES, PACK, PACK_952, PERIOD_MS, QUICK_HEAP_STEP,
+                          QUICK_SHORT_MS, SHORT_MS, SMALL_HEAP, TURN_P50_MAX_MS, TURN_P99_MAX_MS, BenchError)
 from bench.cycle import cycle_run, probe_figures
-from bench.harness import pct, process_pool, say, timed, write_json
-from bench.heaps import bisect_heap, fits_run, heap_bytes, margins
+from bench.harness import pct, process_pool, provision_pack, say, timed, write_json
+from bench.heaps import bisect_heap, fits_run, heap_arg_bytes, heap_bytes, margins
 from bench.machine import firmware_digest, machine_info, machine_info_mp, snapshot
 from bench.report import DOC, bytes_text, table, write_doc
 from bench.turnaround import boot_once, turnaround_run
-from bms_sim.cli import provision
 from bms_sim.process import SimError
 from bms_sim.target import Target, TargetError, pip_micropython
 
@@ -73,6 +72,75 @@ PROBE_HEAP = "64K"
 # the same on the 64-bit pip port, loading .mpy files (its objects are twice
 # the size, and the bytecode sits in the heap)
 PROBE_HEAP_64 = "160wK"
+
+
+def cycle_figures(summary, cnt, cycles, requests, replies, sent):
+    """A cycle run's figures (cycle_run's results): times, allocations, the
+    heap, the I2C traffic, the ESP32 estimates and what the scenario did."""
+    steady = [c for c in cycles if not c[2]]
+    plain = [c[0] for c in steady if c[1] is None]
+    wrapped = [c for c in steady if c[1] is not None]
+    if len(plain) < 10 or len(wrapped) < 10:
+        raise BenchError("too few cycles measured (%d as is, %d wrapped)" % (len(plain), len(wrapped)))
+    compute = [c[0] - c[1] for c in wrapped]
+    board = [c[1] for c in wrapped]
+    req_steady = [r[0] for r in requests if not r[1]]
+    nw = max(1, cnt["wrapped_cycles"])
+    res = probe_figures(summary, cnt)  # the allocation and heap figures
+    res.update({
+        "idle_poll_alloc_bytes": cnt["idle_poll_alloc_max"],
+        "cycle_alloc_event_bytes": cnt["cycle_alloc_max_event"],
+        "modbus_alloc_event_bytes": cnt["request_alloc_max_event"],
+        "cycle_transient_bytes_max": cnt["cycle_transient_max"],
+        "cycle_transient_bytes_mean": round(cnt["cycle_transient_sum"] / len(plain), 1),
+        "modbus_transient_bytes_max": cnt["request_transient_max"],
+        "cycles_measured": len(cycles),
+        "cycles_steady": len(steady),
+        "cycles_with_event": len(cycles) - len(steady),
+        "modbus_requests_measured": len(requests),
+        "modbus_requests_steady": len(req_steady),
+        "loop_passes_measured": cnt["passes"],
+        "collections_in_measure": cnt["collections"],
+        "samples_dropped": cnt["dropped"],
+        "cycle_us_p50": pct(plain, 50),
+        "cycle_us_p99": pct(plain, 99),
+        "cycle_us_max": max(plain),
+        "cycle_us_samples": len(plain),
+        "cycle_compute_us_p50": pct(compute, 50),
+        "cycle_compute_us_p99": pct(compute, 99),
+        "cycle_board_us_p50": pct(board, 50),
+        "cycle_board_us_p99": pct(board, 99),
+        "cycle_wrapped_us_p50": pct([c[0] for c in wrapped], 50),
+        "cycle_compute_samples": len(wrapped),
+        "i2c_transfers_per_cycle": round((cnt["i2c_reads"] + cnt["i2c_writes"]) / nw, 2),
+        "i2c_transfers_per_cycle_max": cnt["i2c_transfers_max"],
+        "i2c_bytes_per_cycle": round((cnt["i2c_read_bytes"] + cnt["i2c_write_bytes"]) / nw, 1),
+        "i2c_reads_per_cycle": round(cnt["i2c_reads"] / nw, 2),
+        "i2c_writes_per_cycle": round(cnt["i2c_writes"] / nw, 2),
+        "modbus_poll_us_p50": pct(req_steady, 50) if req_steady else None,
+        "modbus_poll_us_p99": pct(req_steady, 99) if req_steady else None,
+        "heap_peak_passes": summary["peak_passes"],
+        "heap_peak_soc_saves": summary["peak_soc_saves"],
+        "heap_peak_events": summary["peak_events"],
+        "heap_locked_cycles": summary["locked_cycles"],
+        "heap_locked_requests": summary["locked_requests"],
+        "heap_locked_events": summary["locked_events"],
+        "boot_fw_ms": summary["boot_fw_ms"],
+        "scenario": {"balancing_cycles": cnt["balancing_cycles"], "protection_cycles": cnt["protection_cycles"],
+                     "warning_cycles": cnt["warning_cycles"], "charging_cycles": cnt["charging_cycles"],
+                     "discharging_cycles": cnt["discharging_cycles"], "soc_started": bool(summary["soc_started"]),
+                     "cells": summary["cells"], "requests_sent": sent, "valid_replies": len(replies)},
+    })
+    res["esp32_cycle_ms_p99_est"] = round(res["cycle_us_p99"] * ESP32_FACTOR / 1000.0, 1)
+    res["esp32_compute_ms_p99_est"] = round(res["cycle_compute_us_p99"] * ESP32_FACTOR / 1000.0, 1)
+    # the real bus instead of the socket: the bits a cycle's transfers put
+    # on a 100 kHz I2C bus (9 bits a byte; a read sends address, register,
+    # address again, a write address and register; start and stop ~2 bits)
+    bits = (9 * (3 * cnt["i2c_reads"] + cnt["i2c_read_bytes"] + 2 * cnt["i2c_writes"] + cnt["i2c_write_bytes"])
+            + 2 * (cnt["i2c_reads"] + cnt["i2c_writes"])) / nw
+    res["i2c_bus_ms_per_cycle_100khz"] = round(bits / 100.0, 2)  # I2C_FREQ in bms/boards/esp32.py
+    res["esp32_cycle_ms_p99_est_bus"] = round(res["esp32_compute_ms_p99_est"] + bits / 100.0, 1)
+    return res
 
 
 def run(quick=False, heap=PROBE_HEAP, progress=print):
@@ -98,88 +166,22 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
         # the provisioned pack, as a new board has it (bms.cfg not yet taken
         # in): the heap runs and the 64-bit run start from copies of it
         fresh = os.path.join(tmp, "provisioned")
-        provision(fresh, CELLS, CHEMISTRY, CAPACITY_MAH, SHUNT_UOHM)
+        provision_pack(fresh, PACK)
         state = os.path.join(tmp, "state")
         shutil.copytree(fresh, state)
 
         progress("cycle run on the twin, frozen: %d s simulated, as fast as the firmware goes ..."
                  % ((cfg["warm_ms"] + cfg["measure_ms"] + cfg["gap_ms"] + cfg["peak_ms"] + cfg["locked_ms"]) // 1000))
-        summary, cnt, cycles, requests, replies, sent = cycle_run(cfg, state, target, heap, None, lib_dir=lib)
-        steady = [c for c in cycles if not c[2]]
-        plain = [c[0] for c in steady if c[1] is None]
-        wrapped = [c for c in steady if c[1] is not None]
-        if len(plain) < 10 or len(wrapped) < 10:
-            raise BenchError("too few cycles measured (%d as is, %d wrapped)" % (len(plain), len(wrapped)))
-        compute = [c[0] - c[1] for c in wrapped]
-        board = [c[1] for c in wrapped]
-        req_steady = [r[0] for r in requests if not r[1]]
-        nw = max(1, cnt["wrapped_cycles"])
-        res.update(probe_figures(summary, cnt))
-        res.update({
-            "cycle_alloc_bytes": cnt["cycle_alloc_max"],
-            "modbus_alloc_bytes": cnt["request_alloc_max"],
-            "loop_alloc_bytes": cnt["pass_alloc_max"],
-            "idle_poll_alloc_bytes": cnt["idle_poll_alloc_max"],
-            "cycle_alloc_event_bytes": cnt["cycle_alloc_max_event"],
-            "modbus_alloc_event_bytes": cnt["request_alloc_max_event"],
-            "cycle_transient_bytes_max": cnt["cycle_transient_max"],
-            "cycle_transient_bytes_mean": round(cnt["cycle_transient_sum"] / len(plain), 1),
-            "modbus_transient_bytes_max": cnt["request_transient_max"],
-            "cycles_measured": len(cycles),
-            "cycles_steady": len(steady),
-            "cycles_with_event": len(cycles) - len(steady),
-            "modbus_requests_measured": len(requests),
-            "modbus_requests_steady": len(req_steady),
-            "loop_passes_measured": cnt["passes"],
-            "collections_in_measure": cnt["collections"],
-            "samples_dropped": cnt["dropped"],
-            "cycle_us_p50": pct(plain, 50),
-            "cycle_us_p99": pct(plain, 99),
-            "cycle_us_max": max(plain),
-            "cycle_us_samples": len(plain),
-            "cycle_compute_us_p50": pct(compute, 50),
-            "cycle_compute_us_p99": pct(compute, 99),
-            "cycle_board_us_p50": pct(board, 50),
-            "cycle_board_us_p99": pct(board, 99),
-            "cycle_wrapped_us_p50": pct([c[0] for c in wrapped], 50),
-            "cycle_compute_samples": len(wrapped),
-            "i2c_transfers_per_cycle": round((cnt["i2c_reads"] + cnt["i2c_writes"]) / nw, 2),
-            "i2c_transfers_per_cycle_max": cnt["i2c_transfers_max"],
-            "i2c_bytes_per_cycle": round((cnt["i2c_read_bytes"] + cnt["i2c_write_bytes"]) / nw, 1),
-            "i2c_reads_per_cycle": round(cnt["i2c_reads"] / nw, 2),
-            "i2c_writes_per_cycle": round(cnt["i2c_writes"] / nw, 2),
-            "modbus_poll_us_p50": pct(req_steady, 50) if req_steady else None,
-            "modbus_poll_us_p99": pct(req_steady, 99) if req_steady else None,
-            "heap_total_bytes": summary["heap_total"],
-            "heap_after_import_bytes": summary["heap_after_import"],
-            "heap_after_start_bytes": summary["heap_after_start"],
-            "bench_probe_bytes": summary["heap_after_probe"] - summary["heap_after_start"],
-            # the probe's own code and buffers are in the heap from before the
-            # peak segment on: taken off
-            "heap_peak_bytes": summary["heap_peak_raw"] - (summary["heap_after_probe"] - summary["heap_after_start"]),
-            "heap_live_max_bytes": summary["heap_live_max_raw"] - (summary["heap_after_probe"] - summary["heap_after_start"]),
-            "heap_peak_passes": summary["peak_passes"],
-            "heap_peak_soc_saves": summary["peak_soc_saves"],
-            "heap_peak_events": summary["peak_events"],
-            "heap_locked_ok": bool(summary["locked_ok"]),
-            "heap_locked_cycles": summary["locked_cycles"],
-            "heap_locked_requests": summary["locked_requests"],
-            "heap_locked_events": summary["locked_events"],
-            "boot_fw_ms": summary["boot_fw_ms"],
-            "scenario": {"balancing_cycles": cnt["balancing_cycles"], "protection_cycles": cnt["protection_cycles"],
-                         "warning_cycles": cnt["warning_cycles"], "charging_cycles": cnt["charging_cycles"],
-                         "discharging_cycles": cnt["discharging_cycles"], "soc_started": bool(summary["soc_started"]),
-                         "cells": summary["cells"], "requests_sent": sent, "valid_replies": len(replies)},
-        })
-        res["esp32_cycle_ms_p99_est"] = round(res["cycle_us_p99"] * ESP32_FACTOR / 1000.0, 1)
-        res["esp32_compute_ms_p99_est"] = round(res["cycle_compute_us_p99"] * ESP32_FACTOR / 1000.0, 1)
-        # the real bus instead of the socket: the bits a cycle's transfers put
-        # on a 100 kHz I2C bus (9 bits a byte; a read sends address, register,
-        # address again, a write address and register; start and stop ~2 bits)
-        bits = (9 * (3 * cnt["i2c_reads"] + cnt["i2c_read_bytes"] + 2 * cnt["i2c_writes"] + cnt["i2c_write_bytes"])
-                + 2 * (cnt["i2c_reads"] + cnt["i2c_writes"])) / nw
-        res["i2c_bus_ms_per_cycle_100khz"] = round(bits / 100.0, 2)  # I2C_FREQ in bms/boards/esp32.py
-        res["esp32_cycle_ms_p99_est_bus"] = round(res["esp32_compute_ms_p99_est"] + bits / 100.0, 1)
+        res.update(cycle_figures(*cycle_run(cfg, state, target, heap, None, lib_dir=lib)))
+
+        # the bq76952's 16S LFP pack: the same run on the same firmware
+        progress("cycle run on the twin, frozen, the %s pack ..." % PACK_952["title"])
+        fresh952 = os.path.join(tmp, "provisioned-952")
+        provision_pack(fresh952, PACK_952)
+        state952 = os.path.join(tmp, "state-952")
+        shutil.copytree(fresh952, state952)
+        res["bq76952"] = cycle_figures(*cycle_run(cfg, state952, target, heap, None, lib_dir=lib, pack=PACK_952))
+        res["bq76952"]["pack"] = dict(PACK_952)
 
         if cfg["realtime_ms"]:
             progress("real-time cycle run: %d s ..." % (cfg["realtime_ms"] // 1000 + 1))
@@ -226,6 +228,10 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
             day40_job = pool.submit(timed, fits_run, day_ms, fresh, target, DAY_HEAP, lib, True)
             bisect_jobs = {"frozen": pool.submit(timed, bisect_heap, short, fresh, target, *HEAP_RANGE["frozen"], step,
                                                  say, lib)}
+            # the bq76952's pack: its smallest heap (frozen, the short scenario) and its day at DAY_HEAP
+            day40_952_job = pool.submit(timed, fits_run, day_ms, fresh952, target, DAY_HEAP, lib, True, PACK_952)
+            bisect952_job = pool.submit(timed, bisect_heap, short, fresh952, target, *HEAP_RANGE["frozen"], step, say,
+                                        lib, PACK_952)
             frozen_min, frozen_s = bisect_jobs["frozen"].result()
             n = frozen_min["bytes"] or HEAP_RANGE["frozen"][1]
             progress("smallest heap, frozen: %s; the day at %d B ..." % (bytes_text(frozen_min["bytes"]), n))
@@ -248,6 +254,10 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
             (fits, fits_detail), day40_s = day40_job.result()
             progress("the day at %s: %s" % (DAY_HEAP, fits_detail))
             summary64, cnt64, _, _, _, _ = cycle64_job.result()
+            min952, min952_s = bisect952_job.result()
+            progress("smallest heap, frozen, %s: %s" % (PACK_952["key"], bytes_text(min952["bytes"])))
+            (fits952, fits952_detail), day40_952_s = day40_952_job.result()
+            progress("the day at %s, %s: %s" % (DAY_HEAP, PACK_952["key"], fits952_detail))
         # the day from the bisected size up, until it runs (rarely needed)
         while not ok and n < HEAP_RANGE["frozen"][1]:
             n += step
@@ -267,7 +277,15 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
         res["heap_small_total_bytes"] = heap_bytes(target.exe, SMALL_HEAP)
         res["heap_runs_wall_s"] = {"bisect_frozen": walls["frozen"], "bisect_mpy": walls["mpy"],
                                    "bisect_64bit_mpy": walls["pip64"], "day_at_min": day_s, "day_at_40k": day40_s,
+                                   "bisect_frozen_bq76952": min952_s, "day_at_40k_bq76952": day40_952_s,
                                    "all": round(time.monotonic() - t_heap, 1)}
+        b952 = res["bq76952"]
+        b952.update({"heap_min_frozen_bytes": min952["bytes"], "heap_min_frozen_detail": min952["runs"],
+                     "heap_min_frozen_below": min952["fails"], "heap_min_frozen_runs": min952["runs_made"],
+                     "fits_day_40k": fits952, "fits_day_40k_detail": fits952_detail})
+        # against the short scenario's smallest heap (the day is not bisected for this pack)
+        b952["margin_e2e_56k_bytes"] = heap_arg_bytes(SMALL_HEAP) - min952["bytes"] if min952["bytes"] else None
+        b952["headroom_40k_peak_bytes"] = res["heap_day_total_bytes"] - b952["heap_peak_bytes"]
         # margins: how far each target heap is above the smallest that runs
         margins(res)
         res["bits64"] = dict(probe_figures(summary64, cnt64), heap_size_used=PROBE_HEAP_64,
@@ -288,6 +306,17 @@ def run(quick=False, heap=PROBE_HEAP, progress=print):
         "fits_day_40k": res["fits_day_40k"],
         "e2e_56k_has_margin": bool(res["margin_e2e_56k_bytes"] and res["margin_e2e_56k_bytes"] > 0),
     }
+    # the same targets on the bq76952's 16S pack
+    b952 = res["bq76952"]
+    res["checks"].update({
+        "bq76952_cycle_alloc_zero": b952["cycle_alloc_bytes"] == 0,
+        "bq76952_modbus_alloc_zero": b952["modbus_alloc_bytes"] == 0,
+        "bq76952_heap_locked_ok": b952["heap_locked_ok"],
+        "bq76952_cycle_p99_within_1500us": b952["cycle_compute_us_p99"] <= CYCLE_P99_MAX_US,
+        "bq76952_esp32_half_period_free": b952["esp32_cycle_ms_p99_est_bus"] <= PERIOD_MS / 2,
+        "bq76952_fits_day_40k": b952["fits_day_40k"],
+        "bq76952_e2e_56k_has_margin": bool(b952["margin_e2e_56k_bytes"] and b952["margin_e2e_56k_bytes"] > 0),
+    })
     res["bench_wall_s"] = round(time.monotonic() - t_start, 1)
     return res
 

@@ -75,20 +75,64 @@ def rows64(r):
     ]
 
 
+def rows_packs(r):
+    """The two packs side by side: (figure, bq76940's, bq76952's, target, met)."""
+    a, b, c = r, r["bq76952"], r["checks"]
+
+    def both(name, fmt, key=None, target="", check=None):
+        key = key or name
+        met = "" if check is None else "%s / %s" % (_yes(c[check]), _yes(c["bq76952_" + check]))
+        return (name, fmt(a[key]), fmt(b[key]), target, met)
+
+    nb = lambda v: "%d B" % v  # noqa: E731
+    us = lambda v: "%d us" % v  # noqa: E731
+    return [
+        both("cycle_alloc_bytes", nb, target="0", check="cycle_alloc_zero"),
+        both("modbus_alloc_bytes", nb, target="0", check="modbus_alloc_zero"),
+        both("loop_alloc_bytes", nb),
+        both("heap_locked_ok", lambda v: str(v).lower(), target="true", check="heap_locked_ok"),
+        both("cycle_us_p50", us),
+        both("cycle_us_p99", us, target="(with socket waits)"),
+        both("cycle_compute_us_p50", us),
+        both("cycle_compute_us_p99", us, target="<= %d us" % CYCLE_P99_MAX_US, check="cycle_p99_within_1500us"),
+        both("i2c_bytes_per_cycle", lambda v: "%.1f B" % v),
+        both("i2c_bus_ms_per_cycle", lambda v: "%.2f ms" % v, key="i2c_bus_ms_per_cycle_100khz", target="(100 kHz)"),
+        both("esp32_cycle_ms_p99_est_bus", lambda v: "%.1f ms" % v, target="<= %d ms" % (PERIOD_MS // 2),
+             check="esp32_half_period_free"),
+        both("heap_after_import_bytes", nb, target="(frozen)"),
+        both("heap_after_start_bytes", nb, target="(frozen)"),
+        both("heap_peak_bytes", nb, target="(frozen)"),
+        both("heap_min_frozen_bytes", bytes_text, target="(frozen, the %d s scenario)" % r["heap_scenario_s"]),
+        both("fits_day_40k", lambda v: str(v).lower(), target="true (the day at %s, frozen)" % r["heap_day"],
+             check="fits_day_40k"),
+        ("margin_e2e_56k_bytes", bytes_text(a["margin_e2e_56k_bytes"]), bytes_text(b["margin_e2e_56k_bytes"]),
+         "> 0 (%s less the day's / the scenario's smallest heap)" % r["heap_small"],
+         "%s / %s" % (_yes(c["e2e_56k_has_margin"]), _yes(c["bq76952_e2e_56k_has_margin"]))),
+    ]
+
+
+def packs_title(r):
+    return "Two chips, one firmware: the %s pack beside the %s pack (the twin, frozen)" % (
+        r["bq76952"]["pack"]["title"], "bq76940, 15S NMC, %d Ah" % (r["capacity_mah"] // 1000))
+
+
+PACKS_HEAD = ("figure", "bq76940 15S", "bq76952 16S", "target", "met")
 TWIN_TITLE = "The ESP32 twin (32-bit, ESP32 object sizes), firmware frozen unless marked .mpy"
 BITS64_TITLE = "64-bit pip port, .mpy (for comparison: the figures before the twin)"
 
 
-def _text_table(rs):
-    rs = [("figure", "measured", "target", "met")] + rs
-    w = [max(len(x[i]) for x in rs) for i in range(4)]
-    lines = ["  ".join(x[i].ljust(w[i]) for i in range(4)).rstrip() for x in rs]
-    lines.insert(1, "  ".join("-" * w[i] for i in range(4)))
+def _text_table(rs, head=("figure", "measured", "target", "met")):
+    rs = [head] + rs
+    n = len(head)
+    w = [max(len(x[i]) for x in rs) for i in range(n)]
+    lines = ["  ".join(x[i].ljust(w[i]) for i in range(n)).rstrip() for x in rs]
+    lines.insert(1, "  ".join("-" * w[i] for i in range(n)))
     return lines
 
 
 def table(r):
     lines = [TWIN_TITLE + ":", ""] + _text_table(rows(r))
+    lines += ["", packs_title(r) + ":", ""] + _text_table(rows_packs(r), PACKS_HEAD)
     lines += ["", BITS64_TITLE + ":", ""] + _text_table(rows64(r))
     m = r["machine"]
     lines.append("")
@@ -133,6 +177,13 @@ def render_section(r):
         for name, value, target, met in rs:
             out.append("| `%s` | %s | %s | %s |" % (name, value, target, met))
         out.append("")
+    out.append("**%s**" % packs_title(r))
+    out.append("")
+    out.append("| %s |" % " | ".join(PACKS_HEAD))
+    out.append("|---|---|---|---|---|")
+    for row in rows_packs(r):
+        out.append("| `%s` | %s |" % (row[0], " | ".join(row[1:])))
+    out.append("")
     out.append("More from the same run (all in build/bench.json):")
     out.append("")
     out.append("- Cycle: %d cycles measured, %d of them steady (no event logged); %d timed as is (p50 %d us, "
@@ -190,6 +241,19 @@ def render_section(r):
                   bytes_text(r["margin_day_40k_bytes"]), bytes_text(r["headroom_40k_peak_bytes"]),
                   r["heap_day_total_bytes"], r["heap_small"], r["heap_small_total_bytes"],
                   bytes_text(r["margin_e2e_56k_bytes"])))
+    b9 = r["bq76952"]
+    s9 = b9["scenario"]
+    out.append("- The %s pack (`bench.config.PACK_952`, the same scenario with the charger at %d mV a cell): %d "
+               "cycles measured, %d balancing, %d with a protection active, %d charging, %d discharging; %.2f I2C "
+               "reads and %.2f writes a cycle (%.1f bytes; the bq76952's cell voltages are 16-bit words in one "
+               "block read); heap peak %d B. Smallest heap, frozen, on the %d s scenario: %s (%d runs; there it "
+               "%s; a step below it failed: %s). The day at `-X heapsize=%s`: %s (%.0f s)."
+               % (b9["pack"]["title"], b9["pack"]["cv_mv"], b9["cycles_measured"], s9["balancing_cycles"],
+                  s9["protection_cycles"], s9["charging_cycles"], s9["discharging_cycles"], b9["i2c_reads_per_cycle"],
+                  b9["i2c_writes_per_cycle"], b9["i2c_bytes_per_cycle"], b9["heap_peak_bytes"], r["heap_scenario_s"],
+                  bytes_text(b9["heap_min_frozen_bytes"]), b9["heap_min_frozen_runs"], b9["heap_min_frozen_detail"],
+                  b9["heap_min_frozen_below"], r["heap_day"], b9["fits_day_40k_detail"],
+                  w.get("day_at_40k_bq76952", 0)))
     b = r["bits64"]
     out.append("- 64-bit pip port, .mpy: the same cycle run at `-X heapsize=%s` (%d bytes): %d B after "
                "import, %d B after `App.start()`, peak %d B; allocation %d B a cycle, %d B a request. Its objects "
