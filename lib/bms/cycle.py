@@ -38,6 +38,8 @@ _CELL_MIN_PLAUSIBLE_MV = const(500)
 _CELL_MAX_PLAUSIBLE_MV = const(5000)
 _NO_TEMP = const(-32768)
 _STORE_NEAR_DPCT = const(10)  # storage mode: within 1 % of storage_soc is there (sleep may follow)
+_HW_OCC_DELAY_MS = const(320)  # the chip's charge over-current delay (its longest is ~420 ms)
+_HW_TEMP_MARGIN_DC = const(100)  # the chip's temperature limits this far outside the firmware's
 SOC_STORE = "soc"  # A/B records soc.a, soc.b (bms.store)
 LIFE_STORE = "life"  # lifetime counters, saved with the SOC state
 SOC_FILE_03 = "soc.bin"  # where firmware 0.3 kept it: read once if no record exists
@@ -260,9 +262,16 @@ class Cycle:
         set outside the firmware's limits so the firmware acts first."""
         afe = self.afe
         v = self.values
+        # a chip with the comparators also guards charge current and the
+        # temperatures, from the firmware's own limits: OCC at 1.5x chg_oc_ma,
+        # the temperatures _HW_TEMP_MARGIN_DC beyond theirs
         ok = afe.set_protection(
             v[P.P_HW_OV_MV], v[P.P_HW_OV_DELAY_S], v[P.P_HW_UV_MV], v[P.P_HW_UV_DELAY_S],
-            v[P.P_HW_OCD_MA], v[P.P_HW_OCD_DELAY_MS], v[P.P_HW_SCD_MA], v[P.P_HW_SCD_DELAY_US])
+            v[P.P_HW_OCD_MA], v[P.P_HW_OCD_DELAY_MS], v[P.P_HW_SCD_MA], v[P.P_HW_SCD_DELAY_US],
+            v[P.P_CHG_OC_MA] * 3 // 2, _HW_OCC_DELAY_MS)
+        m = _HW_TEMP_MARGIN_DC
+        ok = afe.set_temp_protection(v[P.P_CHG_OT_DC] + m, v[P.P_DSG_OT_DC] + m,
+                                     v[P.P_CHG_UT_DC] - m, v[P.P_DSG_UT_DC] - m) and ok
         ir = self.ir
         ir.set_u16(M.IR_HW_OV_MV, afe.applied_ov_mv)
         ir.set_u16(M.IR_HW_UV_MV, afe.applied_uv_mv)

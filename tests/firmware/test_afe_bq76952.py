@@ -433,3 +433,80 @@ def test_open_afe_selects_the_chip_and_imports_only_it():
     assert isinstance(afe, Bq76952) and afe.configure() and afe.cells == 15
     with pytest.raises(ValueError, match="afe_type"):
         chips.open_afe(world.chip, 0x7FFF, 1000, R.DEV_ADDR, 0, 7)
+
+
+# -- the temperature and charge over-current backstop ---------------------------
+
+def test_temperature_protection_rounds_outwards_and_reads_back_signed():
+    world, bus, afe, meas = make()
+    assert afe.applied_otc_c is None
+    # 0.1 degC in: over-temperatures rounded up, under-temperatures down, to the chip's whole degrees
+    assert afe.set_temp_protection(505, 650, -55, -250)
+    assert (afe.applied_otc_c, afe.applied_otd_c, afe.applied_utc_c, afe.applied_utd_c) == (51, 65, -6, -25)
+    chip = world.chip
+    assert chip.dm(R.DM_UTC_THRESHOLD, 1) == 256 - 6, "an I1 is written as its two's complement"
+    assert R.i1(chip.dm(R.DM_UTC_THRESHOLD + 2, 1)) == -1, "recovers 5 degC inside"
+    assert chip.dm(R.DM_OTC_THRESHOLD + 2, 1) == 46
+    assert chip.dm(R.DM_PROT_ENABLED_B, 1) == R.SB_OTC | R.SB_OTD | R.SB_UTC | R.SB_UTD
+    assert chip.dm(R.DM_CHG_FET_PROT_B, 1) == R.SB_OTC | R.SB_UTC
+    assert chip.dm(R.DM_DSG_FET_PROT_B, 1) == R.SB_OTD | R.SB_UTD
+    n = len(bus.log)
+    assert afe.set_temp_protection(505, 650, -55, -250), "held already: nothing written again"
+    enter = R.SUB_SET_CFGUPDATE.to_bytes(2, "little")
+    assert not [x for x in bus.log[n:] if x[0] == "w" and x[2] == R.CMD_SUBCMD and x[3][:2] == enter]
+    # beyond the chip's range: clamped to it
+    assert afe.set_temp_protection(2000, 2000, -900, -900)
+    assert (afe.applied_otc_c, afe.applied_utd_c) == (R.TEMP_MAX_C, R.TEMP_MIN_C)
+
+
+def test_over_temperature_in_charge_trips_the_chg_fet_after_its_delay_and_recovers():
+    world, bus, afe, meas = make(temps_c=(25.0, 25.0, 25.0))
+    assert afe.set_protection(3650, 2, 2500, 2, 50000, 100, 100000, 100)
+    assert afe.set_temp_protection(500, 600, 0, -200)
+    on(world, afe, meas)
+    world.pack.temperatures_c[0] = 52.0  # over OTC (50), under OTD (60)
+    for _ in range(6):  # 1.5 s: inside the 2 s delay
+        cycle(world, afe, meas)
+    assert world.fets() == (True, True)
+    seen = 0
+    for _ in range(8):
+        cycle(world, afe, meas)
+        seen |= meas.status  # a fault is reported once, as it starts
+    assert world.chip.reg(R.CMD_SAFETY_STATUS_B) == R.SB_OTC
+    assert world.fets()[0] is False, "OTC switches the CHG FET off"
+    assert seen & A.ST_OVRD, "the firmware hears of it as the chip's own switch-off"
+    world.pack.temperatures_c[0] = 44.0  # under the recovery (45)
+    for _ in range(8):
+        cycle(world, afe, meas)
+    assert world.chip.reg(R.CMD_SAFETY_STATUS_B) == 0
+
+
+def test_an_open_thermistor_reads_cold_and_trips_under_temperature():
+    world, bus, afe, meas = make()
+    assert afe.set_temp_protection(500, 600, 0, -200)
+    on(world, afe, meas)
+    world.chip.thermistor_fault(1, "open")
+    for _ in range(16):
+        cycle(world, afe, meas)
+    assert world.chip.reg(R.CMD_SAFETY_STATUS_B) & (R.SB_UTC | R.SB_UTD) == R.SB_UTC | R.SB_UTD
+    assert world.fets() == (False, False)
+
+
+def test_charge_over_current_is_set_when_asked_and_trips_the_chg_fet():
+    world, bus, afe, meas = make(capacity_mah=100000)
+    assert afe.set_protection(3650, 2, 2500, 2, 50000, 100, 100000, 100, 30000, 100)
+    assert afe.applied_occ_ma == 30000 and afe.applied_occ_delay_ms <= 100
+    assert world.chip.dm(R.DM_PROT_ENABLED_A, 1) & R.SA_OCC
+    on(world, afe, meas)
+    world.charger.set(40000)
+    for _ in range(4):
+        cycle(world, afe, meas)
+    assert world.chip.reg(R.CMD_SAFETY_STATUS_A) & R.SA_OCC
+    assert world.fets()[0] is False
+
+
+def test_charge_over_current_beyond_the_comparator_is_left_off_not_clamped_inside():
+    # 1 mOhm: OCC reaches 124 A at most; 200 A asked would trip at 124 A, inside the firmware's limit
+    world, bus, afe, meas = make(shunt_uohm=1000)
+    assert afe.set_protection(3650, 2, 2500, 2, 50000, 100, 100000, 100, 200000, 100)
+    assert afe.applied_occ_ma == 0 and not world.chip.dm(R.DM_PROT_ENABLED_A, 1) & R.SA_OCC

@@ -669,3 +669,26 @@ def test_bmsctl_shows_the_factory_state_plainly(tmp_path):
     text = fmt.format_status(fmt.status_dict(st), "sim")
     assert "charge off (unconfigured), discharge off (unconfigured)" in text
     assert "no pack configuration stored" in text and "not estimated yet" in text
+
+
+def test_the_bq76952_backstop_follows_the_firmwares_limits_and_acts_when_the_mcu_hangs(tmp_path):
+    """The chip's charge over-current and temperature protection come from
+    the firmware's own limits, outside them (OCC at 1.5x chg_oc_ma, the
+    temperatures 10 degC beyond): the firmware acts first; with the MCU
+    hung, the chip alone switches the FET off."""
+    from bms.afe.bq76952 import regs as R952
+
+    sim = make(tmp_path, afe=AFES[1])
+    v = sim.app.values
+    chip = sim.world.chip
+    a = sim.app.cycle.afe
+    assert (a.applied_otc_c, a.applied_otd_c) == (v[P.P_CHG_OT_DC] // 10 + 10, v[P.P_DSG_OT_DC] // 10 + 10)
+    assert (a.applied_utc_c, a.applied_utd_c) == (v[P.P_CHG_UT_DC] // 10 - 10, v[P.P_DSG_UT_DC] // 10 - 10)
+    assert R952.i1(chip.dm(R952.DM_OTC_THRESHOLD, 1)) == a.applied_otc_c
+    assert chip.dm(R952.DM_PROT_ENABLED_A, 1) & R952.SA_OCC
+    assert v[P.P_CHG_OC_MA] < a.applied_occ_ma <= v[P.P_CHG_OC_MA] * 3 // 2
+    # the MCU hangs (the firmware runs no more); the pack heats past the chip's OTC
+    sim.world.pack.temperatures_c[0] = a.applied_otc_c + 1.0
+    sim.world.advance(5000)
+    assert chip.reg(R952.CMD_SAFETY_STATUS_B) & R952.SB_OTC
+    assert sim.world.fets() == (False, True), "the chip's OTC: CHG off, DSG on"

@@ -10,6 +10,9 @@ and offers:
     configure()              bring the chip up; False on a bus failure
     set_protection(...)      its own protection, the hardware backstop;
                              applied_* then hold what the chip applied
+                             (occ_ma: charge over-current, where it has one)
+    set_temp_protection(...) its own temperature protection, where it has
+                             one (applied_otc_c ..., None where not)
     read(meas)               one cycle's reading into a Measurements:
                              status (ST_ bits below), fets (FET_ bits),
                              balance_mask, load_present, cells, pack and

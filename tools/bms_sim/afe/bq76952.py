@@ -108,6 +108,11 @@ class SimBq76952:
                         (R.DM_OCD2_THRESHOLD, 3, 1), (R.DM_OCD2_DELAY, 7, 1),
                         (R.DM_SCD_THRESHOLD, 0, 1), (R.DM_SCD_DELAY, 2, 1),
                         (R.DM_RECOVERY_S, 3, 1), (R.DM_SCD_RECOVERY_S, 5, 1),
+                        # OTC 55, OTD 60, UTC 0, UTD 0 degC, 2 s, recovering 5 degC inside
+                        (R.DM_OTC_THRESHOLD, 55, 1), (R.DM_OTC_THRESHOLD + 1, 2, 1), (R.DM_OTC_THRESHOLD + 2, 50, 1),
+                        (R.DM_OTD_THRESHOLD, 60, 1), (R.DM_OTD_THRESHOLD + 1, 2, 1), (R.DM_OTD_THRESHOLD + 2, 55, 1),
+                        (R.DM_UTC_THRESHOLD, 0, 1), (R.DM_UTC_THRESHOLD + 1, 2, 1), (R.DM_UTC_THRESHOLD + 2, 5, 1),
+                        (R.DM_UTD_THRESHOLD, 0, 1), (R.DM_UTD_THRESHOLD + 1, 2, 1), (R.DM_UTD_THRESHOLD + 2, 5, 1),
                         (R.DM_TS1_CONFIG, R.TS1_CONFIG_DEFAULT, 1), (R.DM_TS1_CONFIG + 2, R.TS3_CONFIG_DEFAULT, 1),
                         (R.DM_CB_MAX_CELLS, 1, 1)):
             self._dm_put(a, v, n)
@@ -121,7 +126,7 @@ class SimBq76952:
         self._sd_cmd = False
         self._armed = None  # (subcommand, at ms) for the twice-in-a-row commands
         self._pending = None  # (code, done at us, buffer prepared by the host)
-        self._alert_a = self._status_a = self._status_c = 0
+        self._alert_a = self._status_a = self._status_b = self._status_c = 0
         self._timers = {}  # safety bit -> ms the condition held
         self._recover = {}  # safety bit -> ms the condition was gone
         self._alarm = R.AL_INITSTART | R.AL_INITCOMP
@@ -182,18 +187,18 @@ class SimBq76952:
 
     @property
     def chg_on(self):
-        return self._fet_on(R.DM_CHG_FET_PROT_A, R.FC_CHG_OFF)
+        return self._fet_on(R.DM_CHG_FET_PROT_A, R.DM_CHG_FET_PROT_B, R.FC_CHG_OFF)
 
     @property
     def dsg_on(self):
-        return self._fet_on(R.DM_DSG_FET_PROT_A, R.FC_DSG_OFF)
+        return self._fet_on(R.DM_DSG_FET_PROT_A, R.DM_DSG_FET_PROT_B, R.FC_DSG_OFF)
 
-    def _fet_on(self, prot, host_bit):
+    def _fet_on(self, prot, prot_b, host_bit):
         if self.shipped or self.deepsleep or self.cfg_update or not self.fet_en or self.fetoff_pins:
             return False
         if not self._dm_get(R.DM_FET_OPTIONS, 1) & R.FO_FET_CTRL_EN or self.host_off & host_bit:
             return False
-        return not self._status_a & self._dm_get(prot, 1)
+        return not (self._status_a & self._dm_get(prot, 1) or self._status_b & self._dm_get(prot_b, 1))
 
     @property
     def alert(self):
@@ -217,13 +222,15 @@ class SimBq76952:
         r[R.CMD_CONTROL_STATUS] = R.CS_DEEPSLEEP if self.deepsleep else 0
         r[R.CMD_SAFETY_ALERT_A] = self._alert_a
         r[R.CMD_SAFETY_STATUS_A] = self._status_a
+        r[R.CMD_SAFETY_STATUS_B] = self._status_b
         r[R.CMD_SAFETY_STATUS_C] = self._status_c
         bat = ((R.BS_CFGUPDATE if self.cfg_update else 0) | (R.BS_POR if self._por else 0)
-               | (R.BS_SS if self._status_a | self._status_c else 0) | (R.BS_SD_CMD if self._sd_cmd else 0))
+               | (R.BS_SS if self._status_a | self._status_b | self._status_c else 0)
+               | (R.BS_SD_CMD if self._sd_cmd else 0))
         self._set_word(R.CMD_BATTERY_STATUS, bat)
         if self._status_a:
             self._alarm |= R.AL_SSA
-        if self._status_c:
+        if self._status_b | self._status_c:
             self._alarm |= R.AL_SSBC
         chg, dsg = self.chg_on, self.dsg_on
         raw = (R.AL_CB if self._cb else 0) | (0 if chg else R.AL_XCHG) | (0 if dsg else R.AL_XDSG)
@@ -463,6 +470,7 @@ class SimBq76952:
         self._cc2_ma = (current_ma * k + self.cc_offset_ma) if measuring else 0.0
         if measuring:
             self._protect(dt_ms, current_ma)
+            self._protect_temps(dt_ms)
             kq = self._gain(R.DM_CAP_GAIN, _CC_GAIN_NOM * 298261.6178)
             self._win_mas += (current_ma * kq + self.cc_offset_ma) * dt_ms / 1000.0
         self.now_ms += dt_ms
@@ -524,6 +532,38 @@ class SimBq76952:
                     self._status_a &= ~bit
                     self._recover.pop(bit, None)
         self._alert_a = alert
+
+    def _protect_temps(self, dt_ms):
+        """OTC/OTD/UTC/UTD (Protections B) on the cell thermistors' last
+        readings (an open one reads cold): each after its delay in seconds,
+        recovered at its recovery temperature."""
+        g = self._dm_get
+        en = g(R.DM_PROT_ENABLED_B, 1)
+        ts = [self.word(R.CMD_TS1_TEMP + 2 * i) for i in range(3) if g(R.DM_TS1_CONFIG + i, 1)]
+        ts = [t for t in ts if t]
+        if not ts:
+            return
+        hot = max(ts) / 10.0 - 273.15
+        cold = min(ts) / 10.0 - 273.15
+        for k in range(4):
+            bit = R.TEMP_BITS[k]
+            key = ("B", bit)
+            if not en & bit:
+                self._status_b &= ~bit
+                self._timers.pop(key, None)
+                continue
+            a = R.TEMP_ROWS[k]
+            over = k < 2
+            thr, rec = R.i1(g(a, 1)), R.i1(g(a + 2, 1))
+            if hot >= thr if over else cold <= thr:
+                held = self._timers.get(key, 0) + dt_ms
+                self._timers[key] = held
+                if held >= g(a + 1, 1) * 1000:
+                    self._status_b |= bit
+            else:
+                self._timers.pop(key, None)
+                if self._status_b & bit and (hot <= rec if over else cold >= rec):
+                    self._status_b &= ~bit
 
     def _cell_mvs(self):
         """What the cell inputs in VCell Mode see (mV, floats)."""

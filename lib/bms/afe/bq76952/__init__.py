@@ -113,6 +113,11 @@ class Bq76952:
         self.applied_ov_mv = self.applied_uv_mv = self.applied_ov_delay_s = self.applied_uv_delay_s = 0
         self.applied_ocd_ma = self.applied_ocd_delay_ms = self.applied_scd_ma = self.applied_scd_delay_us = 0
         self.applied_occ_ma = self.applied_occ_delay_ms = 0
+        # the temperature protection the chip applied (degC; None until set)
+        self.applied_otc_c = self.applied_otd_c = self.applied_utc_c = self.applied_utd_c = None
+        # which Protections B faults switch which FET off (CHG low byte, DSG high):
+        # every one both, until set_temp_protection() reads the chip's
+        self._fet_prot_b = 0xFFFF
         self._cc_units = 0  # the last reading, for read()
         self._held = 0  # the faults Safety Status held at the last read (the chip clears them, not the host)
 
@@ -387,6 +392,30 @@ class Bq76952:
         self._fet_prot = chg | (dsg << 8)
         return ok
 
+    def set_temp_protection(self, otc_dc, otd_dc, utc_dc, utd_dc):
+        """The chip's own temperature protection on the cell thermistors,
+        the backstop outside the firmware's limits (0.1 degC, rounded
+        outwards to whole degrees): OTC, OTD, UTC, UTD, enabled, each
+        switching its FET off; the applied thresholds read back into
+        applied_otc_c ... applied_utd_c. Written only when the chip holds
+        something else. False on a bus failure or when the chip does not
+        hold what was written."""
+        items = R.temp_backstop(-(-otc_dc // 10), -(-otd_dc // 10), utc_dc // 10, utd_dc // 10)
+        held = [self.dm_read(a, n) for a, v, n in items]
+        if -1 in held:
+            return False
+        ok = True
+        if any(h != it[1] for h, it in zip(held, items)):
+            ok = self._dm_set(items)
+            held = [self.dm_read(a, n) for a, v, n in items]
+            if -1 in held:
+                return False
+        en = held[12]
+        self._fet_prot_b = held[13] | (held[14] << 8)
+        t = [R.i1(held[3 * k]) if en & R.TEMP_BITS[k] else None for k in range(4)]
+        self.applied_otc_c, self.applied_otd_c, self.applied_utc_c, self.applied_utd_c = t
+        return ok
+
     # -- every cycle ----------------------------------------------------------
 
     def read(self, meas):
@@ -452,9 +481,10 @@ class Bq76952:
         # switches it on again (the chip would recover on its own)
         off = 0
         prot = self._fet_prot
-        if sa & prot & 0xFF or sc & (R.SC_COVL | R.SC_SCDL) or sb:
+        pb = self._fet_prot_b
+        if sa & prot & 0xFF or sc & (R.SC_COVL | R.SC_SCDL) or sb & pb & 0xFF:
             off |= _CHG_OFF
-        if sa & (prot >> 8) or sc & (R.SC_OCDL | R.SC_SCDL | R.SC_OCD3) or sb:
+        if sa & (prot >> 8) or sc & (R.SC_OCDL | R.SC_SCDL | R.SC_OCD3) or sb & (pb >> 8):
             off |= _DSG_OFF
         if off & ~self._host_off and not self._fet_control(self._host_off | off):
             return READ_NOT_CLEARED

@@ -97,6 +97,8 @@ DM_PROT_ENABLED_B = const(0x9262)
 DM_PROT_ENABLED_C = const(0x9263)
 DM_CHG_FET_PROT_A = const(0x9265)  # which faults switch the CHG FET off
 DM_DSG_FET_PROT_A = const(0x9269)  # ... the DSG FET
+DM_CHG_FET_PROT_B = const(0x9266)  # the same for Protections B (temperatures)
+DM_DSG_FET_PROT_B = const(0x926A)
 DM_DEFAULT_ALARM_MASK = const(0x926D)  # H2, Alarm Enable after reset
 DM_CUV_THRESHOLD = const(0x9275)  # U1, 50.6 mV
 DM_CUV_DELAY = const(0x9276)  # U2, 3.3 ms x (2 + setting)
@@ -113,6 +115,12 @@ DM_SCD_THRESHOLD = const(0x9286)  # U1, index into SCD_MV
 DM_SCD_DELAY = const(0x9287)  # U1, 15 us x (setting - 1)
 DM_SCD_RECOVERY_S = const(0x9294)
 DM_RECOVERY_S = const(0x92AF)  # Protections:Recovery:Time
+# temperature protections (TRM 13.3.12): threshold I1 degC, delay U1 s,
+# recovery I1 degC, three bytes each from these
+DM_OTC_THRESHOLD = const(0x929A)
+DM_OTD_THRESHOLD = const(0x929D)
+DM_UTC_THRESHOLD = const(0x92A6)
+DM_UTD_THRESHOLD = const(0x92A9)
 DM_TS1_CONFIG = const(0x92FD)  # TS1, TS2, TS3 configs at 0x92FD..0x92FF
 DM_DA_CONFIG = const(0x9303)
 DM_VCELL_MODE = const(0x9304)  # H2: bit n = cell input n+1 has a cell
@@ -359,11 +367,14 @@ def backstop(shunt, ov_mv, ov_delay_s, uv_mv, uv_delay_s, ocd_ma, ocd_delay_ms, 
     """((Data Memory address, value, bytes), ...) of the chip's protection
     for the firmware's limits, each on the safe side (OV at or below, UV at
     or above, currents and delays at or below; TRM 5.2), OCC only when
-    occ_ma > 0."""
+    occ_ma > 0 and within the comparator's range."""
     cov = clamp(ov_mv * 1000 // COV_STEP_UV, COV_MIN, COV_MAX)
     cuv = clamp(-(-uv_mv * 1000 // COV_STEP_UV), CUV_MIN, CUV_MAX)
     ocd = clamp(ocd_ma * shunt // (1000 * OC_STEP_UV), OCD_MIN, OCD_MAX)
-    occ = clamp(occ_ma * shunt // (1000 * OC_STEP_UV), OCC_MIN, OCC_MAX)
+    occ = occ_ma * shunt // (1000 * OC_STEP_UV)
+    if occ > OCC_MAX:
+        occ_ma = 0  # beyond its range: left off, not clamped to trip inside the firmware's limit
+    occ = clamp(occ, OCC_MIN, OCC_MAX)
     scd_mv = scd_ma * shunt // 1000000
     scd = 0
     t = SCD_MV
@@ -378,6 +389,42 @@ def backstop(shunt, ov_mv, ov_delay_s, uv_mv, uv_delay_s, ocd_ma, ocd_delay_ms, 
             (DM_SCD_DELAY, clamp(scd_delay_us // SCD_DELAY_STEP_US + 1, 1, SCD_DELAY_MAX), 1),
             (DM_PROT_ENABLED_A, SA_SCD | SA_OCD1 | SA_COV | SA_CUV | (SA_OCC if occ_ma > 0 else 0), 1),
             (DM_CHG_FET_PROT_A, CHG_FET_PROT_A_HOST, 1), (DM_DSG_FET_PROT_A, DSG_FET_PROT_A_DEFAULT, 1))
+
+
+TEMP_MIN_C = const(-40)  # the thresholds' range (I1 degC)
+TEMP_MAX_C = const(120)
+TEMP_RECOVERY_C = const(5)  # a temperature fault recovers this far back inside its threshold
+TEMP_DELAY_S = const(2)  # the chip's default delay
+# the order of temp_backstop()'s thresholds: OTC, OTD, UTC, UTD
+TEMP_ROWS = (DM_OTC_THRESHOLD, DM_OTD_THRESHOLD, DM_UTC_THRESHOLD, DM_UTD_THRESHOLD)
+TEMP_BITS = (SB_OTC, SB_OTD, SB_UTC, SB_UTD)
+
+
+def temp_backstop(otc_c, otd_c, utc_c, utd_c):
+    """((Data Memory address, value, bytes), ...) of the chip's temperature
+    protection on the cell thermistors: OTC/OTD (over, charge/discharge)
+    and UTC/UTD (under), whole degC, each on the safe side as given (the
+    caller puts them outside the firmware's limits), recovering
+    TEMP_RECOVERY_C back inside; OTC and UTC switch the CHG FET off, OTD
+    and UTD the DSG FET. Signed bytes are written as their two's
+    complement."""
+    out = []
+    for k, c in enumerate((otc_c, otd_c, utc_c, utd_c)):
+        c = clamp(c, TEMP_MIN_C, TEMP_MAX_C)
+        rec = c - TEMP_RECOVERY_C if k < 2 else c + TEMP_RECOVERY_C
+        a = TEMP_ROWS[k]
+        out.append((a, c & 0xFF, 1))
+        out.append((a + 1, TEMP_DELAY_S, 1))
+        out.append((a + 2, rec & 0xFF, 1))
+    out.append((DM_PROT_ENABLED_B, SB_OTC | SB_OTD | SB_UTC | SB_UTD, 1))
+    out.append((DM_CHG_FET_PROT_B, SB_OTC | SB_UTC, 1))
+    out.append((DM_DSG_FET_PROT_B, SB_OTD | SB_UTD, 1))
+    return out
+
+
+def i1(b):
+    """A Data Memory I1 byte as a signed value."""
+    return b - 256 if b > 127 else b
 
 
 def dk_to_dc(dk):

@@ -133,6 +133,8 @@ class Bq769x0:
         self.applied_ocd_delay_ms = 0
         self.applied_scd_ma = 0
         self.applied_scd_delay_us = 0
+        self.applied_occ_ma = self.applied_occ_delay_ms = 0  # no such comparator
+        self.applied_otc_c = self.applied_otd_c = self.applied_utc_c = self.applied_utd_c = None
 
     # -- low level --------------------------------------------------------
 
@@ -266,9 +268,16 @@ class Bq769x0:
             return False
         return self.read_reg(R.CC_CFG) == R.CC_CFG_VALUE
 
+    def set_temp_protection(self, otc_dc, otd_dc, utc_dc, utd_dc):
+        """The bq769x0 has no temperature comparator: nothing to set, and
+        nothing applied (applied_otc_c ... None)."""
+        return True
+
     def set_protection(self, ov_mv, ov_delay_s, uv_mv, uv_delay_s,
-                       ocd_ma, ocd_delay_ms, scd_ma, scd_delay_us):
+                       ocd_ma, ocd_delay_ms, scd_ma, scd_delay_us, occ_ma=0, occ_delay_ms=0):
         """Program the chip's own protection (the backstop if the MCU hangs).
+        It has no charge over-current comparator: occ_ma is not applied
+        (applied_occ_ma stays 0).
 
         Each threshold is mapped to the chip's nearest setting on the safe
         side (OV at or below, UV at or above, OCD/SCD at or below the
