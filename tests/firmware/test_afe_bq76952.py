@@ -10,22 +10,7 @@ from bms.measurements import Measurements
 from bms.regmap import FET_CHG, FET_DSG, MAX_CELLS
 from bms_sim.afe.bq76952 import SimBq76952
 from bms_sim.world import World
-
-
-class SpyBus:
-    """Passes transfers to the chip and keeps the bytes that crossed the bus."""
-
-    def __init__(self, chip):
-        self.chip = chip
-        self.log = []
-
-    def readfrom_mem_into(self, addr, reg, buf):
-        self.chip.readfrom_mem_into(addr, reg, buf)
-        self.log.append(("r", addr, reg, bytes(buf)))
-
-    def writeto_mem(self, addr, reg, buf):
-        self.log.append(("w", addr, reg, bytes(buf)))
-        self.chip.writeto_mem(addr, reg, buf)
+from test_afe_driver import SpyBus  # noqa: E402
 
 
 def channels(cells):

@@ -91,3 +91,15 @@ def cell_inputs(cell_channels):
             n += 1
         i += 1
     return ch
+
+
+def inputs_to_cells(inputs, ch, cells):
+    """A mask of cell inputs (bit n = input n) as a mask of cells (bit k =
+    cell k+1), through cell_inputs()'s table ch. Allocation-free."""
+    m = 0
+    i = 0
+    while i < cells:
+        if inputs & (1 << ch[i]):
+            m |= 1 << i
+        i += 1
+    return m

@@ -33,7 +33,8 @@ range, is carried to the next reading: nothing is lost.
 """
 from micropython import const
 
-from bms.afe import READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_DEVICE, ST_NEW_CC, ST_STOPPED
+from bms.afe import (READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_DEVICE, ST_NEW_CC, ST_STOPPED,
+                     inputs_to_cells)
 from bms.afe.bq76952 import regs as R
 from bms.crc import crc8_byte
 from bms.regmap import FET_CHG, FET_DSG, MAX_CELLS
@@ -302,6 +303,22 @@ class Bq76952:
             ok = ok and self.dm_read(a, n) == v
         return ok
 
+    def _hold(self, items):
+        """((addr, value, bytes), ...) the chip should hold: written (one
+        CONFIG_UPDATE, which switches the FETs off) only when it holds
+        something else. (ok, [the values it holds]), or (False, None) on a
+        bus failure."""
+        held = [self.dm_read(a, n) for a, v, n in items]
+        if -1 in held:
+            return False, None
+        ok = True
+        if any(h != it[1] for h, it in zip(held, items)):
+            ok = self._dm_set(items)
+            held = [self.dm_read(a, n) for a, v, n in items]
+            if -1 in held:
+                return False, None
+        return ok, held
+
     # -- set-up ---------------------------------------------------------------
 
     def _detect_crc(self):
@@ -369,15 +386,9 @@ class Bq76952:
         shunt = self.shunt_uohm
         items = R.backstop(shunt, ov_mv, ov_delay_s, uv_mv, uv_delay_s, ocd_ma, ocd_delay_ms, scd_ma, scd_delay_us,
                            occ_ma, occ_delay_ms)
-        held = [self.dm_read(a, n) for a, v, n in items]
-        if -1 in held:
+        ok, held = self._hold(items)
+        if held is None:
             return False
-        ok = True
-        if any(h != it[1] for h, it in zip(held, items)):
-            ok = self._dm_set(items)
-            held = [self.dm_read(a, n) for a, v, n in items]
-            if -1 in held:
-                return False
         c, cd, u, ud, o, od, oc, ocd_, s, sd, en, chg, dsg = held
         self.applied_ov_mv = c * R.COV_STEP_UV // 1000
         self.applied_ov_delay_s = ((2 + cd) * R.DELAY_STEP_US + 500000) // 1000000
@@ -401,15 +412,9 @@ class Bq76952:
         something else. False on a bus failure or when the chip does not
         hold what was written."""
         items = R.temp_backstop(-(-otc_dc // 10), -(-otd_dc // 10), utc_dc // 10, utd_dc // 10)
-        held = [self.dm_read(a, n) for a, v, n in items]
-        if -1 in held:
+        ok, held = self._hold(items)
+        if held is None:
             return False
-        ok = True
-        if any(h != it[1] for h, it in zip(held, items)):
-            ok = self._dm_set(items)
-            held = [self.dm_read(a, n) for a, v, n in items]
-            if -1 in held:
-                return False
         en = held[12]
         self._fet_prot_b = held[13] | (held[14] << 8)
         t = [R.i1(held[3 * k]) if en & R.TEMP_BITS[k] else None for k in range(4)]
@@ -471,7 +476,7 @@ class Bq76952:
                 meas.status = st
                 return READ_NO_DATA
             self._bal = self.sub_word(0)
-        meas.balance_mask = self._inputs_to_cells(self._bal)
+        meas.balance_mask = inputs_to_cells(self._bal, self._chan, self.cells)
         if not bat & R.BS_POR and self._q24 >= 0 and self._passq():
             meas.cc_raw = self._cc_units
             meas.cc_summed = 1  # PASSQ: every window since the last read (bms.afe)
@@ -601,17 +606,7 @@ class Bq76952:
         if not self._sub_write(2) or not self.sub_read(R.SUB_CB_ACTIVE_CELLS):
             return -1
         self._bal = self.sub_word(0)
-        return self._inputs_to_cells(self._bal)
-
-    def _inputs_to_cells(self, chan):
-        m = 0
-        ch = self._chan
-        i = 0
-        while i < self.cells:
-            if chan & (1 << ch[i]):
-                m |= 1 << i
-            i += 1
-        return m
+        return inputs_to_cells(self._bal, self._chan, self.cells)
 
     def enter_ship(self):
         """SHUTDOWN, the chip's lowest power: sent twice in a row (unsealed,

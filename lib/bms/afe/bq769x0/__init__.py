@@ -13,7 +13,7 @@ what the chip actually applied.
 from micropython import const
 
 from bms.afe import (READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_STOPPED, TEMP_OPEN, TEMP_SHORT,
-                     cell_count, cell_inputs)
+                     cell_count, cell_inputs, inputs_to_cells)
 from bms.afe.bq769x0 import regs as R
 from bms.crc import crc8_byte
 
@@ -380,7 +380,7 @@ class Bq769x0:
         meas.status = self._data(buf, 0) | self.held_trips | (0 if ctrl1 & R.CTRL1_ADC_EN else ST_STOPPED)
         self.held_trips = 0
         chan = self._data(buf, 1) | (self._data(buf, 2) << 5) | (self._data(buf, 3) << 10)
-        meas.balance_mask = self._channels_to_cells(chan)
+        meas.balance_mask = inputs_to_cells(chan, self._chan, self.cells)
         meas.load_present = 1 if ctrl1 & R.CTRL1_LOAD_PRESENT else 0
         meas.fets = self._data(buf, 5) & (R.CTRL2_CHG_ON | R.CTRL2_DSG_ON)
         return True
@@ -478,17 +478,7 @@ class Bq769x0:
         if not self._read(R.SYS_STAT, buf, _STATUS_REGS):
             return -1
         got = self._data(buf, 1) | (self._data(buf, 2) << 5) | (self._data(buf, 3) << 10)
-        return self._channels_to_cells(got)
-
-    def _channels_to_cells(self, chan):
-        m = 0
-        ch = self._chan
-        i = 0
-        while i < self.cells:
-            if chan & (1 << ch[i]):
-                m |= 1 << i
-            i += 1
-        return m
+        return inputs_to_cells(got, self._chan, self.cells)
 
 
 def allowed_balance_channels(chan):
