@@ -196,7 +196,15 @@ class ChargeCounter:
         if not c16:
             return
         if summed:
-            self._count(total * 16 - self.offset_dlsb * windows if windows > 1 else c16)
+            # the sum of `windows` windows, counted a window's share at a time,
+            # as below: the whole sum x 1055 could pass 2**30 (a late cycle at
+            # a high current) and allocate
+            t = total * 16 - self.offset_dlsb * windows
+            while windows:
+                part = t // windows
+                t -= part
+                windows -= 1
+                self._count(part)
             return
         while windows:  # one window at a time: c16 * 1055 * windows could pass 2**30
             windows -= 1

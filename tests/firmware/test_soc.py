@@ -699,3 +699,26 @@ def test_every_window_is_counted_once_however_late_the_readings(t0, readings, fi
         assert abs(err) <= 1, (err, windows)
     else:
         assert abs(err) <= per_window + 1, (err, windows)
+
+
+def test_a_summed_late_reading_is_counted_a_window_at_a_time_under_2_30():
+    """The bq76952's PASSQ sums every window since the last read: a late
+    cycle's sum at full scale, x 1055 in _count, would pass 2**30 (a long
+    int, allocated, on the ESP32). It is counted a window's share at a
+    time, and the shares add up to the sum exactly."""
+    s = Soc(CHEM_NMC, 16, 100000, 100)
+    parts = []
+    real = s._count
+
+    def spy(c16):
+        parts.append(c16)
+        real(c16)
+
+    s._count = spy
+    s.offset_dlsb = -5
+    for windows, total in ((2, 65534), (40, -40 * 32767), (7, 7 * 20001 + 3)):
+        parts.clear()
+        s._reading(total, False, windows, 1)
+        assert len(parts) == windows
+        assert sum(parts) == total * 16 - s.offset_dlsb * windows
+        assert all(abs(p * 1055) < 2 ** 30 for p in parts), max(map(abs, parts))

@@ -88,8 +88,8 @@ MFG_FET_EN = const(0x0010)  # 0 = FET test mode: the FETs never switch on their 
 # -- Data Memory (TRM 13) ------------------------------------------------
 DM_FIRST = const(0x9180)  # addresses below are subcommands
 DM_END = const(0x9400)
-DM_CC_GAIN = const(0x91A8)  # F4: 7.5684 / Rsense(mOhm) (TRM 10.2)
-DM_CAP_GAIN = const(0x91AC)  # F4: CC Gain x 298261.6178
+DM_CC_GAIN = const(0x91A8)  # F4 (an IEEE-754 float's bits): 75684 / (10000 x Rsense in mOhm) (TRM 10.2)
+DM_CAP_GAIN = const(0x91AC)  # F4: CC Gain x CAP_GAIN_NUM / CAP_GAIN_DEN
 DM_POWER_CONFIG = const(0x9234)  # H2
 DM_COMM_TYPE = const(0x9239)
 DM_PROT_ENABLED_A = const(0x9261)  # H1, bits as Safety Status A
@@ -245,10 +245,11 @@ CC_WINDOW_MS = const(250)
 TS_OPEN_DK = const(2232)  # below -50.0 degC: the thermistor is open (its ADC at full scale)
 TS_SHORT_DK = const(4232)  # above 150.0 degC: shorted
 LD_LOAD_MV = const(1000)  # DSG off, load detect pulling up: a load holds LD below this  # CC1: one conversion per 250 ms (datasheet 7.16)
-# CC Gain = 7.5684 / Rsense(mOhm), so 75684 / (10 x shunt_uohm) in 1/1000
+# CC Gain (TRM 10.2) = 75684 / (10000 x Rsense in mOhm) = 75684 / (10 x shunt_uohm);
+# integers only: f32_bits() makes the float's bits
 CC_GAIN_NUM = const(75684)
-# Capacity Gain = CC Gain x 298261.6178: x CAP_GAIN_NUM / CAP_GAIN_DEN (not
-# const: past 2**30, used once at configure)
+# Capacity Gain = CC Gain x CAP_GAIN_NUM / CAP_GAIN_DEN (TRM 10.2; not const:
+# past 2**30, used once at configure)
 CAP_GAIN_NUM = 2982616178
 CAP_GAIN_DEN = const(10000)
 
@@ -316,8 +317,10 @@ def f32_bits(num, den):
 
 
 def gain_bits(shunt_uohm):
-    """(CC Gain, Capacity Gain) bits for the shunt: 7.5684 / Rsense(mOhm)
-    and that x 298261.6178 (TRM 10.2)."""
+    """(CC Gain, Capacity Gain) as IEEE-754 single bits, computed in integers
+    (no float on the heap): 75684 / (10000 x Rsense in mOhm), and that x
+    CAP_GAIN_NUM / CAP_GAIN_DEN (TRM 10.2). Boot only: the products are
+    long ints on the ESP32."""
     den = 10 * shunt_uohm
     return (f32_bits(CC_GAIN_NUM, den),
             f32_bits(CC_GAIN_NUM * CAP_GAIN_NUM, den * CAP_GAIN_DEN))
