@@ -145,6 +145,7 @@ class ChargeCounter:
         self._v16 = 0  # the cells' mean voltage, averaged (1/16 mV)
         self._v_ref16 = 0  # ... at the start of the drift window
         self._v_t = 0
+        self.rested_mv = 0  # the voltage of the last rest that may correct (rest())
         self.rest_count = 0  # rests the voltage confirmed
         self.ocv_count = 0  # OCV corrections (bms.soc)
 
@@ -354,12 +355,22 @@ class ChargeCounter:
         return u if u > c else c
 
     def rest(self, now_ms, meas):
-        """Once per cycle: the rest state. True once per rest period, when
-        the pack has rested relax_chg_ms after a charge, relax_dsg_ms after a
-        discharge (bms.soc's), with the current under rest_ma() and its
-        cells' voltage relaxed (drift under 2 mV over 5 minutes): then the
-        OCV may correct the SOC."""
-        v = self._v16
+        """Once per cycle: the rest state. Returns 0, or the weight
+        (permille) with which the OCV may correct the SOC, once per rest
+        period, at rested_mv (the cells' mean, averaged over ~4 s):
+
+        1000  the pack has rested relax_chg_ms after a charge, relax_dsg_ms
+              after a discharge (bms.soc's), with the current under
+              rest_ma() and its cells' voltage relaxed (drift under 2 mV
+              over 5 minutes);
+        <1000 the load came back within the last drift window (5 minutes)
+              before that, the voltage already confirmed relaxed: the rest
+              is judged a window at a time, so a rest a second short of its
+              relax time is not worth nothing. The weight is elapsed /
+              needed (bms.soc widens the OCV's uncertainty by its inverse),
+              and the voltage is the one before the load came back."""
+        v0 = self._v16
+        v = v0
         if meas.cells > 0:
             mv16 = cell_mean(meas) * 16
             # averaged over ~4 s: the cells' noise is not drift
@@ -367,40 +378,52 @@ class ChargeCounter:
             self._v16 = v
         i = self._i_ma
         thr = self.rest_ma()
+        st = self._resting
         if i >= thr or -i >= thr:
             self._resting = _NOT_RESTING
+            w = 0
+            if st == _RESTED:
+                need = self._relax_need()
+                el = ticks_diff(now_ms, self._rest_t)
+                if need > 0 and el + _RELAX_WIN_MS >= need:
+                    # the voltage before this reading: this one is loaded
+                    self.rested_mv = div_round(v0, 16)
+                    n = need // 1000  # in s: muldiv's bound
+                    w = 1000 if el >= need or n < 1 else muldiv(el // 1000, 1000, n, 0)
             self._last_dir = 1 if i > 0 else -1
-            return False
-        st = self._resting
+            return w
         if st == _CORRECTED:
-            return False
+            return 0
         if st == _NOT_RESTING:
             self._resting = _LOW_CURRENT
             self._rest_t = now_ms
             self._v_t = now_ms
             self._v_ref16 = v
-            return False
+            return 0
         if ticks_diff(now_ms, self._v_t) < _RELAX_WIN_MS:
-            return False
+            return 0
         d = v - self._v_ref16
         self._v_ref16 = v
         self._v_t = now_ms
         if d > _RELAX_D16 or d < -_RELAX_D16 or meas.cells <= 0:
-            return False  # still relaxing
+            return 0  # still relaxing
         if st == _LOW_CURRENT:
             self._resting = _RESTED
             self.rest_count = (self.rest_count + 1) & 0xFFFF
+        if ticks_diff(now_ms, self._rest_t) < self._relax_need():
+            return 0
+        self._resting = _CORRECTED
+        self.rested_mv = div_round(v, 16)
+        return 1000
+
+    def _relax_need(self):
+        """The relax time of this rest: after the last charge or discharge."""
         d = self._last_dir
         if d > 0:
-            need = self.relax_chg_ms
-        elif d < 0:
-            need = self.relax_dsg_ms
-        else:
-            need = self.relax_chg_ms if self.relax_chg_ms > self.relax_dsg_ms else self.relax_dsg_ms
-        if ticks_diff(now_ms, self._rest_t) < need:
-            return False
-        self._resting = _CORRECTED
-        return True
+            return self.relax_chg_ms
+        if d < 0:
+            return self.relax_dsg_ms
+        return self.relax_chg_ms if self.relax_chg_ms > self.relax_dsg_ms else self.relax_dsg_ms
 
     def resting(self):
         """The pack is at rest: no current, and the voltage confirmed it."""

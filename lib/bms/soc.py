@@ -407,9 +407,10 @@ class Soc(ChargeCounter):
                 self._cc_t = ticks_add(self._cc_t, n * WINDOW_MS)
             self._reading(meas.cc_raw, both_fets_off, n, meas.cc_summed)
         i = self._i_ma
-        if self.rest(now_ms, meas):
+        w = self.rest(now_ms, meas)
+        if w:
             self.ocv_count = (self.ocv_count + 1) & 0xFFFF
-            self._ocv_correct(cell_mean(meas))
+            self._ocv_correct(self.rested_mv, w)
         # full and empty
         if meas.cells > 0:
             # the tail is the cells' current: at the end of CV the charger
@@ -505,8 +506,9 @@ class Soc(ChargeCounter):
         self._net = 0
         self._sig = sig_mah
 
-    def _ocv_correct(self, mv):
-        """Once per rest period: blend the counted SOC with the OCV's."""
+    def _ocv_correct(self, mv, weight):
+        """Once per rest period: blend the counted SOC with the OCV's (weight
+        permille, bms.cc rest(): a rest cut short widens the OCV's sigma)."""
         full = self.full_capacity_mah
         q = self._q + self._pending
         if q < 0:
@@ -516,7 +518,7 @@ class Soc(ChargeCounter):
         prior = muldiv_round(q, 1000, full)
         z = self.ocv_to_soc(mv)
         self.ocv_soc_dpct = z
-        so = self._ocv_sigma_dpct(prior, z, self._sigma_v)
+        so = self._ocv_sigma_dpct(prior, z, (self._sigma_v * 1000 + (weight >> 1)) // weight)
         sc = muldiv_round(self._sig, 1000, full)
         if sc > _SIG_MAX_DPCT:
             sc = _SIG_MAX_DPCT

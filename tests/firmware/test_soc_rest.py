@@ -3,7 +3,7 @@ counted, is no rest however flat the OCV curve, and is never learned as the
 coulomb counter's offset while a FET is on; rest needs the cells' voltage
 to have relaxed; the offset is learned only with both FETs off and never
 beyond the AFE's datasheet bound."""
-from test_soc import HOUR, MIN, Pack
+from test_soc import HOUR, MIN, Pack, ocv_mv
 
 from bms.params import CHEM_LFP, CHEM_NMC
 
@@ -78,3 +78,49 @@ def test_the_rest_threshold_follows_the_capacity_and_the_counter():
     assert fine.s.rest_ma() == 5  # the floor
     coarse = Pack(CHEM_LFP, cap=2300, shunt=1000)  # 8.44 mA per LSB
     assert coarse.s.rest_ma() == 51
+
+
+def _rest_then_load(rest_ms, relax_ms=HOUR, cap=10000):
+    """An NMC pack counted 20 % high (70 % for a true 50 %) rests after a
+    discharge for rest_ms, its cells at their true OCV, then a load comes
+    back that pulls them 150 mV down."""
+    p = Pack(CHEM_NMC, cap=cap, true_dpct=500, relax_after_charge_ms=relax_ms, relax_after_discharge_ms=relax_ms)
+    p.s.set_soc(700)
+    p.run(MIN, -2000)
+    v = ocv_mv(CHEM_NMC, int(p.true_dpct))
+    p.run(rest_ms, 0, mvs=[v] * 4)
+    assert p.s.resting()
+    before = p.s.soc_dpct
+    p.run(MIN, -2000, mvs=[v - 150] * 4)
+    return p, before
+
+
+def test_a_rest_a_second_short_of_its_relax_time_corrects_at_the_voltage_before_the_load():
+    p, before = _rest_then_load(HOUR - 1000)
+    s = p.s
+    assert s.ocv_count == 1 and s.rest_count == 1
+    # the rested voltage (true 49.x %), not the loaded reading (150 mV lower: ~30 %)
+    assert abs(s.ocv_soc_dpct - p.true_dpct) <= 10, (s.ocv_soc_dpct, p.true_dpct)
+    p.run(30 * MIN, 0)  # the correction slews in at 1 % a minute
+    assert abs(s.soc_dpct - p.true_dpct) <= 20 < before - p.true_dpct
+
+
+def test_a_rest_more_than_a_drift_window_short_does_not_correct():
+    p, before = _rest_then_load(HOUR - 6 * MIN)
+    assert p.s.ocv_count == 0 and p.s.ocv_soc_dpct == -1 and p.s.rest_count == 1
+    assert p.s.soc_dpct < before  # the load counts, nothing pulls the SOC back
+
+
+def test_a_rest_cut_short_weighs_less_than_a_full_one():
+    full, b0 = _rest_then_load(25 * MIN, relax_ms=20 * MIN)  # corrected at 20 min
+    cut, b1 = _rest_then_load(16 * MIN, relax_ms=20 * MIN)  # 16 of 20 min: weight 0.8
+    assert full.s.ocv_count == 1 and cut.s.ocv_count == 1
+    # the same OCV point, its sigma widened by need / elapsed (x1.25), which
+    # the SOC's own uncertainty carries on
+    assert full.s.ocv_soc_dpct == cut.s.ocv_soc_dpct
+    assert 1.15 <= cut.s.sigma_dpct / full.s.sigma_dpct <= 1.35, (full.s.sigma_dpct, cut.s.sigma_dpct)
+    full.run(30 * MIN, 0)
+    cut.run(30 * MIN, 0)
+    assert b0 < b1  # b0: already slewing at 20 min
+    for p in (full, cut):
+        assert abs(p.s.soc_dpct - p.true_dpct) <= 10, (p.s.soc_dpct, p.true_dpct)

@@ -1,6 +1,7 @@
 # Under the MicroPython unix port: Soc.update() allocates nothing, through
 # every branch: counting both ways, rest, offset learning with the FETs off,
-# the OCV correction and its slew, empty and full syncs, capacity learning,
+# the OCV correction and its slew, a rest the load cut short, empty and full
+# syncs, capacity learning,
 # TTE/TTF, across the ticks wrap.
 # Prints "OK ..." or exits 1 with the reason. Run by tests/firmware/test_soc.py.
 import sys
@@ -19,22 +20,26 @@ EMPTY_MV = 3100
 FULL_MV = 4150
 
 # (cc raw, updates, both FETs off, cell voltages: 0 = OCV of the SOC,
-#  1 = at full, 2 = at empty, 3 = OCV of the SOC + 60 mV, 4 = OCV - 60 mV)
+#  1 = at full, 2 = at empty, 3 = OCV of the SOC + 60 mV, 4 = OCV - 60 mV,
+#  5 = 3700 mV,
+#  relax times from this phase on: 0 = unchanged, 1 = 10 min, 2 = 20 / 30 s)
 SCENARIO = (
-    (2, 300, True, 0),  # rest, FETs off: offset learning (offset 2 LSB)
-    (-998, 1700, False, 0),  # 10 A discharge down to 0 % (clamped at the end)
-    (-8, 60, False, 2),  # at empty: empty sync (anchor)
-    (1002, 1600, False, 0),  # 10 A charge: 1111 mAh counted (a bigger pack)
-    (12, 60, False, 1),  # CV tail at full: full sync, capacity learned
-    (-498, 700, False, 0),  # 5 A discharge to about 50 %
-    (2, 2600, False, 3),  # rest (FETs on): a voltage step, then relaxed over 5 min: OCV correction up, slewed in
-    (-498, 100, False, 0),
-    (3, 2600, True, 4),  # rest with FETs off: OCV correction down
-    (-998, 1700, False, 0),  # down to empty again: learning from the OCV anchor
-    (-8, 60, False, 2),
+    (2, 300, True, 0, 0),  # rest, FETs off: offset learning (offset 2 LSB)
+    (-998, 1700, False, 0, 0),  # 10 A discharge down to 0 % (clamped at the end)
+    (-8, 60, False, 2, 0),  # at empty: empty sync (anchor)
+    (1002, 1600, False, 0, 0),  # 10 A charge: 1111 mAh counted (a bigger pack)
+    (12, 60, False, 1, 0),  # CV tail at full: full sync, capacity learned
+    (-498, 700, False, 0, 0),  # 5 A discharge to about 50 %
+    (2, 2600, False, 3, 0),  # rest (FETs on): a voltage step, then relaxed over 5 min: OCV correction up, slewed in
+    (-498, 100, False, 5, 1),
+    (2, 2000, False, 5, 0),  # 500 s rest, relaxed, 100 s short of its 10 min
+    (-498, 100, False, 0, 0),  # the load comes back: the rest cut short corrects
+    (3, 2600, True, 4, 2),  # rest with FETs off: OCV correction down
+    (-998, 1700, False, 0, 0),  # down to empty again: learning from the OCV anchor
+    (-8, 60, False, 2, 0),
 )
 
-BRANCHES = ("offset", "empty", "full", "learn", "ocv", "slew", "tte", "ttf", "rest")
+BRANCHES = ("offset", "empty", "full", "learn", "ocv", "slew", "tte", "ttf", "rest", "cut")
 
 
 def fill(s, meas, mode):
@@ -42,6 +47,8 @@ def fill(s, meas, mode):
         v = FULL_MV + 10
     elif mode == 2:
         v = EMPTY_MV - 10
+    elif mode == 5:
+        v = 3700
     else:
         v = s.soc_to_ocv(s.soc_dpct)
         if mode == 3:
@@ -66,6 +73,12 @@ def run(s, meas, t, seen):
         n = ph[1]
         off = ph[2]
         mode = ph[3]
+        if ph[4] == 1:
+            s.relax_chg_ms = 600000
+            s.relax_dsg_ms = 600000
+        elif ph[4] == 2:
+            s.relax_chg_ms = 20000
+            s.relax_dsg_ms = 30000
         j = 0
         while j < n:
             if j & 15 == 0:
@@ -74,6 +87,7 @@ def run(s, meas, t, seen):
             t = ticks_add(t, 250)
             learned = s.learn_count
             pend = s._pending
+            fixes = s.ocv_count
             s.update(t, meas, (j & 3) != 3, off)  # a missing reading now and then
             if s.offset_learned:
                 seen[0] = 1
@@ -93,6 +107,8 @@ def run(s, meas, t, seen):
                 seen[7] = 1
             if s.resting():
                 seen[8] = 1
+            if s.ocv_count != fixes and raw < -100:
+                seen[9] = 1
             if s.soc_dpct < 0 or s.soc_dpct > 1000:
                 return -1
             j += 1

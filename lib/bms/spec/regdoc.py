@@ -76,7 +76,7 @@ INPUT = {
     'draw_ua': "The BMS board's own supply current now, from its current model (MCU state, network, AFE): it comes from the pack without passing the shunt",
     'drawn_mah': "The board's own draw counted against the SOC since boot, the deep sleep before the boot included (docs/POWER.md, self-consumption)",
     'soc_rests': "Rests the SOC estimator judged since boot: the current under a few mA (C/1000, the counter's resolution) and the cells' voltage relaxed (docs/SOC.md)",
-    'soc_ocv_fixes': "Times the rested open-circuit voltage corrected the SOC since boot (once per rest, after relax_chg_ms or relax_dsg_ms): why an estimate moved without a current",
+    'soc_ocv_fixes': "Times the rested open-circuit voltage corrected the SOC since boot (once per rest, after relax_chg_ms or relax_dsg_ms, or ended by the load within 5 minutes of it): why an estimate moved without a current",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 
