@@ -48,7 +48,9 @@ def test_firmware_files_use_no_cpython_only_modules():
 
 def test_release_lets_boot_only_modules_go(micropython):
     """bms.release() on dotted names (bms.gen.packed, bms.afe.chips): the
-    App's boot lets them go; their heap comes back."""
+    App's boot lets them go; their heap comes back, all of it (measured on a
+    second import: loaded from .mpy files, the first also interns names for
+    good, mpy_release.py)."""
     proc = run_mpy(micropython, "mpy_release.py")
     ok, took, freed = proc.stdout.split()
-    assert ok == "OK" and int(took) > 0 and int(freed) >= int(took) // 2, proc.stdout
+    assert ok == "OK" and int(freed) >= int(took) > 0, proc.stdout
