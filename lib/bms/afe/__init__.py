@@ -34,11 +34,16 @@ and offers:
     enter_ship()             the chip's lowest power
     model, cells, crc_errors, bus_errors
 
+Both chips speak I2C with an optional CRC-8 per byte: i2c_read() and
+i2c_write() below are their shared transport (retried, counted in the
+driver's crc_errors and bus_errors).
+
 Fault bits (meas.status, input register afe_stat) are the firmware's: a
 driver maps its chip's flags onto them.
 """
 from micropython import const
 
+from bms.crc import crc8_byte
 from bms.regmap import MAX_CELLS  # the cell inputs of the largest chip
 
 # meas.status: what the chip reported this cycle
@@ -103,3 +108,51 @@ def inputs_to_cells(inputs, ch, cells):
             m |= 1 << i
         i += 1
     return m
+
+
+# -- the I2C transport both chips share -------------------------------------
+
+I2C_TRIES = const(3)  # a NACK or a bad CRC is retried this often in all
+
+
+def i2c_read(drv, reg, buf, n, seed):
+    """n registers from reg into buf, in wire format (a CRC byte after each
+    data byte when drv.crc); True on success. seed: the CRC of what the
+    chip's first CRC covers before the first data byte (the chips differ);
+    each later CRC covers its own byte. Allocation-free."""
+    tries = I2C_TRIES
+    while tries:
+        tries -= 1
+        try:
+            drv.i2c.readfrom_mem_into(drv.addr, reg, buf)
+        except OSError:
+            drv.bus_errors += 1
+            continue
+        if not drv.crc:
+            return True
+        if crc8_byte(seed, buf[0]) != buf[1]:
+            drv.crc_errors += 1
+            continue
+        i = 2
+        end = 2 * n
+        while i < end and crc8_byte(0, buf[i]) == buf[i + 1]:
+            i += 2
+        if i < end:
+            drv.crc_errors += 1
+            continue
+        return True
+    return False
+
+
+def i2c_write(drv, reg, wire):
+    """Send prepared wire bytes (CRCs included where the driver uses them)
+    to reg, retrying a NACK; True when acknowledged."""
+    tries = I2C_TRIES
+    while tries:
+        tries -= 1
+        try:
+            drv.i2c.writeto_mem(drv.addr, reg, wire)
+            return True
+        except OSError:
+            drv.bus_errors += 1
+    return False

@@ -34,12 +34,11 @@ range, is carried to the next reading: nothing is lost.
 from micropython import const
 
 from bms.afe import (READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_DEVICE, ST_NEW_CC, ST_STOPPED,
-                     inputs_to_cells)
+                     i2c_read, i2c_write, inputs_to_cells)
 from bms.afe.bq76952 import regs as R
 from bms.crc import crc8_byte
 from bms.regmap import FET_CHG, FET_DSG, MAX_CELLS
 
-_RETRIES = const(3)
 _POLLS = const(40)  # reads of 0x3E/0x3F while a subcommand runs (each ~0.3 ms on the bus)
 _BLK_FIRST = const(0x02)  # Safety Alert A .. CC2 Current in one auto-increment read
 _BLK_LEN = const(58)
@@ -127,29 +126,8 @@ class Bq76952:
     def _read(self, reg, buf, n):
         """n registers from reg into buf (wire format); True on success."""
         a = self.addr << 1
-        tries = _RETRIES
-        while tries:
-            tries -= 1
-            try:
-                self.i2c.readfrom_mem_into(self.addr, reg, buf)
-            except OSError:
-                self.bus_errors += 1
-                continue
-            if not self.crc:
-                return True
-            # the first CRC runs from the start: address, register, repeated start's address, byte
-            if crc8_byte(crc8_byte(crc8_byte(crc8_byte(0, a), reg), a | 1), buf[0]) != buf[1]:
-                self.crc_errors += 1
-                continue
-            i = 2
-            end = 2 * n
-            while i < end and crc8_byte(0, buf[i]) == buf[i + 1]:
-                i += 2
-            if i < end:
-                self.crc_errors += 1
-                continue
-            return True
-        return False
+        # the first CRC runs from the start: address, register, repeated start's address, then data0
+        return i2c_read(self, reg, buf, n, crc8_byte(crc8_byte(crc8_byte(0, a), reg), a | 1) if self.crc else 0)
 
     def _send(self, reg, n):
         """Write the n bytes staged in _wd from reg on; True when acknowledged."""
@@ -170,15 +148,7 @@ class Bq76952:
                 w[i] = d[i]
                 i += 1
             out = self._wv[n]
-        tries = _RETRIES
-        while tries:
-            tries -= 1
-            try:
-                self.i2c.writeto_mem(self.addr, reg, out)
-                return True
-            except OSError:
-                self.bus_errors += 1
-        return False
+        return i2c_write(self, reg, out)
 
     def _b(self, buf, i):  # register i of a read buffer, with or without CRC
         return buf[2 * i] if self.crc else buf[i]

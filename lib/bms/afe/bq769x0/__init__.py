@@ -13,11 +13,10 @@ what the chip actually applied.
 from micropython import const
 
 from bms.afe import (READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_STOPPED, TEMP_OPEN, TEMP_SHORT,
-                     cell_count, cell_inputs, inputs_to_cells)
+                     cell_count, cell_inputs, i2c_read, i2c_write, inputs_to_cells)
 from bms.afe.bq769x0 import regs as R
 from bms.crc import crc8_byte
 
-_RETRIES = const(3)
 _BLOCK_FIRST = const(0x0C)  # VC1_HI .. CC_LO in one auto-increment read
 _BLOCK_REGS = const(40)
 _STATUS_REGS = const(6)  # SYS_STAT, CELLBAL1..3, SYS_CTRL1, SYS_CTRL2
@@ -140,32 +139,8 @@ class Bq769x0:
 
     def _read(self, reg, buf, nregs):
         """Read nregs registers from reg into buf (wire format); True on success."""
-        addr = self.addr
-        tries = _RETRIES
-        while tries:
-            tries -= 1
-            try:
-                self.i2c.readfrom_mem_into(addr, reg, buf)
-            except OSError:
-                self.bus_errors += 1
-                continue
-            if not self.crc:
-                return True
-            # first CRC covers the read address byte and data0; later ones their byte
-            if crc8_byte(crc8_byte(0, (addr << 1) | 1), buf[0]) != buf[1]:
-                self.crc_errors += 1
-                continue
-            i = 2
-            end = 2 * nregs
-            while i < end:
-                if crc8_byte(0, buf[i]) != buf[i + 1]:
-                    break
-                i += 2
-            if i < end:
-                self.crc_errors += 1
-                continue
-            return True
-        return False
+        # the first CRC covers the read address byte, then data0
+        return i2c_read(self, reg, buf, nregs, crc8_byte(0, (self.addr << 1) | 1) if self.crc else 0)
 
     def _data(self, buf, i):
         """Register i of a read buffer, with or without interleaved CRC."""
@@ -208,15 +183,7 @@ class Bq769x0:
 
     def _write(self, reg, wire):
         """Send prepared wire bytes, retrying a NACK; True when acknowledged."""
-        tries = _RETRIES
-        while tries:
-            tries -= 1
-            try:
-                self.i2c.writeto_mem(self.addr, reg, wire)
-                return True
-            except OSError:
-                self.bus_errors += 1
-        return False
+        return i2c_write(self, reg, wire)
 
     def read_reg(self, reg):
         """One register's value, or -1 when the chip cannot be read."""
