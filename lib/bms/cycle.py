@@ -46,6 +46,12 @@ SOC_FILE_03 = "soc.bin"  # where firmware 0.3 kept it: read once if no record ex
 _SOC_SAVE_MS = const(600000)  # the SOC state goes to flash every 10 minutes
 
 
+def _temp_dc(c):
+    """A chip's applied temperature limit (whole degC, None: it has none) as
+    its input register (0.1 degC, M.HW_TEMP_NONE)."""
+    return M.HW_TEMP_NONE if c is None else c * 10
+
+
 class Cycle:
     def __init__(self, board, prm, ir, log):
         """prm: the loaded parameters; ir: the input-register image; log:
@@ -279,6 +285,12 @@ class Cycle:
         ir.set_u16(M.IR_HW_OCD_DELAY_MS, afe.applied_ocd_delay_ms)
         ir.set_u32(M.IR_HW_SCD_MA, afe.applied_scd_ma)
         ir.set_u16(M.IR_HW_SCD_DELAY_US, afe.applied_scd_delay_us)
+        ir.set_u32(M.IR_HW_OCC_MA, afe.applied_occ_ma)
+        ir.set_u16(M.IR_HW_OCC_DELAY_MS, afe.applied_occ_delay_ms)
+        ir.set_u16(M.IR_HW_OTC_DC, _temp_dc(afe.applied_otc_c))
+        ir.set_u16(M.IR_HW_OTD_DC, _temp_dc(afe.applied_otd_c))
+        ir.set_u16(M.IR_HW_UTC_DC, _temp_dc(afe.applied_utc_c))
+        ir.set_u16(M.IR_HW_UTD_DC, _temp_dc(afe.applied_utd_c))
         return ok
 
     # -- the cycle ------------------------------------------------------------

@@ -87,7 +87,14 @@ IR_DRAW_UA = const(0x00E0)  # uint32: the board's own supply current now (its mo
 IR_DRAWN_MAH = const(0x00E2)  # uint32: the board's own draw counted against the SOC since boot, sleep before it included
 IR_SOC_RESTS = const(0x00E4)  # rests the SOC estimator judged since boot (no current, the voltage relaxed)
 IR_SOC_OCV_FIXES = const(0x00E5)  # OCV corrections of the SOC since boot
-IR_SIZE = const(0x00E6)
+IR_HW_OCC_MA = const(0x00E6)  # uint32: the chip's charge over-current as applied, 0 = none (no comparator, or beyond its range)
+IR_HW_OCC_DELAY_MS = const(0x00E8)
+IR_HW_OTC_DC = const(0x00E9)  # the chip's temperature protections as applied, HW_TEMP_NONE where it has none
+IR_HW_OTD_DC = const(0x00EA)
+IR_HW_UTC_DC = const(0x00EB)
+IR_HW_UTD_DC = const(0x00EC)
+IR_SIZE = const(0x00ED)
+HW_TEMP_NONE = const(-32768)  # int16 0x8000: no such comparator on the chip
 
 MAX_CELLS = const(16)  # cells of the largest pack: the cell inputs of the largest AFE (bms.afe)
 MAX_TEMPS = const(3)  # thermistor inputs of the largest AFE

@@ -82,8 +82,10 @@ def test_no_input_register_moved_and_cell_16_follows_cell_15():
     cell = [r for r in RT.INPUT_REGS if r[1] == "cell_mv"][0]
     # cell 16 is 0x002F, the gap the 15-cell map left before hw_ov_applied_mv: one run, one request
     assert cell[:4] == (0x0020, "cell_mv", "uint16", 16) and M.IR_HW_OV_MV == 0x0020 + M.MAX_CELLS
-    # the map grew only at its end (0x00E4-0x00E5: the SOC estimator's rests and OCV corrections)
-    assert M.IR_SIZE == 0x00E6 and M.IR_SOC_RESTS == 0x00E4
+    # the map grew only at its end (0x00E4-0x00E5: the SOC estimator's rests and OCV corrections;
+    # 0x00E6-0x00EC: the bq76952's charge over-current and temperature backstop as applied)
+    assert M.IR_SOC_RESTS == 0x00E4 and M.IR_HW_OCC_MA == 0x00E6 and M.IR_HW_UTD_DC == 0x00EC
+    assert M.IR_SIZE == 0x00ED
 
 
 def test_bmsctl_registers_json_has_the_documented_keys():

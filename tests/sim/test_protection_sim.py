@@ -692,3 +692,31 @@ def test_the_bq76952_backstop_follows_the_firmwares_limits_and_acts_when_the_mcu
     sim.world.advance(5000)
     assert chip.reg(R952.CMD_SAFETY_STATUS_B) & R952.SB_OTC
     assert sim.world.fets() == (False, True), "the chip's OTC: CHG off, DSG on"
+
+
+@pytest.mark.parametrize("afe", AFES)
+def test_the_backstop_the_chip_applied_is_in_the_input_registers(tmp_path, afe):
+    """hw_occ_applied_ma and the four temperature limits read back what the
+    chip holds; a chip without those comparators (the bq769x0) says none,
+    and bmsctl shows None."""
+    from bms.spec import paramtable as PT
+    from bmsctl import fmt
+    from bmsctl import regs as RG
+
+    sim = make(tmp_path, afe=afe)
+    a = sim.app.cycle.afe
+    raw = RG.decode(RT.INPUT_REGS, list(sim.app.ir.words))
+    hw = fmt.status_dict({"input": raw, "holding": RG.decode(PT.TABLE, list(sim.app.hr.words))})["hardware_protection"]
+    temps = ("hw_otc_applied_dc", "hw_otd_applied_dc", "hw_utc_applied_dc", "hw_utd_applied_dc")
+    if afe == AFES[0]:
+        assert raw["hw_occ_applied_ma"] == 0 and [raw[k] for k in temps] == [M.HW_TEMP_NONE] * 4
+        assert [hw[k] for k in ("occ_a", "occ_delay_s", "otc_c", "otd_c", "utc_c", "utd_c")] == [None] * 6
+        return
+    v = sim.app.values
+    assert raw["hw_occ_applied_ma"] == a.applied_occ_ma > v[P.P_CHG_OC_MA]
+    assert raw["hw_occ_applied_delay_ms"] == a.applied_occ_delay_ms > 0
+    assert [raw[k] for k in temps] == [10 * a.applied_otc_c, 10 * a.applied_otd_c,
+                                       10 * a.applied_utc_c, 10 * a.applied_utd_c]
+    assert hw["otc_c"] == a.applied_otc_c > v[P.P_CHG_OT_DC] / 10 and hw["utd_c"] == a.applied_utd_c < 0
+    assert hw["occ_a"] == a.applied_occ_ma / 1000
+

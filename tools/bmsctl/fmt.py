@@ -12,6 +12,11 @@ from bms.spec import regtable as RT
 from bmsctl import regs as RG
 
 
+def _hw_temp(dc):
+    """A chip's applied temperature limit in degC, None where it has none."""
+    return None if dc == M.HW_TEMP_NONE else dc / 10.0
+
+
 def status_dict(st):
     """The status as engineering values for --json."""
     raw = st["input"]
@@ -67,6 +72,11 @@ def status_dict(st):
             "ov_v": ir["hw_ov_applied_mv"], "uv_v": ir["hw_uv_applied_mv"],
             "ocd_a": ir["hw_ocd_applied_ma"], "ocd_delay_s": ir["hw_ocd_applied_delay_ms"],
             "scd_a": ir["hw_scd_applied_ma"], "scd_delay_s": ir["hw_scd_applied_delay_us"],
+            # a chip without the comparator (the bq769x0), or a limit beyond its range: None
+            "occ_a": ir["hw_occ_applied_ma"] if raw["hw_occ_applied_ma"] else None,
+            "occ_delay_s": ir["hw_occ_applied_delay_ms"] if raw["hw_occ_applied_ma"] else None,
+            "otc_c": _hw_temp(raw["hw_otc_applied_dc"]), "otd_c": _hw_temp(raw["hw_otd_applied_dc"]),
+            "utc_c": _hw_temp(raw["hw_utc_applied_dc"]), "utd_c": _hw_temp(raw["hw_utd_applied_dc"]),
         },
         "soc_pct": ir["soc_dpct"],
         "remaining_ah": ir["remaining_mah"],

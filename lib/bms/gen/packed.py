@@ -8,7 +8,7 @@ from micropython import const
 
 # Input registers: (first address, count) per run of mapped registers
 IR_SPANS = (
-    b"\x00\x1d\x1e\xc8"
+    b"\x00\x1d\x1e\xcf"
 )
 
 # Protection rows, 10 bytes each: bms.spec.protrules.ROWS less the name and roles, -1 as 255

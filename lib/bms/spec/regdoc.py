@@ -77,6 +77,12 @@ INPUT = {
     'drawn_mah': "The board's own draw counted against the SOC since boot, the deep sleep before the boot included (docs/POWER.md, self-consumption)",
     'soc_rests': "Rests the SOC estimator judged since boot: the current under a few mA (C/1000, the counter's resolution) and the cells' voltage relaxed (docs/SOC.md)",
     'soc_ocv_fixes': "Times the rested open-circuit voltage corrected the SOC since boot (once per rest, after relax_chg_ms or relax_dsg_ms, or ended by the load within 5 minutes of it): why an estimate moved without a current",
+    'hw_occ_applied_ma': "AFE hardware charge over-current as applied (chip step, shunt; set at 1.5 x chg_oc_ma); 0 where the chip has no such comparator (bq769x0) or the threshold is beyond its range",
+    'hw_occ_applied_delay_ms': "AFE hardware charge over-current delay as applied",
+    'hw_otc_applied_dc': "AFE hardware over-temperature in charge as applied (read back; 10 degC beyond chg_ot_dc); -3276.8 (raw 0x8000) where the chip has none (bq769x0)",
+    'hw_otd_applied_dc': "AFE hardware over-temperature in discharge as applied (10 degC beyond dsg_ot_dc); raw 0x8000 where the chip has none",
+    'hw_utc_applied_dc': "AFE hardware under-temperature in charge as applied (10 degC below chg_ut_dc); raw 0x8000 where the chip has none",
+    'hw_utd_applied_dc': "AFE hardware under-temperature in discharge as applied (10 degC below dsg_ut_dc); raw 0x8000 where the chip has none",
     'events': "Newest event-log records, newest first; each 8 registers: seq (uint32), boot (uint16), time_s (uint32, since that boot), code (uint16), value (int32); seq 0xFFFFFFFF = empty",
 }
 
