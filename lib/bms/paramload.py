@@ -84,6 +84,8 @@ def apply_defaults(p, chemistry, cells, capacity_mah):
             x *= cells
         elif s == _SCALE_AH:
             x = x * capacity_mah // 1000
+        if x > p.hi[i]:
+            x = p.hi[i]  # a big pack's scaled default past its row's range (hw_scd_ma: 4 C of 280 Ah)
         v[i] = x
 
 

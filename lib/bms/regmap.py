@@ -160,10 +160,10 @@ HR_UNLOCK = const(0x00F0)  # write the PIN to unlock, 0 to lock; reads 1 while u
 HR_COMMAND = const(0x00F1)  # write a CMD_ (unlocked); reads 0
 HR_SIZE = const(0x00F2)
 # Reserved: reads 0 and takes only 0, so one write can carry the pack keys
-# (0x00..0x0C) and the pack voltage limits (0x1C..0x2B) together, as a new
-# cell count needs.
-HR_RESERVED = const(0x000D)
-HR_RESERVED_COUNT = const(3)
+# (0x00..0x0D, afe_type the last) and the pack voltage limits (0x1C..0x2B)
+# together, as a new cell count needs.
+HR_RESERVED = const(0x000E)
+HR_RESERVED_COUNT = const(2)
 CMD_RESTART = const(1)  # restart the BMS after the reply: stored changes take effect
 CMD_CLEAR_LATCHED = const(2)  # release protections latched after their retries (e.g. short circuit)
 CMD_FACTORY_RESET = const(3)  # erase the stored parameters and restart unconfigured

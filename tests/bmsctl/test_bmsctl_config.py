@@ -328,6 +328,20 @@ def test_trip_first_when_raising():
     assert names.index("cell_ov_mv") > names.index("cell_ov_warn_mv")
 
 
+def test_setup_of_a_16s_280ah_bq76952_pack_is_written_over_modbus():
+    """The usual DIY storage pack (16 LFP cells of 280 Ah) set up over
+    Modbus: afe_type goes with the other pack keys (it sat in the reserved
+    span, which takes only 0, and every such setup was refused), and the
+    defaults that scale with the capacity stay in their rows' ranges
+    (hw_scd_ma, 4 C, was 1120 A against a 1000 A limit: the plan refused it)."""
+    dev = FakeBms()
+    dev.unlock()
+    target = CF.setup_target(dev.read_values(), "lfp", 16, 280000)
+    assert target[P.P_AFE_TYPE] == 1 and target[P.P_HW_SCD_MA] == 1000000 and target[P.P_HW_OCD_MA] == 560000
+    run_plan(dev, target)  # WriteRefused on any refused request; every value read back
+    assert dev.prm.configured() and dev.prm.values[P.P_AFE_TYPE] == 1 and dev.prm.cells() == 16
+
+
 def test_setup_plan_on_a_fresh_bms_writes_the_pack_keys_last():
     dev = FakeBms()
     dev.unlock()

@@ -6,6 +6,7 @@ import struct
 import pytest
 
 from bms import paramcheck as C
+from bms import regmap as M
 from bms import params as P
 from bms import paramload as PL
 from bms.afe import cell_count
@@ -27,6 +28,8 @@ def test_afe_type_is_a_new_row_at_a_free_address_and_the_last_index():
     assert rows[P.P_AFE_TYPE][1] == "afe_type" and P.P_AFE_TYPE == P.COUNT - 1
     assert rows[P.P_AFE_TYPE][0] == 0x000D
     assert len({r[0] for r in rows}) == len(rows)  # no address taken twice
+    # ... nor by the reserved span (it was: afe_type could not be written over Modbus)
+    assert not any(M.HR_RESERVED <= r[0] < M.HR_RESERVED + M.HR_RESERVED_COUNT for r in rows)
     assert P.P_AFE_GROUPS == 4 and P.P_DRAW_COUNTED == P.COUNT - 2  # nothing before it moved
 
 

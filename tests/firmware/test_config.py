@@ -240,7 +240,7 @@ def test_split_32_bit_and_unmapped_and_control_span():
     assert d.write(a - 1, [3600, 0]) == 2 and d.error() >> 8 == M.ERR_SPLIT
     assert d.write(0x002C, [1]) == 2 and d.error() >> 8 == M.ERR_UNMAPPED  # a gap in the map
     assert d.write(M.HR_RESERVED + 1, [1]) == 3 and d.error() == (M.ERR_RESERVED << 8) | (M.HR_RESERVED + 1)
-    assert d.write(M.HR_RESERVED, [0, 0, 0]) == 0  # reserved: takes 0
+    assert d.write(M.HR_RESERVED, [0] * M.HR_RESERVED_COUNT) == 0  # reserved: takes 0
     assert d.write(M.HR_UNLOCK, [PIN, 1]) == 2
     assert d.write(M.HR_UNLOCK - 1, [0, PIN]) == 2
     assert d.write(M.HR_SIZE, [1]) == 2
