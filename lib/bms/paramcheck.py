@@ -152,7 +152,7 @@ def _special(v, which):
     groups = v[P.P_AFE_GROUPS]
     if v[P.P_AFE_TYPE]:
         # a bq76952: one group of 16 inputs, three thermistors (bms.afe.bq76952.regs channels_fit and
-        # TS_INPUTS; this layer may not import the chips: tests/firmware/test_config.py holds the two equal)
+        # TS_INPUTS; this layer may not import the chips: tests/firmware/test_afe_select.py holds the two equal)
         groups = 1
         if which == S_CELLS:
             return _groups_fit(v[P.P_CELL_CHANNELS], 1, _BQ76952_INPUTS)

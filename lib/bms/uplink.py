@@ -345,7 +345,7 @@ class Uplink:
         self.error = 0
         self.reported = 0
         self._set(M.NET_ONLINE, now)
-        self.discovery = (len(_SENSORS) + 3 + self.cells + len(_FETS)) if cfg["discovery"] else 0
+        self.discovery = self.discovery_count() if cfg["discovery"] else 0
         self._log(EV_NET_UP, self.connects)
 
     def _send_one(self, now):
@@ -455,6 +455,11 @@ class Uplink:
         w._int(rec[4])
         w._lit(b"}")
         return w.n
+
+    def discovery_count(self):
+        """Home Assistant discovery messages a session sends: one per sensor,
+        temperature (3), cell and FET (_discovery's k runs below it)."""
+        return len(_SENSORS) + 3 + self.cells + len(_FETS)
 
     def _discovery(self, k):
         """Discovery message k into the writer's buffer and its topic into

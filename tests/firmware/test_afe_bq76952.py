@@ -7,19 +7,13 @@ from bms.afe.bq76952 import Bq76952
 from bms.afe.bq76952 import regs as R
 from bms.crc import crc8
 from bms.measurements import Measurements
-from bms.regmap import FET_CHG, FET_DSG, MAX_CELLS
-from bms_sim.afe.bq76952 import SimBq76952
+from bms.regmap import FET_CHG, FET_DSG
 from bms_sim.world import World
 from test_afe_driver import SpyBus  # noqa: E402
 
 
-def channels(cells):
-    """Cell inputs for `cells` cells within what the firmware measures today."""
-    return R.cell_channels_for(cells)
-
-
 def make(cells=15, crc=True, detect=False, **kw):
-    world = World(cells=cells, chip_class=SimBq76952, crc=crc, **kw)
+    world = World(cells=cells, afe="bq76952", crc=crc, **kw)
     bus = SpyBus(world.chip)
     afe = Bq76952(bus, world.chip.cell_channels, world.chip.shunt_uohm, crc=None if detect else crc)
     assert afe.configure()
@@ -67,11 +61,11 @@ def test_driver_puts_the_worked_examples_on_the_wire():
     world, spy, afe, meas = make()
     assert ("w", 0x08, 0x3E, bytes([0x22, 0x63, 0x00, 0x00])) in spy.log
     # Figure 4-2: the chip answers Cell 1 Voltage with 0x68 0x33 0x0B 0x31 = 0x0B68 mV
-    afe = Bq76952(Wire(bytes([0x68, 0x33, 0x0B, 0x31])), channels(15), 1000, crc=True)
+    afe = Bq76952(Wire(bytes([0x68, 0x33, 0x0B, 0x31])), R.cell_channels_for(15), 1000, crc=True)
     assert afe.read_word(R.CMD_CELL1_VOLTAGE) == 0x0B68
     assert afe.crc_errors == 0
     # one bit off in the first byte: the CRC that covers the address bytes catches it
-    afe = Bq76952(Wire(bytes([0x69, 0x33, 0x0B, 0x31])), channels(15), 1000, crc=True)
+    afe = Bq76952(Wire(bytes([0x69, 0x33, 0x0B, 0x31])), R.cell_channels_for(15), 1000, crc=True)
     assert afe.read_word(R.CMD_CELL1_VOLTAGE) == -1
     assert afe.crc_errors == 3
 
@@ -81,7 +75,7 @@ def test_subcommand_checksum_and_length_worked_examples():
     # (0x307A): 0x80 0x91 to 0x3E/0x3F, 0x7A 0x30 to 0x40, checksum 0x44 and length 0x06
     assert R.checksum(bytes([0x80, 0x91, 0x7A, 0x30]), 0, 4) == 0x44
     bus = Wire(b"")
-    afe = Bq76952(bus, channels(15), 1000, crc=False)
+    afe = Bq76952(bus, R.cell_channels_for(15), 1000, crc=False)
     assert afe.dm_write(0x9180, 0x307A, 2)
     assert bus.writes == [(0x08, 0x3E, bytes([0x80, 0x91, 0x7A, 0x30])), (0x08, 0x60, bytes([0x44, 0x06]))]
     # SLUAA11B 3.3 "Write 'Enabled Protections A'": 0x8C to 0x9261, checksum over
@@ -104,9 +98,12 @@ def test_data_memory_write_sequence_on_the_wire():
     w_cov = writes.index((0x3E, bytes([0x78, 0x92, cov])))
     assert enter < w_cov < leave
     assert writes[w_cov + 1] == (0x60, bytes([R.checksum(bytes([0x78, 0x92, cov]), 0, 3), 5]))
-    # the driver waited for the mode: Battery Status was polled between the two
-    polled = [i for i, e in enumerate(bus.log) if e[0] == "r" and e[2] == R.CMD_BATTERY_STATUS]
-    assert polled
+    # the driver waited for the mode: Battery Status was read after SET_CFGUPDATE,
+    # before the first Data Memory write
+    log = [(kind, reg, data) for kind, addr, reg, data in bus.log]
+    at_enter = log.index(("w", 0x3E, bytes([0x90, 0x00])))
+    first_dm = next(i for i in range(at_enter + 1, len(log)) if log[i][0] == "w" and log[i][1] == 0x3E)
+    assert any(k == "r" and reg == R.CMD_BATTERY_STATUS for k, reg, _ in log[at_enter + 1:first_dm])
     assert world.chip.dm(R.DM_COV_THRESHOLD) == cov
 
 
@@ -142,15 +139,13 @@ def test_configure_detects_crc_and_reads_the_pack(crc):
     assert all(abs(meas.cell_mv[i] - truth[i]) <= 1 for i in range(15)), (list(meas.cell_mv), truth)
     assert abs(meas.pack_mv - world.pack.pack_mv()) <= 10
     assert list(meas.temp_dc) == [250, 250, 250]
-    assert afe.die_temp_dc == 250
     assert meas.fets == 0 and meas.status & A.ST_FAULTS == 0
-    assert world.chip.dm(R.DM_VCELL_MODE, 2) == channels(15)
+    assert world.chip.dm(R.DM_VCELL_MODE, 2) == R.cell_channels_for(15)
     assert world.chip.fet_en, "FET_ENABLE left the FET test mode"
 
 
 def test_configure_writes_the_shunt_gains():
     world, bus, afe, meas = make(shunt_uohm=250)
-    cc = SimBq76952.__dict__  # noqa: F841 - the model decodes the floats itself
     import struct
 
     gain = struct.unpack("<f", struct.pack("<I", world.chip.dm(R.DM_CC_GAIN, 4)))[0]
@@ -160,8 +155,6 @@ def test_configure_writes_the_shunt_gains():
     assert afe.user_ma == 100 and world.chip.dm(R.DM_DA_CONFIG) & 3 == R.USER_AMPS_100MA
 
 
-@pytest.mark.skipif(MAX_CELLS < 16, reason="bms.regmap MAX_CELLS is %d: the 16th cell has no place in "
-                    "Measurements until the 16-cell firmware lands" % MAX_CELLS)
 def test_sixteen_cells():
     world, bus, afe, meas = make(cells=16)
     assert cycle(world, afe, meas) == A.READ_OK
@@ -169,11 +162,9 @@ def test_sixteen_cells():
     assert abs(meas.cell_mv[15] - world.pack.cell_mvs()[15]) <= 1
 
 
-def test_more_cells_than_the_firmware_measures_is_a_clear_error():
-    if MAX_CELLS >= 16:
-        pytest.skip("MAX_CELLS takes every input")
-    with pytest.raises(ValueError, match="MAX_CELLS"):
-        Bq76952(None, 0xFFFF, 1000)
+def test_a_cell_input_beyond_the_chips_sixteen_is_a_clear_error():
+    with pytest.raises(ValueError, match="16 cell inputs"):
+        Bq76952(None, 0x1FFFF, 1000)
 
 
 def test_a_bad_thermistor_and_an_open_wire():
@@ -326,15 +317,9 @@ def test_set_fets_reports_what_the_chip_does():
     assert afe.fets_off() and world.fets() == (False, False)
 
 
-def test_ship_and_deepsleep():
+def test_ship():
     world, bus, afe, meas = make()
     on(world, afe, meas)
-    assert afe.enter_deepsleep()
-    world.advance(1)
-    assert world.fets() == (False, False) and world.chip.reg(R.CMD_CONTROL_STATUS) & R.CS_DEEPSLEEP
-    assert afe.exit_deepsleep()
-    world.advance(1)
-    assert not world.chip.deepsleep
     assert afe.enter_ship()
     assert world.chip.shipped
     assert cycle(world, afe, meas) == A.READ_NO_STATUS
@@ -383,11 +368,8 @@ def test_cc_raw_adds_up_to_the_chips_charge_exactly():
 def test_read_set_fets_set_balancing_allocate_nothing_under_micropython(micropython, tmp_path, crc):
     from conftest import run_mpy
 
-    world = World(cells=15, chip_class=SimBq76952, crc=crc, capacity_mah=100000)
-    bus = SpyBus(world.chip)
-    afe = Bq76952(bus, world.chip.cell_channels, world.chip.shunt_uohm, crc=crc)
-    assert afe.configure() and afe.set_protection(3650, 2, 2500, 2, 100000, 320, 200000, 200, 50000, 100)
-    meas = Measurements(3)
+    world, bus, afe, meas = make(crc=crc, capacity_mah=100000)
+    assert afe.set_protection(3650, 2, 2500, 2, 100000, 320, 200000, 200, 50000, 100)
     calls = ""
     for k in range(32):
         # charge, discharge (past the int16 range once: the carry), rest; balancing on and off
@@ -413,7 +395,7 @@ def test_read_set_fets_set_balancing_allocate_nothing_under_micropython(micropyt
 def test_open_afe_selects_the_chip_and_imports_only_it():
     from bms.afe import chips
 
-    world = World(cells=15, chip_class=SimBq76952)
+    world = World(cells=15, afe="bq76952")
     afe = chips.open_afe(world.chip, chips.bq76952_cell_channels(15), 1000, R.DEV_ADDR, 0, chips.AFE_BQ76952)
     assert isinstance(afe, Bq76952) and afe.configure() and afe.cells == 15
     with pytest.raises(ValueError, match="afe_type"):

@@ -118,7 +118,8 @@ def test_discovery_and_state_carry_16_cells():
         w[M.IR_CELL_MV + i] = 3300 + 3 * i
     cfg = netcfg.parse("wifi_ssid = home\nhost = 192.168.1.5\ndevice_id = pack16\n")
     up = U.Uplink(Board(), cfg, w, None, None, 0, 0, 16)
-    count = len(U._SENSORS) + 3 + 16 + len(U._FETS)  # as Uplink._session counts them
+    count = up.discovery_count()
+    assert count == len(U._SENSORS) + 3 + 16 + len(U._FETS)  # every cell has its sensor
     configs = {}
     for k in range(count):
         n, t = up._discovery(k)

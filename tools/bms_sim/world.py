@@ -49,6 +49,7 @@ import math
 
 from bms.afe.bq769x0.regs import CC_PERIOD_MS
 
+from bms_sim.afe import afe_type, chip_class
 from bms_sim.afe.bq769x0 import SimBq769x0
 from .pack import Charger, Load, Pack
 
@@ -68,17 +69,14 @@ FET_TAU_S = 60.0
 class World:
     def __init__(self, cells=4, chemistry="lfp", capacity_mah=10000, soc_pct=50.0, spread_mv=0,
                  shunt_uohm=1000, groups=None, seed=0, temps_c=(25.0, 25.0, 25.0), fet_sensor=None,
-                 bms_draw=True, chip_class=None, afe=None, **chip_kwargs):
+                 bms_draw=True, afe=None, **chip_kwargs):
+        """afe: the chip's --afe name (bms_sim.afe.AFES), the bq769x0 when None."""
         self.pack = Pack(cells=cells, chemistry=chemistry, capacity_mah=capacity_mah,
                          soc_pct=soc_pct, spread_mv=spread_mv, seed=seed, temps_c=temps_c)
-        if afe is not None and afe != "bq769x0":  # --afe's name (bms_sim.afe.AFES)
-            from bms_sim.afe import chip_class as by_name
-
-            chip_class = by_name(afe)
-        if chip_class is None:
+        if afe is None or not afe_type(afe):
             self.chip = SimBq769x0(self.pack, groups=groups, shunt_uohm=shunt_uohm, seed=seed, **chip_kwargs)
         else:  # another chip's model (bms_sim.afe): the same tick() and I2C API
-            self.chip = chip_class(self.pack, shunt_uohm=shunt_uohm, seed=seed, **chip_kwargs)
+            self.chip = chip_class(afe)(self.pack, shunt_uohm=shunt_uohm, seed=seed, **chip_kwargs)
         self.charger = Charger()
         self.load = Load()
         self.now_ms = 0

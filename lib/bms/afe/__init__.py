@@ -98,6 +98,18 @@ def cell_inputs(cell_channels):
     return ch
 
 
+def cells_to_inputs(mask, ch, cells):
+    """A mask of cells (bit k = cell k+1) as a mask of cell inputs (bit n =
+    input n), through cell_inputs()'s table ch. Allocation-free."""
+    m = 0
+    i = 0
+    while i < cells:
+        if mask & (1 << i):
+            m |= 1 << ch[i]
+        i += 1
+    return m
+
+
 def inputs_to_cells(inputs, ch, cells):
     """A mask of cell inputs (bit n = input n) as a mask of cells (bit k =
     cell k+1), through cell_inputs()'s table ch. Allocation-free."""

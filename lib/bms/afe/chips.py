@@ -10,16 +10,16 @@ AFE_BQ769X0 = 0
 AFE_BQ76952 = 1
 
 
-def open_afe(i2c, cell_channels, shunt_uohm, addr, groups, afe_type=0):
+def open_afe(i2c, cell_channels, shunt_uohm, addr, groups, afe_type=AFE_BQ769X0):
     """The driver for the configured chip on this bus (groups: the
     bq769x0 family member, 0 when not set, ignored for a bq76952;
     afe_type: AFE_BQ769X0 or AFE_BQ76952). Only the selected chip's
     module is imported."""
-    if afe_type == 1:
+    if afe_type == AFE_BQ76952:
         from bms.afe.bq76952 import Bq76952
 
-        return Bq76952(i2c, cell_channels, shunt_uohm, addr, temps=thermistor_inputs(1, 0))
-    if afe_type != 0:
+        return Bq76952(i2c, cell_channels, shunt_uohm, addr, temps=thermistor_inputs(AFE_BQ76952, 0))
+    if afe_type != AFE_BQ769X0:
         raise ValueError("afe_type %r: 0 (bq769x0) or 1 (bq76952)" % (afe_type,))
     from bms.afe.bq769x0 import Bq769x0
 
@@ -69,7 +69,7 @@ def bq76952_channels_fit(mask):
 def thermistor_inputs(afe_type, groups):
     """The thermistor inputs the chip has: one per group on a bq769x0, three
     (TS1-TS3) on a bq76952."""
-    if afe_type == 1:
+    if afe_type == AFE_BQ76952:
         from bms.afe.bq76952.regs import TS_INPUTS
 
         return TS_INPUTS
@@ -81,7 +81,7 @@ def wiring(cells, groups, afe_type):
     the chip afe_type names (a bq769x0 of `groups` groups, or the smallest
     that takes them when 0); cell_channels 0 when they do not fit. A
     bq76952 has no groups: afe_groups 0."""
-    if afe_type == 1:
+    if afe_type == AFE_BQ76952:
         return bq76952_cell_channels(cells), 0
     groups = groups or model_groups(cells)
     return default_cell_channels(cells, groups), groups

@@ -23,6 +23,7 @@ import math
 import random
 import struct
 
+from bms.afe import cell_count
 from bms.afe.bq76952 import regs as R
 from bms.crc import crc8_byte
 
@@ -37,7 +38,8 @@ _DM_READ_US = 600
 _OPEN_DK = 1732  # an open thermistor: the chip's curve at full-scale ADC, far below -40 degC
 _SHORT_DK = 5732
 _NTC_DEFAULT_DK = 2982  # 25 degC
-_CC_GAIN_NOM = 7568.4  # x 1/shunt_uohm: CC Gain for a shunt (7.5684 / mOhm)
+_CC_GAIN_NOM = R.CC_GAIN_NUM / 10.0  # x 1/shunt_uohm: CC Gain for a shunt (7.5684 / mOhm, TRM 10.2)
+_CAP_PER_CC = R.CAP_GAIN_NUM / R.CAP_GAIN_DEN  # Capacity Gain / CC Gain (298261.6178)
 _DEFAULT_CC_GAIN = 7.4768  # TRM 13 default (a 1 mOhm shunt at the trimmed VREF2)
 
 
@@ -94,7 +96,7 @@ class SimBq76952:
         dm = bytearray(R.DM_END - R.DM_FIRST)
         self._dm = dm
         for a, v, n in ((R.DM_CC_GAIN, _bits(_DEFAULT_CC_GAIN), 4),
-                        (R.DM_CAP_GAIN, _bits(_DEFAULT_CC_GAIN * 298261.6178), 4),
+                        (R.DM_CAP_GAIN, _bits(_DEFAULT_CC_GAIN * _CAP_PER_CC), 4),
                         (R.DM_DA_CONFIG, R.DA_DEFAULT, 1), (R.DM_FET_OPTIONS, R.FET_OPTIONS_DEFAULT, 1),
                         (R.DM_PROT_ENABLED_A, R.PROT_A_DEFAULT, 1),
                         (R.DM_CHG_FET_PROT_A, R.CHG_FET_PROT_A_DEFAULT, 1),
@@ -109,10 +111,8 @@ class SimBq76952:
                         (R.DM_SCD_THRESHOLD, 0, 1), (R.DM_SCD_DELAY, 2, 1),
                         (R.DM_RECOVERY_S, 3, 1), (R.DM_SCD_RECOVERY_S, 5, 1),
                         # OTC 55, OTD 60, UTC 0, UTD 0 degC, 2 s, recovering 5 degC inside
-                        (R.DM_OTC_THRESHOLD, 55, 1), (R.DM_OTC_THRESHOLD + 1, 2, 1), (R.DM_OTC_THRESHOLD + 2, 50, 1),
-                        (R.DM_OTD_THRESHOLD, 60, 1), (R.DM_OTD_THRESHOLD + 1, 2, 1), (R.DM_OTD_THRESHOLD + 2, 55, 1),
-                        (R.DM_UTC_THRESHOLD, 0, 1), (R.DM_UTC_THRESHOLD + 1, 2, 1), (R.DM_UTC_THRESHOLD + 2, 5, 1),
-                        (R.DM_UTD_THRESHOLD, 0, 1), (R.DM_UTD_THRESHOLD + 1, 2, 1), (R.DM_UTD_THRESHOLD + 2, 5, 1),
+                        # (the thresholds' rows of temp_backstop; not its enables)
+                        *R.temp_backstop(55, 60, 0, 0)[:3 * len(R.TEMP_ROWS)],
                         (R.DM_TS1_CONFIG, R.TS1_CONFIG_DEFAULT, 1), (R.DM_TS1_CONFIG + 2, R.TS3_CONFIG_DEFAULT, 1),
                         (R.DM_CB_MAX_CELLS, 1, 1)):
             self._dm_put(a, v, n)
@@ -432,7 +432,7 @@ class SimBq76952:
         breaks them is refused and counted."""
         used = self._dm_get(R.DM_VCELL_MODE, 2) or 0xFFFF
         mask &= used
-        if mask & (mask >> 1) or bin(mask).count("1") > self._dm_get(R.DM_CB_MAX_CELLS, 1):
+        if mask & (mask >> 1) or cell_count(mask) > self._dm_get(R.DM_CB_MAX_CELLS, 1):
             self.adjacent_balance_violations += 1
             mask = 0
         if self.cfg_update or self.deepsleep:
@@ -471,7 +471,7 @@ class SimBq76952:
         if measuring:
             self._protect(dt_ms, current_ma)
             self._protect_temps(dt_ms)
-            kq = self._gain(R.DM_CAP_GAIN, _CC_GAIN_NOM * 298261.6178)
+            kq = self._gain(R.DM_CAP_GAIN, _CC_GAIN_NOM * _CAP_PER_CC)
             self._win_mas += (current_ma * kq + self.cc_offset_ma) * dt_ms / 1000.0
         self.now_ms += dt_ms
         if self.now_ms % R.CC_WINDOW_MS == 0:

@@ -34,10 +34,10 @@ range, is carried to the next reading: nothing is lost.
 from micropython import const
 
 from bms.afe import (READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_DEVICE, ST_NEW_CC, ST_STOPPED,
-                     i2c_read, i2c_write, inputs_to_cells)
+                     cell_count, cell_inputs, cells_to_inputs, i2c_read, i2c_write, inputs_to_cells)
 from bms.afe.bq76952 import regs as R
 from bms.crc import crc8_byte
-from bms.regmap import FET_CHG, FET_DSG, MAX_CELLS
+from bms.regmap import FET_CHG, FET_DSG
 
 _POLLS = const(40)  # reads of 0x3E/0x3F while a subcommand runs (each ~0.3 ms on the bus)
 _BLK_FIRST = const(0x02)  # Safety Alert A .. CC2 Current in one auto-increment read
@@ -48,7 +48,6 @@ _OFF_STACK = const(0x34 - 0x02)
 _OFF_LD = const(0x38 - 0x02)
 _OFF_CC2 = const(0x3A - 0x02)
 _ALM_LEN = const(20)  # Alarm Status .. TS3 Temperature
-_OFF_INT = const(0x68 - 0x62)
 _OFF_TS = const(0x70 - 0x62)
 _SUB_LEN = const(36)  # 0x3E .. 0x61: the code, the buffer, checksum, length
 _CHG_OFF = const(0x0C)  # FET_CONTROL CHG_OFF | PCHG_OFF
@@ -64,14 +63,7 @@ class Bq76952:
     def __init__(self, i2c, cell_channels, shunt_uohm, addr=R.DEV_ADDR, crc=None, temps=3, max_balance=16):
         if cell_channels >> R.CELL_INPUTS:
             raise ValueError("cell_channels 0x%X: the bq76952 has 16 cell inputs (bits 0..15)" % cell_channels)
-        ch = bytearray(R.CELL_INPUTS)  # the input of each cell, bottom first
-        n = 0
-        for i in range(R.CELL_INPUTS):
-            if cell_channels & (1 << i):
-                ch[n] = i
-                n += 1
-        if n > MAX_CELLS:
-            raise ValueError("%d cells: the firmware measures at most %d (bms.regmap MAX_CELLS)" % (n, MAX_CELLS))
+        n = cell_count(cell_channels)  # at most 16: bms.regmap MAX_CELLS
         if shunt_uohm < 10:
             raise ValueError("shunt_uohm %d: give the sense resistor in micro-ohm (10 or more)" % shunt_uohm)
         self.i2c = i2c
@@ -80,13 +72,12 @@ class Bq76952:
         self.cell_channels = cell_channels
         self.shunt_uohm = shunt_uohm
         self.cells = n
-        self._chan = ch
+        self._chan = cell_inputs(cell_channels)  # the input of each cell, bottom first
         self.temps = temps  # thermistors on TS1.. (configured as such)
         self.max_balance = max_balance
         self.model = "bq76952"
         self.crc_errors = 0
         self.bus_errors = 0
-        self.die_temp_dc = 0
         self.ua_code, self.user_ma = R.user_amps(shunt_uohm)
         self._cc_num = self.user_ma * 360 * shunt_uohm
         self._cc_rem = 0  # below one cc unit, x _CC_DEN
@@ -428,7 +419,6 @@ class Bq76952:
             meas.status = st
             return READ_NO_DATA
         alarm = self._w(alm, 0)
-        self.die_temp_dc = self._s(alm, _OFF_INT) - R.DK_ZERO_C
         temp_dc = meas.temp_dc
         i = 0
         while i < meas.temps:
@@ -560,14 +550,7 @@ class Bq76952:
         CB_ACTIVE_CELLS; of adjacent inputs the upper is dropped and at
         most max_balance bleed. The mask the chip reports back; -1 on a
         bus failure."""
-        chan = 0
-        ch = self._chan
-        i = 0
-        while i < self.cells:
-            if cell_mask & (1 << i):
-                chan |= 1 << ch[i]
-            i += 1
-        chan = R.allowed_balance_inputs(chan, self.max_balance)
+        chan = R.allowed_balance_inputs(cells_to_inputs(cell_mask, self._chan, self.cells), self.max_balance)
         d = self._wd
         d[0] = R.SUB_CB_ACTIVE_CELLS & 0xFF
         d[1] = R.SUB_CB_ACTIVE_CELLS >> 8
@@ -582,12 +565,3 @@ class Bq76952:
         """SHUTDOWN, the chip's lowest power: sent twice in a row (unsealed,
         the delays are skipped); a TS2 pulse or a charger wakes it."""
         return self.sub_cmd(R.SUB_SHUTDOWN) and self.sub_cmd(R.SUB_SHUTDOWN)
-
-    def enter_deepsleep(self):
-        """DEEPSLEEP (sent twice within 4 s): the FETs off, no measurement,
-        the bus still answers; exit_deepsleep() leaves it."""
-        return self.sub_cmd(R.SUB_DEEPSLEEP) and self.sub_cmd(R.SUB_DEEPSLEEP)
-
-    def exit_deepsleep(self):
-        return self.sub_cmd(R.SUB_EXIT_DEEPSLEEP)
-

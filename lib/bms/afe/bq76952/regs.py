@@ -13,7 +13,7 @@ chapter 12 commands and subcommands, chapter 13 Data Memory), SLUSE13
 """
 from micropython import const
 
-from bms.afe import ST_OCD, ST_OV, ST_OVRD, ST_SCD, ST_UV, TEMP_OPEN, TEMP_SHORT
+from bms.afe import ST_OCD, ST_OV, ST_OVRD, ST_SCD, ST_UV, TEMP_OPEN, TEMP_SHORT, cell_count
 
 DEV_ADDR = const(0x08)  # 7-bit I2C address (0x10 write / 0x11 read), datasheet default
 
@@ -21,11 +21,8 @@ DEV_ADDR = const(0x08)  # 7-bit I2C address (0x10 write / 0x11 read), datasheet 
 CMD_CONTROL_STATUS = const(0x00)
 CMD_SAFETY_ALERT_A = const(0x02)  # A/B/C alert at 0x02/0x04/0x06, status one above
 CMD_SAFETY_STATUS_A = const(0x03)
-CMD_SAFETY_ALERT_B = const(0x04)
 CMD_SAFETY_STATUS_B = const(0x05)
-CMD_SAFETY_ALERT_C = const(0x06)
 CMD_SAFETY_STATUS_C = const(0x07)
-CMD_PF_ALERT_A = const(0x0A)  # Permanent Fail alert/status A..D: 0x0A..0x11
 CMD_BATTERY_STATUS = const(0x12)
 CMD_CELL1_VOLTAGE = const(0x14)  # cell n at 0x14 + 2 (n - 1), int16 mV, n = 1..16
 CMD_STACK_VOLTAGE = const(0x34)  # userV (10 mV with DA Configuration USER_VOLTS_CV)
@@ -74,7 +71,6 @@ DEVICE_NUMBER_BQ76952 = const(0x7695)
 # uint32 time (s)
 PASSQ_INT = const(0)
 PASSQ_FRAC = const(4)
-PASSQ_TIME = const(8)
 
 # FET_CONTROL data bits (host FET-off state)
 FC_DSG_OFF = const(0x01)
@@ -91,10 +87,8 @@ DM_END = const(0x9400)
 DM_CC_GAIN = const(0x91A8)  # F4 (an IEEE-754 float's bits): 75684 / (10000 x Rsense in mOhm) (TRM 10.2)
 DM_CAP_GAIN = const(0x91AC)  # F4: CC Gain x CAP_GAIN_NUM / CAP_GAIN_DEN
 DM_POWER_CONFIG = const(0x9234)  # H2
-DM_COMM_TYPE = const(0x9239)
 DM_PROT_ENABLED_A = const(0x9261)  # H1, bits as Safety Status A
 DM_PROT_ENABLED_B = const(0x9262)
-DM_PROT_ENABLED_C = const(0x9263)
 DM_CHG_FET_PROT_A = const(0x9265)  # which faults switch the CHG FET off
 DM_DSG_FET_PROT_A = const(0x9269)  # ... the DSG FET
 DM_CHG_FET_PROT_B = const(0x9266)  # the same for Protections B (temperatures)
@@ -127,7 +121,6 @@ DM_VCELL_MODE = const(0x9304)  # H2: bit n = cell input n+1 has a cell
 DM_FET_OPTIONS = const(0x9308)
 DM_CB_CONFIG = const(0x9335)
 DM_CB_MAX_CELLS = const(0x933A)
-DM_MFG_STATUS_INIT = const(0x9343)
 
 # Protections A bits (Safety Alert/Status A, Enabled Protections A, FET Protections A)
 SA_CUV = const(0x04)
@@ -139,11 +132,8 @@ SA_SCD = const(0x80)
 # Safety B
 SB_UTC = const(0x01)
 SB_UTD = const(0x02)
-SB_UTINT = const(0x04)
 SB_OTC = const(0x10)
 SB_OTD = const(0x20)
-SB_OTINT = const(0x40)
-SB_OTF = const(0x80)
 # Safety C
 SC_HWDF = const(0x02)
 SC_PTO = const(0x04)
@@ -164,7 +154,6 @@ CHG_FET_PROT_A_HOST = const(0x18)  # COV | OCC
 
 # Battery Status (0x12) bits
 BS_CFGUPDATE = const(0x0001)
-BS_SLEEP_EN = const(0x0004)
 BS_POR = const(0x0008)  # set at reset, cleared when CONFIG_UPDATE is left
 BS_SS = const(0x0800)  # a Safety Status bit is set
 BS_PF = const(0x1000)
@@ -172,7 +161,6 @@ BS_SD_CMD = const(0x2000)
 BS_SLEEP = const(0x8000)
 
 # Alarm Status / Raw / Enable bits
-AL_WAKE = const(0x0001)
 AL_ADSCAN = const(0x0002)  # a voltage scan completed
 AL_CB = const(0x0004)  # cell balancing active
 AL_XDSG = const(0x0020)  # the DSG FET is off
@@ -196,9 +184,7 @@ POWER_CONFIG_HOST = const(0x298A)  # the default with LOOP_SLOW 2: a voltage sca
 
 # FET Status (0x7F) bits
 FS_CHG = const(0x01)
-FS_PCHG = const(0x02)
 FS_DSG = const(0x04)
-FS_PDSG = const(0x08)
 
 # Control Status (0x00)
 CS_DEEPSLEEP = const(0x04)
@@ -241,10 +227,10 @@ SCD_DELAY_STEP_US = const(15)
 SCD_DELAY_MAX = const(31)
 DK_ZERO_C = const(2732)  # 0.1 K at 0 degC (273.15 K)
 CC_RANGE_UV = const(200000)  # the coulomb counter's input range, +-200 mV
-CC_WINDOW_MS = const(250)
+CC_WINDOW_MS = const(250)  # CC1: one conversion per 250 ms (datasheet 7.16)
 TS_OPEN_DK = const(2232)  # below -50.0 degC: the thermistor is open (its ADC at full scale)
 TS_SHORT_DK = const(4232)  # above 150.0 degC: shorted
-LD_LOAD_MV = const(1000)  # DSG off, load detect pulling up: a load holds LD below this  # CC1: one conversion per 250 ms (datasheet 7.16)
+LD_LOAD_MV = const(1000)  # DSG off, load detect pulling up: a load holds LD below this
 # CC Gain (TRM 10.2) = 75684 / (10000 x Rsense in mOhm) = 75684 / (10 x shunt_uohm);
 # integers only: f32_bits() makes the float's bits
 CC_GAIN_NUM = const(75684)
@@ -276,12 +262,7 @@ def cell_channels_for(cells):
 def channels_fit(mask):
     """True when the cell inputs in `mask` suit a bq76952 board: 3 to 16
     inputs, the top one (VC16, the cell under the stack's top) among them."""
-    n = 0
-    m = mask
-    while m:
-        n += m & 1
-        m >>= 1
-    return not mask >> CELL_INPUTS and 3 <= n <= CELL_INPUTS and bool(mask >> (CELL_INPUTS - 1))
+    return not mask >> CELL_INPUTS and 3 <= cell_count(mask) and bool(mask >> (CELL_INPUTS - 1))
 
 
 TS_INPUTS = const(3)  # thermistors on TS1..TS3 (the driver configures them)
@@ -355,14 +336,10 @@ def clamp(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 
 
-def volt_delay_setting(ms):
-    """COV/CUV delay setting at or below ms: 3.3 ms x (2 + setting)."""
-    return clamp(ms * 1000 // DELAY_STEP_US - 2, 1, VDELAY_MAX)
-
-
-def cur_delay_setting(ms):
-    """OCC/OCD delay setting at or below ms."""
-    return clamp(ms * 1000 // DELAY_STEP_US - 2, 1, IDELAY_MAX)
+def delay_setting(ms, most):
+    """A COV/CUV (most VDELAY_MAX) or OCC/OCD (IDELAY_MAX) delay setting at
+    or below ms: 3.3 ms x (2 + setting)."""
+    return clamp(ms * 1000 // DELAY_STEP_US - 2, 1, most)
 
 
 def backstop(shunt, ov_mv, ov_delay_s, uv_mv, uv_delay_s, ocd_ma, ocd_delay_ms, scd_ma, scd_delay_us,
@@ -384,10 +361,10 @@ def backstop(shunt, ov_mv, ov_delay_s, uv_mv, uv_delay_s, ocd_ma, ocd_delay_ms, 
     while scd + 1 < len(t) and t[scd + 1] <= scd_mv:
         scd += 1
     # delays: 3.3 ms x (2 + setting), SCD 15 us x (setting - 1)
-    return ((DM_COV_THRESHOLD, cov, 1), (DM_COV_DELAY, volt_delay_setting(ov_delay_s * 1000), 2),
-            (DM_CUV_THRESHOLD, cuv, 1), (DM_CUV_DELAY, volt_delay_setting(uv_delay_s * 1000), 2),
-            (DM_OCD1_THRESHOLD, ocd, 1), (DM_OCD1_DELAY, cur_delay_setting(ocd_delay_ms), 1),
-            (DM_OCC_THRESHOLD, occ, 1), (DM_OCC_DELAY, cur_delay_setting(occ_delay_ms), 1),
+    return ((DM_COV_THRESHOLD, cov, 1), (DM_COV_DELAY, delay_setting(ov_delay_s * 1000, VDELAY_MAX), 2),
+            (DM_CUV_THRESHOLD, cuv, 1), (DM_CUV_DELAY, delay_setting(uv_delay_s * 1000, VDELAY_MAX), 2),
+            (DM_OCD1_THRESHOLD, ocd, 1), (DM_OCD1_DELAY, delay_setting(ocd_delay_ms, IDELAY_MAX), 1),
+            (DM_OCC_THRESHOLD, occ, 1), (DM_OCC_DELAY, delay_setting(occ_delay_ms, IDELAY_MAX), 1),
             (DM_SCD_THRESHOLD, scd, 1),
             (DM_SCD_DELAY, clamp(scd_delay_us // SCD_DELAY_STEP_US + 1, 1, SCD_DELAY_MAX), 1),
             (DM_PROT_ENABLED_A, SA_SCD | SA_OCD1 | SA_COV | SA_CUV | (SA_OCC if occ_ma > 0 else 0), 1),

@@ -13,7 +13,7 @@ what the chip actually applied.
 from micropython import const
 
 from bms.afe import (READ_NO_DATA, READ_NO_STATUS, READ_NOT_CLEARED, READ_OK, ST_STOPPED, TEMP_OPEN, TEMP_SHORT,
-                     cell_count, cell_inputs, i2c_read, i2c_write, inputs_to_cells)
+                     cell_count, cell_inputs, cells_to_inputs, i2c_read, i2c_write, inputs_to_cells)
 from bms.afe.bq769x0 import regs as R
 from bms.crc import crc8_byte
 
@@ -427,14 +427,7 @@ class Bq769x0:
         adjacent pair the upper one is dropped (the caller alternates sets
         across cycles so every cell gets its turn). -1 on bus failure.
         """
-        chan = 0
-        ch = self._chan
-        i = 0
-        while i < self.cells:
-            if cell_mask & (1 << i):
-                chan |= 1 << ch[i]
-            i += 1
-        chan = allowed_balance_channels(chan)
+        chan = allowed_balance_channels(cells_to_inputs(cell_mask, self._chan, self.cells))
         w = self._wbuf
         w[0] = chan & 0x1F
         w[2] = (chan >> 5) & 0x1F
