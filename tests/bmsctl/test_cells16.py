@@ -3,9 +3,10 @@
 bms.config) on CPython, serving a 16-cell register image on a pty, read by
 pymodbus, `bmsctl status`, the CSV log and the dashboard's poller.
 
-No simulated AFE takes 16 cells yet (the bq769x0 stops at 15), so the image
-is the one the firmware's publish loop leaves for a 16-cell chip's reading:
-bms.publish writes MAX_CELLS cells from IR_CELL_MV on.
+The image is filled with known values the way bms.publish fills it
+(MAX_CELLS cells from IR_CELL_MV on), so every host tool is checked against
+exact figures; the firmware's own publish of a 16-cell bq76952 pack runs end
+to end in tests/e2e/test_e2e_balancing.py.
 """
 import io
 import json

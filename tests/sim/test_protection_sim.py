@@ -243,11 +243,15 @@ def test_afe_hardware_over_current_is_the_backstop(tmp_path, afe):
     took = sim.run_until(lambda s: active(s, "afe_ocd"), 5000)
     assert took is not None and took <= ir[M.IR_HW_OCD_DELAY_MS] + 2 * CYCLE_MS
     assert sim.world.fets() == (True, False)
-    if not afe.is_952:  # the bq76952 latches no flag to clear: Safety Status follows its own recovery
+    if not afe.is_952:
         assert sim.world.chip.reg(0x00) & 0x01 == 0, "the firmware cleared the chip's OCD flag"
     sim.world.load.set(2000)
     check_release(sim, "afe_ocd", 60000)
     assert sim.world.fets() == (True, True)
+    if afe.is_952:  # its Safety Status follows the chip's own recovery; the latched alarm was cleared
+        from bms.afe.bq76952 import regs as R952
+
+        assert sim.world.chip.word(R952.CMD_ALARM_STATUS) & (R952.AL_SSA | R952.AL_SSBC) == 0
 
 
 def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tmp_path, afe):
@@ -255,7 +259,6 @@ def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tm
     sim.world.load.set(100000)  # a dead short
     retry_ms = value(sim, P.P_SCD_RETRY_MS)
     retries = value(sim, P.P_SCD_RETRIES)
-    releases = []
     for k in range(retries):
         check_trip(sim, "afe_scd", 5000)
         assert sim.world.fets() == (True, False)
@@ -264,7 +267,6 @@ def test_short_circuit_retries_with_back_off_then_latches_until_the_load_goes(tm
         took = sim.run_until(lambda s: not active(s, "afe_scd"), 10 * retry_ms << k, step_ms=50)
         assert took is not None
         first, at = cond_times(sim, "afe_scd", False)  # from the first cycle without the chip's flag
-        releases.append(at - first)
         assert retry_ms << k <= at - first <= (retry_ms << k) + CYCLE_MS, "back-off doubles"
     check_trip(sim, "afe_scd", 5000)
     sim.run(20 * retry_ms)
@@ -708,6 +710,7 @@ def test_the_backstop_the_chip_applied_is_in_the_input_registers(tmp_path, afe):
     raw = RG.decode(RT.INPUT_REGS, list(sim.app.ir.words))
     hw = fmt.status_dict({"input": raw, "holding": RG.decode(PT.TABLE, list(sim.app.hr.words))})["hardware_protection"]
     temps = ("hw_otc_applied_dc", "hw_otd_applied_dc", "hw_utc_applied_dc", "hw_utd_applied_dc")
+    assert tuple(hw) == fmt.HW_KEYS  # the dashboard's MQTT state names the same keys
     if afe == AFES[0]:
         assert raw["hw_occ_applied_ma"] == 0 and [raw[k] for k in temps] == [M.HW_TEMP_NONE] * 4
         assert [hw[k] for k in ("occ_a", "occ_delay_s", "otc_c", "otd_c", "utc_c", "utd_c")] == [None] * 6

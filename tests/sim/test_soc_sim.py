@@ -163,11 +163,12 @@ def test_a_stalled_loop_loses_no_charge(tmp_path, unstalled, stall):
     assert abs(counted * base_flowed - base * flowed) <= base * flowed // 1000, (counted, flowed, base, base_flowed)
 
 
-def test_a_late_cycle_counts_each_mas_once_on_either_chip(tmp_path, afe):
-    """The bq769x0 keeps only its newest window (the SOC counts it once per
-    window that passed); the bq76952's PASSQ sums every window since the
-    last read (counted once, bms.afe cc_summed): after stalls of any length
-    both count what flowed, as an unstalled loop on the same chip does."""
+def test_a_late_cycle_counts_each_mas_once_on_the_bq76952(tmp_path):
+    """The bq76952's PASSQ sums every window since the last read (counted
+    once, bms.afe cc_summed; the bq769x0, which keeps only its newest
+    window, is test_a_stalled_loop_loses_no_charge's): after stalls of any
+    length it counts what flowed, as an unstalled loop on the same chip does."""
+    afe = AFES[1]
     counted, flowed = _count_under_load(tmp_path / "stalled", STALLS["0-400 ms at random"], afe)
     base, base_flowed = _count_under_load(tmp_path / "steady", None, afe)
     print("%s: stalled %d of %d mAs, unstalled %d of %d" % (afe, counted, flowed, base, base_flowed))

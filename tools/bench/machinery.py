@@ -51,7 +51,6 @@ import time
 from bench import config, cycle, harness, heapmap, heaps
 from bms_build import build as B
 from bms_sim import twin as TW
-from bms_sim.cli import provision
 from bms_sim.target import Target, find_target
 
 ROOT = B.ROOT
@@ -188,7 +187,7 @@ def measure(quick=False, progress=print):
         built[name] = (build_twin(name, tree, src_tree), mpy_dir)
     with tempfile.TemporaryDirectory(prefix="bms-machinery-") as tmp:
         fresh = os.path.join(tmp, "provisioned")
-        provision(fresh, config.CELLS, config.CHEMISTRY, config.CAPACITY_MAH, config.SHUNT_UOHM)
+        harness.provision_pack(fresh)
         jobs = {}
         with harness.process_pool(2) as pool:
             for name in VARIANTS:

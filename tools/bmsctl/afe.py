@@ -29,11 +29,16 @@ def by_name(name):
     raise AfeError("AFE %r: give one of %s" % (name, ", ".join(names())))
 
 
+def _bq769x0s():
+    """The bq769x0 family's models, by groups (index groups - 1)."""
+    return [m for m in models() if m[1]]
+
+
 def _model(groups, afe_type):
-    family = models()
     if afe_type == AFE_BQ76952:
-        return [m for m in family if not m[1]][0]
-    return family[groups - 1] if 1 <= groups <= 3 else None
+        return [m for m in models() if not m[1]][0]
+    family = _bq769x0s()
+    return family[groups - 1] if 0 < groups <= len(family) else None
 
 
 def afe_name(groups, afe_type=AFE_BQ769X0):
@@ -61,9 +66,10 @@ def setup_chip(cur_type, cur_groups, cells, afe_type=None, groups=None):
     mask, groups = wiring(cells, 0 if afe_type else groups, afe_type)
     if not mask:
         lo, hi = afe_cells(groups, afe_type)
-        other = "" if afe_type or cells > 15 else "; give the AFE with --afe"
-        if afe_type == AFE_BQ769X0 and cells == 16:
-            other = "; 16 cells take a bq76952 (--afe bq76952)"
+        most = max(m[3] for m in _bq769x0s())  # 15: past it only the bq76952
+        other = "" if afe_type or cells > most else "; give the AFE with --afe"
+        if afe_type == AFE_BQ769X0 and most < cells <= afe_cells(0, AFE_BQ76952)[1]:
+            other = "; %d cells take a bq76952 (--afe bq76952)" % cells
         raise AfeError("%d cells do not fit a %s (it takes %d to %d)%s"
                        % (cells, afe_name(groups, afe_type), lo, hi, other))
     return afe_type, groups, thermistor_inputs(afe_type, groups)

@@ -12,6 +12,11 @@ from bms.spec import regtable as RT
 from bmsctl import regs as RG
 
 
+# status_dict()'s "hardware_protection": what the chip applied (the dashboard's MQTT source has none of it)
+HW_KEYS = ("ov_v", "uv_v", "ocd_a", "ocd_delay_s", "scd_a", "scd_delay_s",
+           "occ_a", "occ_delay_s", "otc_c", "otd_c", "utc_c", "utd_c")
+
+
 def _hw_temp(dc):
     """A chip's applied temperature limit in degC, None where it has none."""
     return None if dc == M.HW_TEMP_NONE else dc / 10.0

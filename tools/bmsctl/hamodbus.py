@@ -15,9 +15,9 @@ from decimal import Decimal
 
 from bms import paramcheck as C
 from bms import regmap as M
-from bms.afe.chips import models
 from bms.spec import regtable as RT
 from bms import soc as S
+from bmsctl.afe import cell_range
 from bmsctl.client import DEFAULT_PORT, CtlError
 
 ROWS = {r[1]: r for r in RT.INPUT_REGS}
@@ -70,7 +70,7 @@ BINARY_SENSORS = (
     ("config_state", M.CFG_CONFIGURED, "configured"),
 )
 
-MIN_CELLS = min(m[2] for m in models())  # the fewest cells an AFE takes; the most: the map's MAX_CELLS
+MIN_CELLS = cell_range()[0]  # the fewest cells an AFE takes; the most: the map's MAX_CELLS
 CELLS_HELP = "the pack's series cell count, %d-%d (one sensor per cell)" % (MIN_CELLS, M.MAX_CELLS)
 
 

@@ -128,8 +128,7 @@ def mqtt_state(msg, where="", event_seq=None):
         # it publishes, so its network is on; the message carries no inputs
         "power": {"mode": MQTT_MODES.get(mode, mode), "cause": None, "mode_time_s": None, "reset_cause": None,
                   "woken_by": None, "button": None, "acc": None, "charger": None, "network": True},
-        "hardware_protection": dict.fromkeys(("ov_v", "uv_v", "ocd_a", "ocd_delay_s", "scd_a", "scd_delay_s",
-                                              "occ_a", "occ_delay_s", "otc_c", "otd_c", "utc_c", "utd_c")),
+        "hardware_protection": dict.fromkeys(fmt.HW_KEYS),
         "soc_pct": num("soc_pct"), "remaining_ah": num("remaining_ah"), "full_capacity_ah": None,
         "soh_pct": num("soh_pct"), "cycles": num("cycles"), "remaining_wh": num("remaining_wh"),
         "time_to_empty_min": None, "time_to_full_min": None, "cc_offset_lsb": None, "event_seq": event_seq,
