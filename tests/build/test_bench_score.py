@@ -88,11 +88,12 @@ FAKE = textwrap.dedent('''\
     ap.add_argument("--ocv-table")
     ap.add_argument("--out", required=True)
     ap.add_argument("--record-every-s", type=float, default=10)
+    ap.add_argument("--add-current-ma", type=float, default=0.0)  # the what-if: 1 % less error per -10 mA
     a = ap.parse_args()
     assert a.cmd == "replay"
     with open(a.trace) as f:
         assert f.readline().startswith("t_s,current_ma,temp_c,cell1_mv")
-    err = 0.5 if a.ocv_table else 2.0
+    err = (0.5 if a.ocv_table else 2.0) + a.add_current_ma / 10.0
     rows = list(csv.DictReader(open(a.trace[:-4] + ".truth.csv")))
     with open(a.out, "w", newline="") as f:
         w = csv.writer(f)
@@ -123,14 +124,19 @@ def _write_bench(d):
         json.dump({"traces": traces}, f)
 
 
-def test_score_end_to_end_with_a_fake_replay(tmp_path):
+def _fake_bench(tmp_path):
+    """(traces dir, the fake replay command) in tmp_path."""
     traces = str(tmp_path / "traces")
     _write_bench(traces)
     fake = tmp_path / "fake_replay.py"
     fake.write_text(FAKE)
+    return traces, "%s %s" % (sys.executable, fake)
+
+
+def test_score_end_to_end_with_a_fake_replay(tmp_path):
+    traces, cmd = _fake_bench(tmp_path)
     results = tmp_path / "results"
     md = tmp_path / "docs" / "SOC.md"
-    cmd = "%s %s" % (sys.executable, fake)
     rc = score.main(["--traces", traces, "--out", str(md), "--results", str(results), "--replay-cmd", cmd])
     summary = json.loads((results / "summary.json").read_text())
     by = {(r["name"], r["ocv_table"]): r for r in summary["results"]}
@@ -158,3 +164,29 @@ def test_score_reports_a_failing_replay(tmp_path):
     assert rc == 1
     text = (tmp_path / "o.md").read_text()
     assert "ERROR" in text and "no replay here" in text
+
+
+def test_replay_arg_reaches_every_replay(tmp_path):
+    """--replay-arg: a what-if run (bms-sim replay --add-current-ma) scored
+    as the bench is: the fake's error falls by the offset it is given."""
+    traces, cmd = _fake_bench(tmp_path)
+    results = tmp_path / "results"
+    score.main(["--traces", traces, "--out", str(tmp_path / "o.md"), "--results", str(results),
+                "--replay-cmd", cmd, "--no-ocv-table",
+                "--replay-arg=--add-current-ma=-15"])
+    summary = json.loads((results / "summary.json").read_text())
+    assert [r["rms_pct"] for r in summary["results"]] == [pytest.approx(0.5)] * 2
+    assert all(r["command"][-1] == "--add-current-ma=-15" for r in summary["results"])
+
+
+def test_a_run_keeps_the_hand_written_part_and_rewrites_the_rest(tmp_path):
+    traces, cmd = _fake_bench(tmp_path)
+    md = tmp_path / "SOC.md"
+    md.write_text("an old generated table\n\n" + score.HAND_MARK + "\n\n## Before and after\n\nby hand\n")
+    score.main(["--traces", traces, "--out", str(md), "--results", str(tmp_path / "r"),
+                "--replay-cmd", cmd, "--no-ocv-table"])
+    text = md.read_text()
+    assert "an old generated table" not in text and "| n1 |" in text
+    assert text.endswith(score.HAND_MARK + "\n\n## Before and after\n\nby hand\n")
+    assert text.index("| n1 |") < text.index(score.HAND_MARK)
+

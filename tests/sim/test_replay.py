@@ -50,6 +50,23 @@ def test_counts_the_charge_of_a_trace(tmp_path, afe):
     assert int(rows[-1]["full_capacity_mah"]) == 10000
 
 
+def test_add_current_ma_shifts_every_rows_current(tmp_path):
+    """--add-current-ma (a what-if on a recorded sensor offset): a trace at
+    -2 A replayed with +2000 mA added counts nothing; with -2000 mA added it
+    counts twice the charge."""
+    trace = tmp_path / "t.csv"
+    write_trace(trace, 900, -2000, 3290)  # 15 min at -2 A on 10 Ah: 5 %
+    drops = []
+    for add in (2000, 0, -2000):
+        out = tmp_path / ("o%d.csv" % add)
+        p = replay(trace, "--chemistry", "lfp", "--capacity-mah", 10000, "--out", out, "--record-every-s", 30,
+                   "--add-current-ma", add)
+        assert p.returncode == 0, p.stderr
+        rows = read_out(out)
+        drops.append(float(rows[0]["soc_pct"]) - float(rows[-1]["soc_pct"]))
+    assert abs(drops[0]) <= 0.2 and 4.5 <= drops[1] <= 5.5 and 9.0 <= drops[2] <= 11.0, drops
+
+
 def test_a_user_ocv_table_sets_the_boot_estimate(tmp_path):
     trace = tmp_path / "t.csv"
     write_trace(trace, 120, 0, 3300)  # at rest, 3.300 V (+0..3 mV per cell)

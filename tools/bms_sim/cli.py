@@ -205,7 +205,7 @@ def cmd_replay(args):
         raise SimError("--record-every-s must be positive")
     replay(args.trace, args.chemistry, args.capacity_mah, args.out, ocv_table=args.ocv_table,
            record_every_s=args.record_every_s, target=target_of(args), heap=args.heap,
-           params=args.params, sets=args.set, afe=args.afe)
+           params=args.params, sets=args.set, afe=args.afe, add_current_ma=args.add_current_ma)
     return 0
 
 
@@ -233,6 +233,8 @@ def build_parser():
     r.add_argument("--ocv-table", help="OCV.csv: soc_pct,ocv_mv, the cell's rested OCV curve (replaces the chemistry's)")
     r.add_argument("--out", required=True, help="OUT.csv: t_s,soc_pct,... as the firmware reports them")
     r.add_argument("--record-every-s", type=float, default=10.0, help="simulated seconds between rows (default 10)")
+    r.add_argument("--add-current-ma", type=float, default=0.0, metavar="MA",
+                   help="added to every row's current: a what-if (-30 takes a +30 mA sensor offset out)")
     add_target_args(r)
     r.set_defaults(func=cmd_replay)
     return p

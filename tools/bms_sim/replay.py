@@ -453,10 +453,15 @@ def write_settings(state_dir, values):
 
 
 def replay(trace, chemistry, capacity_mah, out_path, ocv_table=None, record_every_s=10.0,
-           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr, target=None, params=None, sets=(), afe=None):
+           micropython=None, heap=DEFAULT_HEAP, log=sys.stderr, target=None, params=None, sets=(), afe=None,
+           add_current_ma=0.0):
     """Replay a trace; returns the rows written. The FET conflicts (FetConflict)
-    are written to `log` and kept in `replay.conflicts` of the last call."""
+    are written to `log` and kept in `replay.conflicts` of the last call.
+    add_current_ma: added to every row's current (a what-if: the sensor's
+    offset taken out, or one put in)."""
     times, currents, temps, cells = read_trace(trace)
+    if add_current_ma:
+        currents = [c + add_current_ma for c in currents]
     n = len(cells[0])
     values = settings(n, chemistry, capacity_mah, params, sets, ocv_table, afe or "bq769x0")
     if afe is not None and values[P.P_AFE_TYPE] != afe_type(afe):
